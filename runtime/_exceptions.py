@@ -1,0 +1,132 @@
+"""The error tree of ``runtime``.
+
+Every error the library raises on purpose derives from :class:`Error`. Where a
+builtin says the same thing, the class mixes it in, so ``except LookupError``
+keeps working for callers who do not know this library::
+
+    Error
+    ├── InvalidSessionId(Error, ValueError)        a session id breaks [A-Za-z0-9_-]{1,64}
+    ├── SessionNotFound(Error, LookupError)        no session has that id
+    ├── StreamNotFound(Error, LookupError)         no stream has that id (live or retained)
+    ├── SessionBusy(Error)                         a live stream already owns the session
+    ├── MetadataOnlyError(Error, RuntimeError)     messages of a metadata-only session were read
+    │   └── MetadataOnlySaveError                  a metadata-only session was saved
+    ├── StoreError(Error)                          the backend failed (an outside cause)
+    │   ├── StoreLocked                            another process owns the store root
+    │   ├── EmptyOverwriteRefused(StoreError, RuntimeError)
+    │   │                                          would replace stored messages with [] mid-stream
+    │   └── CorruptSession                         a session file cannot be decoded
+    ├── StoreClosed(Error, RuntimeError)           the store was used after ``aclose()``
+    ├── InvalidCursor(Error, ValueError)           a pagination cursor cannot be decoded
+    ├── SubscriberLagged(Error)                    a subscriber fell behind the retained window
+    └── AgentLoadError(Error, ValueError)          an ``AGENT`` spec cannot be resolved
+
+"You closed it" (:class:`StoreClosed`) and "an outside cause" (:class:`StoreError`)
+are different classes, as in trio's ``ClosedResourceError`` / ``BrokenResourceError``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AgentLoadError",
+    "CorruptSession",
+    "EmptyOverwriteRefused",
+    "Error",
+    "InvalidCursor",
+    "InvalidSessionId",
+    "MetadataOnlyError",
+    "MetadataOnlySaveError",
+    "SessionBusy",
+    "SessionNotFound",
+    "StoreClosed",
+    "StoreError",
+    "StoreLocked",
+    "StreamNotFound",
+    "SubscriberLagged",
+]
+
+
+class Error(Exception):
+    """Base class of every error ``runtime`` raises on purpose."""
+
+
+class InvalidSessionId(Error, ValueError):
+    """A session id does not match ``[A-Za-z0-9_-]{1,64}``; raised before any disk access."""
+
+
+class SessionNotFound(Error, LookupError):
+    """No session with the given id exists in the store (or it was deleted)."""
+
+
+class StreamNotFound(Error, LookupError):
+    """No live or retained stream has the given id."""
+
+
+class SessionBusy(Error):
+    """A live stream already owns the session; wait for it or cancel it.
+
+    :ivar session_id: the session.
+    :ivar active_stream_id: the stream that owns it.
+    """
+
+    def __init__(self, session_id: str, active_stream_id: str) -> None:
+        super().__init__(f"session {session_id!r} is busy with live stream {active_stream_id!r}")
+        self.session_id = session_id
+        self.active_stream_id = active_stream_id
+
+
+class MetadataOnlyError(Error, RuntimeError):
+    """The messages of a session loaded with ``load_metadata()`` were read."""
+
+
+class MetadataOnlySaveError(MetadataOnlyError):
+    """A metadata-only session was passed to ``save()``; raised before any I/O.
+
+    Saving such an object once replaced a 1,000-message conversation with an
+    empty one in the hermes-webui chat UI; the store refuses it outright.
+    """
+
+
+class StoreError(Error):
+    """The storage backend failed for a reason outside the caller's control."""
+
+
+class StoreLocked(StoreError):
+    """Another process holds the advisory lock on the store root."""
+
+
+class EmptyOverwriteRefused(StoreError, RuntimeError):
+    """A save would replace the stored messages with an empty list while a stream is pending."""
+
+
+class CorruptSession(StoreError):
+    """A stored session cannot be decoded."""
+
+
+class StoreClosed(Error, RuntimeError):
+    """The store (or runtime) was used after it was closed."""
+
+
+class InvalidCursor(Error, ValueError):
+    """A ``list_sessions()`` cursor was not one the store handed out."""
+
+
+class SubscriberLagged(Error):
+    """A subscriber fell off the retained window of a stream's event log.
+
+    :ivar stream_id: the stream.
+    :ivar next_seq: the first ``seq`` still retained; resume from the durable log.
+    """
+
+    def __init__(self, stream_id: str, wanted_seq: int, first_retained_seq: int) -> None:
+        super().__init__(
+            f"stream {stream_id!r}: event seq {wanted_seq} is no longer retained "
+            f"(oldest retained is {first_retained_seq}); resume from the durable log"
+        )
+        self.stream_id = stream_id
+        self.wanted_seq = wanted_seq
+        self.first_retained_seq = first_retained_seq
+
+
+class AgentLoadError(Error, ValueError):
+    """An ``AGENT`` spec (``path/file.py:function`` or ``module:function``) cannot be loaded."""

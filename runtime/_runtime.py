@@ -1,0 +1,377 @@
+"""``Runtime``: owns the task group, the live-stream registry, the store and the broker."""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import anyio.abc
+
+from . import _events as ev
+from ._exceptions import SessionBusy, StoreClosed
+from ._runner import Agent, Turn, TurnHandle, interval_ok, run_turn
+from ._session import Message, Session, validate_session_id
+from ._subscription import Subscription, new_stream_id, session_of_stream
+from .brokers.memory import MemoryBroker
+from .stores.abc import RecoveryReport, SessionPage, Store
+
+__all__ = ["Runtime"]
+
+logger = logging.getLogger("runtime")
+
+
+class Runtime:
+    """Runs agent turns as tasks, streams their events, and keeps sessions durable.
+
+    Use as ``async with Runtime(store, agent) as rt:``. Entering opens the store and
+    runs ``store.recover()`` (report in :attr:`recovery`); leaving gives live turns
+    ``shutdown_grace`` seconds to finish, then cancels the rest (their partial output
+    is kept by their shielded final save) and closes the store.
+
+    :param store: the persistence backend; the runtime opens and closes it.
+    :param agent: ``async def agent(turn: Turn) -> None``.
+    :param checkpoint_interval: seconds between checkpoint checks (> 0, default 1.0).
+    :param stale_grace: seconds a stream with no live task is still trusted before it is
+        repaired as stale (> 0, default 30.0).
+    :param final_save_timeout: seconds the shielded final save of a turn may take.
+    :param shutdown_grace: seconds live turns get to finish when the runtime closes (>= 0).
+    :param event_retention: seconds a finished stream's events stay readable in memory;
+        afterwards they are replayed from the store.
+    :param max_events: live window of each stream's event log, in events.
+    :raises ValueError: for a bad interval or window, naming the parameter.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        agent: Agent,
+        *,
+        checkpoint_interval: float = 1.0,
+        stale_grace: float = 30.0,
+        final_save_timeout: float = 30.0,
+        shutdown_grace: float = 10.0,
+        event_retention: float = 300.0,
+        max_events: int = 100_000,
+    ) -> None:
+        if not callable(agent):
+            raise TypeError(f"agent must be an async callable, not {agent!r}")
+        self.store = store
+        self.agent = agent
+        self.checkpoint_interval = interval_ok(checkpoint_interval, "checkpoint_interval")
+        self.stale_grace = float(stale_grace) if stale_grace == 0 else interval_ok(
+            stale_grace, "stale_grace"
+        )
+        self.final_save_timeout = interval_ok(final_save_timeout, "final_save_timeout")
+        if shutdown_grace < 0:
+            raise ValueError(f"invalid shutdown_grace {shutdown_grace!r}: must be >= 0 seconds")
+        self.shutdown_grace = float(shutdown_grace)
+        self.broker = MemoryBroker(retention=event_retention, max_events=max_events)
+        self.recovery: RecoveryReport | None = None
+        self._live: dict[str, TurnHandle] = {}  # stream_id -> handle
+        self._busy: dict[str, str] = {}  # session_id -> stream_id, from start_turn on
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._closed = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """True between entering and leaving the ``async with`` block."""
+        return self._tg is not None
+
+    async def __aenter__(self) -> Self:
+        if self._closed or self._tg is not None:
+            raise RuntimeError("a Runtime can be entered once")
+        await self.store.open()
+        try:
+            self.recovery = await self.store.recover()
+            if self.recovery["restored"] or self.recovery["orphaned_backups"]:
+                logger.warning("store recovery: %s", self.recovery)
+            tg = anyio.create_task_group()
+            await tg.__aenter__()
+        except BaseException:
+            await self.store.aclose()
+            raise
+        self._tg = tg
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        tg = self._tg
+        assert tg is not None, "Runtime was not entered"
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._drain(self.shutdown_grace if exc is None else 0.0)
+            return await tg.__aexit__(exc_type, exc, tb)
+        finally:
+            self._tg = None
+            self._closed = True
+            with anyio.CancelScope(shield=True):
+                await self.store.aclose()
+
+    async def _drain(self, grace: float) -> None:
+        """Wait up to ``grace`` seconds for live turns, then cancel and await the rest."""
+        with anyio.move_on_after(grace):
+            for handle in list(self._live.values()):
+                await handle.finished.wait()
+        for handle in list(self._live.values()):
+            handle.cancel()
+        for handle in list(self._live.values()):
+            await handle.finished.wait()
+
+    def _task_group(self) -> anyio.abc.TaskGroup:
+        if self._tg is None:
+            raise StoreClosed("the runtime is not running; use 'async with Runtime(...)'")
+        return self._tg
+
+    # -- sessions -----------------------------------------------------------------------
+
+    def new_session(self, **fields: Any) -> Session:
+        """A new session, kept in memory until its first turn (no file, not listed).
+
+        :param fields: :class:`Session` fields, e.g. ``title="..."``.
+        :raises InvalidSessionId: for a bad ``session_id``.
+        """
+        self._task_group()
+        return self.store.new_session(**fields)
+
+    async def get_session(self, session_id: str, *, metadata_only: bool = False) -> Session:
+        """The session (full, or ``metadata_only``), after repairing a stale stream.
+
+        :raises InvalidSessionId: for a bad id, before any I/O.
+        :raises SessionNotFound: if there is no such session.
+        """
+        meta = await self.store.load_metadata(session_id)
+        repaired = await self._repair_if_stale(meta)
+        if repaired is not None:
+            return Session.from_dict(repaired.meta_dict(), metadata_only=True) if (
+                metadata_only
+            ) else repaired
+        return meta if metadata_only else await self.store.load(session_id)
+
+    async def session_status(self, session_id: str) -> dict[str, Any]:
+        """``{active_stream_id, live, pending_user_message, pending_started_at}``
+        (seconds since the epoch), after repairing a stale stream.
+
+        :raises InvalidSessionId: for a bad id.
+        :raises SessionNotFound: if there is no such session.
+        """
+        s = await self.get_session(session_id, metadata_only=True)
+        return {
+            "active_stream_id": s.active_stream_id,
+            "live": s.active_stream_id is not None and s.active_stream_id in self._live,
+            "pending_user_message": s.pending_user_message,
+            "pending_started_at": s.pending_started_at,
+        }
+
+    async def list_sessions(self, *, limit: int = 50, cursor: str | None = None) -> SessionPage:
+        """A page of sessions (see :meth:`Store.list_sessions`)."""
+        return await self.store.list_sessions(limit=limit, cursor=cursor)
+
+    async def delete_session(self, session_id: str) -> None:
+        """Delete a session that has no live stream.
+
+        :raises SessionBusy: while a live stream owns it (cancel it first).
+        :raises SessionNotFound: if there is no such session.
+        """
+        validate_session_id(session_id)
+        busy = self._busy.get(session_id)
+        if busy is not None:
+            raise SessionBusy(session_id, busy)
+        await self.store.delete(session_id)
+
+    # -- stale stream repair ----------------------------------------------------------------
+
+    def is_live(self, stream_id: str) -> bool:
+        """True while a task of this runtime runs the stream."""
+        return stream_id in self._live
+
+    def _is_stale(self, s: Session, now: float) -> bool:
+        if s.active_stream_id is None or s.active_stream_id in self._live:
+            return False
+        if s.session_id in self._busy:  # start_turn is between its save and the task
+            return False
+        started = s.pending_started_at
+        return started is None or now - started >= self.stale_grace
+
+    async def _repair_if_stale(self, meta: Session) -> Session | None:
+        """Repair a stale stream through a FULL load; returns the repaired session, or
+        ``None`` if nothing was stale. A failed reload raises and writes nothing.
+
+        Never from the metadata-only object: saving that once wiped a 1,000-message
+        conversation in hermes-webui.
+        """
+        if not self._is_stale(meta, time.time()):
+            return None
+        full = await self.store.load(meta.session_id)
+        if not self._is_stale(full, time.time()):
+            return None
+        _mark_interrupted(full)
+        await self.store.save(full, touch_updated_at=False)
+        logger.warning("repaired stale stream of session %s", full.session_id)
+        return full
+
+    async def _repair_session(self, session_id: str) -> None:
+        await self._repair_if_stale(await self.store.load_metadata(session_id))
+
+    # -- turns --------------------------------------------------------------------------
+
+    async def start_turn(self, session_id: str, text: str) -> str:
+        """Start a turn: save the pending fields (the session's first write if it is
+        new), then run the agent in a task. Returns the ``stream_id`` once the stream
+        has started.
+
+        :raises InvalidSessionId: for a bad id, before any I/O.
+        :raises ValueError: if ``text`` is not a non-empty string.
+        :raises SessionNotFound: if there is no such session.
+        :raises SessionBusy: while a live stream owns the session (HTTP 409).
+        """
+        validate_session_id(session_id)
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"invalid message {text!r}: must be a non-empty string")
+        tg = self._task_group()
+        if session_id in self._busy:
+            raise SessionBusy(session_id, self._busy[session_id])
+        stream_id = new_stream_id(session_id)
+        self._busy[session_id] = stream_id
+        try:
+            session = await self.store.load(session_id)
+            if session.active_stream_id is not None and not self._is_stale(session, time.time()):
+                raise SessionBusy(session_id, session.active_stream_id)
+            if session.active_stream_id is not None:
+                _mark_interrupted(session)
+            history = list(session.messages)
+            now = time.time()
+            session.active_stream_id = stream_id
+            session.pending_user_message = text
+            session.pending_started_at = now
+            log = self.broker.open(stream_id, session_id)
+            started = log.publish(ev.STREAM_STARTED, {"user_message": text,
+                                                       "pending_started_at": now})
+            try:
+                await self.store.save(session, events=[started])
+            except BaseException:
+                self.broker.drop(stream_id)
+                raise
+            # The user message is part of the running transcript from here on, so that
+            # checkpoints persist it; repair will not add it twice.
+            session.messages.append({"role": "user", "content": text, "timestamp": now})
+            handle = TurnHandle(session_id, stream_id, log)
+            turn = Turn(session, log, text, history)
+            self._live[stream_id] = handle
+            try:
+                await tg.start(self._run, turn, handle)
+            except BaseException:
+                self._live.pop(stream_id, None)
+                raise
+        except BaseException:
+            if self._busy.get(session_id) == stream_id:
+                del self._busy[session_id]
+            raise
+        return stream_id
+
+    async def _run(
+        self,
+        turn: Turn,
+        handle: TurnHandle,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            await run_turn(
+                self.agent,
+                turn,
+                handle,
+                self.store,
+                checkpoint_interval=self.checkpoint_interval,
+                final_save_timeout=self.final_save_timeout,
+                task_status=task_status,
+            )
+        finally:
+            self._live.pop(handle.stream_id, None)
+            if self._busy.get(handle.session_id) == handle.stream_id:
+                del self._busy[handle.session_id]
+
+    async def cancel(self, stream_id: str) -> bool:
+        """Cancel a live turn; its partial output is kept once, marked ``_partial``, and
+        one ``cancelled`` marker is added. Returns ``False`` if the stream is not live.
+        Returns once the turn's final save is done, so a new turn may start at once.
+        """
+        handle = self._live.get(stream_id)
+        if handle is None:
+            return False
+        handle.cancel()
+        await handle.finished.wait()
+        return True
+
+    async def wait_stream(self, stream_id: str) -> None:
+        """Wait until a live turn has ended (final save done); returns at once if the
+        stream is not live."""
+        handle = self._live.get(stream_id)
+        if handle is not None:
+            await handle.finished.wait()
+
+    def events(self, stream_id: str, after_seq: int = 0) -> Subscription:
+        """Follow a stream: ``async for event in rt.events(stream_id, after_seq)``.
+
+        Replays the events with ``seq > after_seq``, then follows live ones, and ends
+        after ``stream.end``. Several subscribers may follow one stream; leaving never
+        cancels the turn. A stream of a process that died is replayed from the store and
+        ended with ``error`` ``{"type": "interrupted"}`` and ``stream.end``.
+
+        :raises StreamNotFound: if ``stream_id`` is not a stream id of this runtime
+            (at once), or (while iterating) if no events of it exist anywhere.
+        :raises ValueError: if ``after_seq`` is not an integer >= 0.
+        """
+        session_of_stream(stream_id)
+        return Subscription(self.broker, self.store, stream_id, after_seq, self._repair_session)
+
+    def stream_session(self, stream_id: str) -> str:
+        """The session id of a stream id.
+
+        :raises StreamNotFound: if it is not a stream id of this runtime.
+        """
+        return session_of_stream(stream_id)
+
+    def statistics(self) -> dict[str, int]:
+        """``{live_streams, retained_logs}``: an immutable snapshot."""
+        return {"live_streams": len(self._live), "retained_logs": len(self.broker)}
+
+
+def _mark_interrupted(session: Session) -> None:
+    """Close a dead stream in the transcript: the pending user message (once) and one
+    ``interrupted`` marker; clears the pending fields."""
+    pending = session.pending_user_message
+    messages = session.messages
+    if pending is not None and not _has_user_message(messages, pending):
+        messages.append({"role": "user", "content": pending, "_recovered": True,
+                         "timestamp": session.pending_started_at})
+    marker: Message = {
+        "role": "assistant",
+        "content": "The previous turn was interrupted because the process stopped.",
+        "_error": True,
+        "type": "interrupted",
+        "interruption_cause": "process_restart",
+        "stream_id": session.active_stream_id,
+        "timestamp": time.time(),
+    }
+    messages.append(marker)
+    session.active_stream_id = None
+    session.pending_user_message = None
+    session.pending_started_at = None
+
+
+def _has_user_message(messages: list[Message], text: str) -> bool:
+    """True if the last user message is ``text`` (a checkpoint already persisted it)."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return bool(message.get("content") == text)
+    return False
+
