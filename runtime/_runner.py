@@ -114,8 +114,12 @@ class Turn:
             return
         text = "".join(self._draft)
         if self._partial is None:
-            self._partial = {"role": "assistant", "content": text, "_partial": True,
-                             "timestamp": _now()}
+            self._partial = {
+                "role": "assistant",
+                "content": text,
+                "_partial": True,
+                "timestamp": _now(),
+            }
             self._session.messages.append(self._partial)
         else:
             self._partial["content"] = text
@@ -128,7 +132,9 @@ class Turn:
         self._partial = None
         return text, partial
 
-    def _finish_draft(self, extra: dict[str, Any] | None = None, *, force: bool = False) -> Message | None:
+    def _finish_draft(
+        self, extra: dict[str, Any] | None = None, *, force: bool = False
+    ) -> Message | None:
         """Turn the draft into a finished assistant message (with ``extra`` keys)."""
         text, partial = self._take_draft()
         if text is None and not force:
@@ -198,7 +204,9 @@ class Turn:
         await self._emit(ev.USAGE, dict(counts))
 
     @asynccontextmanager
-    async def tool(self, name: str, arguments: dict[str, Any] | None = None) -> AsyncIterator[ToolCall]:
+    async def tool(
+        self, name: str, arguments: dict[str, Any] | None = None
+    ) -> AsyncIterator[ToolCall]:
         """Run a tool call: emits ``tool.started`` on entry and ``tool.completed`` on exit
         (``{call_id, name, result, error, duration_s}``, seconds). The assistant message
         carrying ``tool_calls`` and the ``role: "tool"`` result message are appended;
@@ -218,7 +226,9 @@ class Turn:
         }
         message = self._finish_draft({"tool_calls": [spec]}, force=True)
         assert message is not None
-        await self._emit(ev.TOOL_STARTED, {"call_id": call.call_id, "name": name, "arguments": args})
+        await self._emit(
+            ev.TOOL_STARTED, {"call_id": call.call_id, "name": name, "arguments": args}
+        )
         self._open_calls[call.call_id] = call
         started = time.monotonic()
         error: str | None = None
@@ -234,9 +244,11 @@ class Turn:
 
     def _complete_tool(self, call: ToolCall, error: str | None, duration: float) -> None:
         result = call.result
-        content = result if isinstance(result, str) else orjson.dumps(
-            result, option=orjson.OPT_NON_STR_KEYS, default=str
-        ).decode()
+        content = (
+            result
+            if isinstance(result, str)
+            else orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
+        )
         message: Message = {
             "role": "tool",
             "tool_call_id": call.call_id,
@@ -249,13 +261,16 @@ class Turn:
         self._append(message)
         # Synchronous publish: this also runs while the block unwinds from a cancellation.
         if not self.closed:
-            self._log.publish(ev.TOOL_COMPLETED, {
-                "call_id": call.call_id,
-                "name": call.name,
-                "result": None if error is not None else result,
-                "error": error,
-                "duration_s": round(duration, 6),
-            })
+            self._log.publish(
+                ev.TOOL_COMPLETED,
+                {
+                    "call_id": call.call_id,
+                    "name": call.name,
+                    "result": None if error is not None else result,
+                    "error": error,
+                    "duration_s": round(duration, 6),
+                },
+            )
 
 
 class TurnHandle:
@@ -284,11 +299,14 @@ async def _checkpoint(turn: Turn, store: Store, state: dict[str, int]) -> None:
     events = log.events_between(state["persisted_seq"], up_to)
     await store.save(turn._session, skip_index=True, events=events)
     state["persisted_seq"] = up_to
-    await turn._emit(ev.CHECKPOINT, {
-        "messages": turn._session.message_count,
-        "activity": turn.activity,
-        "persisted_seq": up_to,
-    })
+    await turn._emit(
+        ev.CHECKPOINT,
+        {
+            "messages": turn._session.message_count,
+            "activity": turn.activity,
+            "persisted_seq": up_to,
+        },
+    )
 
 
 async def _checkpoint_loop(
@@ -319,14 +337,28 @@ def _outcome_messages(turn: Turn, outcome: str, error: BaseException | None) -> 
         return []
     text, partial = turn._take_draft()
     if text is not None and partial is None:
-        turn._session.messages.append({"role": "assistant", "content": text,
-                                       "_partial": True, "timestamp": _now()})
+        turn._session.messages.append(
+            {"role": "assistant", "content": text, "_partial": True, "timestamp": _now()}
+        )
+    marker: Message
     if outcome == "cancelled":
-        return [{"role": "assistant", "content": "Turn cancelled.", "type": "cancelled",
-                 "_cancelled": True, "timestamp": _now()}]
-    return [{"role": "assistant", "content": f"Error: {type(error).__name__}: {error}",
-             "_error": True, "type": "error", "error_type": type(error).__name__,
-             "timestamp": _now()}]
+        marker = {
+            "role": "assistant",
+            "content": "Turn cancelled.",
+            "type": "cancelled",
+            "_cancelled": True,
+            "timestamp": _now(),
+        }
+    else:
+        marker = {
+            "role": "assistant",
+            "content": f"Error: {type(error).__name__}: {error}",
+            "_error": True,
+            "type": "error",
+            "error_type": type(error).__name__,
+            "timestamp": _now(),
+        }
+    return [marker]
 
 
 async def _final_save(
@@ -335,7 +367,7 @@ async def _final_save(
     outcome: str,
     error: BaseException | None,
     state: dict[str, int],
-    timeout: float,
+    save_timeout: float,
 ) -> None:
     """Merge, clear the pending fields, save with the index, then publish the end."""
     session = turn._session
@@ -346,30 +378,47 @@ async def _final_save(
     session.pending_started_at = None
     log = turn._log
     seq = log.last_seq
+    terminal: tuple[str, dict[str, Any]]
     if outcome == "done":
         terminal = (ev.DONE, {"messages": session.message_count})
     elif outcome == "cancelled":
         terminal = (ev.CANCELLED, {"reason": "cancelled"})
     else:
-        terminal = (ev.ERROR, {"type": "agent_error", "error_type": type(error).__name__,
-                               "message": str(error)})
+        terminal = (
+            ev.ERROR,
+            {"type": "agent_error", "error_type": type(error).__name__, "message": str(error)},
+        )
     ts = _now()
-    tail = [Event(seq + 1, turn.stream_id, turn.session_id, terminal[0], terminal[1], ts),
-            Event(seq + 2, turn.stream_id, turn.session_id, ev.STREAM_END, {"outcome": outcome}, ts)]
+    tail = [
+        Event(seq + 1, turn.stream_id, turn.session_id, terminal[0], terminal[1], ts),
+        Event(seq + 2, turn.stream_id, turn.session_id, ev.STREAM_END, {"outcome": outcome}, ts),
+    ]
     events = log.events_between(state["persisted_seq"], seq) + tail
     saved = False
-    with anyio.move_on_after(timeout, shield=True):
+    with anyio.move_on_after(save_timeout, shield=True):
         try:
             await store.save(session, events=events)
             saved = True
         except Exception as exc:
             logger.exception("final save of session %s failed", turn.session_id)
-            tail[0] = Event(seq + 1, turn.stream_id, turn.session_id, ev.ERROR,
-                            {"type": "save_failed", "message": str(exc)}, ts)
+            tail[0] = Event(
+                seq + 1,
+                turn.stream_id,
+                turn.session_id,
+                ev.ERROR,
+                {"type": "save_failed", "message": str(exc)},
+                ts,
+            )
     if not saved and tail[0].type != ev.ERROR:
-        logger.error("final save of session %s timed out after %ss", turn.session_id, timeout)
-        tail[0] = Event(seq + 1, turn.stream_id, turn.session_id, ev.ERROR,
-                        {"type": "save_timeout", "message": f"final save exceeded {timeout}s"}, ts)
+        logger.error("final save of session %s timed out after %ss", turn.session_id, save_timeout)
+        tail[0] = Event(
+            seq + 1,
+            turn.stream_id,
+            turn.session_id,
+            ev.ERROR,
+            {"type": "save_timeout", "message": f"final save exceeded {save_timeout}s"},
+            ts,
+        )
     turn.closed = True
     for event in tail:
         log.append(event)
@@ -430,8 +479,10 @@ async def run_turn(
 
 def interval_ok(value: float, name: str) -> float:
     """:raises ValueError: unless ``value`` is a finite number of seconds > 0."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-        math.isfinite(value) and value > 0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (math.isfinite(value) and value > 0)
     ):
         raise ValueError(f"invalid {name} {value!r}: must be a finite number of seconds > 0")
     return float(value)

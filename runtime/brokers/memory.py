@@ -79,7 +79,8 @@ class EventLog:
         """
         if event.seq != self.last_seq + 1:
             raise ValueError(
-                f"event seq {event.seq} does not follow {self.last_seq} in stream {self.stream_id!r}"
+                f"event seq {event.seq} does not follow {self.last_seq} "
+                f"in stream {self.stream_id!r}"
             )
         events = self._events
         events.append(event)

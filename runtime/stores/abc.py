@@ -88,7 +88,9 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
             raise TypeError
         return float(updated_at), validate_session_id(session_id)
     except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
-        raise InvalidCursor(f"invalid cursor {cursor!r}: not a cursor from list_sessions()") from exc
+        raise InvalidCursor(
+            f"invalid cursor {cursor!r}: not a cursor from list_sessions()"
+        ) from exc
 
 
 def check_limit(limit: int) -> int:
@@ -295,9 +297,7 @@ class Store(ABC):
         self._check_open()
         return await self._recover()
 
-    async def load_events(
-        self, session_id: str, stream_id: str, after_seq: int = 0
-    ) -> list[Event]:
+    async def load_events(self, session_id: str, stream_id: str, after_seq: int = 0) -> list[Event]:
         """The persisted events of a stream of this session with ``seq > after_seq``,
         in order; ``[]`` if none were persisted.
 

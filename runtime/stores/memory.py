@@ -33,9 +33,7 @@ class MemoryStore(Store):
         d = self.sessions.get(session_id)
         if d is None:
             return None
-        return StoredInfo(
-            len(d["messages"]), d["active_stream_id"], d["pending_user_message"]
-        )
+        return StoredInfo(len(d["messages"]), d["active_stream_id"], d["pending_user_message"])
 
     async def _write(
         self, session: Session, *, skip_index: bool, backup: bool, events: Sequence[Event]

@@ -1,0 +1,519 @@
+"""``FileStore``: the embedded default store, human-readable files under one root.
+
+Layout of ``<root>/sessions/`` (also written to ``_README`` there):
+
+* ``<id>.json`` — snapshot: the session's fields, ``gen`` and all ``messages``;
+* ``<id>.journal`` — checkpoint journal: one JSON line per checkpoint of generation
+  ``gen`` (``base``: keep that many messages, then append ``messages``; changed
+  fields; the stream's new ``events``). Lines of another generation are ignored;
+* ``<id>.json.bak`` — the state before a save that shrank the message list;
+* ``<id>.events.jsonl`` — the durable events of the session's latest stream;
+* ``_index.jsonl`` (derived, rebuilt when missing or corrupt), ``_deleted.jsonl``
+  (tombstones), ``_lock`` (one process per root).
+
+A checkpoint (``save(skip_index=True)``) appends one line and fdatasyncs it, so its
+cost is O(new data), not O(history). A full save compacts: new snapshot with the
+next ``gen`` (temp file, fsync, rename, directory fsync), then the journal is
+emptied. A torn last journal line (a crash mid-append) is ignored on load.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+
+from .._config import default_root
+from .._events import Event
+from .._exceptions import StoreError, StoreLocked
+from .._session import META_FIELDS, Session
+from . import _fileio as fio
+from ._file_index import SessionIndex
+from ._file_recovery import recover_directory
+from .abc import RecoveryReport, Store, StoredInfo, not_found
+
+__all__ = ["FileStore"]
+
+logger = logging.getLogger("runtime.stores.files")
+
+_README = """\
+This directory is a runtime FileStore (one process at a time; see _lock).
+  <id>.json          snapshot of a session: its fields, "gen" and every message
+  <id>.journal       checkpoints since that snapshot, one JSON line each; only lines whose
+                     "gen" equals the snapshot's apply ("base" = messages kept, then appended)
+  <id>.json.bak      the state before a save that shrank the messages; startup recovery
+                     restores it if the live file holds fewer messages
+  <id>.events.jsonl  durable events of the session's latest stream (for SSE replay)
+  _index.jsonl       derived list index (safe to delete: it is rebuilt)
+  _deleted.jsonl     tombstones: deleted sessions are never recovered
+Names starting with "_" or "." are never sessions. List sessions with: runtime sessions list
+"""
+
+_META_KEYS = tuple(k for k in META_FIELDS if k != "updated_at")
+
+
+def _meta(session: Session) -> dict[str, Any]:
+    return {k: getattr(session, k) for k in _META_KEYS}
+
+
+@dataclass(slots=True)
+class _Durable:
+    """What is durable on disk for one session, as this process last wrote or read it."""
+
+    gen: int
+    count: int
+    last: bytes | None  # the last message, encoded: detects an in-place change of it
+    meta: bytes  # encoded fields but updated_at: detects metadata changes
+    row: dict[str, Any]  # the session's metadata row (index form)
+    bak_count: int | None  # messages in <id>.json.bak, None if there is none
+    journal_bytes: int
+    snapshot_bytes: int
+    journal_events: bool  # the journal holds events of this generation
+
+    def info(self) -> StoredInfo:
+        return StoredInfo(
+            self.count, self.row.get("active_stream_id"), self.row.get("pending_user_message")
+        )
+
+
+class FileStore(Store):
+    """Sessions as files under ``<root>/sessions/``; see the module docstring.
+
+    :param root: the store root (default ``$RUNTIME_HOME`` or ``./.runtime``).
+    :param compact_bytes: a checkpoint compacts instead of appending once the journal
+        exceeds this many bytes and the snapshot's size (amortised O(1) per byte).
+    :raises StoreLocked: from :meth:`open` if another process holds the root.
+    """
+
+    def __init__(
+        self, root: str | os.PathLike[str] | None = None, *, compact_bytes: int = 4 << 20
+    ) -> None:
+        super().__init__()
+        self.root = Path(root) if root is not None else default_root()
+        self.dir = self.root / "sessions"
+        self.compact_bytes = compact_bytes
+        self._index = SessionIndex(self.dir / "_index.jsonl")
+        self._durable: dict[str, _Durable] = {}
+        self._tombstones: set[str] = set()
+        self._lock_fd: int | None = None
+
+    def __repr__(self) -> str:
+        return f"FileStore({str(self.root)!r})"
+
+    # -- paths -----------------------------------------------------------------------
+
+    def _snap(self, sid: str) -> Path:
+        return self.dir / f"{sid}.json"
+
+    def _journal(self, sid: str) -> Path:
+        return self.dir / f"{sid}.journal"
+
+    def _bak(self, sid: str) -> Path:
+        return self.dir / f"{sid}.json.bak"
+
+    def _events(self, sid: str) -> Path:
+        return self.dir / f"{sid}.events.jsonl"
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        await anyio.to_thread.run_sync(self._open_sync)
+
+    def _open_sync(self) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create store directory {self.dir}: {exc}") from exc
+        fd = os.open(self.dir / "_lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreLocked(
+                f"store root {str(self.root)!r} is in use by another process (pid {holder}); "
+                "one process may own a FileStore root at a time (use PostgresStore to share)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+        readme = self.dir / "_README"
+        if not readme.exists():
+            fio.atomic_write(readme, _README.encode())
+        for rec in fio.json_lines(fio.read_bytes(self.dir / "_deleted.jsonl") or b""):
+            if isinstance(rec, dict) and isinstance(rec.get("session_id"), str):
+                if rec.get("undeleted"):
+                    self._tombstones.discard(rec["session_id"])
+                else:
+                    self._tombstones.add(rec["session_id"])
+        existed = self._index.path.exists()
+        if not self._index.load():
+            if existed:
+                logger.warning("session index %s is corrupt: rebuilding", self._index.path)
+            self._rebuild_index_sync()
+
+    async def _close(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # releases the flock; closing an fd does not block
+
+    def _rebuild_index_sync(self) -> None:
+        rows: dict[str, dict[str, Any]] = {}
+        for entry in os.scandir(self.dir):
+            name = entry.name
+            if name.startswith(("_", ".")) or not name.endswith(".json"):
+                continue
+            sid = name[:-5]
+            try:
+                state = self._read_state_sync(sid)
+            except StoreError as exc:
+                logger.error("skipping unreadable session %s: %s", sid, exc)
+                continue
+            if state is not None:
+                rows[sid] = state[1].row
+        self._index.replace_all(rows)
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _read_state_sync(self, sid: str) -> tuple[dict[str, Any], _Durable] | None:
+        """Snapshot plus this generation's journal lines; caches the durable state."""
+        d = fio.read_session_file(self._snap(sid))
+        if d is None:
+            return None
+        snapshot_bytes = self._snap(sid).stat().st_size
+        gen = d.get("gen", 0)
+        messages: list[dict[str, Any]] = d["messages"]
+        journal = fio.read_bytes(self._journal(sid)) or b""
+        has_events = False
+        for rec in fio.json_lines(journal):
+            if not isinstance(rec, dict) or rec.get("gen") != gen:
+                continue
+            del messages[rec["base"] :]
+            messages.extend(rec["messages"])
+            d["updated_at"] = rec["updated_at"]
+            if "meta" in rec:
+                d.update(rec["meta"])
+            has_events = has_events or bool(rec.get("events"))
+        d.pop("format", None)
+        d.pop("gen", None)
+        d["message_count"] = len(messages)
+        bak = fio.read_session_file(self._bak(sid)) if self._bak(sid).exists() else None
+        row = {k: d.get(k) for k in META_FIELDS}
+        row["message_count"] = len(messages)
+        durable = _Durable(
+            gen=gen,
+            count=len(messages),
+            last=orjson.dumps(messages[-1]) if messages else None,
+            meta=orjson.dumps({k: d.get(k) for k in _META_KEYS}),
+            row=row,
+            bak_count=None if bak is None else len(bak["messages"]),
+            journal_bytes=len(journal),
+            snapshot_bytes=snapshot_bytes,
+            journal_events=has_events,
+        )
+        self._durable[sid] = durable
+        return d, durable
+
+    async def _read_state(self, sid: str) -> tuple[dict[str, Any], _Durable] | None:
+        return await anyio.to_thread.run_sync(self._read_state_sync, sid)
+
+    async def _stored_info(self, session_id: str) -> StoredInfo | None:
+        d = self._durable.get(session_id)
+        if d is None:
+            state = await self._read_state(session_id)
+            if state is None:
+                return None
+            d = state[1]
+        return d.info()
+
+    async def _load(self, session_id: str) -> Session:
+        state = await self._read_state(session_id)
+        if state is None:
+            raise not_found(session_id)
+        return Session.from_dict(state[0])
+
+    async def _load_metadata(self, session_id: str) -> Session:
+        d = self._durable.get(session_id)
+        if d is None:
+            state = await self._read_state(session_id)
+            if state is None:
+                raise not_found(session_id)
+            d = state[1]
+        return Session.from_dict(dict(d.row), metadata_only=True)
+
+    # -- writing ---------------------------------------------------------------------
+
+    async def _write(
+        self, session: Session, *, skip_index: bool, backup: bool, events: Sequence[Event]
+    ) -> None:
+        sid = session.session_id
+        d = self._durable.get(sid)
+        untomb = sid in self._tombstones
+        if untomb:
+            self._tombstones.discard(sid)
+        if (
+            skip_index
+            and d is not None
+            and not backup
+            and not untomb
+            and d.journal_bytes < max(self.compact_bytes, d.snapshot_bytes)
+        ):
+            line, after = self._journal_line(session, d, events)
+            await anyio.to_thread.run_sync(self._append_sync, sid, line, d, after)
+            return
+        await self._compact(
+            session, d, skip_index=skip_index, backup=backup, events=events, untomb=untomb
+        )
+
+    def _journal_line(
+        self, session: Session, d: _Durable, events: Sequence[Event]
+    ) -> tuple[bytes, _Durable]:
+        """Encode a checkpoint record (in the event loop, so the agent cannot change the
+        messages under it) and the durable state it leads to."""
+        messages = session.messages
+        n, c = len(messages), d.count
+        base = 0
+        if c:
+            base = c if orjson.dumps(messages[c - 1]) == d.last else c - 1
+        rec: dict[str, Any] = {
+            "gen": d.gen,
+            "base": base,
+            "messages": messages[base:],
+            "updated_at": session.updated_at,
+        }
+        meta = _meta(session)
+        meta_bytes = orjson.dumps(meta)
+        if meta_bytes != d.meta:
+            rec["meta"] = meta
+        if events:
+            rec["stream_id"] = events[0].stream_id
+            rec["events"] = [e.to_dict() for e in events]
+        line = orjson.dumps(rec) + b"\n"
+        row = dict(meta, updated_at=session.updated_at, message_count=n)
+        after = _Durable(
+            gen=d.gen,
+            count=n,
+            last=orjson.dumps(messages[-1]) if n else None,
+            meta=meta_bytes,
+            row=row,
+            bak_count=d.bak_count,
+            journal_bytes=d.journal_bytes + len(line),
+            snapshot_bytes=d.snapshot_bytes,
+            journal_events=d.journal_events or bool(events),
+        )
+        return line, after
+
+    def _append_sync(self, sid: str, line: bytes, before: _Durable, after: _Durable) -> None:
+        fio.append_durable(self._journal(sid), line, created=True)
+        if after.bak_count is not None and after.count >= after.bak_count:
+            fio.unlink(self._bak(sid))  # superseded: recovery would never restore it
+            after.bak_count = None
+        self._durable[sid] = after
+
+    async def _compact(
+        self,
+        session: Session,
+        d: _Durable | None,
+        *,
+        skip_index: bool,
+        backup: bool,
+        events: Sequence[Event],
+        untomb: bool,
+    ) -> None:
+        messages = list(session.messages)  # the list may grow while the thread encodes
+        meta = _meta(session)
+        row = dict(meta, updated_at=session.updated_at, message_count=len(messages))
+        event_dicts = [e.to_dict() for e in events]
+        index_line = b"" if skip_index else self._index.put(row)
+        rewrite = None if skip_index else self._index.compaction_due()
+        await anyio.to_thread.run_sync(
+            self._compact_sync,
+            session.session_id,
+            d,
+            messages,
+            meta,
+            row,
+            backup,
+            event_dicts,
+            untomb,
+            index_line,
+            rewrite,
+        )
+
+    def _compact_sync(
+        self,
+        sid: str,
+        d: _Durable | None,
+        messages: list[dict[str, Any]],
+        meta: dict[str, Any],
+        row: dict[str, Any],
+        backup: bool,
+        events: list[dict[str, Any]],
+        untomb: bool,
+        index_line: bytes,
+        rewrite: list[dict[str, Any]] | None,
+    ) -> None:
+        if untomb:
+            fio.append_durable(
+                self.dir / "_deleted.jsonl",
+                orjson.dumps({"session_id": sid, "undeleted": True}) + b"\n",
+                created=False,
+            )
+        bak_count = None if d is None else d.bak_count
+        if backup:
+            current = self._read_state_sync(sid)
+            if current is not None:
+                fio.atomic_write(self._bak(sid), orjson.dumps(current[0]), sync_dir=False)
+                bak_count = current[1].count
+        if events or (d is not None and d.journal_events):
+            self._write_events_sync(sid, d, events)
+        gen = (0 if d is None else d.gen) + 1
+        body = dict(
+            meta,
+            updated_at=row["updated_at"],
+            message_count=len(messages),
+            format=1,
+            gen=gen,
+            messages=messages,
+        )
+        data = orjson.dumps(body)
+        fio.atomic_write(self._snap(sid), data, sync_dir=False)
+        fio.truncate_durable(self._journal(sid))
+        fio.fsync_dir(self.dir)
+        if bak_count is not None and not backup and len(messages) >= bak_count:
+            fio.unlink(self._bak(sid))
+            bak_count = None
+        self._durable[sid] = _Durable(
+            gen=gen,
+            count=len(messages),
+            last=orjson.dumps(messages[-1]) if messages else None,
+            meta=orjson.dumps(meta),
+            row=row,
+            bak_count=bak_count,
+            journal_bytes=0,
+            snapshot_bytes=len(data),
+            journal_events=False,
+        )
+        if index_line or rewrite is not None:
+            self._index.append(index_line, rewrite)
+
+    # -- events ----------------------------------------------------------------------
+
+    def _read_events_sync(
+        self, sid: str, gen: int | None
+    ) -> tuple[str | None, list[dict[str, Any]]]:
+        """The stream id and events held durably: the events file, then the journal."""
+        stream_id: str | None = None
+        events: list[dict[str, Any]] = []
+        recs = fio.json_lines(fio.read_bytes(self._events(sid)) or b"")
+        if recs and isinstance(recs[0], dict) and "stream_id" in recs[0]:
+            stream_id = recs[0]["stream_id"]
+            events = [e for e in recs[1:] if isinstance(e, dict)]
+        if gen is not None:
+            for rec in fio.json_lines(fio.read_bytes(self._journal(sid)) or b""):
+                if not isinstance(rec, dict) or rec.get("gen") != gen or not rec.get("events"):
+                    continue
+                if rec.get("stream_id") != stream_id:
+                    stream_id, events = rec["stream_id"], []
+                events.extend(rec["events"])
+        return stream_id, events
+
+    def _write_events_sync(self, sid: str, d: _Durable | None, new: list[dict[str, Any]]) -> None:
+        stream_id, events = self._read_events_sync(sid, None if d is None else d.gen)
+        if new:
+            if new[0]["stream_id"] != stream_id:
+                stream_id, events = new[0]["stream_id"], []
+            last = events[-1]["seq"] if events else 0
+            events.extend(e for e in new if e["seq"] > last)
+        if stream_id is None:
+            return
+        lines = [orjson.dumps({"stream_id": stream_id})] + [orjson.dumps(e) for e in events]
+        fio.atomic_write(self._events(sid), b"\n".join(lines) + b"\n", sync_dir=False)
+
+    async def _load_events(self, session_id: str, stream_id: str, after_seq: int) -> list[Event]:
+        def read() -> list[Event]:
+            state = self._read_state_sync(session_id)
+            gen = None if state is None else self._durable[session_id].gen
+            sid_stream, events = self._read_events_sync(session_id, gen)
+            if sid_stream != stream_id:
+                return []
+            out: list[Event] = []
+            last = after_seq
+            for e in events:
+                if e["seq"] > last:
+                    out.append(Event.from_dict(e))
+                    last = e["seq"]
+            return out
+
+        return await anyio.to_thread.run_sync(read)
+
+    # -- delete, list, recover -------------------------------------------------------
+
+    async def _delete(self, session_id: str) -> None:
+        line = self._index.remove(session_id)
+        self._tombstones.add(session_id)
+        self._durable.pop(session_id, None)
+
+        def delete() -> None:
+            fio.append_durable(
+                self.dir / "_deleted.jsonl",
+                orjson.dumps({"session_id": session_id}) + b"\n",
+                created=False,
+            )
+            for path in (
+                self._bak(session_id),
+                self._journal(session_id),
+                self._events(session_id),
+                self._snap(session_id),
+            ):
+                fio.unlink(path)
+            fio.fsync_dir(self.dir)
+            self._index.append(line)
+
+        await anyio.to_thread.run_sync(delete)
+
+    async def _list_page(self, limit: int, after: tuple[float, str] | None) -> list[Session]:
+        return [
+            Session.from_dict(row, metadata_only=True) for row in self._index.page(limit, after)
+        ]
+
+    async def _has_more(self, last: Session) -> bool:
+        return self._index.has_visible_after(last.updated_at, last.session_id)
+
+    async def _recover(self) -> RecoveryReport:
+        def run() -> RecoveryReport:
+            report, changed = recover_directory(
+                self.dir, self._tombstones, self._index.rows, self._count_and_gen
+            )
+            if changed:
+                self._durable = {sid: d for sid, d in self._durable.items() if sid not in changed}
+                rows = dict(self._index.rows)
+                for sid in changed:
+                    state = self._read_state_sync(sid)
+                    if state is None:
+                        rows.pop(sid, None)
+                    else:
+                        rows[sid] = state[1].row
+                self._index.replace_all(rows)
+            return report
+
+        return await anyio.to_thread.run_sync(run)
+
+    def _count_and_gen(self, sid: str) -> tuple[int, int] | None:
+        state = self._read_state_sync(sid)
+        return None if state is None else (state[1].count, state[1].gen)
+
+    def statistics(self) -> dict[str, int]:
+        """``{sessions_indexed, sessions_cached, tombstones}``: an immutable snapshot."""
+        return {
+            "sessions_indexed": len(self._index),
+            "sessions_cached": len(self._durable),
+            "tombstones": len(self._tombstones),
+        }
