@@ -18,11 +18,13 @@ import base64
 import binascii
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import NamedTuple, TypedDict
 
+import anyio
 import orjson
 
 from .._events import Event
@@ -82,6 +84,8 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
 
     :raises InvalidCursor: naming the value, if it is not a cursor this store made.
     """
+    if not isinstance(cursor, str):
+        raise InvalidCursor(f"invalid cursor {cursor!r}: not a cursor from list_sessions()")
     try:
         updated_at, session_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
         if not isinstance(updated_at, int | float) or not isinstance(session_id, str):
@@ -112,6 +116,20 @@ class Store(ABC):
         self._unsaved: dict[str, Session] = {}
         self._opened = False
         self._closed = False
+        self._locks: dict[str, anyio.Lock] = {}
+
+    @asynccontextmanager
+    async def _session_lock(self, session_id: str) -> AsyncIterator[None]:
+        """Serialise writes to one session (a checkpoint and a final save, say)."""
+        lock = self._locks.get(session_id)
+        if lock is None:
+            lock = self._locks[session_id] = anyio.Lock(fast_acquire=True)
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting:
+                self._locks.pop(session_id, None)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -183,8 +201,9 @@ class Store(ABC):
             journal); such a save persists appended messages, changes to the last message
             and every metadata field. Edit earlier messages with a full save.
         :param touch_updated_at: set ``updated_at`` to now (epoch seconds) first.
-        :param events: events of the session's active stream to persist with this save,
-            so the stream can be replayed after a restart (see :meth:`load_events`).
+        :param events: stream events to persist with this save, keyed by their own
+            ``stream_id``, so the stream can be replayed after a restart (see
+            :meth:`load_events`); events already persisted (by ``seq``) are skipped.
         :raises MetadataOnlySaveError: for a metadata-only session, before any I/O.
         :raises InvalidSessionId: for a bad id, before any I/O.
         :raises EmptyOverwriteRefused: if stored messages would be replaced by ``[]``
@@ -199,6 +218,16 @@ class Store(ABC):
             )
         validate_session_id(session.session_id)
         self._check_open()
+        async with self._session_lock(session.session_id):
+            await self._save_locked(session, skip_index, touch_updated_at, events)
+
+    async def _save_locked(
+        self,
+        session: Session,
+        skip_index: bool,
+        touch_updated_at: bool,
+        events: Sequence[Event],
+    ) -> None:
         info = await self._stored_info(session.session_id)
         count = len(session.messages)
         if info is not None and count == 0 and info.message_count > 0:
@@ -265,9 +294,10 @@ class Store(ABC):
         self._check_open()
         if self._unsaved.pop(session_id, None) is not None:
             return
-        if await self._stored_info(session_id) is None:
-            raise SessionNotFound(f"no session {session_id!r}")
-        await self._delete(session_id)
+        async with self._session_lock(session_id):
+            if await self._stored_info(session_id) is None:
+                raise SessionNotFound(f"no session {session_id!r}")
+            await self._delete(session_id)
 
     async def list_sessions(self, *, limit: int = 50, cursor: str | None = None) -> SessionPage:
         """One page of stored sessions, metadata-only, newest ``updated_at`` first

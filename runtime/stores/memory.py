@@ -45,10 +45,10 @@ class MemoryStore(Store):
             del self.backups[sid]  # superseded: recovery would never restore it
         self.sessions[sid] = copy.deepcopy(session.to_dict())
         self.tombstones.discard(sid)
-        if events and session.active_stream_id is not None:
-            log = self.events.setdefault((sid, session.active_stream_id), [])
-            last = log[-1].seq if log else 0
-            log.extend(Event.from_dict(copy.deepcopy(e.to_dict())) for e in events if e.seq > last)
+        for event in events:
+            log = self.events.setdefault((sid, event.stream_id), [])
+            if not log or event.seq > log[-1].seq:
+                log.append(Event.from_dict(copy.deepcopy(event.to_dict())))
 
     async def _load(self, session_id: str) -> Session:
         d = self.sessions.get(session_id)

@@ -1,0 +1,160 @@
+"""``runtime routes list|prune``: inspect and prune the gateway route table.
+
+The route table (``<store root>/routes.json``) maps chat-platform conversations to
+sessions; it is not the session list (that is ``runtime sessions list``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC
+from pathlib import Path
+
+import anyio
+import orjson
+
+from .._config import default_root
+from .._exceptions import StoreError
+from ..routing import RouteEntry, RouteTable
+
+__all__ = ["register"]
+
+_COLUMNS = ("SESSION KEY", "SESSION ID", "PLATFORM", "CHAT TYPE", "NAME", "UPDATED", "SUSPENDED")
+
+
+class _CliError(Exception):
+    """A one-line message for stderr."""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``routes list [--json] [--store DIR]`` and
+    ``routes prune --max-age-days N [--json] [--store DIR]`` to ``subparsers``.
+
+    Each leaf parser sets ``func(args: argparse.Namespace) -> int`` (the exit code:
+    0 on success, 1 after a one-line error on stderr).
+    """
+    routes = subparsers.add_parser(
+        "routes",
+        help="gateway route table (chat conversations -> sessions)",
+        description="Inspect or prune the gateway route table <store>/routes.json. It is "
+        "not the session list; sessions are listed with `runtime sessions list`.",
+    )
+    commands = routes.add_subparsers(dest="routes_command", metavar="COMMAND", required=True)
+
+    list_parser = commands.add_parser("list", help="list routes, most recently updated first")
+    _common_options(list_parser)
+    list_parser.set_defaults(func=_list_command)
+
+    prune_parser = commands.add_parser(
+        "prune",
+        help="remove routes not updated for N days",
+        description="Remove routes whose last update is more than N days old; suspended "
+        "routes are kept and session files are never touched. N <= 0 disables pruning. "
+        "This command cannot see a running gateway's processes: run it while the gateway "
+        "is stopped, or let the gateway prune in the background.",
+    )
+    prune_parser.add_argument(
+        "--max-age-days", type=int, required=True, metavar="N", help="age limit in days"
+    )
+    _common_options(prune_parser)
+    prune_parser.set_defaults(func=_prune_command)
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable JSON output")
+    parser.add_argument(
+        "--store",
+        metavar="DIR",
+        default=None,
+        help="store root (default: $RUNTIME_HOME or ./.runtime)",
+    )
+
+
+def _open_table(store: str | None) -> RouteTable:
+    root = default_root() if store is None else Path(store)
+    if not root.is_dir():
+        raise _CliError(
+            f"store root {str(root)!r} is not a directory (set --store or RUNTIME_HOME)"
+        )
+    return RouteTable.for_root(root)
+
+
+def _fail(command: str, exc: BaseException) -> int:
+    message = " ".join(str(exc).split())
+    sys.stderr.write(f"runtime routes {command}: error: {message}\n")
+    return 1
+
+
+def _list_command(args: argparse.Namespace) -> int:
+    """``routes list``: a table (rich when installed), or one JSON array with ``--json``."""
+    try:
+        table = _open_table(args.store)
+        entries = anyio.run(table.entries)
+    except (_CliError, StoreError, OSError) as exc:
+        return _fail("list", exc)
+    if args.json:
+        sys.stdout.write(orjson.dumps([e.to_dict() for e in entries]).decode() + "\n")
+    elif not entries:
+        sys.stdout.write(f"No routes in {table.path}.\n")
+    else:
+        _print_table(table.path, [_row(e) for e in entries])
+    return 0
+
+
+def _prune_command(args: argparse.Namespace) -> int:
+    """``routes prune --max-age-days N``: prints how many routes were removed."""
+    days: int = args.max_age_days
+    try:
+        table = _open_table(args.store)
+        removed = anyio.run(table.prune_old_entries, days)
+    except (_CliError, StoreError, OSError) as exc:
+        return _fail("prune", exc)
+    if args.json:
+        sys.stdout.write(orjson.dumps({"removed": removed}).decode() + "\n")
+    elif days <= 0:
+        sys.stdout.write(f"Pruning disabled (--max-age-days {days} <= 0): removed 0 routes.\n")
+    else:
+        sys.stdout.write(
+            f"Removed {removed} route(s) not updated for {days} day(s) from {table.path}.\n"
+        )
+    return 0
+
+
+def _row(entry: RouteEntry) -> tuple[str, ...]:
+    updated = entry.updated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return (
+        entry.session_key,
+        entry.session_id,
+        entry.platform,
+        entry.chat_type,
+        entry.display_name or "",
+        updated,
+        "yes" if entry.suspended else "no",
+    )
+
+
+def _print_table(path: Path, rows: list[tuple[str, ...]]) -> None:
+    title = f"{len(rows)} route(s) in {path}"
+    try:
+        from rich.console import Console
+        from rich.table import Table
+        from rich.text import Text
+    except ImportError:
+        widths = [max(len(r[i]) for r in [_COLUMNS, *rows]) for i in range(len(_COLUMNS))]
+        lines = [title] + [
+            "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+            for r in [_COLUMNS, *rows]
+        ]
+        sys.stdout.write("\n".join(lines) + "\n")
+        return
+    console = Console()
+    if not console.is_terminal:  # piped: never wrap cells, there is no screen width
+        console = Console(width=100_000)
+    console.print(Text(title))
+    grid = Table()
+    for name in _COLUMNS:
+        grid.add_column(name, no_wrap=not console.is_terminal)
+    for r in rows:
+        grid.add_row(*(Text(cell) for cell in r))  # Text: names are not rich markup
+    console.print(grid)

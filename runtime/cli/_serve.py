@@ -1,0 +1,172 @@
+"""``runtime serve AGENT``: the HTTP API, the SSE streams and the demo page on uvicorn.
+
+Needs the ``server`` extra. SIGINT/SIGTERM shut down gracefully: open event streams
+are closed (clients reconnect with ``Last-Event-ID`` once the server is back), live
+turns get ``--shutdown-grace`` seconds to finish, then are cancelled with their partial
+output kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from .._exceptions import Error
+from ._common import CLIError, add_store_option, store_root
+
+__all__ = ["register"]
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"invalid seconds {text!r}: must be a number >= 0")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"invalid seconds {text!r}: must be a number > 0")
+    return value
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: must be an integer 0-65535")
+    return int(text)
+
+
+def _millis(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"invalid milliseconds {text!r}: must be an integer >= 0"
+        )
+    return int(text)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``serve AGENT [--host] [--port] [--store] [--token] [--shutdown-grace] …``.
+
+    The parser sets ``func(args: argparse.Namespace) -> int``: the exit code, 0 after a
+    clean shutdown. Failures (bad agent, store locked, port in use) raise
+    :class:`CLIError` (one line on stderr, exit status 1).
+    """
+    p = subparsers.add_parser(
+        "serve",
+        help="serve the HTTP API, resumable SSE streams and the demo page",
+        description="Run AGENT behind the HTTP API (see /openapi.json) with a demo page at "
+        "/, on uvicorn. Ctrl+C (SIGINT) or SIGTERM shuts down gracefully.",
+    )
+    p.add_argument("agent", metavar="AGENT", help="path/to/file.py:function or module:function")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
+    add_store_option(p)
+    p.add_argument(
+        "--token",
+        default=None,
+        help="API bearer token for /api routes (default $RUNTIME_API_TOKEN; unset: no auth)",
+    )
+    p.add_argument(
+        "--shutdown-grace",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="seconds live turns get to finish on shutdown before they are cancelled "
+        "(default 10)",
+    )
+    p.add_argument(
+        "--checkpoint-interval",
+        type=_positive_seconds,
+        default=1.0,
+        metavar="S",
+        help="seconds between checkpoint saves of a running turn (default 1)",
+    )
+    p.add_argument(
+        "--heartbeat",
+        type=_positive_seconds,
+        default=15.0,
+        metavar="S",
+        help="seconds between SSE heartbeat comments (default 15)",
+    )
+    p.add_argument(
+        "--retry-ms",
+        type=_millis,
+        default=2000,
+        metavar="MS",
+        help="reconnection delay hinted to SSE clients, milliseconds (default 2000)",
+    )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn log level (default info)",
+    )
+    p.set_defaults(func=_serve_command)
+
+
+def _serve_command(args: argparse.Namespace) -> int:
+    """Load the agent, build the app and run uvicorn until shutdown."""
+    import uvicorn
+
+    from .. import FileStore, Runtime
+    from ..asgi import create_app
+    from ._agents import load_agent
+
+    try:
+        agent = load_agent(args.agent)
+    except Error as exc:
+        raise CLIError(str(exc)) from exc
+    root = store_root(args)
+    try:
+        rt = Runtime(
+            FileStore(root),
+            agent,
+            shutdown_grace=args.shutdown_grace,
+            checkpoint_interval=args.checkpoint_interval,
+        )
+        app = create_app(
+            rt, api_token=args.token, heartbeat=args.heartbeat, retry_ms=args.retry_ms
+        )
+    except (Error, ValueError) as exc:
+        raise CLIError(str(exc)) from exc
+
+    # Keep the reason the lifespan failed (e.g. StoreLocked) for a one-line message;
+    # uvicorn itself only says "Application startup failed".
+    startup_errors: list[BaseException] = []
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app_: Any) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            try:
+                await stack.enter_async_context(inner(app_))
+            except Exception as exc:
+                startup_errors.append(exc)
+                raise
+            yield
+
+    app.router.lifespan_context = lifespan
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, lifespan="on", log_level=args.log_level
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    except SystemExit:  # uvicorn's way to report a failed startup
+        raise CLIError(_startup_failure(startup_errors, args)) from None
+    if not server.started:
+        raise CLIError(_startup_failure(startup_errors, args))
+    return 0
+
+
+def _startup_failure(errors: list[BaseException], args: argparse.Namespace) -> str:
+    if errors:
+        return f"{type(errors[0]).__name__}: {errors[0]}"
+    return f"could not start the server on {args.host}:{args.port} (see the log above)"

@@ -1,0 +1,131 @@
+"""``runtime sessions list|show ID|recover``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from typing import Any
+
+import anyio
+
+from .._runner import Turn
+from .._runtime import Runtime
+from .._session import Session, validate_session_id
+from ..stores.files import FileStore
+from ._common import add_store_option, print_json, store_root
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``sessions`` and its subcommands."""
+    p = sub.add_parser("sessions", help="list, show and recover stored sessions")
+    ss = p.add_subparsers(dest="sessions_command", metavar="SUBCOMMAND", required=True)
+
+    lp = ss.add_parser("list", help="list sessions, newest first (empty Untitled ones hidden)")
+    lp.add_argument("--limit", type=int, default=50, help="sessions per page (1-1000)")
+    lp.add_argument("--cursor", default=None, help="next_cursor of a previous page")
+    lp.add_argument("--json", action="store_true", help="print JSON")
+    add_store_option(lp)
+    lp.set_defaults(func=lambda a: anyio.run(_list, a))
+
+    sp = ss.add_parser("show", help="show one session (repairs a stale stream first)")
+    sp.add_argument("session_id", metavar="ID")
+    sp.add_argument("--json", action="store_true", help="print the whole session as JSON")
+    add_store_option(sp)
+    sp.set_defaults(func=_show_cmd)
+
+    rp = ss.add_parser("recover", help="run startup recovery and print its report")
+    rp.add_argument("--json", action="store_true", help="print JSON")
+    add_store_option(rp)
+    rp.set_defaults(func=lambda a: anyio.run(_recover, a))
+
+
+async def _no_agent(turn: Turn) -> None:
+    raise RuntimeError("this runtime only reads sessions")
+
+
+def _runtime(args: argparse.Namespace) -> Runtime:
+    # This process owns the store's lock: a stream it finds unowned is dead, no grace.
+    return Runtime(FileStore(store_root(args)), _no_agent, stale_grace=0)
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+async def _list(args: argparse.Namespace) -> int:
+    async with _runtime(args) as rt:
+        page = await rt.list_sessions(limit=args.limit, cursor=args.cursor)
+    if args.json:
+        print_json({"sessions": [s.meta_dict() for s in page.sessions],
+                    "next_cursor": page.next_cursor})
+        return 0
+    rows = [(s.session_id, s.title, str(s.message_count), _when(s.updated_at),
+             "streaming" if s.active_stream_id else "") for s in page.sessions]
+    _table(["session", "title", "messages", "updated", "state"], rows)
+    if page.next_cursor:
+        print(f"more: --cursor {page.next_cursor}", file=sys.stderr)  # noqa: T201
+    return 0
+
+
+def _table(headers: list[str], rows: list[tuple[str, ...]]) -> None:
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        for row in [tuple(headers), *rows]:
+            print("  ".join(row))  # noqa: T201
+        return
+    table = Table(*headers)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+def _show_cmd(args: argparse.Namespace) -> int:
+    validate_session_id(args.session_id)
+    return anyio.run(_show, args)
+
+
+async def _show(args: argparse.Namespace) -> int:
+    async with _runtime(args) as rt:
+        session = await rt.get_session(args.session_id)
+    if args.json:
+        print_json(session.to_dict())
+        return 0
+    _print_transcript(session)
+    return 0
+
+
+def _print_transcript(session: Session) -> None:
+    out = sys.stdout
+    out.write(f"{session.title}  ({session.session_id}, {session.message_count} messages, "
+              f"updated {_when(session.updated_at)})\n")
+    for m in session.messages:
+        marks = [k for k in ("_partial", "_recovered", "_error", "_cancelled") if m.get(k)]
+        kind = f" [{m['type']}]" if m.get("type") else ""
+        head = f"\n── {m.get('role')}{kind}{' ' + ' '.join(marks) if marks else ''}"
+        out.write(head + "\n")
+        for call in m.get("tool_calls") or ():
+            fn: dict[str, Any] = call.get("function", {})
+            out.write(f"  → {fn.get('name')}({fn.get('arguments')})\n")
+        content = m.get("content")
+        if content:
+            text = str(content)
+            out.write((text if len(text) < 2000 else text[:2000] + " …") + "\n")
+    out.flush()
+
+
+async def _recover(args: argparse.Namespace) -> int:
+    async with FileStore(store_root(args)) as store:
+        report = await store.recover()
+    if args.json:
+        print_json(report)
+    else:
+        print(f"scanned {report['scanned']} sessions, restored {report['restored']}, "  # noqa: T201
+              f"recreated {report['orphaned_backups']} from orphan backups")
+    return 0

@@ -1,0 +1,73 @@
+"""Store backends for the store tests: each test taking ``backend`` runs once per backend."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from runtime.stores.abc import Store
+from runtime.stores.files import FileStore
+from runtime.stores.memory import MemoryStore
+from runtime.testing import Reopen, StoreFactory
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How the conformance checks make stores of one backend (see :mod:`runtime.testing`)."""
+
+    name: str
+    factory: StoreFactory
+    reopen: Reopen | None
+
+
+def _memory_backend() -> Backend:
+    return Backend("memory", MemoryStore, None)
+
+
+def _memory_reopened_backend() -> Backend:
+    """MemoryStore with a "restart" that hands the stored dicts to a new instance.
+
+    A MemoryStore's data cannot outlive its object, so this models a restart of a
+    process whose durable state is exactly those dicts; the new instance has its own
+    unsaved sessions. It runs the checks' across-restart branches on the reference
+    backend.
+    """
+
+    def reopen(store: Store) -> MemoryStore:
+        assert isinstance(store, MemoryStore)
+        again = MemoryStore()
+        again.sessions = store.sessions
+        again.backups = store.backups
+        again.tombstones = store.tombstones
+        again.events = store.events
+        return again
+
+    return Backend("memory-reopened", MemoryStore, reopen)
+
+
+def _file_backend(tmp_path: Path) -> Backend:
+    """FileStore on a new directory per store; a restart reopens the same root."""
+    counter = itertools.count()
+
+    def factory() -> FileStore:
+        return FileStore(tmp_path / f"store{next(counter)}")
+
+    def reopen(store: Store) -> FileStore:
+        assert isinstance(store, FileStore)
+        return FileStore(store.root)
+
+    return Backend("files", factory, reopen)
+
+
+@pytest.fixture(params=["memory", "memory-reopened", "files"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """A store backend: ``MemoryStore()``, MemoryStore across a modelled restart, and
+    ``FileStore(root)`` on a real temporary directory (reopened on the same root)."""
+    if request.param == "memory":
+        return _memory_backend()
+    if request.param == "memory-reopened":
+        return _memory_reopened_backend()
+    return _file_backend(tmp_path)
