@@ -61,8 +61,8 @@ class Runtime:
         self.store = store
         self.agent = agent
         self.checkpoint_interval = interval_ok(checkpoint_interval, "checkpoint_interval")
-        self.stale_grace = float(stale_grace) if stale_grace == 0 else interval_ok(
-            stale_grace, "stale_grace"
+        self.stale_grace = (
+            float(stale_grace) if stale_grace == 0 else interval_ok(stale_grace, "stale_grace")
         )
         self.final_save_timeout = interval_ok(final_save_timeout, "final_save_timeout")
         if shutdown_grace < 0:
@@ -151,9 +151,11 @@ class Runtime:
         meta = await self.store.load_metadata(session_id)
         repaired = await self._repair_if_stale(meta)
         if repaired is not None:
-            return Session.from_dict(repaired.meta_dict(), metadata_only=True) if (
-                metadata_only
-            ) else repaired
+            return (
+                Session.from_dict(repaired.meta_dict(), metadata_only=True)
+                if (metadata_only)
+                else repaired
+            )
         return meta if metadata_only else await self.store.load(session_id)
 
     async def session_status(self, session_id: str) -> dict[str, Any]:
@@ -193,10 +195,15 @@ class Runtime:
         """True while a task of this runtime runs the stream."""
         return stream_id in self._live
 
-    def _is_stale(self, s: Session, now: float) -> bool:
+    def _is_stale(self, s: Session, now: float, *, starting: bool = False) -> bool:
+        """True if ``s`` names a stream no task of ours runs and the grace has passed.
+
+        :param starting: called by ``start_turn`` itself, whose own busy mark does not
+            count as an owner.
+        """
         if s.active_stream_id is None or s.active_stream_id in self._live:
             return False
-        if s.session_id in self._busy:  # start_turn is between its save and the task
+        if not starting and s.session_id in self._busy:  # a start_turn is under way
             return False
         started = s.pending_started_at
         return started is None or now - started >= self.stale_grace
@@ -243,7 +250,8 @@ class Runtime:
         self._busy[session_id] = stream_id
         try:
             session = await self.store.load(session_id)
-            if session.active_stream_id is not None and not self._is_stale(session, time.time()):
+            stale = self._is_stale(session, time.time(), starting=True)
+            if session.active_stream_id is not None and not stale:
                 raise SessionBusy(session_id, session.active_stream_id)
             if session.active_stream_id is not None:
                 _mark_interrupted(session)
@@ -253,8 +261,9 @@ class Runtime:
             session.pending_user_message = text
             session.pending_started_at = now
             log = self.broker.open(stream_id, session_id)
-            started = log.publish(ev.STREAM_STARTED, {"user_message": text,
-                                                       "pending_started_at": now})
+            started = log.publish(
+                ev.STREAM_STARTED, {"user_message": text, "pending_started_at": now}
+            )
             try:
                 await self.store.save(session, events=[started])
             except BaseException:
@@ -351,8 +360,14 @@ def _mark_interrupted(session: Session) -> None:
     pending = session.pending_user_message
     messages = session.messages
     if pending is not None and not _has_user_message(messages, pending):
-        messages.append({"role": "user", "content": pending, "_recovered": True,
-                         "timestamp": session.pending_started_at})
+        messages.append(
+            {
+                "role": "user",
+                "content": pending,
+                "_recovered": True,
+                "timestamp": session.pending_started_at,
+            }
+        )
     marker: Message = {
         "role": "assistant",
         "content": "The previous turn was interrupted because the process stopped.",
@@ -374,4 +389,3 @@ def _has_user_message(messages: list[Message], text: str) -> bool:
         if message.get("role") == "user":
             return bool(message.get("content") == text)
     return False
-

@@ -12,19 +12,14 @@ from datetime import UTC
 from pathlib import Path
 
 import anyio
-import orjson
 
-from .._config import default_root
 from .._exceptions import StoreError
 from ..routing import RouteEntry, RouteTable
+from ._common import CLIError, add_store_option, print_json, store_root
 
 __all__ = ["register"]
 
 _COLUMNS = ("SESSION KEY", "SESSION ID", "PLATFORM", "CHAT TYPE", "NAME", "UPDATED", "SUSPENDED")
-
-
-class _CliError(Exception):
-    """A one-line message for stderr."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,38 +58,31 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable JSON output")
-    parser.add_argument(
-        "--store",
-        metavar="DIR",
-        default=None,
-        help="store root (default: $RUNTIME_HOME or ./.runtime)",
-    )
+    add_store_option(parser)
 
 
-def _open_table(store: str | None) -> RouteTable:
-    root = default_root() if store is None else Path(store)
+def _open_table(args: argparse.Namespace) -> RouteTable:
+    root = store_root(args)
     if not root.is_dir():
-        raise _CliError(
-            f"store root {str(root)!r} is not a directory (set --store or RUNTIME_HOME)"
-        )
+        raise CLIError(f"store root {str(root)!r} is not a directory (set --store or RUNTIME_HOME)")
     return RouteTable.for_root(root)
 
 
-def _fail(command: str, exc: BaseException) -> int:
-    message = " ".join(str(exc).split())
-    sys.stderr.write(f"runtime routes {command}: error: {message}\n")
-    return 1
+def _fail(exc: BaseException) -> int:
+    message = " ".join(str(exc).split())  # always one line
+    sys.stderr.write(f"runtime: error: {message}\n")
+    return exc.exit_code if isinstance(exc, CLIError) else 1
 
 
 def _list_command(args: argparse.Namespace) -> int:
     """``routes list``: a table (rich when installed), or one JSON array with ``--json``."""
     try:
-        table = _open_table(args.store)
+        table = _open_table(args)
         entries = anyio.run(table.entries)
-    except (_CliError, StoreError, OSError) as exc:
-        return _fail("list", exc)
+    except (CLIError, StoreError, OSError) as exc:
+        return _fail(exc)
     if args.json:
-        sys.stdout.write(orjson.dumps([e.to_dict() for e in entries]).decode() + "\n")
+        print_json([e.to_dict() for e in entries])
     elif not entries:
         sys.stdout.write(f"No routes in {table.path}.\n")
     else:
@@ -106,12 +94,12 @@ def _prune_command(args: argparse.Namespace) -> int:
     """``routes prune --max-age-days N``: prints how many routes were removed."""
     days: int = args.max_age_days
     try:
-        table = _open_table(args.store)
+        table = _open_table(args)
         removed = anyio.run(table.prune_old_entries, days)
-    except (_CliError, StoreError, OSError) as exc:
-        return _fail("prune", exc)
+    except (CLIError, StoreError, OSError) as exc:
+        return _fail(exc)
     if args.json:
-        sys.stdout.write(orjson.dumps({"removed": removed}).decode() + "\n")
+        print_json({"removed": removed})
     elif days <= 0:
         sys.stdout.write(f"Pruning disabled (--max-age-days {days} <= 0): removed 0 routes.\n")
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -72,7 +73,7 @@ async def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _table(headers: list[str], rows: list[tuple[str, ...]]) -> None:
+def _table(headers: list[str], rows: Sequence[tuple[str, ...]]) -> None:
     try:
         from rich.console import Console
         from rich.table import Table
