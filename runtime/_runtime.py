@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 import anyio.abc
@@ -17,6 +17,9 @@ from ._session import Message, Session, validate_session_id
 from ._subscription import Subscription, new_stream_id, session_of_stream
 from .brokers.memory import MemoryBroker
 from .stores.abc import RecoveryReport, SessionPage, Store
+
+if TYPE_CHECKING:
+    from .routing import RouteTable
 
 __all__ = ["Runtime"]
 
@@ -41,6 +44,11 @@ class Runtime:
     :param event_retention: seconds a finished stream's events stay readable in memory;
         afterwards they are replayed from the store.
     :param max_events: live window of each stream's event log, in events.
+    :param route_table: a gateway :class:`~runtime.routing.RouteTable` to prune in the
+        background: at once, then every ``route_prune_interval`` seconds (default one
+        hour), removing routes not updated for ``route_max_age_days`` days (``<= 0``
+        disables) unless suspended or their session has a live stream. Only routes are
+        removed, never sessions.
     :raises ValueError: for a bad interval or window, naming the parameter.
     """
 
@@ -55,6 +63,9 @@ class Runtime:
         shutdown_grace: float = 10.0,
         event_retention: float = 300.0,
         max_events: int = 100_000,
+        route_table: RouteTable | None = None,
+        route_prune_interval: float = 3600.0,
+        route_max_age_days: int = 90,
     ) -> None:
         if not callable(agent):
             raise TypeError(f"agent must be an async callable, not {agent!r}")
@@ -74,6 +85,10 @@ class Runtime:
         self._busy: dict[str, str] = {}  # session_id -> stream_id, from start_turn on
         self._tg: anyio.abc.TaskGroup | None = None
         self._closed = False
+        self.route_table = route_table
+        self.route_prune_interval = interval_ok(route_prune_interval, "route_prune_interval")
+        self.route_max_age_days = route_max_age_days
+        self._background = anyio.CancelScope()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -96,7 +111,24 @@ class Runtime:
             await self.store.aclose()
             raise
         self._tg = tg
+        if self.route_table is not None:
+            tg.start_soon(self._prune_routes, self.route_table)
         return self
+
+    async def _prune_routes(self, table: RouteTable) -> None:
+        from .routing import prune_periodically
+
+        async def has_live_stream(session_key: str) -> bool:
+            entry = await table.get(session_key)
+            return entry is not None and entry.session_id in self._busy
+
+        with self._background:
+            await prune_periodically(
+                table,
+                interval=self.route_prune_interval,
+                max_age_days=self.route_max_age_days,
+                has_active_processes=has_live_stream,
+            )
 
     async def __aexit__(
         self,
@@ -109,6 +141,7 @@ class Runtime:
         try:
             with anyio.CancelScope(shield=True):
                 await self._drain(self.shutdown_grace if exc is None else 0.0)
+            self._background.cancel()
             return await tg.__aexit__(exc_type, exc, tb)
         finally:
             self._tg = None

@@ -1,8 +1,8 @@
 """The public boundary: ``__all__`` is complete and sorted, and ``import runtime`` is light."""
 
 from __future__ import annotations
-
 import __future__
+
 import subprocess
 import sys
 import types
@@ -27,8 +27,19 @@ def test_every_exported_name_resolves() -> None:
 
 
 def test_import_runtime_does_not_import_optional_dependencies() -> None:
-    optional = ["starlette", "sse_starlette", "uvicorn", "rich", "httpx", "fastapi",
-                "redis", "asyncpg", "psycopg", "langgraph", "agents"]
+    optional = [
+        "starlette",
+        "sse_starlette",
+        "uvicorn",
+        "rich",
+        "httpx",
+        "fastapi",
+        "redis",
+        "asyncpg",
+        "psycopg",
+        "langgraph",
+        "agents",
+    ]
     code = (
         "import sys, runtime\n"
         f"loaded = [m for m in {optional!r} if m in sys.modules]\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Sequence
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -226,8 +227,9 @@ async def test_cancel_keeps_partial_once_and_one_marker_and_allows_new_turn() ->
         assert await rt.cancel(second) is True
         full = await rt.get_session(s.session_id)
         assert await rt.cancel(stream_id) is False
-    first_turn = full.messages[: next(i for i, m in enumerate(full.messages)
-                                       if m.get("content") == "second")]
+    first_turn = full.messages[
+        : next(i for i, m in enumerate(full.messages) if m.get("content") == "second")
+    ]
     partial = [m for m in first_turn if m.get("_partial")]
     assert [m["content"] for m in partial] == ["partial output"]
     assert len([m for m in first_turn if m.get("type") == "cancelled"]) == 1
@@ -404,7 +406,9 @@ async def test_dead_stream_replays_durable_events_then_interrupted(tmp_path: Pat
             if event.type == "checkpoint":
                 break
         await anyio.to_thread.run_sync(
-            lambda: shutil.copytree(tmp_path / "live", crashed, ignore=shutil.ignore_patterns("_lock"))
+            lambda: shutil.copytree(
+                tmp_path / "live", crashed, ignore=shutil.ignore_patterns("_lock")
+            )
         )
         await rt.cancel(stream_id)
     async with Runtime(FileStore(crashed), agent, stale_grace=0) as rt2:
@@ -434,3 +438,36 @@ async def test_shutdown_gives_grace_then_cancels_keeping_partial_output(tmp_path
     assert [m["content"] for m in full.messages if m.get("_partial")] == ["still thinking"]
     assert len([m for m in full.messages if m.get("type") == "cancelled"]) == 1
     assert [e.type for e in events][-2:] == ["cancelled", "stream.end"]
+
+
+async def test_runtime_prunes_routes_in_background_never_sessions(tmp_path: Path) -> None:
+    from datetime import datetime, timedelta
+
+    from runtime.routing import RouteEntry, RouteTable
+
+    table = RouteTable.for_root(tmp_path)
+    old = datetime.now(UTC) - timedelta(days=200)
+    async with Runtime(FileStore(tmp_path), tool_agent) as rt:
+        s = rt.new_session()
+        await collect(rt, await rt.start_turn(s.session_id, "go"))
+    await table.put(
+        RouteEntry(
+            session_key="agent:main:telegram:dm:1",
+            session_id=s.session_id,
+            created_at=old,
+            updated_at=old,
+            platform="telegram",
+            chat_type="dm",
+            display_name="old",
+            suspended=False,
+        )
+    )
+    fresh = await table.get_or_create("agent:main:telegram:dm:2")
+    async with Runtime(
+        FileStore(tmp_path), tool_agent, route_table=table, route_prune_interval=3600
+    ) as rt:
+        with anyio.fail_after(5):
+            while await table.get("agent:main:telegram:dm:1") is not None:
+                await anyio.sleep(0.01)
+        assert await table.get(fresh.session_key) is not None
+        assert (await rt.get_session(s.session_id)).message_count > 0

@@ -47,7 +47,9 @@ def load_agent(spec: str) -> Agent:
         try:
             module = importlib.import_module(target)
         except ImportError as exc:
-            raise AgentLoadError(f"invalid agent {spec!r}: cannot import {target!r}: {exc}") from exc
+            raise AgentLoadError(
+                f"invalid agent {spec!r}: cannot import {target!r}: {exc}"
+            ) from exc
     agent = getattr(module, name, None)
     if agent is None:
         raise AgentLoadError(f"invalid agent {spec!r}: {target!r} has no attribute {name!r}")

@@ -45,9 +45,7 @@ def _port(text: str) -> int:
 
 def _millis(text: str) -> int:
     if not text.isdigit():
-        raise argparse.ArgumentTypeError(
-            f"invalid milliseconds {text!r}: must be an integer >= 0"
-        )
+        raise argparse.ArgumentTypeError(f"invalid milliseconds {text!r}: must be an integer >= 0")
     return int(text)
 
 
@@ -78,8 +76,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=_seconds,
         default=10.0,
         metavar="S",
-        help="seconds live turns get to finish on shutdown before they are cancelled "
-        "(default 10)",
+        help="seconds live turns get to finish on shutdown before they are cancelled (default 10)",
     )
     p.add_argument(
         "--checkpoint-interval",
@@ -131,9 +128,7 @@ def _serve_command(args: argparse.Namespace) -> int:
             shutdown_grace=args.shutdown_grace,
             checkpoint_interval=args.checkpoint_interval,
         )
-        app = create_app(
-            rt, api_token=args.token, heartbeat=args.heartbeat, retry_ms=args.retry_ms
-        )
+        app = create_app(rt, api_token=args.token, heartbeat=args.heartbeat, retry_ms=args.retry_ms)
     except (Error, ValueError) as exc:
         raise CLIError(str(exc)) from exc
 

@@ -62,11 +62,20 @@ async def _list(args: argparse.Namespace) -> int:
     async with _runtime(args) as rt:
         page = await rt.list_sessions(limit=args.limit, cursor=args.cursor)
     if args.json:
-        print_json({"sessions": [s.meta_dict() for s in page.sessions],
-                    "next_cursor": page.next_cursor})
+        print_json(
+            {"sessions": [s.meta_dict() for s in page.sessions], "next_cursor": page.next_cursor}
+        )
         return 0
-    rows = [(s.session_id, s.title, str(s.message_count), _when(s.updated_at),
-             "streaming" if s.active_stream_id else "") for s in page.sessions]
+    rows = [
+        (
+            s.session_id,
+            s.title,
+            str(s.message_count),
+            _when(s.updated_at),
+            "streaming" if s.active_stream_id else "",
+        )
+        for s in page.sessions
+    ]
     _table(["session", "title", "messages", "updated", "state"], rows)
     if page.next_cursor:
         print(f"more: --cursor {page.next_cursor}", file=sys.stderr)  # noqa: T201
@@ -104,8 +113,10 @@ async def _show(args: argparse.Namespace) -> int:
 
 def _print_transcript(session: Session) -> None:
     out = sys.stdout
-    out.write(f"{session.title}  ({session.session_id}, {session.message_count} messages, "
-              f"updated {_when(session.updated_at)})\n")
+    out.write(
+        f"{session.title}  ({session.session_id}, {session.message_count} messages, "
+        f"updated {_when(session.updated_at)})\n"
+    )
     for m in session.messages:
         marks = [k for k in ("_partial", "_recovered", "_error", "_cancelled") if m.get(k)]
         kind = f" [{m['type']}]" if m.get("type") else ""
@@ -127,6 +138,8 @@ async def _recover(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report)
     else:
-        print(f"scanned {report['scanned']} sessions, restored {report['restored']}, "  # noqa: T201
-              f"recreated {report['orphaned_backups']} from orphan backups")
+        print(  # noqa: T201
+            f"scanned {report['scanned']} sessions, restored {report['restored']}, "
+            f"recreated {report['orphaned_backups']} from orphan backups"
+        )
     return 0
