@@ -142,9 +142,20 @@ class Subscription:
         last = events[-1]
         if last.type != ev.STREAM_END:
             ts = time.time()
-            data = {"type": "interrupted", "interruption_cause": "process_restart",
-                    "message": "the process running this stream stopped before it ended"}
+            data = {
+                "type": "interrupted",
+                "interruption_cause": "process_restart",
+                "message": "the process running this stream stopped before it ended",
+            }
             out.append(Event(last.seq + 1, self.stream_id, session_id, ev.ERROR, data, ts))
-            out.append(Event(last.seq + 2, self.stream_id, session_id, ev.STREAM_END,
-                             {"outcome": "interrupted"}, ts))
+            out.append(
+                Event(
+                    last.seq + 2,
+                    self.stream_id,
+                    session_id,
+                    ev.STREAM_END,
+                    {"outcome": "interrupted"},
+                    ts,
+                )
+            )
         return [e for e in out if e.seq > self.last_seq]
