@@ -142,7 +142,14 @@ class Runtime:
             with anyio.CancelScope(shield=True):
                 await self._drain(self.shutdown_grace if exc is None else 0.0)
             self._background.cancel()
-            return await tg.__aexit__(exc_type, exc, tb)
+            try:
+                return await tg.__aexit__(exc_type, exc, tb)
+            except BaseExceptionGroup as group:
+                # The task group wraps the body's own exception; let it propagate bare
+                # (``except SessionNotFound`` around ``async with Runtime`` must work).
+                if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
+                    return False
+                raise
         finally:
             self._tg = None
             self._closed = True

@@ -105,23 +105,31 @@ def unlink(path: Path) -> bool:
 
 
 def json_lines(data: bytes) -> list[Any]:
-    """Decode JSON lines, ignoring a torn or undecodable tail.
+    """Decode JSON lines, ignoring a torn or undecodable tail (see :func:`json_lines_checked`)."""
+    return json_lines_checked(data)[0]
+
+
+def json_lines_checked(data: bytes) -> tuple[list[Any], bool]:
+    """Decode JSON lines; returns them and whether the data was whole.
 
     A crash during an append can leave the last line partial; it was never
     acknowledged (its fsync did not return), so it is dropped. An undecodable line
     in the middle also ends the log: what follows it cannot be trusted in order.
+    The flag is ``False`` when something was dropped: a write appended after such a
+    tail would be glued to it and lost, so the caller must rewrite the file first.
     """
     out: list[Any] = []
     lines = data.split(b"\n")
     complete = lines[:-1]  # the piece after the last newline is torn or empty
+    clean = lines[-1] == b""
     for line in complete:
         if not line:
             continue
         try:
             out.append(orjson.loads(line))
         except orjson.JSONDecodeError:
-            break
-    return out
+            return out, False
+    return out, clean
 
 
 def read_session_file(path: Path) -> dict[str, Any] | None:

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import NamedTuple, TypedDict
+from typing import NamedTuple, Self, TypedDict
 
 import anyio
 import orjson
@@ -153,7 +153,7 @@ class Store(ABC):
         if self._opened:
             await self._close()
 
-    async def __aenter__(self) -> Store:
+    async def __aenter__(self) -> Self:
         await self.open()
         return self
 
@@ -164,6 +164,13 @@ class Store(ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    def _check_id(self, session_id: str) -> str:
+        """Validate an id before any I/O; backends may reserve more names.
+
+        :raises InvalidSessionId: naming the value and the rule.
+        """
+        return validate_session_id(session_id)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -182,6 +189,7 @@ class Store(ABC):
         :raises TypeError: for an unknown field.
         """
         session = Session(**fields)  # type: ignore[arg-type]
+        self._check_id(session.session_id)
         self._unsaved[session.session_id] = session
         return session
 
@@ -216,7 +224,7 @@ class Store(ABC):
                 f"refusing to save session {session.session_id!r}: it was loaded "
                 "metadata-only and saving it would replace its stored messages"
             )
-        validate_session_id(session.session_id)
+        self._check_id(session.session_id)
         self._check_open()
         async with self._session_lock(session.session_id):
             await self._save_locked(session, skip_index, touch_updated_at, events)
@@ -255,7 +263,7 @@ class Store(ABC):
         :raises SessionNotFound: if there is no such session.
         :raises CorruptSession: if its stored form cannot be decoded.
         """
-        validate_session_id(session_id)
+        self._check_id(session_id)
         self._check_open()
         unsaved = self._unsaved.get(session_id)
         if unsaved is not None:
@@ -268,7 +276,7 @@ class Store(ABC):
         :raises InvalidSessionId: for a bad id, before any I/O.
         :raises SessionNotFound: if there is no such session.
         """
-        validate_session_id(session_id)
+        self._check_id(session_id)
         self._check_open()
         unsaved = self._unsaved.get(session_id)
         if unsaved is not None:
@@ -280,7 +288,7 @@ class Store(ABC):
 
         :raises InvalidSessionId: for a bad id, before any I/O.
         """
-        validate_session_id(session_id)
+        self._check_id(session_id)
         self._check_open()
         return session_id in self._unsaved or await self._stored_info(session_id) is not None
 
@@ -290,7 +298,7 @@ class Store(ABC):
         :raises InvalidSessionId: for a bad id, before any I/O.
         :raises SessionNotFound: if there is no such session.
         """
-        validate_session_id(session_id)
+        self._check_id(session_id)
         self._check_open()
         if self._unsaved.pop(session_id, None) is not None:
             return
@@ -333,7 +341,7 @@ class Store(ABC):
 
         :raises InvalidSessionId: for a bad id, before any I/O.
         """
-        validate_session_id(session_id)
+        self._check_id(session_id)
         self._check_open()
         return await self._load_events(session_id, stream_id, after_seq)
 

@@ -32,7 +32,7 @@ import orjson
 
 from .._config import default_root
 from .._events import Event
-from .._exceptions import StoreError, StoreLocked
+from .._exceptions import InvalidSessionId, StoreError, StoreLocked
 from .._session import META_FIELDS, Session
 from . import _fileio as fio
 from ._file_index import SessionIndex
@@ -55,6 +55,8 @@ This directory is a runtime FileStore (one process at a time; see _lock).
   _deleted.jsonl     tombstones: deleted sessions are never recovered
 Names starting with "_" or "." are never sessions. List sessions with: runtime sessions list
 """
+
+_FORCE_COMPACT = 1 << 62  # a journal size no checkpoint appends to
 
 _META_KEYS = tuple(k for k in META_FIELDS if k != "updated_at")
 
@@ -106,6 +108,15 @@ class FileStore(Store):
 
     def __repr__(self) -> str:
         return f"FileStore({str(self.root)!r})"
+
+    def _check_id(self, session_id: str) -> str:
+        sid = super()._check_id(session_id)
+        if sid.startswith("_"):
+            raise InvalidSessionId(
+                f"invalid session id {sid!r}: FileStore reserves names starting with '_' "
+                "for its own files (_index.jsonl, _README, ...)"
+            )
+        return sid
 
     # -- paths -----------------------------------------------------------------------
 
@@ -192,7 +203,8 @@ class FileStore(Store):
         messages: list[dict[str, Any]] = d["messages"]
         journal = fio.read_bytes(self._journal(sid)) or b""
         has_events = False
-        for rec in fio.json_lines(journal):
+        records, clean = fio.json_lines_checked(journal)
+        for rec in records:
             if not isinstance(rec, dict) or rec.get("gen") != gen:
                 continue
             del messages[rec["base"] :]
@@ -214,7 +226,9 @@ class FileStore(Store):
             meta=orjson.dumps({k: d.get(k) for k in _META_KEYS}),
             row=row,
             bak_count=None if bak is None else len(bak["messages"]),
-            journal_bytes=len(journal),
+            # a torn tail (crash mid-append) forces the next save to compact: an append
+            # would be glued to the fragment and lost
+            journal_bytes=len(journal) if clean else _FORCE_COMPACT,
             snapshot_bytes=snapshot_bytes,
             journal_events=has_events,
         )

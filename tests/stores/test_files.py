@@ -1,0 +1,761 @@
+"""FileStore's on-disk facts: which files exist, what bytes they hold, and what a fresh
+instance on the same root reads back after checkpoints, crashes and recovery.
+
+Every test uses a real directory under ``tmp_path``; the lock and crash tests use real
+subprocesses (the crash test SIGKILLs them). The backend-independent rules are checked
+by the conformance suite (tests/stores/test_conformance.py); this file does not repeat them.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+
+from runtime import (
+    EmptyOverwriteRefused,
+    InvalidSessionId,
+    Event,
+    MetadataOnlySaveError,
+    Session,
+    SessionNotFound,
+    StoreLocked,
+)
+from runtime.stores.abc import Store
+from runtime.stores.files import FileStore
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: runtime/ lives here
+ADMIN_FILES = {"_README", "_lock", "_index.jsonl"}
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def msg(i: int, pad: int = 0) -> dict[str, Any]:
+    """Message number ``i``: its content is ``str(i)`` (plus optional padding)."""
+    return {"role": "user" if i % 2 == 0 else "assistant", "content": str(i), "pad": "x" * pad}
+
+
+def msgs(n: int, start: int = 0) -> list[dict[str, Any]]:
+    return [msg(i) for i in range(start, start + n)]
+
+
+def sdir(root: Path) -> Path:
+    return root / "sessions"
+
+
+def names(root: Path) -> set[str]:
+    return {p.name for p in sdir(root).iterdir()}
+
+
+def dir_bytes(root: Path) -> dict[str, bytes]:
+    """Every file of the store directory and its bytes."""
+    return {p.name: p.read_bytes() for p in sdir(root).iterdir() if p.is_file()}
+
+
+def read_json(path: Path) -> Any:
+    return orjson.loads(path.read_bytes())
+
+
+def index_rows(root: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in (sdir(root) / "_index.jsonl").read_bytes().splitlines()]
+
+
+def append_bytes(path: Path, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+
+
+def contents(session: Session) -> list[str]:
+    return [m["content"] for m in session.messages]
+
+
+async def load_fresh(root: Path, session_id: str) -> Session:
+    """Load with a new FileStore instance (nothing cached): what a restart would read."""
+    async with FileStore(root) as store:
+        return await store.load(session_id)
+
+
+async def listed(store: Store) -> dict[str, int]:
+    page = await store.list_sessions(limit=1000)
+    return {s.session_id: s.message_count for s in page.sessions}
+
+
+def child_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "root"
+
+
+@pytest.fixture
+async def store(root: Path) -> AsyncIterator[FileStore]:
+    s = FileStore(root)
+    async with s:
+        yield s
+
+
+# -- new sessions ----------------------------------------------------------------------
+
+
+async def test_new_sessions_write_no_file_until_first_save(store: FileStore, root: Path) -> None:
+    sessions = [store.new_session(title=f"s{i}") for i in range(5)]
+    assert names(root) <= ADMIN_FILES, "new sessions must not create files"
+    index_before = (sdir(root) / "_index.jsonl").read_bytes()
+
+    loaded = await store.load(sessions[2].session_id)  # loadable by id before any save
+    assert loaded.session_id == sessions[2].session_id
+    assert loaded.title == "s2"
+    assert loaded.messages == []
+    assert names(root) <= ADMIN_FILES
+    assert (sdir(root) / "_index.jsonl").read_bytes() == index_before
+
+    first = sessions[0]
+    first.messages.append(msg(0))
+    await store.save(first)
+    assert names(root) - ADMIN_FILES == {f"{first.session_id}.json", f"{first.session_id}.journal"}
+
+
+# -- full saves and checkpoints -------------------------------------------------------
+
+
+async def test_full_save_writes_valid_json_atomically(store: FileStore, root: Path) -> None:
+    s = store.new_session(title="full", model="m1", metadata={"k": [1, 2]})
+    s.messages.extend(msgs(3))
+    await store.save(s)
+
+    assert not [n for n in names(root) if n.endswith(".tmp")], "temp file left behind"
+    body = read_json(sdir(root) / f"{s.session_id}.json")
+    assert body["session_id"] == s.session_id
+    assert body["title"] == "full"
+    assert body["model"] == "m1"
+    assert body["metadata"] == {"k": [1, 2]}
+    assert body["updated_at"] == s.updated_at
+    assert body["messages"] == msgs(3)
+    assert body["message_count"] == 3
+    assert (sdir(root) / f"{s.session_id}.journal").read_bytes() == b""
+    rows = [r for r in index_rows(root) if r["session_id"] == s.session_id]
+    assert rows[-1]["message_count"] == 3
+    assert rows[-1]["title"] == "full"
+
+
+async def test_full_save_replaces_the_snapshot_by_rename(store: FileStore, root: Path) -> None:
+    """Temp file + rename: the previous snapshot's inode is never written in place, so a
+    crash mid-write cannot tear it (a hard link keeps the old inode visible)."""
+    s = store.new_session(title="rename")
+    s.messages.extend(msgs(3))
+    await store.save(s)
+    snap = sdir(root) / f"{s.session_id}.json"
+    old_bytes = snap.read_bytes()
+    keep = root / "old-snapshot-link"
+    os.link(snap, keep)
+
+    s.messages.append(msg(3))
+    await store.save(s)
+    assert keep.read_bytes() == old_bytes, "the snapshot was rewritten in place"
+    assert snap.stat().st_ino != keep.stat().st_ino
+    assert read_json(snap)["messages"] == msgs(4)
+    assert not [n for n in names(root) if n.endswith(".tmp")]
+
+
+async def test_skip_index_save_appends_to_journal_only(store: FileStore, root: Path) -> None:
+    s = store.new_session(title="cp")
+    s.messages.extend(msgs(2))
+    await store.save(s)
+    snap = sdir(root) / f"{s.session_id}.json"
+    journal = sdir(root) / f"{s.session_id}.journal"
+    snap_before = snap.read_bytes()
+    index_before = (sdir(root) / "_index.jsonl").read_bytes()
+
+    sizes = []
+    for i in range(2, 5):
+        s.messages.append(msg(i))
+        await store.save(s, skip_index=True)
+        sizes.append(journal.stat().st_size)
+
+    assert sizes == sorted(sizes) and sizes[0] > 0 and len(set(sizes)) == 3  # appended, grows
+    lines = journal.read_bytes().splitlines()
+    assert len(lines) == 3
+    assert [orjson.loads(line)["messages"] for line in lines] == [[msg(2)], [msg(3)], [msg(4)]]
+    assert snap.read_bytes() == snap_before, "a checkpoint must not rewrite the snapshot"
+    assert (sdir(root) / "_index.jsonl").read_bytes() == index_before
+
+
+@pytest.mark.parametrize("skip_index", [False, True], ids=["full", "checkpoint"])
+async def test_touch_updated_at_false_keeps_updated_at(root: Path, skip_index: bool) -> None:
+    async with FileStore(root) as store:
+        s = store.new_session(title="t")
+        s.messages.append(msg(0))
+        await store.save(s)
+        s.updated_at = 1234.5
+        s.messages.append(msg(1))
+        await store.save(s, skip_index=skip_index, touch_updated_at=False)
+        assert s.updated_at == 1234.5
+    again = await load_fresh(root, s.session_id)
+    assert again.updated_at == 1234.5
+    assert contents(again) == ["0", "1"]
+
+
+# -- metadata-only objects, backups, empty overwrite -----------------------------------
+
+
+async def test_metadata_only_save_changes_no_byte(store: FileStore, root: Path) -> None:
+    s = store.new_session(title="meta")
+    s.messages.extend(msgs(3))
+    await store.save(s)
+    s.messages.append(msg(3))
+    await store.save(s, skip_index=True, events=[ev(1, "st", s.session_id)])
+    before = dir_bytes(root)
+    assert before.get(f"{s.session_id}.journal"), "the checkpoint left no journal"
+
+    meta = await store.load_metadata(s.session_id)
+    meta.title = "renamed"
+    for skip_index in (False, True):
+        with pytest.raises(MetadataOnlySaveError, match=s.session_id) as info:
+            await store.save(meta, skip_index=skip_index)
+        assert isinstance(info.value, RuntimeError)
+    assert dir_bytes(root) == before
+    assert contents(await store.load(s.session_id)) == ["0", "1", "2", "3"]
+
+
+async def test_shrinking_save_backs_up_journal_messages_too(store: FileStore, root: Path) -> None:
+    s = store.new_session(title="shrink")
+    bak = sdir(root) / f"{s.session_id}.json.bak"
+    s.messages.extend(msgs(5))
+    await store.save(s)
+    for i in range(5, 7):  # two messages that exist only in the journal
+        s.messages.append(msg(i))
+        await store.save(s, skip_index=True)
+        assert not bak.exists(), "a growing save must leave no backup"
+
+    s.messages = msgs(3)
+    await store.save(s)
+
+    held = read_json(bak)
+    assert held["messages"] == msgs(7), "the backup must hold the previous state, journal included"
+    assert held["session_id"] == s.session_id
+    assert contents(await store.load(s.session_id)) == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("skip_index", [False, True], ids=["full", "checkpoint"])
+async def test_growing_save_removes_backup_once_it_reaches_its_count(
+    store: FileStore, root: Path, skip_index: bool
+) -> None:
+    s = store.new_session(title="grow")
+    bak = sdir(root) / f"{s.session_id}.json.bak"
+    s.messages.extend(msgs(6))
+    await store.save(s)
+    s.messages = msgs(2)
+    await store.save(s)  # shrink: backup of 6
+    assert len(read_json(bak)["messages"]) == 6
+
+    s.messages.extend(msgs(3, start=2))  # 5 < 6: the backup still holds more
+    await store.save(s, skip_index=skip_index)
+    assert len(read_json(bak)["messages"]) == 6
+
+    s.messages.append(msg(5))  # 6 >= 6: the backup is stale
+    await store.save(s, skip_index=skip_index)
+    assert not bak.exists()
+
+
+@pytest.mark.parametrize("pending_on", ["stored", "new"])
+async def test_empty_overwrite_while_pending_changes_nothing(
+    store: FileStore, root: Path, pending_on: str
+) -> None:
+    s = store.new_session(title="pending")
+    s.messages.extend(msgs(4))
+    if pending_on == "stored":
+        s.active_stream_id = "stream-1"
+        s.pending_user_message = "question"
+    await store.save(s)
+    before = dir_bytes(root)
+
+    s.messages = []
+    if pending_on == "new":
+        s.active_stream_id = "stream-2"
+    else:
+        s.active_stream_id = s.pending_user_message = None
+    for skip_index in (False, True):
+        with pytest.raises(EmptyOverwriteRefused, match=s.session_id):
+            await store.save(s, skip_index=skip_index)
+    assert dir_bytes(root) == before
+    assert not (sdir(root) / f"{s.session_id}.json.bak").exists()
+
+
+# -- the journal -----------------------------------------------------------------------
+
+
+async def test_checkpoints_reload_in_a_fresh_store(root: Path) -> None:
+    async with FileStore(root) as store:
+        s = store.new_session(title="journal")
+        s.messages.append(msg(0))
+        await store.save(s)
+        for i in range(1, 8):
+            s.messages.append(msg(i))
+            s.title = f"title {i}"
+            await store.save(s, skip_index=True)
+        # an in-place change of the last message is persisted by a checkpoint too
+        s.messages[-1]["content"] = "7-edited"
+        await store.save(s, skip_index=True)
+    again = await load_fresh(root, s.session_id)
+    assert contents(again) == [*map(str, range(7)), "7-edited"]
+    assert again.title == "title 7"
+
+
+TAILS = {
+    "half-json-line": b'{"gen":1,"base":3,"messages":[{"role":"user","cont',
+    "garbage": b"\x00\xff\xfegarbage",
+    "garbage-line": b"not json at all\n",
+}
+
+
+@pytest.mark.parametrize("tail", list(TAILS), ids=list(TAILS))
+async def test_torn_journal_tail_is_ignored(root: Path, tail: str) -> None:
+    async with FileStore(root) as store:
+        s = store.new_session(title="torn")
+        s.messages.append(msg(0))
+        await store.save(s)
+        for i in range(1, 4):
+            s.messages.append(msg(i))
+            await store.save(s, skip_index=True)
+    append_bytes(sdir(root) / f"{s.session_id}.journal", TAILS[tail])
+    again = await load_fresh(root, s.session_id)
+    assert contents(again) == ["0", "1", "2", "3"]
+
+
+async def test_checkpoint_after_torn_tail_is_durable(root: Path) -> None:
+    """A crash mid-append leaves a torn tail; the next process's checkpoints must survive."""
+    async with FileStore(root) as store:
+        s = store.new_session(title="torn")
+        s.messages.append(msg(0))
+        await store.save(s)
+        s.messages.append(msg(1))
+        await store.save(s, skip_index=True)
+    append_bytes(sdir(root) / f"{s.session_id}.journal", TAILS["half-json-line"])
+    async with FileStore(root) as store:
+        s = await store.load(s.session_id)
+        s.messages.append(msg(2))
+        await store.save(s, skip_index=True)  # returned: acknowledged, durable
+    assert contents(await load_fresh(root, s.session_id)) == ["0", "1", "2"]
+
+
+async def test_journal_lines_of_an_older_generation_are_ignored(root: Path) -> None:
+    async with FileStore(root) as store:
+        s = store.new_session(title="gen")
+        s.messages.extend(msgs(2))
+        await store.save(s)
+        for i in range(2, 5):
+            s.messages.append(msg(i))
+            await store.save(s, skip_index=True)
+        journal = sdir(root) / f"{s.session_id}.journal"
+        old_lines = journal.read_bytes()
+        assert old_lines.count(b"\n") == 3
+
+        s.messages.append(msg(5))
+        await store.save(s)  # full save: next generation, journal emptied
+        assert journal.read_bytes() == b""
+        assert read_json(sdir(root) / f"{s.session_id}.json")["messages"] == msgs(6)
+    append_bytes(journal, old_lines)  # e.g. a crash between rename and truncate
+
+    again = await load_fresh(root, s.session_id)
+    assert contents(again) == [str(i) for i in range(6)], "old-generation lines were applied"
+
+
+@pytest.mark.parametrize("history", [10, 2_000])
+async def test_checkpoint_cost_is_new_data_not_history(
+    store: FileStore, root: Path, history: int
+) -> None:
+    s = store.new_session(title="cost")
+    s.messages.extend(msg(i, pad=100) for i in range(history))
+    await store.save(s)
+    snap = sdir(root) / f"{s.session_id}.json"
+    journal = sdir(root) / f"{s.session_id}.journal"
+    snap_size = snap.stat().st_size
+    for i in range(history, history + 5):
+        new = msg(i, pad=300)
+        before = journal.stat().st_size
+        s.messages.append(new)
+        await store.save(s, skip_index=True)
+        grown = journal.stat().st_size - before
+        assert 0 < grown < 3 * len(orjson.dumps(new)), (history, grown)
+        assert snap.stat().st_size == snap_size
+
+
+# -- recover() -------------------------------------------------------------------------
+
+
+def bak_body(session_id: str, n: int, title: str = "from backup") -> bytes:
+    """A ``.bak`` file as FileStore writes it: the session's fields and messages."""
+    s = Session(session_id, title=title, messages=msgs(n), updated_at=1000.0)
+    return orjson.dumps(s.to_dict())
+
+
+async def test_recover_restores_live_file_with_fewer_messages(root: Path) -> None:
+    async with FileStore(root) as store:
+        s = store.new_session(title="live")
+        s.messages.extend(msgs(3))
+        await store.save(s)
+    (sdir(root) / f"{s.session_id}.json.bak").write_bytes(bak_body(s.session_id, 6))
+
+    async with FileStore(root) as store:
+        report = await store.recover()
+        assert report == {"scanned": 1, "restored": 1, "orphaned_backups": 0}
+        assert contents(await store.load(s.session_id)) == [str(i) for i in range(6)]
+        assert await listed(store) == {s.session_id: 6}
+    assert not (sdir(root) / f"{s.session_id}.json.bak").exists()
+    assert {r["session_id"]: r["message_count"] for r in index_rows(root)} == {s.session_id: 6}
+    assert contents(await load_fresh(root, s.session_id)) == [str(i) for i in range(6)]
+
+
+async def test_recover_keeps_live_file_that_has_more_messages(root: Path) -> None:
+    async with FileStore(root) as store:
+        s = store.new_session(title="live")
+        s.messages.extend(msgs(5))
+        await store.save(s)
+    (sdir(root) / f"{s.session_id}.json.bak").write_bytes(bak_body(s.session_id, 2))
+    async with FileStore(root) as store:
+        assert await store.recover() == {"scanned": 1, "restored": 0, "orphaned_backups": 0}
+        assert contents(await store.load(s.session_id)) == [str(i) for i in range(5)]
+
+
+async def test_recover_recreates_session_from_orphan_backup(root: Path) -> None:
+    async with FileStore(root):
+        pass
+    sid = "orphan01"
+    (sdir(root) / f"{sid}.json.bak").write_bytes(bak_body(sid, 4, title="lost"))
+
+    async with FileStore(root) as store:
+        assert await store.recover() == {"scanned": 1, "restored": 0, "orphaned_backups": 1}
+        restored = await store.load(sid)
+        assert restored.title == "lost"
+        assert contents(restored) == ["0", "1", "2", "3"]
+        assert await listed(store) == {sid: 4}
+    assert {f"{sid}.json"} <= names(root)
+    assert f"{sid}.json.bak" not in names(root)
+
+
+async def test_recover_never_treats_underscore_files_as_sessions(root: Path) -> None:
+    async with FileStore(root) as store:
+        s = store.new_session(title="real")
+        s.messages.extend(msgs(2))
+        await store.save(s)
+    d = sdir(root)
+    (d / "_index.json").write_bytes(orjson.dumps([{"session_id": "x", "messages": []}]))
+    (d / "_foo.json").write_bytes(bak_body("_foo", 3))
+    (d / "_bar.json.bak").write_bytes(bak_body("_bar", 3))
+    (d / "_index.jsonl").unlink()  # force a rebuild from the directory on open
+    planted = {n: (d / n).read_bytes() for n in ("_index.json", "_foo.json", "_bar.json.bak")}
+
+    async with FileStore(root) as store:
+        assert await store.recover() == {"scanned": 1, "restored": 0, "orphaned_backups": 0}
+        assert await listed(store) == {s.session_id: 2}
+    for name, data in planted.items():
+        assert (d / name).read_bytes() == data, f"{name} was touched"
+    assert "_bar.json" not in names(root)
+
+
+async def test_recover_never_resurrects_a_deleted_session(root: Path) -> None:
+    async with FileStore(root) as store:
+        s = store.new_session(title="doomed")
+        s.messages.extend(msgs(3))
+        await store.save(s)
+        snapshot = (sdir(root) / f"{s.session_id}.json").read_bytes()
+        await store.delete(s.session_id)
+    assert not {n for n in names(root) if n.startswith(s.session_id)}
+    (sdir(root) / f"{s.session_id}.json.bak").write_bytes(snapshot)  # put a backup back by hand
+
+    async with FileStore(root) as store:
+        assert await store.recover() == {"scanned": 0, "restored": 0, "orphaned_backups": 0}
+        with pytest.raises(SessionNotFound):
+            await store.load(s.session_id)
+        assert await listed(store) == {}
+    assert f"{s.session_id}.json" not in names(root)
+
+
+async def test_recover_is_a_noop_on_a_clean_store(root: Path) -> None:
+    async with FileStore(root) as store:
+        for n in (1, 2, 3):
+            s = store.new_session(title=f"s{n}")
+            s.messages.extend(msgs(n))
+            await store.save(s)
+            s.messages.append(msg(n))
+            await store.save(s, skip_index=True)
+        before = dir_bytes(root)
+        assert await store.recover() == {"scanned": 3, "restored": 0, "orphaned_backups": 0}
+        assert dir_bytes(root) == before
+    async with FileStore(root) as store:
+        assert await store.recover() == {"scanned": 3, "restored": 0, "orphaned_backups": 0}
+    after = dir_bytes(root)
+    del after["_lock"], before["_lock"]  # they hold the owner's pid
+    assert after == before
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt-middle", "not-objects"])
+async def test_index_is_rebuilt_on_open(root: Path, damage: str) -> None:
+    async with FileStore(root) as store:
+        ids = []
+        for n in (1, 2):
+            s = store.new_session(title=f"s{n}")
+            s.messages.extend(msgs(n))
+            await store.save(s)
+            ids.append(s.session_id)
+        s.messages.append(msg(9))
+        await store.save(s, skip_index=True)  # the index row is stale; rebuild reads the journal
+    index = sdir(root) / "_index.jsonl"
+    if damage == "missing":
+        index.unlink()
+    elif damage == "corrupt-middle":
+        lines = index.read_bytes().splitlines()
+        index.write_bytes(lines[0] + b"\n}}garbage{{\n" + b"\n".join(lines[1:]) + b"\n")
+    else:
+        index.write_bytes(b"[1, 2, 3]\n")
+
+    async with FileStore(root) as store:
+        assert await listed(store) == {ids[0]: 1, ids[1]: 3}
+    assert {r["session_id"]: r["message_count"] for r in index_rows(root)} == {
+        ids[0]: 1,
+        ids[1]: 3,
+    }
+
+
+async def test_ids_starting_with_underscore_are_refused_before_any_io(root: Path) -> None:
+    """FileStore's own files start with '_' (and recovery never treats such names as
+    sessions), so a session id starting with '_' is refused instead of vanishing later."""
+    async with FileStore(root) as store:
+        before = sorted(p.name for p in sdir(root).iterdir())
+        with pytest.raises(InvalidSessionId, match="reserves names starting with '_'"):
+            store.new_session(session_id="_x", title="underscore id")
+        s = Session("_x", title="underscore id")
+        with pytest.raises(InvalidSessionId):
+            await store.save(s)
+        with pytest.raises(InvalidSessionId):
+            await store.load("_index")
+        assert sorted(p.name for p in sdir(root).iterdir()) == before
+
+
+# -- events ----------------------------------------------------------------------------
+
+
+def ev(seq: int, stream_id: str, session_id: str, type: str = "token") -> Event:
+    return Event(seq, stream_id, session_id, type, {"text": f"t{seq}"}, 1000.0 + seq)
+
+
+async def test_events_survive_restart_and_compaction(root: Path) -> None:
+    async with FileStore(root) as store:
+        s = store.new_session(title="events")
+        s.messages.append(msg(0))
+        s.active_stream_id = "stream-a"
+        await store.save(s, events=[ev(1, "stream-a", s.session_id, "stream.started")])
+        s.messages.append(msg(1))
+        await store.save(
+            s,
+            skip_index=True,
+            events=[ev(2, "stream-a", s.session_id), ev(3, "stream-a", s.session_id)],
+        )
+    sid = s.session_id
+    async with FileStore(root) as store:
+        got = await store.load_events(sid, "stream-a")
+        assert [e.seq for e in got] == [1, 2, 3]
+        assert got[1] == ev(2, "stream-a", sid)
+        assert [e.seq for e in await store.load_events(sid, "stream-a", after_seq=2)] == [3]
+        assert await store.load_events(sid, "other-stream") == []
+
+        s = await store.load(sid)
+        s.title = "renamed"
+        await store.save(s)  # a full save without events: the journal's events move out
+        assert (sdir(root) / f"{sid}.journal").read_bytes() == b""
+        assert [e.seq for e in await store.load_events(sid, "stream-a")] == [1, 2, 3]
+
+        s.active_stream_id = None
+        await store.save(
+            s, events=[ev(4, "stream-a", sid, "done"), ev(5, "stream-a", sid, "stream.end")]
+        )
+    assert (sdir(root) / f"{sid}.journal").read_bytes() == b""
+    lines = (sdir(root) / f"{sid}.events.jsonl").read_bytes().splitlines()
+    assert orjson.loads(lines[0]) == {"stream_id": "stream-a"}
+    assert [orjson.loads(line)["seq"] for line in lines[1:]] == [1, 2, 3, 4, 5]
+    async with FileStore(root) as store:
+        got = await store.load_events(sid, "stream-a")
+        assert [(e.seq, e.type) for e in got] == [
+            (1, "stream.started"),
+            (2, "token"),
+            (3, "token"),
+            (4, "done"),
+            (5, "stream.end"),
+        ]
+        # a new stream of the session replaces the durable events of the previous one
+        s = await store.load(sid)
+        await store.save(s, skip_index=True, events=[ev(1, "stream-b", sid, "stream.started")])
+        assert await store.load_events(sid, "stream-a") == []
+        assert [e.seq for e in await store.load_events(sid, "stream-b")] == [1]
+
+
+# -- one process per root --------------------------------------------------------------
+
+OPEN_SCRIPT = """
+import sys, anyio
+from runtime import FileStore, StoreLocked
+
+async def main() -> None:
+    try:
+        async with FileStore(sys.argv[1]):
+            print("opened")
+    except StoreLocked as exc:
+        print("StoreLocked:", exc)
+
+anyio.run(main)
+"""
+
+
+def open_in_child(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", OPEN_SCRIPT, str(root)],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_second_process_gets_store_locked(root: Path) -> None:
+    async with FileStore(root):
+        done = await anyio.to_thread.run_sync(open_in_child, root)
+        assert done.returncode == 0, done.stderr
+        out = done.stdout.strip()
+        assert out.startswith("StoreLocked:"), out
+        assert str(root) in out
+        assert f"pid {os.getpid()}" in out
+        assert "one process" in out
+        # and in this process, a second instance is refused too (flock per open file)
+        with pytest.raises(StoreLocked):
+            await FileStore(root).open()
+    done = await anyio.to_thread.run_sync(open_in_child, root)
+    assert done.stdout.strip() == "opened", done.stdout + done.stderr
+
+
+# -- crash atomicity -------------------------------------------------------------------
+
+CRASH_SCRIPT = textwrap.dedent(
+    """
+    import sys, anyio
+    from runtime import FileStore, SessionNotFound
+
+    async def main(root: str, sid: str) -> None:
+        # a small compact_bytes makes checkpoints compact often: both paths get killed
+        async with FileStore(root, compact_bytes=2048) as store:
+            try:
+                s = await store.load(sid)
+            except SessionNotFound:
+                s = store.new_session(session_id=sid, title="crash")
+            i = len(s.messages)
+            print("start", i, flush=True)
+            while True:
+                if s.messages:
+                    s.messages[-1]["done"] = True  # an in-place change of the last message
+                s.messages.append({"role": "user", "content": str(i), "pad": "x" * (i % 97)})
+                await store.save(s, skip_index=i % 10 != 0)
+                i += 1
+                print(i, flush=True)  # acknowledged: save() returned
+
+    anyio.run(main, sys.argv[1], sys.argv[2])
+    """
+)
+
+
+def crash_round(root: Path, sid: str, rng: random.Random) -> tuple[int, int]:
+    """Run the saving child, SIGKILL it at a random moment; returns (start, last ack)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CRASH_SCRIPT, str(root), sid],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    try:
+        first = proc.stdout.readline().split()
+        assert first[:1] == ["start"], [*first, proc.stderr.read() if proc.stderr else ""]
+        out = [proc.stdout.readline() for _ in range(rng.randint(1, 40))]
+        # a random moment, mostly mid-save (the child does nothing else)
+        time.sleep(rng.uniform(0, 0.02))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        # read through the same buffered file objects: communicate() would skip what
+        # readline() already buffered
+        out.append(proc.stdout.read())
+        err = proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL, err
+    start = int(first[1])
+    # only whole lines: one the kill cut short was not acknowledged
+    acks = [int(line) for line in "".join(out).splitlines(keepends=True) if line.endswith("\n")]
+    assert acks == list(range(start + 1, start + 1 + len(acks))), acks
+    return start, (acks[-1] if acks else start)
+
+
+def test_sigkill_mid_checkpoint_leaves_a_consistent_prefix(root: Path) -> None:
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    sid = "crash01"
+    last_count = 0
+    for round_no in range(6):
+        start, acked = crash_round(root, sid, rng)
+        assert start == last_count, f"seed {seed} round {round_no}: child resumed at {start}"
+
+        async def check(acked: int = acked, round_no: int = round_no) -> int:
+            where = f"seed {seed} round {round_no}"
+            async with FileStore(root) as store:
+                s = await store.load(sid)
+                n = len(s.messages)
+                assert acked <= n <= acked + 1, f"{where}: {n} messages, {acked} acknowledged"
+                for i, m in enumerate(s.messages):
+                    assert m["content"] == str(i), f"{where}: message {i} is {m!r}"
+                    assert m["pad"] == "x" * (i % 97), f"{where}: message {i} torn"
+                    if i < n - 1:
+                        assert m.get("done") is True, f"{where}: message {i} lost its edit"
+                await store.recover()
+            assert not [x for x in names(root) if x.endswith(".tmp")], where
+            return n
+
+        last_count = anyio.run(check)
+
+
+# -- the files a full save leaves ------------------------------------------------------
+
+
+async def test_recover_after_a_shrink_restores_the_backup_and_leaves_no_stray_files(
+    root: Path,
+) -> None:
+    """By the contract, a shrink is undone at the next recover() (the live file holds fewer
+    messages than its .bak); after that and a growing save, only the session's files exist."""
+    async with FileStore(root) as store:
+        s = store.new_session(title="files")
+        s.messages.extend(msgs(4))
+        await store.save(s)
+        s.messages = msgs(1)
+        await store.save(s)
+    async with FileStore(root) as store:
+        assert (await store.recover())["restored"] == 1
+        s = await store.load(s.session_id)
+        assert contents(s) == ["0", "1", "2", "3"]
+        s.messages.append(msg(4))
+        await store.save(s)
+    sid = s.session_id
+    assert names(root) - ADMIN_FILES == {f"{sid}.json", f"{sid}.journal"}
