@@ -9,7 +9,9 @@ output kept.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
+import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -18,6 +20,20 @@ from .._exceptions import Error
 from ._common import CLIError, add_store_option, store_root
 
 __all__ = ["register"]
+
+
+_TOKEN_PARAM = re.compile(r"([?&]token=)[^&\s\"]*")
+
+
+class _RedactToken(logging.Filter):
+    """Hide ``?token=`` values (the SSE route's EventSource credential) in access logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _TOKEN_PARAM.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args
+            )
+        return True
 
 
 def _seconds(text: str) -> float:
@@ -69,7 +85,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--token",
         default=None,
-        help="API bearer token for /api routes (default $RUNTIME_API_TOKEN; unset: no auth)",
+        help="API bearer token for /api routes (default $RUNTIME_API_TOKEN, which is safer: "
+        "command lines are visible to other users; unset: no auth)",
     )
     p.add_argument(
         "--shutdown-grace",
@@ -84,6 +101,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=1.0,
         metavar="S",
         help="seconds between checkpoint saves of a running turn (default 1)",
+    )
+    p.add_argument(
+        "--event-retention",
+        type=_seconds,
+        default=300.0,
+        metavar="S",
+        help="seconds a finished stream's events stay in memory; afterwards they are "
+        "replayed from the store (default 300)",
     )
     p.add_argument(
         "--heartbeat",
@@ -127,6 +152,7 @@ def _serve_command(args: argparse.Namespace) -> int:
             agent,
             shutdown_grace=args.shutdown_grace,
             checkpoint_interval=args.checkpoint_interval,
+            event_retention=args.event_retention,
         )
         app = create_app(rt, api_token=args.token, heartbeat=args.heartbeat, retry_ms=args.retry_ms)
     except (Error, ValueError) as exc:
@@ -151,6 +177,8 @@ def _serve_command(args: argparse.Namespace) -> int:
     config = uvicorn.Config(
         app, host=args.host, port=args.port, lifespan="on", log_level=args.log_level
     )
+    # After Config(), which configures uvicorn's loggers.
+    logging.getLogger("uvicorn.access").addFilter(_RedactToken())
     server = uvicorn.Server(config)
     try:
         server.run()

@@ -25,8 +25,8 @@ import pytest
 
 from runtime import (
     EmptyOverwriteRefused,
-    InvalidSessionId,
     Event,
+    InvalidSessionId,
     MetadataOnlySaveError,
     Session,
     SessionNotFound,
