@@ -38,7 +38,9 @@ class Runtime:
     :param agent: ``async def agent(turn: Turn) -> None``.
     :param checkpoint_interval: seconds between checkpoint checks (> 0, default 1.0).
     :param stale_grace: seconds a stream with no live task is still trusted before it is
-        repaired as stale (> 0, default 30.0).
+        repaired as stale (default 30.0), in case another node runs it. Not applied to a
+        store one process owns exclusively (``store.exclusive``, e.g. FileStore with its
+        lock): there a stream this runtime does not run is dead at once.
     :param final_save_timeout: seconds the shielded final save of a turn may take.
     :param shutdown_grace: seconds live turns get to finish when the runtime closes (>= 0).
     :param event_retention: seconds a finished stream's events stay readable in memory;
@@ -88,7 +90,7 @@ class Runtime:
         self.route_table = route_table
         self.route_prune_interval = interval_ok(route_prune_interval, "route_prune_interval")
         self.route_max_age_days = route_max_age_days
-        self._background = anyio.CancelScope()
+        self._background: anyio.CancelScope | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -105,6 +107,7 @@ class Runtime:
             self.recovery = await self.store.recover()
             if self.recovery["restored"] or self.recovery["orphaned_backups"]:
                 logger.warning("store recovery: %s", self.recovery)
+            self._background = anyio.CancelScope()  # needs a running event loop
             tg = anyio.create_task_group()
             await tg.__aenter__()
         except BaseException:
@@ -122,6 +125,7 @@ class Runtime:
             entry = await table.get(session_key)
             return entry is not None and entry.session_id in self._busy
 
+        assert self._background is not None
         with self._background:
             await prune_periodically(
                 table,
@@ -141,7 +145,8 @@ class Runtime:
         try:
             with anyio.CancelScope(shield=True):
                 await self._drain(self.shutdown_grace if exc is None else 0.0)
-            self._background.cancel()
+            if self._background is not None:
+                self._background.cancel()
             try:
                 return await tg.__aexit__(exc_type, exc, tb)
             except BaseExceptionGroup as group:
@@ -245,6 +250,8 @@ class Runtime:
             return False
         if not starting and s.session_id in self._busy:  # a start_turn is under way
             return False
+        if self.store.exclusive:  # no other process can own it: it is dead
+            return True
         started = s.pending_started_at
         return started is None or now - started >= self.stale_grace
 

@@ -141,16 +141,19 @@ class Subscription:
         out = [e for e in events if e.seq > self.last_seq]
         last = events[-1]
         if last.type != ev.STREAM_END:
+            # Number the ending after whatever this subscriber already saw live: it may
+            # have run ahead of the last checkpoint, and must still learn the stream died.
+            base = max(last.seq, self.last_seq)
             ts = time.time()
             data = {
                 "type": "interrupted",
                 "interruption_cause": "process_restart",
                 "message": "the process running this stream stopped before it ended",
             }
-            out.append(Event(last.seq + 1, self.stream_id, session_id, ev.ERROR, data, ts))
+            out.append(Event(base + 1, self.stream_id, session_id, ev.ERROR, data, ts))
             out.append(
                 Event(
-                    last.seq + 2,
+                    base + 2,
                     self.stream_id,
                     session_id,
                     ev.STREAM_END,

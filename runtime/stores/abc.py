@@ -110,7 +110,12 @@ class Store(ABC):
 
     Subclasses implement the underscored hooks; the public methods enforce the
     contract. All methods are coroutines except :meth:`new_session`, which does no I/O.
+
+    :cvar exclusive: True if one process owns the stored sessions while the store is
+        open (FileStore's lock), so a stream no task of that process runs is dead.
     """
+
+    exclusive: bool = False
 
     def __init__(self) -> None:
         self._unsaved: dict[str, Session] = {}

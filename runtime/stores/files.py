@@ -94,6 +94,8 @@ class FileStore(Store):
     :raises StoreLocked: from :meth:`open` if another process holds the root.
     """
 
+    exclusive = True  # one process per root (the _lock file)
+
     def __init__(
         self, root: str | os.PathLike[str] | None = None, *, compact_bytes: int = 4 << 20
     ) -> None:

@@ -1,0 +1,1 @@
+"""Private parts of :mod:`runtime.asgi`, the HTTP/SSE edge. Import ``runtime.asgi``."""

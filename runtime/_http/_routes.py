@@ -1,0 +1,201 @@
+"""The JSON routes of the HTTP API and the guard every ``/api`` route runs through
+(bearer-token check, then the mapping of errors to JSON answers)."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .._exceptions import Error, SubscriberLagged
+from .._runtime import Runtime
+from .._session import Session
+from ._errors import ApiError, JSONResponse, from_library_error
+from ._params import parse_flag, parse_limit, read_json_object, session_id_param, stream_id_param
+
+__all__ = ["Api", "Endpoint", "by_method", "session_json"]
+
+logger = logging.getLogger("runtime.asgi")
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+_NEW_SESSION_FIELDS = frozenset({"title"})
+_TURN_FIELDS = frozenset({"message"})
+
+
+def by_method(**handlers: Endpoint) -> Endpoint:
+    """One endpoint for several methods of one path (``GET=…, POST=…``), so that a 405
+    lists every allowed method in its ``Allow`` header."""
+
+    async def endpoint(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return endpoint
+
+
+def session_json(session: Session) -> dict[str, Any]:
+    """A session as JSON: every field, ``message_count``, and ``messages`` unless it
+    was loaded metadata-only."""
+    return session.meta_dict() if session.metadata_only else session.to_dict()
+
+
+class Api:
+    """The ``/api`` endpoints over one :class:`~runtime.Runtime`.
+
+    :param runtime: the runtime the routes drive.
+    :param api_token: bearer token every ``/api`` route requires, or ``None`` for none.
+    """
+
+    def __init__(self, runtime: Runtime, api_token: str | None) -> None:
+        self.runtime = runtime
+        self._token = None if api_token is None else api_token.encode()
+
+    # -- the guard ----------------------------------------------------------------------
+
+    def authorize(self, request: Request, *, query_token: bool) -> None:
+        """Check ``Authorization: Bearer <token>`` (or ``?token=`` where a browser's
+        EventSource cannot send headers) in constant time.
+
+        :raises ApiError: 401 ``unauthorized`` with ``WWW-Authenticate: Bearer``.
+        """
+        if self._token is None:
+            return
+        supplied: str | None = None
+        header = request.headers.get("authorization")
+        if header is not None:
+            scheme, _, value = header.strip().partition(" ")
+            if scheme.lower() == "bearer":
+                supplied = value.strip()
+        if supplied is None and query_token:
+            supplied = request.query_params.get("token")
+        if supplied is None:
+            detail = "missing credentials: send 'Authorization: Bearer <token>'"
+            if query_token:
+                detail += " or '?token=<token>'"
+        elif hmac.compare_digest(supplied.encode(), self._token):
+            return
+        else:
+            detail = "invalid bearer token"
+        raise ApiError(
+            401, "unauthorized", detail, headers={"WWW-Authenticate": 'Bearer realm="runtime"'}
+        )
+
+    def guard(self, handler: Endpoint, *, query_token: bool = False) -> Endpoint:
+        """Wrap ``handler``: authorize first, then turn :class:`ApiError` and the
+        library's errors into JSON answers (anything else is a 500)."""
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                self.authorize(request, query_token=query_token)
+                return await handler(request)
+            except ApiError as exc:
+                return exc.response()
+            except Error as exc:
+                mapped = from_library_error(exc)
+                if mapped is None:
+                    raise
+                return mapped.response()
+
+        endpoint.__name__ = getattr(handler, "__name__", type(handler).__name__)
+        endpoint.__doc__ = handler.__doc__
+        return endpoint
+
+    # -- sessions -------------------------------------------------------------------------
+
+    async def create_session(self, request: Request) -> Response:
+        """``POST /api/sessions`` ``{"title"?}`` → 201, the new session. It stays in
+        memory until its first turn but can be fetched by id meanwhile."""
+        body = await read_json_object(request, allowed=_NEW_SESSION_FIELDS, empty_ok=True)
+        fields: dict[str, Any] = {}
+        if "title" in body:
+            title = body["title"]
+            if not isinstance(title, str) or not title.strip():
+                raise ApiError(
+                    400, "invalid_body", f"invalid title {title!r}: must be a non-empty string"
+                )
+            fields["title"] = title
+        session = self.runtime.new_session(**fields)
+        location = request.url_for("session", session_id=session.session_id).path
+        return JSONResponse(session_json(session), status_code=201, headers={"Location": location})
+
+    async def list_sessions(self, request: Request) -> Response:
+        """``GET /api/sessions?limit=&cursor=`` → ``{sessions, next_cursor}``."""
+        limit = parse_limit(request)
+        cursor = request.query_params.get("cursor") or None
+        page = await self.runtime.list_sessions(limit=limit, cursor=cursor)
+        return JSONResponse(
+            {"sessions": [s.meta_dict() for s in page.sessions], "next_cursor": page.next_cursor}
+        )
+
+    async def get_session(self, request: Request) -> Response:
+        """``GET /api/sessions/{id}[?metadata_only=1]`` → the session (a stale stream
+        is repaired through a full load first)."""
+        session_id = session_id_param(request)
+        metadata_only = parse_flag(request, "metadata_only")
+        session = await self.runtime.get_session(session_id, metadata_only=metadata_only)
+        return JSONResponse(session_json(session))
+
+    async def session_status(self, request: Request) -> Response:
+        """``GET /api/sessions/{id}/status`` → ``{active_stream_id, live,
+        pending_user_message, pending_started_at}``."""
+        status = await self.runtime.session_status(session_id_param(request))
+        return JSONResponse(status)
+
+    async def delete_session(self, request: Request) -> Response:
+        """``DELETE /api/sessions/{id}`` → 204; 409 while a live stream owns it."""
+        await self.runtime.delete_session(session_id_param(request))
+        return Response(status_code=204)
+
+    # -- turns and streams ----------------------------------------------------------------
+
+    async def start_turn(self, request: Request) -> Response:
+        """``POST /api/sessions/{id}/turns`` ``{"message"}`` → 202 ``{stream_id,
+        session_id, pending_started_at}``; 409 with ``active_stream_id`` while busy."""
+        session_id = session_id_param(request)
+        body = await read_json_object(request, allowed=_TURN_FIELDS, empty_ok=False)
+        if "message" not in body:
+            raise ApiError(400, "invalid_body", "missing field 'message': a non-empty string")
+        message = body["message"]
+        if not isinstance(message, str) or not message.strip():
+            raise ApiError(
+                400,
+                "invalid_body",
+                f"invalid message {message!r}: must be a string with non-whitespace text",
+            )
+        stream_id = await self.runtime.start_turn(session_id, message)
+        body_out = {
+            "stream_id": stream_id,
+            "session_id": session_id,
+            "pending_started_at": await self._started_at(stream_id),
+        }
+        location = request.url_for("stream_events", stream_id=stream_id).path
+        return JSONResponse(body_out, status_code=202, headers={"Location": location})
+
+    async def _started_at(self, stream_id: str) -> float | None:
+        """``pending_started_at`` from the ``stream.started`` event (seq 1), which the
+        runtime publishes before ``start_turn`` returns (the turn may be over by now)."""
+        try:
+            first = await anext(self.runtime.events(stream_id, 0))
+        except (StopAsyncIteration, SubscriberLagged):  # pragma: no cover - never expected
+            return None
+        value = first.data.get("pending_started_at")
+        return float(value) if isinstance(value, int | float) else None
+
+    async def cancel_stream(self, request: Request) -> Response:
+        """``POST /api/streams/{stream_id}/cancel`` → ``{stream_id, session_id,
+        cancelled}``; ``cancelled`` is false for a stream that already ended. Returns
+        once the turn's final save is done."""
+        stream_id = stream_id_param(request)
+        session_id = self.runtime.stream_session(stream_id)
+        cancelled = await self.runtime.cancel(stream_id)
+        if not cancelled:
+            # Not live: 404 unless the stream exists (retained in memory or persisted).
+            await anext(self.runtime.events(stream_id, 0), None)
+        return JSONResponse(
+            {"stream_id": stream_id, "session_id": session_id, "cancelled": cancelled}
+        )

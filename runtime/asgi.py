@@ -1,0 +1,147 @@
+"""The HTTP/SSE edge: a Starlette application over a :class:`~runtime.Runtime`.
+
+Needs the ``server`` extra (Starlette, sse-starlette, uvicorn); ``import runtime``
+never imports this module. Routes (described at ``/openapi.json``)::
+
+    POST   /api/sessions                        new session (201)
+    GET    /api/sessions?limit=&cursor=         page of sessions
+    GET    /api/sessions/{id}[?metadata_only=1] one session (stale streams repaired)
+    GET    /api/sessions/{id}/status            {active_stream_id, live, pending_…}
+    DELETE /api/sessions/{id}                   204; 409 while a live stream owns it
+    POST   /api/sessions/{id}/turns             {"message"} -> 202 {stream_id, …}; 409 busy
+    GET    /api/streams/{stream_id}/events      Server-Sent Events, resumable
+    POST   /api/streams/{stream_id}/cancel      cancel a live turn
+    GET    /                                    the demo page
+    GET    /openapi.json                        the OpenAPI document
+
+Errors are JSON ``{"error": <code>, "detail": <text>}``: 400 bad input, 401 missing or
+wrong token, 404 unknown, 409 busy.
+
+Mount it in an existing app (``app.mount("/agent", create_app(rt))``); a mounted app's
+lifespan does not run, so enter the runtime in the host app's lifespan
+(``async with rt: yield``), as ``examples/fastapi_app.py`` does.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ._http._errors import JSONResponse, http_exception, server_error
+from ._http._openapi import openapi_document
+from ._http._routes import Api, by_method
+from ._http._sse import StreamEvents
+from ._runtime import Runtime
+
+__all__ = ["create_app"]
+
+#: The demo page's files (package data).
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def create_app(
+    runtime: Runtime,
+    *,
+    api_token: str | None = None,
+    heartbeat: float = 15.0,
+    retry_ms: int = 2000,
+) -> Starlette:
+    """A Starlette application serving ``runtime`` over HTTP and Server-Sent Events.
+
+    Its lifespan enters the runtime (opening the store and running recovery) and leaves
+    it on shutdown (live turns get the runtime's ``shutdown_grace`` seconds, then are
+    cancelled with their partial output kept). If the runtime is already running (you
+    entered it yourself, e.g. in a host app's lifespan), the lifespan leaves it alone.
+
+    :param runtime: the runtime to serve.
+    :param api_token: bearer token required by every ``/api`` route (the SSE route also
+        takes ``?token=``); defaults to the ``RUNTIME_API_TOKEN`` environment variable;
+        ``None`` and unset (or empty) mean no authentication.
+    :param heartbeat: seconds between SSE comment heartbeats (finite, > 0).
+    :param retry_ms: reconnection delay hinted to SSE clients, milliseconds (>= 0).
+    :raises ValueError: for an empty ``api_token``, a bad ``heartbeat`` or ``retry_ms``.
+    """
+    if api_token is None:
+        api_token = os.environ.get("RUNTIME_API_TOKEN") or None
+    elif not isinstance(api_token, str) or not api_token:
+        raise ValueError(f"invalid api_token {api_token!r}: must be a non-empty string or None")
+    if (
+        isinstance(heartbeat, bool)
+        or not isinstance(heartbeat, int | float)
+        or not (math.isfinite(heartbeat) and heartbeat > 0)
+    ):
+        raise ValueError(f"invalid heartbeat {heartbeat!r}: must be a finite number of seconds > 0")
+    if isinstance(retry_ms, bool) or not isinstance(retry_ms, int) or retry_ms < 0:
+        raise ValueError(f"invalid retry_ms {retry_ms!r}: must be an integer >= 0 (milliseconds)")
+
+    api = Api(runtime, api_token)
+    sse = StreamEvents(runtime, heartbeat=float(heartbeat), retry_ms=retry_ms)
+    auth = api_token is not None
+
+    async def openapi(request: Request) -> Response:
+        root = request.scope.get("root_path") or "/"
+        return JSONResponse(openapi_document(root, auth=auth))
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    sid = "/api/sessions/{session_id}"
+    routes: list[BaseRoute] = [
+        Route("/", index, methods=["GET"], name="index"),
+        Route("/openapi.json", openapi, methods=["GET"], name="openapi"),
+        Route(
+            "/api/sessions",
+            by_method(GET=api.guard(api.list_sessions), POST=api.guard(api.create_session)),
+            methods=["GET", "POST"],
+            name="sessions",
+        ),
+        Route(
+            sid,
+            by_method(GET=api.guard(api.get_session), DELETE=api.guard(api.delete_session)),
+            methods=["GET", "DELETE"],
+            name="session",
+        ),
+        Route(
+            sid + "/status", api.guard(api.session_status), methods=["GET"], name="session_status"
+        ),
+        Route(sid + "/turns", api.guard(api.start_turn), methods=["POST"], name="start_turn"),
+        Route(
+            "/api/streams/{stream_id}/events",
+            api.guard(sse, query_token=True),
+            methods=["GET"],
+            name="stream_events",
+        ),
+        Route(
+            "/api/streams/{stream_id}/cancel",
+            api.guard(api.cancel_stream),
+            methods=["POST"],
+            name="cancel_stream",
+        ),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if runtime.running:  # embedded: whoever entered it also leaves it
+            yield
+            return
+        async with runtime:
+            yield
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_exception, 500: server_error},
+    )
+    app.state.runtime = runtime
+    return app
