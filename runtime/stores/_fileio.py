@@ -25,6 +25,13 @@ __all__ = [
 ]
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (a write may be short)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def fsync_dir(directory: Path) -> None:
     """fsync a directory so that renames and new names in it are durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -43,9 +50,7 @@ def atomic_write(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -67,9 +72,7 @@ def append_durable(path: Path, data: bytes, *, created: bool) -> None:
     """
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_all(fd, data)
         os.fdatasync(fd)
     finally:
         os.close(fd)
