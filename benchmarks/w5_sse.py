@@ -1,0 +1,221 @@
+"""W5: SSE fan-out over loopback HTTP: S subscribers on one stream, E events.
+
+The server (``_w5_server``, a child process: uvicorn + ``runtime.asgi.create_app``)
+runs one turn whose agent emits E tokens in bursts; S raw HTTP/1.1 clients in this
+process follow ``GET /api/streams/{id}/events``. Clients parse ``id:`` and the event's
+``ts`` with a regular expression (cheap, so the client side stays off the critical
+path); latency = receipt time - publish ``ts`` (one clock, one machine). Lost events
+= expected seqs not received by a subscriber (gaps), summed over subscribers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import re
+import resource
+import sys
+import time
+from array import array
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ._config import Context
+from ._labels import size_label
+from ._report import Result, Table, fmt
+from ._rt import runtime_missing
+from ._stats import percentile
+
+_HERE = str(Path(__file__).resolve().parent.parent)
+
+ID = "W5"
+TITLE = "W5 SSE fan-out over loopback HTTP (one stream)"
+
+_EVENT = re.compile(rb'id: (\d+)\nevent: ([\w.]+)\ndata: [^\n]*"ts":([0-9.eE+-]+)\}\n\n')
+
+
+class _Subscriber(asyncio.Protocol):
+    """One SSE client: a raw HTTP/1.1 GET, events parsed with a regex as bytes arrive."""
+
+    def __init__(self, request: bytes, stride: int, done: asyncio.Future[None]) -> None:
+        self.request = request
+        self.stride = stride
+        self.buf = b""
+        self.last_seq = 0
+        self.gaps = 0
+        self.tokens = 0
+        self.latencies = array("d")
+        self.ready = asyncio.get_running_loop().create_future()
+        self.done = done
+        self.ended = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        buf = self.buf + data
+        end = buf.rfind(b"\n\n")
+        if end < 0:
+            self.buf = buf
+            return
+        self.buf = buf[end + 2:]
+        for m in _EVENT.finditer(buf, 0, end + 2):
+            seq = int(m.group(1))
+            if seq != self.last_seq + 1:
+                self.gaps += max(0, seq - self.last_seq - 1)
+            self.last_seq = max(self.last_seq, seq)
+            kind = m.group(2)
+            if kind == b"token":
+                self.tokens += 1
+                if seq % self.stride == 0:
+                    self.latencies.append(now - float(m.group(3)))
+            elif kind == b"stream.started" and not self.ready.done():
+                self.ready.set_result(None)
+            elif kind == b"stream.end":
+                self.ended = True
+                if self.transport is not None:
+                    self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(f"SSE connection lost early: {exc}"))
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+def _raise_nofile(need: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
+
+
+async def _measure(ctx: Context) -> dict[str, Any]:
+    cfg = ctx.config
+    subs_n, events = cfg.w5_subscribers, cfg.w5_events
+    _raise_nofile(subs_n + 256)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = _HERE + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    cmd = [sys.executable, "-m", "benchmarks._w5_server", "--events", str(events),
+           "--burst", str(cfg.w5_burst), "--interval", str(cfg.w5_burst_interval)]
+    go = ctx.tmp / "w5-go"
+    proc = await anyio.open_process(cmd, env=env)
+    try:
+        assert proc.stdout is not None
+        line = b""
+        with anyio.fail_after(60):
+            while not line.endswith(b"\n"):
+                line += await proc.stdout.receive(1)
+        port = int(line.split()[1])
+        import httpx
+
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            r = await client.post("/api/sessions", json={"title": "w5"})
+            r.raise_for_status()
+            session_id = r.json()["session_id"]
+            r = await client.post(f"/api/sessions/{session_id}/turns", json={"message": str(go)})
+            r.raise_for_status()
+            stream_id = r.json()["stream_id"]
+        request = (
+            f"GET /api/streams/{stream_id}/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Accept: text/event-stream\r\nConnection: close\r\n\r\n"
+        ).encode()
+        loop = asyncio.get_running_loop()
+        stride = max(1, (subs_n * events) // 1_000_000)
+        subs: list[_Subscriber] = []
+        t_connect = time.perf_counter()
+        for lo in range(0, subs_n, 100):
+            batch = []
+            for _ in range(lo, min(lo + 100, subs_n)):
+                sub = _Subscriber(request, stride, loop.create_future())
+                batch.append(sub)
+                await loop.create_connection(lambda s=sub: s, "127.0.0.1", port)
+            subs += batch
+            await asyncio.gather(*(s.ready for s in batch))
+        connect_s = time.perf_counter() - t_connect
+        go.write_bytes(b"go")
+        t0 = time.perf_counter()
+        nominal = (events / cfg.w5_burst) * cfg.w5_burst_interval
+        timeout = 60 + 5 * nominal
+        try:
+            with anyio.move_on_after(timeout):
+                await asyncio.gather(*(s.done for s in subs))
+        finally:
+            for s in subs:
+                if s.transport is not None:
+                    s.transport.close()
+        elapsed = time.perf_counter() - t0
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            with anyio.move_on_after(10):
+                await proc.wait()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        await proc.aclose()
+    lat = [x for s in subs for x in s.latencies]
+    received = sum(s.tokens for s in subs)
+    return {
+        "subscribers": subs_n,
+        "events": events,
+        "burst": cfg.w5_burst,
+        "burst_interval_s": cfg.w5_burst_interval,
+        "nominal_s": nominal,
+        "connect_s": round(connect_s, 3),
+        "stream_s": round(elapsed, 3),
+        "lost": subs_n * events - received,
+        "gaps": sum(s.gaps for s in subs),
+        "ended": sum(1 for s in subs if s.ended),
+        "latency_samples": len(lat),
+        "latency_stride": stride,
+        "p50_ms": percentile(lat, 50) * 1000 if lat else None,
+        "p99_ms": percentile(lat, 99) * 1000 if lat else None,
+        "max_ms": max(lat) * 1000 if lat else None,
+    }
+
+
+async def run(ctx: Context) -> Result:
+    """Run W5 once and tabulate."""
+    cfg = ctx.config
+    res = Result(ID, TITLE, "ms")
+    table = Table(
+        f"{TITLE}: {size_label(cfg.w5_subscribers)} subscribers, "
+        f"{size_label(cfg.w5_events)} events",
+        ["system", "lost events", "p50 ms", "p99 ms", "max ms", "stream s", "nominal s"],
+    )
+    reason = runtime_missing("asgi") or runtime_missing("runtime")
+    if reason is None:
+        missing = [m for m in ("uvicorn", "httpx") if importlib.util.find_spec(m) is None]
+        if missing:
+            reason = f"not installed ({', '.join(missing)}: install the bench extra)"
+    if reason is not None:
+        res.notes["runtime_sse"] = reason
+        res.systems["runtime_sse"] = {"lost": None, "p50_ms": None, "p99_ms": None}
+        table.add("runtime asgi + uvicorn", reason.split(" (")[0])
+        res.tables.append(table)
+        return res
+    data = await _measure(ctx)
+    res.systems["runtime_sse"] = {
+        "lost": data["lost"], "p50_ms": data["p50_ms"], "p99_ms": data["p99_ms"],
+        "max_ms": data["max_ms"],
+    }
+    res.extra.update(data)
+    table.add("runtime asgi + uvicorn (MemoryStore)", str(data["lost"]), fmt(data["p50_ms"]),
+              fmt(data["p99_ms"]), fmt(data["max_ms"]), fmt(data["stream_s"]),
+              fmt(data["nominal_s"]))
+    table.footnotes.append(
+        f"the agent emits {cfg.w5_burst} tokens every {cfg.w5_burst_interval} s "
+        f"({cfg.w5_burst / cfg.w5_burst_interval:g} events/s); server in a child process, "
+        f"clients in this one (raw asyncio protocol, regex parsing); latency over every "
+        f"{data['latency_stride']}th event of every subscriber"
+    )
+    res.tables.append(table)
+    return res
