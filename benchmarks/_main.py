@@ -49,22 +49,36 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks",
         description="Run the runtime's workloads W1-W8 side by side with its peers.",
     )
-    p.add_argument("--quick", action="store_true",
-                   help="small sizes and few repetitions (CI smoke run, < 2 minutes)")
-    p.add_argument("--only", type=_parse_only, default=list(WORKLOADS),
-                   metavar="W1,W4,...", help="run only these workloads")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes and few repetitions (CI smoke run, < 2 minutes)",
+    )
+    p.add_argument(
+        "--only",
+        type=_parse_only,
+        default=list(WORKLOADS),
+        metavar="W1,W4,...",
+        help="run only these workloads",
+    )
     p.add_argument("--json", type=Path, metavar="PATH", help="write machine-readable results")
-    p.add_argument("--markdown", type=Path, metavar="PATH",
-                   help="also write every table as markdown (for docs/benchmarks.md)")
-    p.add_argument("--tmp", type=Path, metavar="DIR",
-                   help="parent of the temp dir (default: the system temp dir); "
-                        "its file system is the one measured")
+    p.add_argument(
+        "--markdown",
+        type=Path,
+        metavar="PATH",
+        help="also write every table as markdown (for docs/benchmarks.md)",
+    )
+    p.add_argument(
+        "--tmp",
+        type=Path,
+        metavar="DIR",
+        help="parent of the temp dir (default: the system temp dir); "
+        "its file system is the one measured",
+    )
     return p
 
 
-async def _run(
-    ids: list[str], ctx: Context, markdown: list[str]
-) -> tuple[dict[str, Any], int]:
+async def _run(ids: list[str], ctx: Context, markdown: list[str]) -> tuple[dict[str, Any], int]:
     out: dict[str, Any] = {}
     failures = 0
     for wid in ids:
@@ -92,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     config = Config.quick_run() if args.quick else Config.full()
     for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
         if path is not None and not path.parent.exists():
-            print(f"error: {flag} {str(path)!r}: directory {str(path.parent)!r} does not "
-                  "exist", file=sys.stderr)
+            print(
+                f"error: {flag} {str(path)!r}: directory {str(path.parent)!r} does not exist",
+                file=sys.stderr,
+            )
             return 2
     tmp = Path(tempfile.mkdtemp(prefix="runtime-bench-", dir=args.tmp))
     started = time.perf_counter()

@@ -17,7 +17,7 @@ def fmt(value: float | None, digits: int = 3) -> str:
     if value == 0:
         return "0"
     mag = abs(value)
-    if mag >= 10 ** digits:
+    if mag >= 10**digits:
         return f"{value:,.0f}"
     decimals = max(0, digits - 1 - math.floor(math.log10(mag)))
     return f"{value:.{decimals}f}"
@@ -49,12 +49,19 @@ class Table:
             widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
         out = io.StringIO()
         out.write(f"{self.title}\n")
-        line = "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(self.columns, widths, strict=True)))
+        line = "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(self.columns, widths, strict=True))
+        )
         out.write(line + "\n" + "-" * len(line) + "\n")
         for row in self.rows:
-            out.write("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                                for i, (c, w) in enumerate(zip(row, widths, strict=True))) + "\n")
+            out.write(
+                "  ".join(
+                    c.ljust(w) if i == 0 else c.rjust(w)
+                    for i, (c, w) in enumerate(zip(row, widths, strict=True))
+                )
+                + "\n"
+            )
         for note in self.footnotes:
             out.write(f"  * {note}\n")
         return out.getvalue()
@@ -113,10 +120,10 @@ def render(table: Table) -> None:
         return
     rt = RichTable(title=table.title, box=box.SIMPLE_HEAVY, title_justify="left")
     for i, col in enumerate(table.columns):
-        rt.add_column(col, justify="left" if i == 0 else "right")
+        rt.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
     for row in table.rows:
         rt.add_row(*row)
     if table.footnotes:
         rt.caption = "\n".join(f"* {n}" for n in table.footnotes)
         rt.caption_justify = "left"
-    Console(width=140).print(rt)
+    Console(width=180).print(rt)

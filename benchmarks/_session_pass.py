@@ -70,8 +70,9 @@ def fsync_floor(directory: Path, reps: int) -> list[float]:
     return samples
 
 
-async def _measure(name: str, workdir: Path, base: list[dict[str, object]],
-                   warmup: int, reps: int, load_reps: int) -> Cell:
+async def _measure(
+    name: str, workdir: Path, base: list[dict[str, object]], warmup: int, reps: int, load_reps: int
+) -> Cell:
     cell = Cell()
     system = make_system(name, workdir)
     try:

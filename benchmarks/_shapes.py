@@ -24,12 +24,54 @@ __all__ = [
 ]
 
 _WORDS = (
-    "the", "session", "stream", "event", "checkpoint", "journal", "snapshot", "agent", "turn",
-    "token", "tool", "result", "module", "import", "async", "await", "task", "group", "cancel",
-    "scope", "subscriber", "replay", "durable", "fsync", "rename", "index", "page", "cursor",
-    "backup", "recover", "store", "memory", "file", "loop", "queue", "batch", "latency",
-    "throughput", "search", "grep", "TaskGroup", "anyio", "asyncio", "trio", "httpx",
-    "starlette", "uvicorn", "reply",
+    "the",
+    "session",
+    "stream",
+    "event",
+    "checkpoint",
+    "journal",
+    "snapshot",
+    "agent",
+    "turn",
+    "token",
+    "tool",
+    "result",
+    "module",
+    "import",
+    "async",
+    "await",
+    "task",
+    "group",
+    "cancel",
+    "scope",
+    "subscriber",
+    "replay",
+    "durable",
+    "fsync",
+    "rename",
+    "index",
+    "page",
+    "cursor",
+    "backup",
+    "recover",
+    "store",
+    "memory",
+    "file",
+    "loop",
+    "queue",
+    "batch",
+    "latency",
+    "throughput",
+    "search",
+    "grep",
+    "TaskGroup",
+    "anyio",
+    "asyncio",
+    "trio",
+    "httpx",
+    "starlette",
+    "uvicorn",
+    "reply",
 )
 
 _BASE_TS = 1_763_700_000.0
@@ -51,7 +93,7 @@ def _tool_text(rng: random.Random, nbytes: int) -> str:
     while size < nbytes:
         path = f"src/{rng.choice(_WORDS)}/{rng.choice(_WORDS)}_{rng.randrange(100)}.py"
         line = (
-            f'{path}:{rng.randrange(1, 900)}:    async with anyio.create_task_group() as tg:'
+            f"{path}:{rng.randrange(1, 900)}:    async with anyio.create_task_group() as tg:"
             f'  # "{rng.choice(_WORDS)} {rng.choice(_WORDS)}"'
         )
         lines.append(line)

@@ -48,8 +48,9 @@ async def _serve(args: argparse.Namespace) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(4096)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", backlog=4096,
-                            timeout_keep_alive=30)
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="on", backlog=4096, timeout_keep_alive=30
+    )
     server = uvicorn.Server(config)
     sys.stdout.write(f"port {sock.getsockname()[1]}\n")
     sys.stdout.flush()

@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import orjson
 
+from ._gcwatch import GcWatch
 from ._stats import peak_rss_bytes, percentile
 
 _go = anyio.Event()
@@ -85,13 +86,22 @@ async def _bare(args: argparse.Namespace) -> dict[str, Any]:
     go.set()
     await asyncio.gather(*tasks)
     t_done = time.perf_counter()
-    return _summary(args, latencies, received, [_rss()], rss_before, args.turns,
-                    t_start, t_started, t_done)
+    return _summary(
+        args, latencies, received, [_rss()], rss_before, args.turns, t_start, t_started, t_done
+    )
 
 
-def _summary(args: argparse.Namespace, latencies: list[float], received: dict[str, int],
-             rss_samples: list[int], rss_before: int, live: int,
-             t_start: float, t_started: float, t_done: float) -> dict[str, Any]:
+def _summary(
+    args: argparse.Namespace,
+    latencies: list[float],
+    received: dict[str, int],
+    rss_samples: list[int],
+    rss_before: int,
+    live: int,
+    t_start: float,
+    t_started: float,
+    t_done: float,
+) -> dict[str, Any]:
     return {
         "turns": args.turns,
         "live_at_go": live,
@@ -148,8 +158,10 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
                 await stop.wait()
 
     t_start = time.perf_counter()
-    async with Runtime(store, _agent, checkpoint_interval=1.0) as rt, \
-            anyio.create_task_group() as tg:
+    async with (
+        Runtime(store, _agent, checkpoint_interval=1.0) as rt,
+        anyio.create_task_group() as tg,
+    ):
         stop = anyio.Event()
         tg.start_soon(sample_rss, stop)
         async with anyio.create_task_group() as subs:
@@ -170,8 +182,9 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         t_done = time.perf_counter()
         stop.set()
     rss_samples.append(_rss())
-    return _summary(args, latencies, received, rss_samples, rss_before, live,
-                    t_start, t_started, t_done)
+    return _summary(
+        args, latencies, received, rss_samples, rss_before, live, t_start, t_started, t_done
+    )
 
 
 def main() -> None:
@@ -182,7 +195,9 @@ def main() -> None:
     p.add_argument("--interval", type=float, required=True)
     p.add_argument("--root", default="")
     args = p.parse_args()
-    result = anyio.run(_main, args)
+    with GcWatch() as watch:
+        result = anyio.run(_main, args)
+    result["gc"] = watch.as_dict()
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
 
 

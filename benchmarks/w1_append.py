@@ -24,8 +24,11 @@ async def run(ctx: Context) -> Result:
     floor = median(sp.floor_ms)
     res = Result(ID, TITLE, "ms", extra={"floor_ms": round(floor, 4)}, notes=dict(sp.notes))
     first, last = sizes[0], sizes[-1]
-    cols = ["system", *(f"N={size_label(n)}" for n in sizes),
-            f"{size_label(last)}/{size_label(first)}"]
+    cols = [
+        "system",
+        *(f"N={size_label(n)}" for n in sizes),
+        f"{size_label(last)}/{size_label(first)}",
+    ]
     table = Table(TITLE, cols)
     table.add("bare 1-byte write + fsync (floor)", fmt(floor), *([""] * len(sizes)))
     for name in SESSION_SYSTEMS:
@@ -48,13 +51,18 @@ async def run(ctx: Context) -> Result:
         "and after W1-W3 on the same file system"
     )
     reps_note = ", ".join(
-        f"{size_label(n)}: {r}" for n, r in sp.reps.get("langgraph_sqlite", {}).items()
+        f"{size_label(n)}: {r}"
+        for n, r in sp.reps.get("langgraph_sqlite", {}).items()
         if r != ctx.config.append_reps
     )
     table.footnotes.append(
         f"{ctx.config.append_reps} timed appends per cell after {ctx.config.warmup} untimed"
-        + (f"; LangGraph capped to fewer appends ({reps_note}): each one rewrites the whole "
-           "history into SQLite" if reps_note else "")
+        + (
+            f"; LangGraph capped to fewer appends ({reps_note}): each one rewrites the whole "
+            "history into SQLite"
+            if reps_note
+            else ""
+        )
     )
     res.tables.append(table)
     return res

@@ -45,8 +45,7 @@ async def run(ctx: Context) -> Result:
         meds = {n: median(src[n]) for n in sizes}
         res.systems[name] = {str(n): meds[n] for n in sizes}
         storage[name] = {
-            str(n): (median(cells[n].write_bytes) if cells[n].write_bytes else None)
-            for n in sizes
+            str(n): (median(cells[n].write_bytes) if cells[n].write_bytes else None) for n in sizes
         }
         growth[name] = {str(n): median(cells[n].growth) for n in sizes}
         table.add(LABELS[name], *(f"{fmt(meds[n])} ({fmt_ratio(meds[n] / new)})" for n in sizes))

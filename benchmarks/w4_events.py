@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._config import Context
+from ._gcwatch import GcWatch
 from ._labels import size_label
 from ._report import Result, Table, fmt, fmt_ratio
 from ._rt import runtime_missing
@@ -169,8 +170,11 @@ def _systems() -> list[tuple[str, Callable[[int, int], Awaitable[float]], str | 
     broker = runtime_missing("broker")
     return [
         ("runtime", _runtime_log, broker),
-        ("runtime_turn", _runtime_turn,
-         runtime_missing("runtime") or runtime_missing("memorystore")),
+        (
+            "runtime_turn",
+            _runtime_turn,
+            runtime_missing("runtime") or runtime_missing("memorystore"),
+        ),
         ("asyncio_queue", _asyncio_queue, None),
         ("asyncio_queue_bare", _asyncio_queue_bare, None),
         ("anyio_stream", _anyio_stream, None),
@@ -185,28 +189,39 @@ async def run(ctx: Context) -> Result:
     res = Result(ID, TITLE, "events/s", extra={"events": n, "yield_every": every})
     systems = _systems()
     samples: dict[str, list[float]] = {name: [] for name, _f, reason in systems if reason is None}
+    gc_ms: dict[str, list[float]] = {name: [] for name in samples}
     for name, _f, reason in systems:
         if reason is not None:
             res.notes[name] = reason
     for _ in range(cfg.w4_passes):
         for name, func, reason in systems:
             if reason is None:
-                samples[name].append(await func(n, every))
+                with GcWatch() as watch:
+                    samples[name].append(await func(n, every))
+                gc_ms[name].append(watch.total * 1000)
     key = str(n)
     queue = median(samples["asyncio_queue"])
-    table = Table(TITLE, ["system", f"events/s ({size_label(n)} events)", "vs asyncio.Queue"])
+    table = Table(
+        TITLE, ["system", f"events/s ({size_label(n)} events)", "vs asyncio.Queue", "GC ms/pass"]
+    )
     for name, _f, _r in systems:
         if name in res.notes:
             res.systems[name] = {key: None}
-            table.add(LABELS[name], res.notes[name], "")
+            table.add(LABELS[name], res.notes[name], "", "")
             continue
         med = median(samples[name])
         res.systems[name] = {key: round(med, 1)}
-        table.add(LABELS[name], fmt(med), fmt_ratio(med / queue))
+        table.add(LABELS[name], fmt(med), fmt_ratio(med / queue), fmt(median(gc_ms[name])))
     table.footnotes.append(
         f"median of {cfg.w4_passes} passes per system, systems interleaved; the producer "
         f"yields to the loop every {every} events; baselines carry the same Event objects "
         "(seq, ids, type, data, ts) the runtime builds, except the 'bare tuples' row"
+    )
+    res.extra["gc_ms_per_pass"] = {k: round(median(v), 1) for k, v in gc_ms.items()}
+    table.footnotes.append(
+        "GC ms/pass: time CPython's cyclic collector ran during a pass (gc.callbacks); it "
+        "grows with every object alive in the process, including what earlier workloads "
+        "and the peers' imports left"
     )
     res.tables.append(table)
     return res

@@ -65,7 +65,7 @@ class _Subscriber(asyncio.Protocol):
         if end < 0:
             self.buf = buf
             return
-        self.buf = buf[end + 2:]
+        self.buf = buf[end + 2 :]
         for m in _EVENT.finditer(buf, 0, end + 2):
             seq = int(m.group(1))
             if seq != self.last_seq + 1:
@@ -102,8 +102,17 @@ async def _measure(ctx: Context) -> dict[str, Any]:
     _raise_nofile(subs_n + 256)
     env = dict(os.environ)
     env["PYTHONPATH"] = _HERE + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    cmd = [sys.executable, "-m", "benchmarks._w5_server", "--events", str(events),
-           "--burst", str(cfg.w5_burst), "--interval", str(cfg.w5_burst_interval)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks._w5_server",
+        "--events",
+        str(events),
+        "--burst",
+        str(cfg.w5_burst),
+        "--interval",
+        str(cfg.w5_burst_interval),
+    ]
     go = ctx.tmp / "w5-go"
     proc = await anyio.open_process(cmd, env=env)
     try:
@@ -182,6 +191,13 @@ async def _measure(ctx: Context) -> dict[str, Any]:
     }
 
 
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: blocked with sys.modules[name] = None
+        return False
+
+
 async def run(ctx: Context) -> Result:
     """Run W5 once and tabulate."""
     cfg = ctx.config
@@ -193,7 +209,7 @@ async def run(ctx: Context) -> Result:
     )
     reason = runtime_missing("asgi") or runtime_missing("runtime")
     if reason is None:
-        missing = [m for m in ("uvicorn", "httpx") if importlib.util.find_spec(m) is None]
+        missing = [m for m in ("uvicorn", "httpx") if not _importable(m)]
         if missing:
             reason = f"not installed ({', '.join(missing)}: install the bench extra)"
     if reason is not None:
@@ -204,13 +220,21 @@ async def run(ctx: Context) -> Result:
         return res
     data = await _measure(ctx)
     res.systems["runtime_sse"] = {
-        "lost": data["lost"], "p50_ms": data["p50_ms"], "p99_ms": data["p99_ms"],
+        "lost": data["lost"],
+        "p50_ms": data["p50_ms"],
+        "p99_ms": data["p99_ms"],
         "max_ms": data["max_ms"],
     }
     res.extra.update(data)
-    table.add("runtime asgi + uvicorn (MemoryStore)", str(data["lost"]), fmt(data["p50_ms"]),
-              fmt(data["p99_ms"]), fmt(data["max_ms"]), fmt(data["stream_s"]),
-              fmt(data["nominal_s"]))
+    table.add(
+        "runtime asgi + uvicorn (MemoryStore)",
+        str(data["lost"]),
+        fmt(data["p50_ms"]),
+        fmt(data["p99_ms"]),
+        fmt(data["max_ms"]),
+        fmt(data["stream_s"]),
+        fmt(data["nominal_s"]),
+    )
     table.footnotes.append(
         f"the agent emits {cfg.w5_burst} tokens every {cfg.w5_burst_interval} s "
         f"({cfg.w5_burst / cfg.w5_burst_interval:g} events/s); server in a child process, "

@@ -38,9 +38,19 @@ LABELS = {
 async def _child(store: str, ctx: Context, root: Path) -> dict[str, Any]:
     cfg = ctx.config
     cmd = [
-        sys.executable, "-m", "benchmarks._w6_child", "--store", store,
-        "--turns", str(cfg.w6_turns), "--tokens", str(cfg.w6_tokens),
-        "--interval", str(cfg.w6_token_interval), "--root", str(root),
+        sys.executable,
+        "-m",
+        "benchmarks._w6_child",
+        "--store",
+        store,
+        "--turns",
+        str(cfg.w6_turns),
+        "--tokens",
+        str(cfg.w6_tokens),
+        "--interval",
+        str(cfg.w6_token_interval),
+        "--root",
+        str(root),
     ]
     env = dict(os.environ)
     env["PYTHONPATH"] = _HERE + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -56,14 +66,32 @@ async def _child(store: str, ctx: Context, root: Path) -> dict[str, Any]:
 async def run(ctx: Context) -> Result:
     """Run the W6 child for each store and tabulate."""
     cfg = ctx.config
-    res = Result(ID, TITLE, "ms", extra={
-        "turns": cfg.w6_turns, "tokens_per_turn": cfg.w6_tokens,
-        "token_interval_s": cfg.w6_token_interval, "checkpoint_interval_s": 1.0,
-    })
+    res = Result(
+        ID,
+        TITLE,
+        "ms",
+        extra={
+            "turns": cfg.w6_turns,
+            "tokens_per_turn": cfg.w6_tokens,
+            "token_interval_s": cfg.w6_token_interval,
+            "checkpoint_interval_s": 1.0,
+        },
+    )
     table = Table(
         f"{TITLE}: {size_label(cfg.w6_turns)} turns",
-        ["system", "peak RSS MiB", "p50 ms", "p99 ms", "max ms", "lost tokens",
-         "start s", "stream s", "checkpoints"],
+        [
+            "system",
+            "peak RSS MiB",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "lost tokens",
+            "start s",
+            "stream s",
+            "checkpoints",
+            "GC s (full)",
+            "longest GC ms",
+        ],
     )
     stores = [
         ("asyncio_bare", "bare", None),
@@ -92,14 +120,28 @@ async def run(ctx: Context) -> Result:
             "lost_tokens": lost,
         }
         res.extra[name] = data
-        table.add(LABELS[name], fmt(peak), fmt(data["p50_ms"]), fmt(data["p99_ms"]),
-                  fmt(data["max_ms"]), str(lost), fmt(data["start_s"]), fmt(data["stream_s"]),
-                  str(data["checkpoint_events"]))
+        table.add(
+            LABELS[name],
+            fmt(peak),
+            fmt(data["p50_ms"]),
+            fmt(data["p99_ms"]),
+            fmt(data["max_ms"]),
+            str(lost),
+            fmt(data["start_s"]),
+            fmt(data["stream_s"]),
+            str(data["checkpoint_events"]),
+            f"{fmt(data['gc']['total_ms'] / 1000)} ({data['gc']['collections'][2]})",
+            fmt(data["gc"]["max_pause_ms"]),
+        )
     table.footnotes.append(
         f"each turn: {cfg.w6_tokens} tokens {cfg.w6_token_interval} s apart + one tool call "
         f"+ reply, one subscriber per turn; checkpoint_interval 1 s; nominal stream time "
         f"{cfg.w6_tokens * cfg.w6_token_interval:g} s; peak RSS = VmHWM of the child "
         "process (interpreter and imports included)"
+    )
+    table.footnotes.append(
+        "GC s: time CPython's cyclic collector ran in the child, start to end (number of "
+        "full, generation-2 collections in brackets); longest GC ms: the longest single pause"
     )
     res.tables.append(table)
     return res

@@ -58,8 +58,12 @@ async def _runtime(ctx: Context, s: int) -> dict[str, Any]:
                 raise RuntimeError(f"listing all pages gave {seen} sessions, expected {s}")
     finally:
         await store.aclose()
-    return {"open_ms": open_ms, "cold_ms": cold, "first_ms": median(first),
-            "all_ms": median(all_ms)}
+    return {
+        "open_ms": open_ms,
+        "cold_ms": cold,
+        "first_ms": median(first),
+        "all_ms": median(all_ms),
+    }
 
 
 async def _hermes(ctx: Context, s: int) -> dict[str, float]:
@@ -96,8 +100,9 @@ async def run(ctx: Context) -> Result:
         res.systems["runtime_first_page"] = {str(s): round(runs[s]["first_ms"], 4) for s in sizes}
         res.systems["runtime_all"] = {str(s): round(runs[s]["all_ms"], 3) for s in sizes}
         res.extra["runtime_open_ms"] = {str(s): round(runs[s]["open_ms"], 3) for s in sizes}
-        res.extra["runtime_cold_first_page_ms"] = {str(s): round(runs[s]["cold_ms"], 3)
-                                                   for s in sizes}
+        res.extra["runtime_cold_first_page_ms"] = {
+            str(s): round(runs[s]["cold_ms"], 3) for s in sizes
+        }
         cells = []
         for s in sizes:
             cells += [fmt(runs[s]["first_ms"]), fmt(runs[s]["all_ms"])]
@@ -109,8 +114,9 @@ async def run(ctx: Context) -> Result:
             + ", ".join(f"{fmt(runs[s]['cold_ms'])} ms" for s in sizes)
         )
     hermes = {s: await _hermes(ctx, s) for s in sizes}
-    res.systems["hermes_index_first_page"] = {str(s): round(hermes[s]["first_ms"], 4)
-                                              for s in sizes}
+    res.systems["hermes_index_first_page"] = {
+        str(s): round(hermes[s]["first_ms"], 4) for s in sizes
+    }
     res.systems["hermes_index_all"] = {str(s): round(hermes[s]["all_ms"], 3) for s in sizes}
     cells = []
     for s in sizes:

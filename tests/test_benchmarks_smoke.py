@@ -31,8 +31,13 @@ def _env() -> dict[str, str]:
 def _run(args: list[str], *, prelude: str = "") -> subprocess.CompletedProcess[str]:
     code = f"import sys\n{prelude}\nfrom benchmarks import main\nsys.exit(main({args!r}))"
     return subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True,
-        timeout=120, check=False,
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -44,7 +49,12 @@ def test_quick_w1_w4_json_shape(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--only", "W1,W4", "--json", str(out)],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120, check=False,
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = orjson.loads(out.read_bytes())
