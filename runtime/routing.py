@@ -18,12 +18,10 @@ after its first load.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
 import math
 import os
-import tempfile
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -38,6 +36,7 @@ import orjson
 from ._config import default_root
 from ._exceptions import StoreError
 from ._session import new_session_id
+from .stores._fileio import atomic_write
 
 __all__ = [
     "DEFAULT_MAX_AGE_DAYS",
@@ -307,29 +306,6 @@ def _dump_table(entries: Mapping[str, RouteEntry]) -> bytes:
     return orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temp file in the same directory, write, fsync, rename, fsync the directory.
-
-    The file is created with mode 0o600: it holds chat ids and user names."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 class RouteTable:
     """The gateway routing index, persisted as ``routes.json`` (async API).
 
@@ -398,7 +374,9 @@ class RouteTable:
     def _commit_locked(self, entries: dict[str, RouteEntry]) -> None:
         """Write ``entries``, then make them the table; a failed write changes nothing."""
         try:
-            _write_atomic(self._path, _dump_table(entries))
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            # mode 0o600: the table holds chat ids and user names
+            atomic_write(self._path, _dump_table(entries), mode=0o600)
         except OSError as exc:
             raise StoreError(f"cannot write route table {str(self._path)!r}: {exc}") from exc
         self._entries = entries

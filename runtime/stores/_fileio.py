@@ -41,14 +41,15 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
+def atomic_write(path: Path, data: bytes, *, sync_dir: bool = True, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data``: temp file, fsync, rename, directory fsync.
 
     A crash at any instant leaves the old file or the new one, never a torn one.
     With ``sync_dir=False`` the caller fsyncs the directory itself (to batch renames).
+    ``mode`` applies to a newly created file (before the umask).
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         _write_all(fd, data)
         os.fsync(fd)
