@@ -193,15 +193,16 @@ class Runtime:
         :raises InvalidSessionId: for a bad id, before any I/O.
         :raises SessionNotFound: if there is no such session.
         """
+        if not metadata_only:  # the full load is also the one a repair needs
+            full = await self.store.load(session_id)
+            if self._is_stale(full, time.time()):
+                await self._repair(full)
+            return full
         meta = await self.store.load_metadata(session_id)
         repaired = await self._repair_if_stale(meta)
         if repaired is not None:
-            return (
-                Session.from_dict(repaired.meta_dict(), metadata_only=True)
-                if (metadata_only)
-                else repaired
-            )
-        return meta if metadata_only else await self.store.load(session_id)
+            return Session.from_dict(repaired.meta_dict(), metadata_only=True)
+        return meta
 
     async def session_status(self, session_id: str) -> dict[str, Any]:
         """``{active_stream_id, live, pending_user_message, pending_started_at}``
@@ -267,10 +268,15 @@ class Runtime:
         full = await self.store.load(meta.session_id)
         if not self._is_stale(full, time.time()):
             return None
+        await self._repair(full)
+        return full
+
+    async def _repair(self, full: Session) -> None:
+        """Close the dead stream of a fully loaded session and save it, keeping
+        ``updated_at``."""
         _mark_interrupted(full)
         await self.store.save(full, touch_updated_at=False)
         logger.warning("repaired stale stream of session %s", full.session_id)
-        return full
 
     async def _repair_session(self, session_id: str) -> None:
         await self._repair_if_stale(await self.store.load_metadata(session_id))

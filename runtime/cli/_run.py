@@ -60,11 +60,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace, agent: Agent) -> int:
     view: _View = _JsonView() if args.json else _TextView()
-    # This process holds the store's lock, so a stream it finds unowned is dead: no grace.
     store = FileStore(store_root(args))
-    async with Runtime(
-        store, agent, checkpoint_interval=args.checkpoint_interval, stale_grace=0
-    ) as rt:
+    async with Runtime(store, agent, checkpoint_interval=args.checkpoint_interval) as rt:
         if args.session is not None:
             session = await rt.get_session(args.session, metadata_only=True)
         else:

@@ -48,8 +48,8 @@ async def _no_agent(turn: Turn) -> None:
 
 
 def _runtime(args: argparse.Namespace) -> Runtime:
-    # This process owns the store's lock: a stream it finds unowned is dead, no grace.
-    return Runtime(FileStore(store_root(args)), _no_agent, stale_grace=0)
+    # FileStore is exclusive (one process per root), so stale streams are repaired at once.
+    return Runtime(FileStore(store_root(args)), _no_agent)
 
 
 def _when(ts: float | None) -> str:

@@ -455,8 +455,11 @@ class FileStore(Store):
 
     async def _load_events(self, session_id: str, stream_id: str, after_seq: int) -> list[Event]:
         def read() -> list[Event]:
-            state = self._read_state_sync(session_id)
-            gen = None if state is None else self._durable[session_id].gen
+            durable = self._durable.get(session_id)
+            if durable is None:  # not read by this process yet
+                state = self._read_state_sync(session_id)
+                durable = None if state is None else state[1]
+            gen = None if durable is None else durable.gen
             sid_stream, events = self._read_events_sync(session_id, gen)
             if sid_stream != stream_id:
                 return []
