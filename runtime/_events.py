@@ -55,7 +55,7 @@ class Event:
     :ivar ts: when it was published, epoch seconds.
     """
 
-    __slots__ = ("data", "seq", "session_id", "stream_id", "ts", "type")
+    __slots__ = ("_json", "data", "seq", "session_id", "stream_id", "ts", "type")
 
     def __init__(
         self,
@@ -72,6 +72,21 @@ class Event:
         self.type = type
         self.data = data
         self.ts = ts
+        self._json: bytes | None = None
+
+    def json(self) -> bytes:
+        """The JSON of :meth:`to_dict`, as UTF-8 bytes; encoded once and cached, so the
+        SSE writer, the event log's compact window and the store share one encoding.
+
+        An event is immutable once published; changing ``data`` afterwards is not
+        reflected here.
+
+        :raises TypeError: if ``data`` is not JSON-ready (orjson's rules).
+        """
+        encoded = self._json
+        if encoded is None:
+            encoded = self._json = orjson.dumps(self.to_dict())
+        return encoded
 
     def to_dict(self) -> dict[str, Any]:
         """``{seq, stream_id, session_id, type, data, ts}``."""
@@ -112,5 +127,5 @@ def encode_sse(event: Event) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (
         event.seq,
         event.type.encode(),
-        orjson.dumps(event.to_dict()),
+        event.json(),
     )

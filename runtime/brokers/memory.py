@@ -8,9 +8,11 @@ scheduler round-trip per event (which is what bounds a plain queue).
 from __future__ import annotations
 
 import time
+from array import array
 from typing import Any
 
 import anyio
+import orjson
 
 from .._events import STREAM_END, Event
 from .._exceptions import StreamNotFound, SubscriberLagged
@@ -25,12 +27,25 @@ class EventLog:
     most ``max_events`` events are retained (oldest dropped first); a subscriber that
     asks for a dropped event gets :class:`~runtime.SubscriberLagged`.
 
+    The newest events (up to ``2 * hot_events``) are held as :class:`Event` objects,
+    which a subscriber keeping up gets as they are; older retained events are held as
+    columns (type, data, timestamp) and rebuilt when a late reader asks for them. An
+    ``Event`` is an object CPython's cyclic garbage collector tracks, and a window of
+    100,000 of them, by surviving young collections, triggers full collections that
+    traverse the whole heap: retention then cost more than the streaming itself
+    (docs/benchmarks.md, W4).
+
     :param max_events: retained window, in events (>= 1).
+    :param hot_events: how many of the newest events stay objects (>= 1); between
+        ``hot_events`` and ``2 * hot_events`` are.
     """
 
     __slots__ = (
         "_base",
-        "_events",
+        "_cold",
+        "_cool_at",
+        "_hot",
+        "_last",
         "_wakeup",
         "closed",
         "finished_at",
@@ -39,14 +54,26 @@ class EventLog:
         "stream_id",
     )
 
-    def __init__(self, stream_id: str, session_id: str, *, max_events: int = 100_000) -> None:
-        if max_events < 1:
-            raise ValueError(f"invalid max_events {max_events!r}: must be >= 1")
+    def __init__(
+        self,
+        stream_id: str,
+        session_id: str,
+        *,
+        max_events: int = 100_000,
+        hot_events: int = 128,
+    ) -> None:
+        if isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 1:
+            raise ValueError(f"invalid max_events {max_events!r}: must be an integer >= 1")
+        if isinstance(hot_events, bool) or not isinstance(hot_events, int) or hot_events < 1:
+            raise ValueError(f"invalid hot_events {hot_events!r}: must be an integer >= 1")
         self.stream_id = stream_id
         self.session_id = session_id
         self.max_events = max_events
-        self._events: list[Event] = []
-        self._base = 0  # seq of the event before _events[0]
+        self._cool_at = 2 * hot_events
+        self._cold = _Columns()  # seq _base+1 ..
+        self._hot: list[Event] = []  # the events after the cold ones
+        self._base = 0  # seq of the event before the oldest retained one
+        self._last = 0  # seq of the newest event
         self._wakeup: anyio.Event | None = None
         self.closed = False
         self.finished_at: float | None = None
@@ -54,41 +81,58 @@ class EventLog:
     @property
     def last_seq(self) -> int:
         """The ``seq`` of the newest event (0 before the first)."""
-        return self._base + len(self._events)
+        return self._last
 
     @property
     def first_retained_seq(self) -> int:
         """The oldest ``seq`` still held (``last_seq + 1`` when empty)."""
         return self._base + 1
 
+    def __len__(self) -> int:
+        """How many events are retained."""
+        return self._last - self._base
+
     def publish(self, type: str, data: dict[str, Any]) -> Event:
         """Append an event with the next ``seq`` and wake the subscribers.
 
         :raises RuntimeError: if the log was closed by ``stream.end``.
+        :raises TypeError: if ``data`` is not JSON-ready (orjson's rules); nothing is
+            appended.
         """
         if self.closed:
             raise RuntimeError(f"stream {self.stream_id!r} has ended; cannot publish {type!r}")
-        event = Event(self.last_seq + 1, self.stream_id, self.session_id, type, data, time.time())
+        event = Event(self._last + 1, self.stream_id, self.session_id, type, data, time.time())
         self.append(event)
         return event
 
     def append(self, event: Event) -> None:
         """Append an event built elsewhere; its ``seq`` must be ``last_seq + 1``.
 
+        The data is encoded once here, so data that cannot be sent or stored is refused
+        at the call that made it, not at a later checkpoint or by a subscriber.
+
         :raises ValueError: if the ``seq`` would leave a gap or repeat.
+        :raises TypeError: if the event's ``data`` is not JSON-ready; nothing is appended.
         """
-        if event.seq != self.last_seq + 1:
+        last = self._last
+        if event.seq != last + 1:
             raise ValueError(
-                f"event seq {event.seq} does not follow {self.last_seq} "
-                f"in stream {self.stream_id!r}"
+                f"event seq {event.seq} does not follow {last} in stream {self.stream_id!r}"
             )
-        events = self._events
-        events.append(event)
-        if len(events) > self.max_events:
-            # Drop in chunks so that trimming is amortised O(1) per event.
-            drop = max(1, self.max_events // 8)
-            del events[:drop]
-            self._base += drop
+        try:
+            orjson.dumps(event.data)
+        except TypeError as exc:
+            raise TypeError(
+                f"invalid data for {event.type!r} event {event.seq} of stream "
+                f"{self.stream_id!r}: not JSON-ready ({exc})"
+            ) from None
+        hot = self._hot
+        hot.append(event)
+        self._last = last + 1
+        if len(hot) >= self._cool_at:
+            self._cool()
+        if last + 1 - self._base > self.max_events:
+            self._trim()
         if event.type == STREAM_END:
             self.closed = True
             self.finished_at = time.monotonic()
@@ -97,15 +141,46 @@ class EventLog:
             self._wakeup = None
             wakeup.set()
 
+    def _cool(self) -> None:
+        """Move the older half of the hot events to the compact window."""
+        hot = self._hot
+        n = len(hot) // 2
+        self._cold.extend(hot[:n])
+        del hot[:n]
+
+    def _trim(self) -> None:
+        """Drop the oldest events, in chunks so that trimming is amortised O(1)."""
+        drop = min(max(1, self.max_events // 8), len(self))
+        from_cold = min(drop, len(self._cold))
+        self._cold.drop(from_cold)
+        del self._hot[: drop - from_cold]
+        self._base += drop
+
+    def _slice(self, start: int, stop: int) -> list[Event]:
+        """Retained events with ``start < seq <= stop``, ``_base <= start <= stop <= _last``."""
+        hot = self._hot
+        hot_base = self._last - len(hot)  # seq before hot[0]
+        if start >= hot_base:
+            return hot[start - hot_base : stop - hot_base]
+        cold_start = start - self._base
+        cold_stop = min(stop, hot_base) - self._base
+        cold, sid, session = self._cold, self.stream_id, self.session_id
+        out = [
+            Event(self._base + 1 + i, sid, session, cold.types[i], cold.data[i], cold.ts[i])
+            for i in range(cold_start, cold_stop)
+        ]
+        if stop > hot_base:
+            out.extend(hot[: stop - hot_base])
+        return out
+
     def read_nowait(self, after_seq: int) -> list[Event]:
         """Every retained event with ``seq > after_seq`` (possibly none).
 
         :raises SubscriberLagged: if events after ``after_seq`` were already dropped.
         """
-        start = after_seq - self._base
-        if start < 0:
+        if after_seq < self._base:
             raise SubscriberLagged(self.stream_id, after_seq + 1, self.first_retained_seq)
-        return self._events[start:]
+        return self._slice(after_seq, self._last) if after_seq < self._last else []
 
     async def read(self, after_seq: int) -> list[Event]:
         """Wait until there is an event with ``seq > after_seq`` and return all of them;
@@ -123,9 +198,38 @@ class EventLog:
 
     def events_between(self, after_seq: int, up_to_seq: int) -> list[Event]:
         """Retained events with ``after_seq < seq <= up_to_seq`` (dropped ones are skipped)."""
-        start = max(0, after_seq - self._base)
-        stop = max(0, up_to_seq - self._base)
-        return self._events[start:stop]
+        start = max(after_seq, self._base)
+        stop = min(up_to_seq, self._last)
+        return self._slice(start, stop) if start < stop else []
+
+
+class _Columns:
+    """Older retained events of one stream, without their :class:`Event` objects: the
+    types, data dicts and timestamps in three columns (the ``seq`` is the position).
+
+    A data dict holding only strings and numbers (every token event's) is not tracked
+    by CPython's cyclic garbage collector, so the columns cost the collector three
+    objects however long they are.
+    """
+
+    __slots__ = ("data", "ts", "types")
+
+    def __init__(self) -> None:
+        self.types: list[str] = []
+        self.data: list[dict[str, Any]] = []
+        self.ts = array("d")
+
+    def __len__(self) -> int:
+        return len(self.types)
+
+    def extend(self, events: list[Event]) -> None:
+        self.types.extend([e.type for e in events])
+        self.data.extend([e.data for e in events])
+        self.ts.extend([e.ts for e in events])
+
+    def drop(self, n: int) -> None:
+        """Forget the ``n`` oldest events."""
+        del self.types[:n], self.data[:n], self.ts[:n]
 
 
 class MemoryBroker:

@@ -1,0 +1,139 @@
+"""The in-process event log (runtime.brokers.memory): seq numbering, the hot window of
+Event objects and the columns behind it, the retained window, waking subscribers, and
+MemoryBroker's retention of finished streams."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runtime import StreamNotFound, SubscriberLagged
+from runtime.brokers.memory import EventLog, MemoryBroker
+
+
+def _publish(log: EventLog, n: int) -> None:
+    for i in range(n):
+        log.publish("token", {"text": f"t{log.last_seq + 1}", "i": i, "nested": [i]})
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(0, 300),
+    hot=st.integers(1, 20),
+    max_events=st.integers(1, 120),
+    after=st.integers(0, 320),
+    span=st.integers(0, 320),
+)
+def test_reads_match_a_plain_list_model(
+    n: int, hot: int, max_events: int, after: int, span: int
+) -> None:
+    """Whatever part of the window is held as objects or as columns, reads give back
+    exactly the retained events, equal to what was published, with gap-free seqs."""
+    log = EventLog("st", "se", max_events=max_events, hot_events=hot)
+    published = [log.publish("token", {"text": f"t{i}", "n": [i]}) for i in range(n)]
+    assert log.last_seq == n
+    assert len(log) <= max_events
+    first = log.first_retained_seq
+    retained = published[first - 1 :]
+    assert len(log) == len(retained)
+    if after < first - 1:
+        with pytest.raises(SubscriberLagged):
+            log.read_nowait(after)
+    else:
+        assert log.read_nowait(after) == [e for e in retained if e.seq > after]
+    up_to = after + span
+    assert log.events_between(after, up_to) == [e for e in retained if after < e.seq <= up_to]
+
+
+def test_rebuilt_events_keep_every_field() -> None:
+    """An event read back from the columns is equal field by field (ids, type, data,
+    ts) and its JSON is the same as the original's."""
+    log = EventLog("stream-a", "session-a", hot_events=2)
+    originals = [log.publish("tool.completed", {"id": "c1", "result": 'a "b"\nc'})]
+    _publish(log, 10)
+    rebuilt = log.read_nowait(0)[0]
+    assert rebuilt is not originals[0]  # it came from the columns
+    assert rebuilt == originals[0]
+    assert (rebuilt.stream_id, rebuilt.session_id, rebuilt.ts) == (
+        "stream-a",
+        "session-a",
+        originals[0].ts,
+    )
+    assert rebuilt.json() == originals[0].json()
+
+
+def test_recent_events_are_the_published_objects() -> None:
+    """A subscriber that keeps up gets the very objects published (no copies)."""
+    log = EventLog("st", "se", hot_events=4)
+    _publish(log, 20)
+    last = log.publish("token", {"text": "x"})
+    assert log.read_nowait(20)[0] is last
+
+
+def test_data_that_is_not_json_is_refused_and_nothing_is_appended() -> None:
+    log = EventLog("st", "se")
+    _publish(log, 2)
+    with pytest.raises(TypeError, match=r"'tool\.completed' event 3 of stream 'st'.*JSON"):
+        log.publish("tool.completed", {"result": object()})
+    assert log.last_seq == 2
+    assert log.publish("token", {"text": "ok"}).seq == 3
+
+
+def test_append_refuses_a_gap_or_a_repeat() -> None:
+    log = EventLog("st", "se")
+    e1 = log.publish("token", {"text": "a"})
+    with pytest.raises(ValueError, match="does not follow 1"):
+        log.append(e1)
+    assert log.last_seq == 1
+
+
+def test_no_publish_after_stream_end() -> None:
+    log = EventLog("st", "se")
+    log.publish("stream.end", {})
+    assert log.closed
+    with pytest.raises(RuntimeError, match="has ended"):
+        log.publish("token", {"text": "late"})
+
+
+@pytest.mark.parametrize(("kw", "value"), [("max_events", 0), ("hot_events", 0)])
+def test_window_sizes_are_validated(kw: str, value: int) -> None:
+    with pytest.raises(ValueError, match=f"invalid {kw} 0"):
+        EventLog("st", "se", **{kw: value})
+
+
+async def test_a_waiting_reader_wakes_with_the_whole_batch() -> None:
+    """Batch delivery: a reader woken once takes every event published meanwhile."""
+    log = EventLog("st", "se", hot_events=2)
+    batches: list[list[int]] = []
+
+    async def read_all() -> None:
+        after = 0
+        while batch := await log.read(after):
+            batches.append([e.seq for e in batch])
+            after = batch[-1].seq
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read_all)
+        await anyio.wait_all_tasks_blocked()
+        _publish(log, 9)  # no await between: one wake-up
+        log.publish("stream.end", {})
+    assert batches == [list(range(1, 11))]
+
+
+async def test_broker_keeps_finished_streams_for_the_retention_only() -> None:
+    broker = MemoryBroker(retention=0.05)
+    log = broker.open("s1", "se")
+    with pytest.raises(ValueError, match="already exists"):
+        broker.open("s1", "se")
+    log.publish("stream.end", {})
+    assert broker.get("s1") is log
+    await anyio.sleep(0.1)
+    with pytest.raises(StreamNotFound):
+        broker.get("s1")
+    broker.open("s2", "se")  # opening expires what is due
+    assert len(broker) == 1
+    assert time.monotonic() - (log.finished_at or 0) > 0.05
