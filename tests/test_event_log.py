@@ -137,3 +137,23 @@ async def test_broker_keeps_finished_streams_for_the_retention_only() -> None:
     broker.open("s2", "se")  # opening expires what is due
     assert len(broker) == 1
     assert time.monotonic() - (log.finished_at or 0) > 0.05
+
+
+async def test_expiry_forgets_finished_logs_only_in_finishing_order() -> None:
+    """Expiry pops finished logs oldest first; live logs, and a log that replaced a
+    dropped one under the same id, stay."""
+    broker = MemoryBroker(retention=0.05)
+    a, b, c = (broker.open(sid, "se") for sid in ("a", "b", "c"))
+    c.publish("stream.end", {})
+    a.publish("stream.end", {})
+    broker.drop("c")
+    c2 = broker.open("c", "se")  # same id, a new live stream
+    await anyio.sleep(0.1)
+    assert broker.expire() == 1  # only "a": "c" was dropped already, "b" is live
+    assert broker.get("b") is b
+    assert broker.get("c") is c2
+    with pytest.raises(StreamNotFound):
+        broker.get("a")
+    b.publish("stream.end", {})
+    assert broker.expire() == 0  # b finished just now: still retained
+    assert broker.get("b") is b

@@ -366,7 +366,7 @@ async def test_failed_reload_writes_nothing() -> None:
         with pytest.raises(StoreError):
             await rt.get_session(s.session_id, metadata_only=True)
     assert len(store.saves) == saves_before
-    assert store.sessions[s.session_id]["active_stream_id"] == s.active_stream_id
+    assert store.sessions[s.session_id].active_stream_id == s.active_stream_id
 
 
 async def test_start_turn_on_stale_session_repairs_then_runs(tmp_path: Path) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any
+
+import orjson
 
 from .._events import Event
 from .._session import Session
@@ -13,56 +14,97 @@ from .abc import RecoveryReport, Store, StoredInfo, not_found, page_after, sort_
 __all__ = ["MemoryStore"]
 
 
+class Stored:
+    """One saved state of a session: its JSON (``bytes``) and the fields the store
+    reads without decoding it (message count, listing fields)."""
+
+    __slots__ = (
+        "active_stream_id",
+        "blob",
+        "message_count",
+        "pending_user_message",
+        "title",
+        "updated_at",
+    )
+
+    def __init__(self, session: Session) -> None:
+        # A tight copy: keeping orjson's own (over-allocated, shrunk) buffers alive by
+        # the thousand fragments the C heap (see runtime.brokers.memory).
+        self.blob = bytes(memoryview(orjson.dumps(session.to_dict())))
+        self.message_count = session.message_count
+        self.title = session.title
+        self.updated_at = session.updated_at
+        self.active_stream_id = session.active_stream_id
+        self.pending_user_message = session.pending_user_message
+
+    def to_dict(self) -> dict[str, Any]:
+        """A new dict of the saved session (``Session.to_dict()`` shape)."""
+        d: dict[str, Any] = orjson.loads(self.blob)
+        return d
+
+
 class MemoryStore(Store):
-    """Sessions kept as deep-copied dicts in process memory.
+    """Sessions kept in process memory as the JSON they were saved as.
 
     It keeps every rule of the contract that makes sense without a disk: a backup on
     shrinking saves (``backups``), tombstones, and recovery from backups, so that
-    :mod:`runtime.testing` can hold every backend to the same behaviour. Nothing
-    survives the process.
+    :mod:`runtime.testing` can hold every backend to the same behaviour. Like a real
+    store, it copies in and out through JSON: a loaded session shares nothing with
+    the saved one, and data must be JSON-ready. Nothing survives the process.
+
+    :ivar sessions: ``{session_id: Stored}``, the current state of each session.
+    :ivar backups: ``{session_id: Stored}``, the state before a shrinking save.
+    :ivar tombstones: ids of deleted sessions.
+    :ivar events: ``{(session_id, stream_id): (last seq, JSON lines)}``, the durable
+        events of each stream.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.sessions: dict[str, dict[str, Any]] = {}
-        self.backups: dict[str, dict[str, Any]] = {}
+        self.sessions: dict[str, Stored] = {}
+        self.backups: dict[str, Stored] = {}
         self.tombstones: set[str] = set()
-        self.events: dict[tuple[str, str], list[Event]] = {}
+        self.events: dict[tuple[str, str], tuple[int, bytearray]] = {}
 
     async def _stored_info(self, session_id: str) -> StoredInfo | None:
         d = self.sessions.get(session_id)
         if d is None:
             return None
-        return StoredInfo(len(d["messages"]), d["active_stream_id"], d["pending_user_message"])
+        return StoredInfo(d.message_count, d.active_stream_id, d.pending_user_message)
 
     async def _write(
         self, session: Session, *, skip_index: bool, backup: bool, events: Sequence[Event]
     ) -> None:
         sid = session.session_id
+        stored = Stored(session)
         if backup and sid in self.sessions:
             self.backups[sid] = self.sessions[sid]
-        elif sid in self.backups and len(session.messages) >= len(self.backups[sid]["messages"]):
+        elif sid in self.backups and stored.message_count >= self.backups[sid].message_count:
             del self.backups[sid]  # superseded: recovery would never restore it
-        self.sessions[sid] = copy.deepcopy(session.to_dict())
+        self.sessions[sid] = stored
         self.tombstones.discard(sid)
         for event in events:
-            log = self.events.setdefault((sid, event.stream_id), [])
-            if not log or event.seq > log[-1].seq:
-                log.append(Event.from_dict(copy.deepcopy(event.to_dict())))
+            key = (sid, event.stream_id)
+            last, lines = self.events.get(key) or (0, bytearray())
+            if event.seq > last:
+                lines += event.json()
+                lines += b"\n"
+                self.events[key] = (event.seq, lines)
 
     async def _load(self, session_id: str) -> Session:
         d = self.sessions.get(session_id)
         if d is None:
             raise not_found(session_id)
-        return Session.from_dict(copy.deepcopy(d))
+        return Session.from_dict(d.to_dict())
 
     async def _load_metadata(self, session_id: str) -> Session:
         d = self.sessions.get(session_id)
         if d is None:
             raise not_found(session_id)
-        meta = {k: v for k, v in d.items() if k != "messages"}
-        meta["message_count"] = len(d["messages"])
-        return Session.from_dict(copy.deepcopy(meta), metadata_only=True)
+        meta = d.to_dict()
+        del meta["messages"]
+        meta["message_count"] = d.message_count
+        return Session.from_dict(meta, metadata_only=True)
 
     async def _delete(self, session_id: str) -> None:
         self.sessions.pop(session_id, None)
@@ -73,11 +115,9 @@ class MemoryStore(Store):
 
     def _visible_keys(self) -> list[tuple[float, str]]:
         return sorted(
-            sort_key(d["updated_at"], sid)
+            sort_key(d.updated_at, sid)
             for sid, d in self.sessions.items()
-            if visible_in_list(
-                d["title"], len(d["messages"]), d["active_stream_id"], d["pending_user_message"]
-            )
+            if visible_in_list(d.title, d.message_count, d.active_stream_id, d.pending_user_message)
         )
 
     async def _list_page(self, limit: int, after: tuple[float, str] | None) -> list[Session]:
@@ -101,10 +141,12 @@ class MemoryStore(Store):
             if live is None:
                 self.sessions[sid] = bak
                 orphaned += 1
-            elif len(live["messages"]) < len(bak["messages"]):
+            elif live.message_count < bak.message_count:
                 self.sessions[sid] = bak
                 restored += 1
         return {"scanned": len(self.sessions), "restored": restored, "orphaned_backups": orphaned}
 
     async def _load_events(self, session_id: str, stream_id: str, after_seq: int) -> list[Event]:
-        return [e for e in self.events.get((session_id, stream_id), ()) if e.seq > after_seq]
+        _last, lines = self.events.get((session_id, stream_id)) or (0, bytearray())
+        events = [Event.from_dict(orjson.loads(line)) for line in lines.splitlines()]
+        return [e for e in events if e.seq > after_seq]

@@ -14,7 +14,7 @@ from runtime._events import Event
 from runtime._session import Session
 from runtime.stores.abc import RecoveryReport, Store
 from runtime.stores.files import FileStore
-from runtime.stores.memory import MemoryStore
+from runtime.stores.memory import MemoryStore, Stored
 from runtime.testing import (
     STORE_CHECKS,
     StoreCheck,
@@ -102,10 +102,16 @@ class NoTombstones(MemoryStore):
 
 
 class SharesItsState(MemoryStore):
+    """Hands out one object per session, shared by every load."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shared: dict[str, Session] = {}
+
     async def _load(self, session_id: str) -> Session:
-        if session_id not in self.sessions:
-            return await super()._load(session_id)
-        return Session.from_dict(self.sessions[session_id])
+        if session_id not in self.shared:
+            self.shared[session_id] = await super()._load(session_id)
+        return self.shared[session_id]
 
 
 class DuplicatesEvents(MemoryStore):
@@ -114,14 +120,17 @@ class DuplicatesEvents(MemoryStore):
     ) -> None:
         await super()._write(session, skip_index=skip_index, backup=backup, events=())
         if events and session.active_stream_id is not None:
-            log = self.events.setdefault((session.session_id, session.active_stream_id), [])
-            log.extend(Event.from_dict(copy.deepcopy(e.to_dict())) for e in events)
+            key = (session.session_id, session.active_stream_id)
+            _last, lines = self.events.get(key) or (0, bytearray())
+            for e in events:  # no check of what is already there
+                lines += e.json() + b"\n"
+            self.events[key] = (events[-1].seq, lines)
 
 
 class SavesNewSessions(MemoryStore):
     def new_session(self, **fields: object) -> Session:
         session = super().new_session(**fields)
-        self.sessions[session.session_id] = copy.deepcopy(session.to_dict())
+        self.sessions[session.session_id] = Stored(session)
         return session
 
 
@@ -132,7 +141,7 @@ class AlwaysMorePages(MemoryStore):
 
 class ListsEverything(MemoryStore):
     def _visible_keys(self) -> list[tuple[float, str]]:
-        return sorted((-d["updated_at"], sid) for sid, d in self.sessions.items())
+        return sorted((-d.updated_at, sid) for sid, d in self.sessions.items())
 
 
 class RecoverRestoresBackupsAlways(MemoryStore):
@@ -142,12 +151,12 @@ class RecoverRestoresBackupsAlways(MemoryStore):
         sid = session.session_id
         if sid in self.sessions:
             self.backups[sid] = self.sessions[sid]  # a backup on every save, never dropped
-        self.sessions[sid] = copy.deepcopy(session.to_dict())
+        self.sessions[sid] = Stored(session)
 
     async def _recover(self) -> RecoveryReport:
         restored = 0
         for sid, bak in self.backups.items():
-            if sid in self.sessions and bak != self.sessions[sid]:
+            if sid in self.sessions and bak.blob != self.sessions[sid].blob:
                 self.sessions[sid] = bak
                 restored += 1
         return {"scanned": len(self.sessions), "restored": restored, "orphaned_backups": 0}

@@ -1,4 +1,4 @@
-"""MemoryStore specifics: deep copies in and out, the ``backups`` dict, tombstones and
+"""MemoryStore specifics: JSON copies in and out, the ``backups`` dict, tombstones and
 orphan recovery (the conformance suite covers the common contract)."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ async def test_loaded_session_is_a_deep_copy(store: MemoryStore) -> None:
     assert [m["content"] for m in again.messages] == ["a 0", "a 1"]
     assert again.messages[1]["meta"] == {"i": 1}
     assert again.metadata == {"tags": ["x"]}
-    assert store.sessions["a"]["messages"][0]["content"] == "a 0"
+    assert store.sessions["a"].to_dict()["messages"][0]["content"] == "a 0"
 
 
 async def test_saved_session_is_copied_in(store: MemoryStore) -> None:
@@ -42,8 +42,8 @@ async def test_saved_session_is_copied_in(store: MemoryStore) -> None:
     await store.save(session)
     session.messages[0]["meta"]["i"] = 42
     session.metadata["k"] = "v"
-    assert store.sessions["a"]["messages"][0]["meta"] == {"i": 0}
-    assert store.sessions["a"]["metadata"] == {}
+    assert store.sessions["a"].to_dict()["messages"][0]["meta"] == {"i": 0}
+    assert store.sessions["a"].to_dict()["metadata"] == {}
 
 
 async def test_metadata_rows_are_copies(store: MemoryStore) -> None:
@@ -51,19 +51,19 @@ async def test_metadata_rows_are_copies(store: MemoryStore) -> None:
     meta = await store.load_metadata("a")
     assert meta.message_count == 3
     meta.metadata["nested"]["n"] = 2
-    assert store.sessions["a"]["metadata"] == {"nested": {"n": 1}}
+    assert store.sessions["a"].to_dict()["metadata"] == {"nested": {"n": 1}}
 
 
 async def test_shrinking_save_keeps_previous_state_in_backups(store: MemoryStore) -> None:
     session = _session("a", 3)
     await store.save(session)
-    previous = dict(store.sessions["a"])
+    previous = store.sessions["a"]
     assert store.backups == {}
     session.messages = session.messages[:1]
     await store.save(session)
-    assert store.backups["a"] == previous
-    assert len(store.backups["a"]["messages"]) == 3
-    assert len(store.sessions["a"]["messages"]) == 1
+    assert store.backups["a"] is previous
+    assert len(store.backups["a"].to_dict()["messages"]) == 3
+    assert len(store.sessions["a"].to_dict()["messages"]) == 1
 
 
 async def test_growing_save_makes_no_backup(store: MemoryStore) -> None:
