@@ -28,14 +28,23 @@ _HERE = str(Path(__file__).resolve().parent.parent)
 ID = "W6"
 TITLE = "W6 concurrent live turns in one process (peak RSS, event latency)"
 
+#: The young-generation threshold of the "GC tuned" rows: ``gc.set_threshold(GC_TUNED)``,
+#: set by the application (a server holding thousands of live turns), not by the runtime.
+GC_TUNED = (50_000, 20, 100)
+
 LABELS = {
     "asyncio_bare": "bare asyncio tasks + queues (floor)",
     "runtime_memory": "runtime + MemoryStore",
     "runtime_file": "runtime + FileStore",
+    "asyncio_bare_gc_tuned": "bare asyncio tasks + queues (floor), GC tuned",
+    "runtime_memory_gc_tuned": "runtime + MemoryStore, GC tuned",
+    "runtime_file_gc_tuned": "runtime + FileStore, GC tuned",
 }
 
 
-async def _child(store: str, ctx: Context, root: Path) -> dict[str, Any]:
+async def _child(
+    store: str, ctx: Context, root: Path, gc_threshold: tuple[int, ...] | None
+) -> dict[str, Any]:
     cfg = ctx.config
     cmd = [
         sys.executable,
@@ -52,6 +61,8 @@ async def _child(store: str, ctx: Context, root: Path) -> dict[str, Any]:
         "--root",
         str(root),
     ]
+    if gc_threshold is not None:
+        cmd += ["--gc-threshold", ",".join(map(str, gc_threshold))]
     env = dict(os.environ)
     env["PYTHONPATH"] = _HERE + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = await anyio.run_process(cmd, env=env, check=False)
@@ -93,12 +104,15 @@ async def run(ctx: Context) -> Result:
             "longest GC ms",
         ],
     )
-    stores = [
+    base = [
         ("asyncio_bare", "bare", None),
         ("runtime_memory", "memory", runtime_missing("runtime") or runtime_missing("memorystore")),
         ("runtime_file", "file", runtime_missing("runtime") or runtime_missing("filestore")),
     ]
-    for name, store, reason in stores:
+    stores = [(name, store, reason, None) for name, store, reason in base] + [
+        (f"{name}_gc_tuned", store, reason, GC_TUNED) for name, store, reason in base
+    ]
+    for name, store, reason, gc_threshold in stores:
         if reason is not None:
             res.notes[name] = reason
             res.systems[name] = {"peak_rss_mib": None, "p99_ms": None}
@@ -107,7 +121,7 @@ async def run(ctx: Context) -> Result:
         root = ctx.tmp / f"w6-{store}"
         root.mkdir()
         try:
-            data = await _child(store, ctx, root)
+            data = await _child(store, ctx, root, gc_threshold)
         finally:
             shutil.rmtree(root, ignore_errors=True)
         peak = data["peak_rss_bytes"] / 2**20
@@ -142,6 +156,11 @@ async def run(ctx: Context) -> Result:
     table.footnotes.append(
         "GC s: time CPython's cyclic collector ran in the child, start to end (number of "
         "full, generation-2 collections in brackets); longest GC ms: the longest single pause"
+    )
+    table.footnotes.append(
+        f"GC tuned: the child calls gc.set_threshold{GC_TUNED} first, as a server holding "
+        "thousands of live turns would (docs/benchmarks.md, W6); the runtime never changes "
+        "the collector's settings itself"
     )
     res.tables.append(table)
     return res
