@@ -1,4 +1,5 @@
-"""Blocking file primitives for FileStore. Call them through ``anyio.to_thread``.
+"""Blocking file primitives for FileStore. Call them off the event loop (FileStore's
+I/O thread or ``anyio.to_thread``).
 
 Atomic replace follows the POSIX recipe: write a temporary file in the same
 directory, fsync it, ``os.replace`` it over the target, fsync the directory.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,10 @@ import orjson
 from .._exceptions import CorruptSession
 
 __all__ = [
+    "AppendFds",
     "append_durable",
     "atomic_write",
+    "decode_session",
     "fsync_dir",
     "read_bytes",
     "read_session_file",
@@ -81,6 +85,77 @@ def append_durable(path: Path, data: bytes, *, created: bool) -> None:
         fsync_dir(path.parent)
 
 
+class AppendFds:
+    """Open ``O_APPEND`` descriptors kept between durable appends, by key (a session id).
+
+    Saves the ``open`` and ``close`` of every checkpoint. At most ``size`` stay open
+    (least recently used closed first). A descriptor is taken out of the cache while
+    an append uses it, so eviction or :meth:`discard` from another thread never closes
+    one in use. Callers must :meth:`discard` a key before its file is unlinked or
+    replaced, so that no later append goes to the old inode. Thread-safe.
+
+    :param size: descriptors kept open at most.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def append_durable(self, key: str, path: Path | str, data: bytes) -> None:
+        """Append ``data`` to ``path`` (created if missing; the caller knows its
+        directory entry is durable) and ``fdatasync`` it.
+
+        :raises OSError: if a write or the sync fails; the descriptor is closed then,
+            and part of ``data`` may have reached the file.
+        """
+        with self._lock:
+            fd = self._fds.pop(key, None)
+        if fd is None:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            _write_all(fd, data)
+            os.fdatasync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        evicted: list[int] = []
+        with self._lock:
+            if self._closed:
+                evicted.append(fd)
+            else:
+                self._fds[key] = fd  # last in iteration order: the most recently used
+                while len(self._fds) > self.size:
+                    evicted.append(self._fds.pop(next(iter(self._fds))))
+        for old in evicted:
+            os.close(old)
+
+    def discard(self, key: str) -> None:
+        """Close the descriptor kept for ``key``, if any."""
+        with self._lock:
+            fd = self._fds.pop(key, None)
+        if fd is not None:
+            os.close(fd)
+
+    def clear(self) -> None:
+        """Close every kept descriptor; one in use is kept again when its append ends."""
+        with self._lock:
+            fds, self._fds = list(self._fds.values()), {}
+        for fd in fds:
+            os.close(fd)
+
+    def close(self) -> None:
+        """Close every kept descriptor and keep none from now on (an append still
+        running closes its own when it ends)."""
+        with self._lock:
+            self._closed = True
+        self.clear()
+
+    def __len__(self) -> int:
+        return len(self._fds)
+
+
 def truncate_durable(path: Path) -> None:
     """Create ``path`` empty, or empty it, and fsync it (the caller fsyncs the dir)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -90,13 +165,28 @@ def truncate_durable(path: Path) -> None:
         os.close(fd)
 
 
-def read_bytes(path: Path) -> bytes | None:
-    """The file's bytes, or ``None`` if it does not exist."""
+def read_bytes(path: Path | str) -> bytes | None:
+    """The file's bytes, or ``None`` if it does not exist.
+
+    One ``open``, ``fstat`` and ``read`` of the whole file (plus the read that sees
+    its end), without the buffered file object ``open()`` builds.
+    """
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    try:
+        data = os.read(fd, os.fstat(fd).st_size + 1)
+        more = os.read(fd, 1 << 20) if data else b""
+        if not more:
+            return data
+        chunks = [data, more]  # the file grew (or a short read): read to its end
+        while more:
+            more = os.read(fd, 1 << 20)
+            chunks.append(more)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def unlink(path: Path) -> bool:
@@ -122,7 +212,21 @@ def json_lines_checked(data: bytes) -> tuple[list[Any], bool]:
     The flag is ``False`` when something was dropped: a write appended after such a
     tail would be glued to it and lost, so the caller must rewrite the file first.
     """
-    out: list[Any] = []
+    end = data.rfind(b"\n")
+    if end > 0:
+        # fast path: the complete lines as one JSON array, one parse instead of one per
+        # line (orjson never writes a raw newline inside a value). An empty or damaged
+        # line fails the parse, or the count when it holds several comma-separated values
+        # or a value spans lines, and the slow path below decides what is kept
+        body = data[:end]
+        try:
+            out = orjson.loads(b"[" + body.replace(b"\n", b",") + b"]")
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if len(out) == body.count(b"\n") + 1:
+                return out, end == len(data) - 1
+    out = []
     lines = data.split(b"\n")
     complete = lines[:-1]  # the piece after the last newline is torn or empty
     clean = lines[-1] == b""
@@ -136,14 +240,21 @@ def json_lines_checked(data: bytes) -> tuple[list[Any], bool]:
     return out, clean
 
 
-def read_session_file(path: Path) -> dict[str, Any] | None:
+def read_session_file(path: Path | str) -> dict[str, Any] | None:
     """Decode a snapshot (or ``.bak``) file; ``None`` if missing.
 
     :raises CorruptSession: if it is not a JSON object with a ``messages`` list.
     """
     data = read_bytes(path)
-    if data is None:
-        return None
+    return None if data is None else decode_session(path, data)
+
+
+def decode_session(path: Path | str, data: bytes) -> dict[str, Any]:
+    """Decode the bytes of a snapshot (or ``.bak``) file read from ``path``.
+
+    :raises CorruptSession: naming ``path``, if it is not a JSON object with a
+        ``messages`` list.
+    """
     try:
         d = orjson.loads(data)
     except orjson.JSONDecodeError as exc:

@@ -18,8 +18,7 @@ import base64
 import binascii
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import NamedTuple, Self, TypedDict
@@ -117,24 +116,33 @@ class Store(ABC):
 
     exclusive: bool = False
 
+    #: idle per-session locks kept at least (pruned once the dict reaches the limit)
+    _LOCKS_KEPT = 1024
+
     def __init__(self) -> None:
         self._unsaved: dict[str, Session] = {}
         self._opened = False
         self._closed = False
         self._locks: dict[str, anyio.Lock] = {}
+        self._locks_limit = self._LOCKS_KEPT
 
-    @asynccontextmanager
-    async def _session_lock(self, session_id: str) -> AsyncIterator[None]:
-        """Serialise writes to one session (a checkpoint and a final save, say)."""
+    def _session_lock(self, session_id: str) -> anyio.Lock:
+        """The lock that serialises writes to one session (a checkpoint and a final
+        save, say). Locks stay in a dict so a session's next save reuses its lock; idle
+        ones are dropped when the dict reaches a limit that doubles with the number
+        still in use (amortised O(1) per save, memory bounded by the busy sessions)."""
         lock = self._locks.get(session_id)
         if lock is None:
+            if len(self._locks) >= self._locks_limit:
+                self._prune_locks()
             lock = self._locks[session_id] = anyio.Lock(fast_acquire=True)
-        try:
-            async with lock:
-                yield
-        finally:
+        return lock
+
+    def _prune_locks(self) -> None:
+        for sid, lock in list(self._locks.items()):
             if not lock.locked() and not lock.statistics().tasks_waiting:
-                self._locks.pop(session_id, None)
+                del self._locks[sid]
+        self._locks_limit = max(self._LOCKS_KEPT, 2 * len(self._locks))
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -231,8 +239,12 @@ class Store(ABC):
             )
         self._check_id(session.session_id)
         self._check_open()
-        async with self._session_lock(session.session_id):
+        lock = self._session_lock(session.session_id)
+        await lock.acquire()
+        try:
             await self._save_locked(session, skip_index, touch_updated_at, events)
+        finally:
+            lock.release()
 
     async def _save_locked(
         self,

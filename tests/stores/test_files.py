@@ -8,12 +8,14 @@ by the conformance suite (tests/stores/test_conformance.py); this file does not 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -392,6 +394,180 @@ async def test_checkpoint_cost_is_new_data_not_history(
         grown = journal.stat().st_size - before
         assert 0 < grown < 3 * len(orjson.dumps(new)), (history, grown)
         assert snap.stat().st_size == snap_size
+
+
+# -- the checkpoint hop: kept journal descriptors, failures, cancellation ---------------
+
+
+def journal_lines(root: Path, session_id: str) -> list[dict[str, Any]]:
+    """Every line of the journal, each a whole JSON object (a torn line fails here)."""
+    data = (sdir(root) / f"{session_id}.journal").read_bytes()
+    assert not data or data.endswith(b"\n"), f"torn journal tail: {data[-60:]!r}"
+    return [orjson.loads(line) for line in data.splitlines()]
+
+
+def read_back(root: Path, session_id: str) -> Session:
+    """What a restart would read, while the store stays open: parse the files directly."""
+    snap = read_json(sdir(root) / f"{session_id}.json")
+    messages = snap["messages"]
+    for rec in journal_lines(root, session_id):
+        if rec["gen"] == snap["gen"]:
+            del messages[rec["base"] :]
+            messages.extend(rec["messages"])
+    return Session(session_id, messages=messages)
+
+
+async def test_checkpoints_follow_the_journal_through_compaction_and_delete(root: Path) -> None:
+    """The journal descriptor kept between checkpoints must never outlive its file: after
+    a full save (journal emptied) and after delete + re-create of the same id (a new
+    journal inode), the next checkpoint lands in the journal a fresh store reads. (Delete
+    and compaction each drop the kept descriptor; either one alone keeps this test green.)"""
+    async with FileStore(root) as store:
+        s = store.new_session(session_id="kept", title="fd")
+        s.messages.append(msg(0))
+        await store.save(s)
+        for i in range(1, 3):
+            s.messages.append(msg(i))
+            await store.save(s, skip_index=True)
+        s.messages.append(msg(3))
+        await store.save(s)  # compaction: journal emptied
+        s.messages.append(msg(4))
+        await store.save(s, skip_index=True)
+        assert [rec["messages"] for rec in journal_lines(root, "kept")] == [[msg(4)]]
+        assert contents(read_back(root, "kept")) == list("01234")
+
+        await store.delete("kept")
+        s = store.new_session(session_id="kept", title="again")
+        s.messages.append(msg(10))
+        await store.save(s)
+        s.messages.append(msg(11))
+        await store.save(s, skip_index=True)
+        assert [rec["messages"] for rec in journal_lines(root, "kept")] == [[msg(11)]]
+    assert contents(await load_fresh(root, "kept")) == ["10", "11"]
+
+
+async def test_failed_checkpoint_write_makes_the_next_save_compact(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails half way (disk full) may leave part of a line in the journal;
+    an append glued to that fragment would be unreadable, so the next save must rewrite
+    the session instead. A full disk cannot be produced here on demand: the short write
+    followed by ENOSPC is faked by patching the store's write helper for one call."""
+    from runtime.stores import _fileio
+
+    async with FileStore(root) as store:
+        s = store.new_session(session_id="full", title="enospc")
+        s.messages.append(msg(0))
+        await store.save(s)
+        s.messages.append(msg(1))
+        await store.save(s, skip_index=True)
+
+        real_write_all = _fileio._write_all
+
+        def short_write(fd: int, data: bytes) -> None:
+            monkeypatch.setattr(_fileio, "_write_all", real_write_all)
+            os.write(fd, data[: len(data) // 2])
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(_fileio, "_write_all", short_write)
+        s.messages.append(msg(2))
+        with pytest.raises(OSError, match="No space left"):
+            await store.save(s, skip_index=True)
+        journal = sdir(root) / "full.journal"
+        assert not journal.read_bytes().endswith(b"\n"), "the fake left no torn fragment"
+
+        s.messages.append(msg(3))
+        await store.save(s, skip_index=True)  # compacts: snapshot rewritten, journal emptied
+        assert journal.read_bytes() == b""
+        assert read_json(sdir(root) / "full.json")["messages"] == msgs(4)
+        s.messages.append(msg(4))
+        await store.save(s, skip_index=True)  # and checkpoints append again afterwards
+        assert len(journal_lines(root, "full")) == 1
+    assert contents(await load_fresh(root, "full")) == list("01234")
+
+
+@pytest.mark.parametrize("how", ["cancel-scope", "task.cancel"])
+async def test_cancelled_checkpoint_finishes_its_line_before_it_raises(
+    root: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """A checkpoint cancelled while its line is being synced returns (cancelled) only
+    once the line is whole and synced, so the session lock never lets the next append
+    follow a half-written line. A slow disk is faked: ``fdatasync`` waits on an event,
+    so that the cancellation provably lands while the append is in the I/O thread."""
+    in_sync, release = threading.Event(), threading.Event()
+    real_fdatasync = os.fdatasync
+
+    def slow_fdatasync(fd: int) -> None:
+        in_sync.set()
+        release.wait(10)
+        real_fdatasync(fd)
+
+    async with FileStore(root) as store:
+        s = store.new_session(session_id="cancel", title="c")
+        s.messages.append(msg(0))
+        await store.save(s)
+        monkeypatch.setattr(os, "fdatasync", slow_fdatasync)
+        s.messages.append(msg(1))
+        outcome: list[str] = []
+        if how == "cancel-scope":
+            async with anyio.create_task_group() as tg:
+                scope = anyio.CancelScope()
+
+                async def checkpoint() -> None:
+                    with scope:
+                        await store.save(s, skip_index=True)
+                        outcome.append("returned")
+                    outcome.append("cancelled")
+
+                tg.start_soon(checkpoint)
+                await anyio.to_thread.run_sync(in_sync.wait, 10)
+                scope.cancel()
+                await anyio.sleep(0.05)
+                assert outcome == [], "the cancelled checkpoint left before its line was synced"
+                release.set()
+            assert outcome == ["cancelled"]
+        else:
+            task = asyncio.ensure_future(store.save(s, skip_index=True))
+            await anyio.to_thread.run_sync(in_sync.wait, 10)
+            task.cancel()
+            await asyncio.sleep(0.05)
+            assert not task.done(), "the cancelled checkpoint left before its line was synced"
+            release.set()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        monkeypatch.setattr(os, "fdatasync", real_fdatasync)
+        assert [rec["messages"] for rec in journal_lines(root, "cancel")] == [[msg(1)]]
+        s.messages.append(msg(2))
+        await store.save(s, skip_index=True)
+        assert [rec["messages"] for rec in journal_lines(root, "cancel")] == [[msg(1)], [msg(2)]]
+    assert contents(await load_fresh(root, "cancel")) == ["0", "1", "2"]
+
+
+def open_fds() -> int | None:
+    """How many descriptors this process has open (``None`` without ``/proc``)."""
+    fd_dir = Path("/proc/self/fd")
+    return len(list(fd_dir.iterdir())) if fd_dir.is_dir() else None
+
+
+async def test_close_stops_the_io_thread_and_closes_kept_descriptors(root: Path) -> None:
+    if open_fds() is None:
+        pytest.skip("needs /proc/self/fd to count open descriptors")
+    store = FileStore(root)
+    async with store:
+        before = open_fds()
+        assert before is not None
+        for sid in ("a", "b", "c"):
+            s = store.new_session(session_id=sid)
+            s.messages.append(msg(0))
+            await store.save(s)
+            s.messages.append(msg(1))
+            await store.save(s, skip_index=True)
+        assert open_fds() == before + 3  # one kept journal per session
+        thread = store._io._thread
+        assert thread is not None and thread.is_alive()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert open_fds() == before - 1  # and the _lock file's descriptor is closed too
 
 
 # -- recover() -------------------------------------------------------------------------

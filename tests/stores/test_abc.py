@@ -1,0 +1,77 @@
+"""The Store ABC's own bookkeeping: the per-session write locks (kept for reuse between
+saves, pruned so that their number stays bounded). Runs on MemoryStore, the reference
+backend; the contract itself is checked by the conformance suite."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anyio
+
+from runtime._events import Event
+from runtime._session import Session
+from runtime.stores.abc import Store
+from runtime.stores.memory import MemoryStore
+
+
+class SlowWrites(MemoryStore):
+    """Records when each write starts and ends, and yields to the loop in between, so
+    that overlapping writes of one session would show."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trace: list[tuple[str, str, int]] = []
+
+    async def _write(
+        self, session: Session, *, skip_index: bool, backup: bool, events: Sequence[Event]
+    ) -> None:
+        self.trace.append(("start", session.session_id, len(session.messages)))
+        await anyio.sleep(0.001)
+        await super()._write(session, skip_index=skip_index, backup=backup, events=events)
+        self.trace.append(("end", session.session_id, len(session.messages)))
+
+
+async def test_saves_of_one_session_never_overlap() -> None:
+    async with SlowWrites() as store:
+        sessions = [Session(f"s{i}", title="t") for i in range(3)]
+        async with anyio.create_task_group() as tg:
+            for k in range(4):
+                for s in sessions:
+                    s.messages.append({"role": "user", "content": str(k)})
+                    tg.start_soon(store.save, s)
+        open_writes: set[str] = set()
+        for what, sid, _ in store.trace:
+            if what == "start":
+                assert sid not in open_writes, f"two saves of {sid} overlapped"
+                open_writes.add(sid)
+            else:
+                open_writes.remove(sid)
+        assert len(store.trace) == 2 * 4 * 3
+
+
+async def test_the_lock_of_a_session_is_reused_and_idle_locks_are_bounded() -> None:
+    async with MemoryStore() as store:
+        s = Session("hot", title="t", messages=[{"role": "user", "content": "x"}])
+        await store.save(s)
+        lock = store._locks["hot"]
+        await store.save(s, skip_index=True)
+        assert store._locks["hot"] is lock  # no new lock per save
+
+        for i in range(3 * Store._LOCKS_KEPT):
+            await store.save(Session(f"s{i}", title="t", messages=[{"role": "user"}]))
+            assert len(store._locks) <= Store._LOCKS_KEPT
+
+
+async def test_pruning_keeps_the_locks_in_use() -> None:
+    """A lock held (or waited for) when the dict is pruned must stay: dropping it would
+    let a new save of that session take a second lock and run alongside."""
+    async with MemoryStore() as store:
+        held = store._session_lock("busy")
+        await held.acquire()
+        try:
+            for i in range(2 * Store._LOCKS_KEPT):
+                store._session_lock(f"idle{i}")
+            assert store._locks["busy"] is held
+            assert store._session_lock("busy") is held
+        finally:
+            held.release()
