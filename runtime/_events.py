@@ -85,7 +85,9 @@ class Event:
         """
         encoded = self._json
         if encoded is None:
-            encoded = self._json = orjson.dumps(self.to_dict())
+            # Copied to its size: orjson 3.13 returns bytes that keep its whole output
+            # buffer (>= 4 KiB), and this one is kept for as long as the event.
+            encoded = self._json = memoryview(orjson.dumps(self.to_dict())).tobytes()
         return encoded
 
     def to_dict(self) -> dict[str, Any]:
