@@ -157,3 +157,20 @@ async def test_expiry_forgets_finished_logs_only_in_finishing_order() -> None:
     b.publish("stream.end", {})
     assert broker.expire() == 0  # b finished just now: still retained
     assert broker.get("b") is b
+
+
+def test_readers_at_one_position_share_the_published_objects() -> None:
+    """Delivered events move to the columns only at the next publish, so every reader
+    woken by one publish gets the very objects (1,000 SSE subscribers, W5), and older
+    ones are rebuilt equal for a reader that comes late."""
+    log = EventLog("st", "se")
+    published = [log.publish("token", {"text": str(i)}) for i in range(5)]
+    first = log.read_nowait(0)
+    assert log.read_nowait(5) == []  # reader A is done with them
+    second = log.read_nowait(0)  # reader B, woken by the same publish
+    assert all(a is b for a, b in zip(first, second, strict=True))
+    assert all(a is p for a, p in zip(first, published, strict=True))
+    log.publish("token", {"text": "next"})
+    late = log.read_nowait(0)  # now columns: rebuilt, equal
+    assert late[:5] == published
+    assert late[0] is not published[0]

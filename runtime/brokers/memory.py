@@ -47,6 +47,7 @@ class EventLog:
         "_base",
         "_cold",
         "_cool_at",
+        "_delivered",
         "_hot",
         "_last",
         "_on_end",
@@ -78,6 +79,7 @@ class EventLog:
         self._hot: list[Event] = []  # the events after the cold ones
         self._base = 0  # seq of the event before the oldest retained one
         self._last = 0  # seq of the newest event
+        self._delivered = 0  # the furthest seq any reader has had
         self._wakeup: anyio.Event | None = None
         self.closed = False
         self.finished_at: float | None = None
@@ -132,6 +134,13 @@ class EventLog:
                 f"{self.stream_id!r}: not JSON-ready ({exc})"
             ) from None
         hot = self._hot
+        delivered = self._delivered - (last - len(hot))
+        if delivered > 0:
+            # Read before this publish, so every subscriber woken by the last one has had
+            # its chance to take them as they are: from now on they are columns, and an
+            # event's object lives from publish to delivery and dies young.
+            self._cold.extend(hot[:delivered])
+            del hot[:delivered]
         hot.append(event)
         self._last = last + 1
         if len(hot) >= self._cool_at:
@@ -187,13 +196,8 @@ class EventLog:
         """
         if after_seq < self._base:
             raise SubscriberLagged(self.stream_id, after_seq + 1, self.first_retained_seq)
-        hot = self._hot
-        delivered = after_seq - (self._last - len(hot))
-        if delivered > 0:
-            # This reader has had them: keep them as columns from now on, so that an
-            # event's object lives from publish to delivery and dies young.
-            self._cold.extend(hot[:delivered])
-            del hot[:delivered]
+        if after_seq > self._delivered:
+            self._delivered = after_seq
         return self._slice(after_seq, self._last) if after_seq < self._last else []
 
     async def read(self, after_seq: int) -> list[Event]:
