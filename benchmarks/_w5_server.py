@@ -4,35 +4,63 @@ stdout once listening).
 
 The agent waits until the file named by the turn's user message exists (the client
 creates it once every subscriber is connected), then emits ``--events`` tokens in
-bursts of ``--burst`` every ``--interval`` seconds.
+bursts of ``--burst`` every ``--interval`` seconds. When the client creates
+``<that file>.stop`` (every subscriber has the whole stream), the server prints
+``stats <json>`` and exits: the CPU seconds this process used from the first token to
+then, the cyclic garbage collector's share of it, and how far the agent's bursts fell
+behind their schedule (a loop too busy to wake the agent on time).
 
-``python -m benchmarks._w5_server --events E --burst B --interval S``
+``python -m benchmarks._w5_server --events E --burst B --interval S [--gc-threshold N]``
+
+``--gc-threshold N`` calls ``gc.set_threshold(N)`` before the first token (a tuning a
+deployment may choose; ``python -m benchmarks`` never passes it): the probe that shows
+what the cyclic collector costs this workload (docs/benchmarks.md, W5).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import json
 import socket
 import sys
+import time
 from typing import Any
 
 import anyio
 
+from ._gcwatch import GcWatch
+
 _params: dict[str, Any] = {}
+_stats: dict[str, Any] = {}
+_watch = GcWatch()
 
 
 async def _agent(turn: Any) -> None:
+    _params["go"] = turn.user_message
     go = anyio.Path(turn.user_message)
     while not await go.exists():  # noqa: ASYNC110 - the signal comes from another process
         await anyio.sleep(0.01)
     events, burst, interval = _params["events"], _params["burst"], _params["interval"]
+    if _params["gc_threshold"] is not None:
+        gc.set_threshold(_params["gc_threshold"])
+    _stats["gc_threshold"] = gc.get_threshold()
+    _stats["cpu0"] = time.process_time()
+    _watch.__enter__()
+    t0 = time.perf_counter()
+    late: list[float] = []  # seconds each burst started after its nominal time
     sent = 0
     while sent < events:
+        late.append(time.perf_counter() - t0 - len(late) * interval)
         for _ in range(min(burst, events - sent)):
             sent += 1
             await turn.token(f"t{sent} ")
         if sent < events:
-            await anyio.sleep(interval)
+            # Sleep to the next burst's nominal time: a slow wake-up is not compounded.
+            await anyio.sleep(max(0.0, t0 + len(late) * interval - time.perf_counter()))
+    late.sort()
+    _stats["burst_late_p50_ms"] = round(late[len(late) // 2] * 1000, 1)
+    _stats["burst_late_max_ms"] = round(late[-1] * 1000, 1)
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -41,7 +69,9 @@ async def _serve(args: argparse.Namespace) -> None:
     from runtime import MemoryStore, Runtime
     from runtime.asgi import create_app
 
-    _params.update(events=args.events, burst=args.burst, interval=args.interval)
+    _params.update(
+        events=args.events, burst=args.burst, interval=args.interval, gc_threshold=args.gc_threshold
+    )
     rt = Runtime(MemoryStore(), _agent, max_events=max(100_000, 2 * args.events))
     app = create_app(rt, api_token=None, heartbeat=15.0)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -54,7 +84,27 @@ async def _serve(args: argparse.Namespace) -> None:
     server = uvicorn.Server(config)
     sys.stdout.write(f"port {sock.getsockname()[1]}\n")
     sys.stdout.flush()
-    await server.serve(sockets=[sock])
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_report_on_stop, server)
+        await server.serve(sockets=[sock])
+        tg.cancel_scope.cancel()
+
+
+async def _stop_requested() -> bool:
+    return "go" in _params and await anyio.Path(_params["go"] + ".stop").exists()
+
+
+async def _report_on_stop(server: Any) -> None:
+    """Print the stats and stop the server once the client asks for it."""
+    while not await _stop_requested():  # noqa: ASYNC110 - the client is another process
+        await anyio.sleep(0.05)
+    if "cpu0" in _stats:
+        _stats["cpu_s"] = round(time.process_time() - _stats.pop("cpu0"), 3)
+        _watch.__exit__(None, None, None)
+        _stats["gc"] = _watch.as_dict()
+    sys.stdout.write(f"stats {json.dumps(_stats)}\n")
+    sys.stdout.flush()
+    server.should_exit = True
 
 
 def main() -> None:
@@ -62,6 +112,7 @@ def main() -> None:
     p.add_argument("--events", type=int, required=True)
     p.add_argument("--burst", type=int, required=True)
     p.add_argument("--interval", type=float, required=True)
+    p.add_argument("--gc-threshold", type=int, default=None)
     anyio.run(_serve, p.parse_args())
 
 

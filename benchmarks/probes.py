@@ -1,16 +1,24 @@
 """Probes behind the profiling notes of docs/benchmarks.md: each takes one workload apart.
 
-``python -m benchmarks.probes w1``   W1 at N = 10k: floor, journal append in the loop thread,
-                                     thread round trip, and the store's checkpoint save.
-``python -m benchmarks.probes w3``   W3 at N = 50k: raw orjson, FileStore's read in the loop
-                                     thread and through a worker thread, and ``load()``.
+``python -m benchmarks.probes w1``   W1 at N = 100 and 50k, interleaved: floor, the journal
+                                     append in the loop thread, both thread round trips
+                                     (anyio's pool, the store's I/O thread), the checkpoint
+                                     save, and where one save's time goes.
+``python -m benchmarks.probes w3``   W3 at N = 100, 1k, 50k: raw orjson (result freed outside
+                                     and inside the timer), FileStore's read in the loop
+                                     thread, the I/O thread's round trip after a
+                                     ``gc.collect()``, and ``load()``.
 ``python -m benchmarks.probes w4 [--freeze]``
                                      W4's event log vs ``asyncio.Queue`` after importing the
                                      peers (the heap a long-lived app has); ``--freeze`` calls
                                      ``gc.collect(); gc.freeze()`` after the imports.
-``python -m benchmarks.probes w5 --events E``
-                                     one W5 run with E events (attach py-spy to the
-                                     ``benchmarks._w5_server`` child while it runs).
+``python -m benchmarks.probes w5 [--events E] [--subscribers S] [--gc-threshold N]``
+                                     one W5 run with E events (default 3,000) to S
+                                     subscribers (default 1,000); prints its JSON, with the
+                                     server's CPU and GC seconds and the client's CPU;
+                                     ``--gc-threshold`` sets the server's ``gc.set_threshold``.
+                                     To profile, attach ``py-spy record --pid`` to the
+                                     ``benchmarks._w5_server`` child and to this process.
 
 Each prints medians; none is part of ``python -m benchmarks``.
 """
@@ -37,103 +45,187 @@ def _ms(samples: list[float]) -> float:
     return round(statistics.median(samples) * 1000, 3)
 
 
+def _line(title: str, samples: dict[str, list[float]]) -> str:
+    return title + " | ".join(f"{k} {_ms(v)}" for k, v in samples.items())
+
+
 async def _w1() -> None:
     import anyio.to_thread
 
     from runtime.stores import _fileio as fio
+    from runtime.stores import _iothread
     from runtime.stores.files import FileStore
 
     from ._shapes import appended_message, history
 
     root = Path(tempfile.mkdtemp(prefix="probe-w1-"))
     try:
-        store = FileStore(root)
-        await store.open()
-        session = store.new_session(title="probe")
-        session.messages.extend(history(10_000))
-        await store.save(session)
+        stores: dict[int, tuple[Any, Any]] = {}
+        for n in (100, 50_000):
+            store = FileStore(root / str(n))
+            await store.open()
+            session = store.new_session(title="probe")
+            session.messages.extend(history(n))
+            await store.save(session)
+            stores[n] = (store, session)
         line = orjson.dumps(appended_message(0)) + b"\n"
-        journal = root / "probe.journal"
         fd = os.open(root / "floor", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        io = _iothread.IOThread("probe I/O")
+        kept = fio.AppendFds()
 
-        def append() -> None:
-            fio.append_durable(journal, line, created=True)
-
-        floor: list[float] = []
-        inline: list[float] = []
-        hop: list[float] = []
-        hop_append: list[float] = []
-        save: list[float] = []
-        for i in range(300):
-            t = time.perf_counter()
+        def floor() -> None:
             os.write(fd, b"x")
             os.fsync(fd)
-            floor.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            append()
-            inline.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            await anyio.to_thread.run_sync(lambda: None)
-            hop.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            await anyio.to_thread.run_sync(append)
-            hop_append.append(time.perf_counter() - t)
-            session.messages.append(appended_message(i))
-            t = time.perf_counter()
-            await store.save(session, skip_index=True)
-            save.append(time.perf_counter() - t)
+
+        def open_append() -> None:
+            fio.append_durable(root / "j1", line, created=True)
+
+        def kept_append() -> None:
+            kept.append_durable("j2", root / "j2", line)
+
+        samples: dict[str, list[float]] = {
+            k: []
+            for k in (
+                "floor",
+                "open+append+fdatasync+close in the loop thread",
+                "append+fdatasync on a kept fd in the loop thread",
+                "anyio.to_thread no-op",
+                "IOThread no-op",
+                "IOThread(kept-fd append)",
+                "save N=100",
+                "save N=50k",
+            )
+        }
+        calls: list[tuple[str, Callable[[], Any]]] = [
+            ("floor", floor),
+            ("open+append+fdatasync+close in the loop thread", open_append),
+            ("append+fdatasync on a kept fd in the loop thread", kept_append),
+            ("anyio.to_thread no-op", lambda: anyio.to_thread.run_sync(lambda: None)),
+            ("IOThread no-op", lambda: io.run(lambda: None)),
+            ("IOThread(kept-fd append)", lambda: io.run(kept_append)),
+        ]
+        # where one save's time goes: loop-side work before the hand-off, waking the I/O
+        # thread, the file work there, waking the loop, loop-side work after
+        split: dict[str, list[float]] = {
+            k: [] for k in ("before", "wake I/O", "file work", "wake loop", "after")
+        }
+        marks: dict[str, float] = {}
+        real_run = _iothread.IOThread.run
+
+        async def traced_run(self: Any, fn: Callable[..., Any], *args: Any) -> Any:
+            marks["submit"] = time.perf_counter()
+
+            def timed(*a: Any) -> Any:
+                marks["start"] = time.perf_counter()
+                try:
+                    return fn(*a)
+                finally:
+                    marks["end"] = time.perf_counter()
+
+            result = await real_run(self, timed, *args)
+            marks["resumed"] = time.perf_counter()
+            return result
+
+        for i in range(300):
+            for name, call in calls:
+                t = time.perf_counter()
+                result = call()
+                if asyncio.iscoroutine(result):
+                    await result
+                samples[name].append(time.perf_counter() - t)
+            for n, (store, session) in stores.items():
+                session.messages.append(appended_message(i))
+                traced = n == 100 and i % 2 == 1
+                _iothread.IOThread.run = traced_run if traced else real_run  # type: ignore[method-assign]
+                t = time.perf_counter()
+                await store.save(session, skip_index=True)
+                t_end = time.perf_counter()
+                _iothread.IOThread.run = real_run  # type: ignore[method-assign]
+                samples["save N=100" if n == 100 else "save N=50k"].append(t_end - t)
+                if traced:
+                    split["before"].append(marks["submit"] - t)
+                    split["wake I/O"].append(marks["start"] - marks["submit"])
+                    split["file work"].append(marks["end"] - marks["start"])
+                    split["wake loop"].append(marks["resumed"] - marks["end"])
+                    split["after"].append(t_end - marks["resumed"])
         os.close(fd)
-        await store.aclose()
+        io.close()
+        kept.close()
+        for store, _ in stores.values():
+            await store.aclose()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    print(_line("W1 probe, 300 samples each, median ms: ", samples))
+    print(_line("one save at N=100 (150 traced), median ms: ", split))
+    f = statistics.median(samples["floor"])
     print(
-        f"W1 probe, N=10k, 300 samples, median ms: floor {_ms(floor)} | append_durable in the "
-        f"loop thread {_ms(inline)} | to_thread no-op {_ms(hop)} | to_thread(append_durable) "
-        f"{_ms(hop_append)} | store.save(skip_index=True) {_ms(save)}"
+        "save / floor: N=100 "
+        f"{statistics.median(samples['save N=100']) / f:.2f}x, N=50k "
+        f"{statistics.median(samples['save N=50k']) / f:.2f}x"
     )
 
 
 async def _w3() -> None:
-    import anyio.to_thread
-
-    from runtime.stores.files import FileStore
-
-    from ._shapes import history
-
     root = Path(tempfile.mkdtemp(prefix="probe-w3-"))
     try:
-        store = FileStore(root)
-        await store.open()
-        session = store.new_session(title="probe")
-        session.messages.extend(history(50_000))
-        await store.save(session)
-        raw = root / "raw.json"
-        raw.write_bytes(orjson.dumps({"messages": session.messages}))
-        sid = session.session_id
-        calls: dict[str, Callable[[], Any]] = {
-            "orjson.loads(read)": lambda: orjson.loads(raw.read_bytes()),
-            "FileStore._read_state_sync in the loop thread": lambda: store._read_state_sync(sid),
-            "same via anyio.to_thread": lambda: anyio.to_thread.run_sync(
-                store._read_state_sync, sid
-            ),
-            "store.load()": lambda: store.load(sid),
-        }
-        samples: dict[str, list[float]] = {k: [] for k in calls}
-        for _ in range(10):
-            for name, call in calls.items():
-                gc.collect()
-                t = time.perf_counter()
-                result = call()
-                if asyncio.iscoroutine(result):
-                    result = await result
-                samples[name].append(time.perf_counter() - t)
-                del result
-        await store.aclose()
+        for n, reps in ((100, 200), (1_000, 100), (50_000, 10)):
+            await _w3_at(root / str(n), n, reps)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def _w3_at(root: Path, n: int, reps: int) -> None:
+    from runtime.stores.files import FileStore
+
+    from ._shapes import appended_message, history
+
+    store = FileStore(root)
+    await store.open()
+    session = store.new_session(title="probe")
+    session.messages.extend(history(n))
+    await store.save(session)
+    for i in range(32):  # the journal W1 leaves behind
+        session.messages.append(appended_message(i))
+        await store.save(session, skip_index=True)
+    await store.aclose()
+    raw = root / "raw.json"
+    raw.write_bytes(orjson.dumps({"messages": session.messages}))
+    store = FileStore(root)  # a fresh instance, as in W3
+    await store.open()
+    sid = session.session_id
+
+    def loads_free_outside() -> Any:
+        return orjson.loads(raw.read_bytes())
+
+    def loads_free_inside() -> int:
+        return len(orjson.loads(raw.read_bytes())["messages"])
+
+    async def load() -> int:
+        return len((await store.load(sid)).messages)
+
+    calls: dict[str, Callable[[], Any]] = {
+        "orjson.loads(read), freed after the timer": loads_free_outside,
+        "orjson.loads(read), freed in the timer": loads_free_inside,
+        "FileStore._read_state_sync in the loop thread": lambda: store._read_state_sync(sid),
+        "IOThread no-op": lambda: store._io.run(lambda: None),
+        "store.load() (freed in the timer)": load,
+    }
+    samples: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(reps):
+        for name, call in calls.items():
+            gc.collect()
+            t = time.perf_counter()
+            result = call()
+            if asyncio.iscoroutine(result):
+                result = await result
+            samples[name].append(time.perf_counter() - t)
+            del result
+    await store.aclose()
+    base = statistics.median(samples["orjson.loads(read), freed in the timer"])
+    ratio = statistics.median(samples["store.load() (freed in the timer)"]) / base
     print(
-        "W3 probe, N=50k, 10 samples, median ms: "
-        + " | ".join(f"{k} {_ms(v)}" for k, v in samples.items())
+        _line(f"W3 probe, N={n}, {reps} samples, median ms: ", samples)
+        + f" | load / orjson (both freed in the timer) {ratio:.2f}x"
     )
 
 
@@ -155,14 +247,14 @@ async def _w4(freeze: bool) -> None:
     )
 
 
-async def _w5(events: int) -> None:
+async def _w5(events: int, subscribers: int, gc_threshold: int | None) -> None:
     from . import w5_sse
     from ._config import Config, Context
 
-    config = dataclasses.replace(Config.full(), w5_events=events)
+    config = dataclasses.replace(Config.full(), w5_events=events, w5_subscribers=subscribers)
     tmp = Path(tempfile.mkdtemp(prefix="probe-w5-"))
     try:
-        data = await w5_sse._measure(Context(config, tmp, {}))
+        data = await w5_sse._measure(Context(config, tmp, {}), gc_threshold=gc_threshold)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(orjson.dumps(data).decode())
@@ -173,6 +265,10 @@ def main() -> None:
     p.add_argument("probe", choices=("w1", "w3", "w4", "w5"))
     p.add_argument("--freeze", action="store_true", help="w4: gc.freeze() after the imports")
     p.add_argument("--events", type=int, default=3000, help="w5: events in the stream")
+    p.add_argument("--subscribers", type=int, default=1000, help="w5: SSE subscribers")
+    p.add_argument(
+        "--gc-threshold", type=int, default=None, help="w5: gc.set_threshold(N) in the server"
+    )
     args = p.parse_args()
     if args.probe == "w1":
         asyncio.run(_w1())
@@ -181,7 +277,7 @@ def main() -> None:
     elif args.probe == "w4":
         asyncio.run(_w4(args.freeze))
     else:
-        asyncio.run(_w5(args.events))
+        asyncio.run(_w5(args.events, args.subscribers, args.gc_threshold))
 
 
 if __name__ == "__main__":

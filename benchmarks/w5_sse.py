@@ -5,13 +5,16 @@ runs one turn whose agent emits E tokens in bursts; S raw HTTP/1.1 clients in th
 process follow ``GET /api/streams/{id}/events``. Clients parse ``id:`` and the event's
 ``ts`` with a regular expression (cheap, so the client side stays off the critical
 path); latency = receipt time - publish ``ts`` (one clock, one machine). Lost events
-= expected seqs not received by a subscriber (gaps), summed over subscribers.
+= tokens expected minus tokens received, summed over subscribers; gaps = ids skipped.
+Both processes report their CPU seconds (and the server its garbage-collection time),
+so a table shows which side was saturated.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import os
 import re
 import resource
@@ -96,7 +99,8 @@ def _raise_nofile(need: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
 
 
-async def _measure(ctx: Context) -> dict[str, Any]:
+async def _measure(ctx: Context, *, gc_threshold: int | None = None) -> dict[str, Any]:
+    """One W5 run; ``gc_threshold`` is passed to the server (probes only)."""
     cfg = ctx.config
     subs_n, events = cfg.w5_subscribers, cfg.w5_events
     _raise_nofile(subs_n + 256)
@@ -113,6 +117,8 @@ async def _measure(ctx: Context) -> dict[str, Any]:
         "--interval",
         str(cfg.w5_burst_interval),
     ]
+    if gc_threshold is not None:
+        cmd += ["--gc-threshold", str(gc_threshold)]
     go = ctx.tmp / "w5-go"
     proc = await anyio.open_process(cmd, env=env)
     try:
@@ -145,12 +151,14 @@ async def _measure(ctx: Context) -> dict[str, Any]:
             for _ in range(lo, min(lo + 100, subs_n)):
                 sub = _Subscriber(request, stride, loop.create_future())
                 batch.append(sub)
-                await loop.create_connection(lambda s=sub: s, "127.0.0.1", port)
+                # the factory runs before create_connection returns, so sub is this one
+                await loop.create_connection(lambda: sub, "127.0.0.1", port)  # noqa: B023
             subs += batch
             await asyncio.gather(*(s.ready for s in batch))
         connect_s = time.perf_counter() - t_connect
         go.write_bytes(b"go")
         t0 = time.perf_counter()
+        cpu0 = time.process_time()
         nominal = (events / cfg.w5_burst) * cfg.w5_burst_interval
         timeout = 60 + 5 * nominal
         try:
@@ -161,6 +169,11 @@ async def _measure(ctx: Context) -> dict[str, Any]:
                 if s.transport is not None:
                     s.transport.close()
         elapsed = time.perf_counter() - t0
+        client_cpu = time.process_time() - cpu0
+        go.with_name(go.name + ".stop").write_bytes(b"stop")  # the server reports, exits
+        with anyio.move_on_after(20):
+            line += await _read_to_end(proc.stdout)
+            await proc.wait()
     finally:
         if proc.returncode is None:
             proc.terminate()
@@ -170,6 +183,7 @@ async def _measure(ctx: Context) -> dict[str, Any]:
                 proc.kill()
                 await proc.wait()
         await proc.aclose()
+    server = _server_stats(line)
     lat = [x for s in subs for x in s.latencies]
     received = sum(s.tokens for s in subs)
     return {
@@ -180,6 +194,13 @@ async def _measure(ctx: Context) -> dict[str, Any]:
         "nominal_s": nominal,
         "connect_s": round(connect_s, 3),
         "stream_s": round(elapsed, 3),
+        "client_cpu_s": round(client_cpu, 3),
+        "server_cpu_s": server.get("cpu_s"),
+        "server_gc_ms": server.get("gc", {}).get("total_ms"),
+        "server_gc": server.get("gc"),
+        "burst_late_p50_ms": server.get("burst_late_p50_ms"),
+        "burst_late_max_ms": server.get("burst_late_max_ms"),
+        "server_gc_threshold": server.get("gc_threshold"),
         "lost": subs_n * events - received,
         "gaps": sum(s.gaps for s in subs),
         "ended": sum(1 for s in subs if s.ended),
@@ -189,6 +210,25 @@ async def _measure(ctx: Context) -> dict[str, Any]:
         "p99_ms": percentile(lat, 99) * 1000 if lat else None,
         "max_ms": max(lat) * 1000 if lat else None,
     }
+
+
+async def _read_to_end(stream: Any) -> bytes:
+    """Everything the server still writes to stdout until it exits (its ``stats`` line)."""
+    out = b""
+    try:
+        while True:
+            out += await stream.receive()
+    except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+        return out
+
+
+def _server_stats(output: bytes) -> dict[str, Any]:
+    """The ``stats <json>`` line the server prints on shutdown (``{}`` if it printed none)."""
+    for raw in output.splitlines():
+        if raw.startswith(b"stats "):
+            stats: dict[str, Any] = json.loads(raw[6:])
+            return stats
+    return {}
 
 
 def _importable(module: str) -> bool:
@@ -205,7 +245,18 @@ async def run(ctx: Context) -> Result:
     table = Table(
         f"{TITLE}: {size_label(cfg.w5_subscribers)} subscribers, "
         f"{size_label(cfg.w5_events)} events",
-        ["system", "lost events", "p50 ms", "p99 ms", "max ms", "stream s", "nominal s"],
+        [
+            "system",
+            "lost events",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "stream s",
+            "nominal s",
+            "server CPU s",
+            "server GC s",
+            "client CPU s",
+        ],
     )
     reason = runtime_missing("asgi") or runtime_missing("runtime")
     if reason is None:
@@ -234,12 +285,22 @@ async def run(ctx: Context) -> Result:
         fmt(data["max_ms"]),
         fmt(data["stream_s"]),
         fmt(data["nominal_s"]),
+        fmt(data["server_cpu_s"]),
+        fmt(None if data["server_gc_ms"] is None else data["server_gc_ms"] / 1000),
+        fmt(data["client_cpu_s"]),
     )
     table.footnotes.append(
-        f"the agent emits {cfg.w5_burst} tokens every {cfg.w5_burst_interval} s "
-        f"({cfg.w5_burst / cfg.w5_burst_interval:g} events/s); server in a child process, "
-        f"clients in this one (raw asyncio protocol, regex parsing); latency over every "
-        f"{data['latency_stride']}th event of every subscriber"
+        f"the agent emits {cfg.w5_burst} tokens every {cfg.w5_burst_interval} s on a fixed "
+        f"schedule ({cfg.w5_burst / cfg.w5_burst_interval:g} events/s); server in a child "
+        f"process, clients in this one (raw asyncio protocol, regex parsing); latency = "
+        f"receipt - publish ts over every {data['latency_stride']}th event of every subscriber"
+    )
+    table.footnotes.append(
+        "server CPU s / GC s: CPU time of the server process from the first token to its "
+        "shutdown, and the cyclic GC's part of it; client CPU s: this process over the same "
+        "stream; a process whose CPU s nears 'stream s' is saturated. Bursts started "
+        f"{fmt(data['burst_late_p50_ms'])} ms late (median), {fmt(data['burst_late_max_ms'])} "
+        "ms at most (the agent waits on a loop busy with the fan-out)"
     )
     res.tables.append(table)
     return res

@@ -5,14 +5,21 @@ store's durable events otherwise (after a restart, or once the log's retention h
 passed). A durable stream that never reached ``stream.end`` belonged to a process
 that died: it is closed with an ``error`` ``{"type": "interrupted"}`` and
 ``stream.end``, never left hanging.
+
+Fan-out: the subscribers of a stream that wait at the same position share one read of
+its log (:func:`shared_read`), and each hands out the events a batch at a time
+(:meth:`Subscription.next_batch`), which is what lets one stream feed 1,000 SSE
+clients (docs/benchmarks.md, W5).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Self
+
+import anyio
 
 from . import _events as ev
 from ._events import Event
@@ -21,7 +28,7 @@ from ._session import validate_session_id
 from .brokers.memory import EventLog, MemoryBroker
 from .stores.abc import Store
 
-__all__ = ["Subscription", "new_stream_id", "session_of_stream"]
+__all__ = ["Subscription", "new_stream_id", "session_of_stream", "shared_read"]
 
 
 def new_stream_id(session_id: str) -> str:
@@ -44,13 +51,59 @@ def session_of_stream(stream_id: str) -> str:
         raise StreamNotFound(f"no stream {stream_id!r}: not a stream id of this runtime") from exc
 
 
+class _Read:
+    """One ``EventLog.read`` in flight, and what it returned (``None``: it failed)."""
+
+    __slots__ = ("batch", "done")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.batch: tuple[Event, ...] | None = None
+
+
+_reads: dict[tuple[EventLog, int], _Read] = {}
+
+
+async def shared_read(log: EventLog, after_seq: int) -> list[Event]:
+    """``await log.read(after_seq)``, shared by the readers waiting at the same position.
+
+    A publish wakes every subscriber of a stream, and those that keep up all wait at
+    the same ``seq``: the first of them reads the log, the others get a copy of its
+    batch (the same :class:`Event` objects, so each is encoded once, and the log is
+    read once however many subscribers follow it). If that reader leaves before its
+    read completes (cancelled, or :class:`~runtime.SubscriberLagged`), the others
+    read for themselves. Each caller gets its own list.
+
+    :raises SubscriberLagged: as ``EventLog.read``.
+    """
+    key = (log, after_seq)
+    while (read := _reads.get(key)) is not None:
+        await read.done.wait()
+        if read.batch is not None:
+            return list(read.batch)
+    read = _reads[key] = _Read()
+    try:
+        batch = await log.read(after_seq)
+        read.batch = tuple(batch)
+        return batch
+    finally:
+        del _reads[key]
+        read.done.set()
+
+
 class Subscription:
     """``async for event in rt.events(stream_id, after_seq)``: events with ``seq >
     after_seq`` in order, each once, ending after ``stream.end``.
 
+    :meth:`next_batch` and :meth:`batches` hand out the same events a batch at a time:
+    every event available when the subscriber wakes, in one list (what an SSE writer
+    sends as one chunk). The two styles may be mixed; each event is delivered once.
+
     Leaving the loop early (``break``, cancellation, a dropped connection) never
     affects the turn. Holds no task and no resource, so it needs no closing.
 
+    :ivar last_seq: the ``seq`` of the last event handed out (``after_seq`` before the
+        first); resuming with ``rt.events(stream_id, last_seq)`` continues exactly here.
     :raises StreamNotFound: (from iteration) for a stream neither live, retained nor
         persisted.
     :raises SubscriberLagged: (from iteration) if the subscriber fell behind the live
@@ -72,46 +125,93 @@ class Subscription:
         self.stream_id = stream_id
         self.last_seq = after_seq
         self._on_dead_stream = on_dead_stream
-        self._batch: list[Event] = []
+        self._batch: list[Event] = []  # fetched, partly handed out by __anext__
         self._pos = 0
         self._log: EventLog | None = None
         self._durable: bool | None = None  # None: not decided yet
-        self._done = False
+        self._done = False  # stream.end fetched (or the stream cannot go on)
+
+    @property
+    def from_log(self) -> bool:
+        """Whether the events come from this process's log of the stream (live or
+        retained; events the window dropped are read back from the store, unchanged),
+        so that every subscriber gets the same event for a ``seq``. ``False`` before the
+        first batch and when replaying a stream this process does not hold, whose
+        made-up ending depends on the resume point."""
+        return self._durable is False
 
     def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> Event:
-        while self._pos >= len(self._batch):
-            if self._done:
-                raise StopAsyncIteration
-            self._batch = await self._next_batch()
+        if self._pos >= len(self._batch):
+            self._batch = await self._fetch()
             self._pos = 0
+            if not self._batch:
+                raise StopAsyncIteration
         event = self._batch[self._pos]
         self._pos += 1
         self.last_seq = event.seq
-        if event.type == ev.STREAM_END:
-            self._done = True
-            self._batch = []
         return event
 
-    async def _next_batch(self) -> list[Event]:
-        if self._durable is None:
-            try:
-                self._log = self._broker.get(self.stream_id)
-                self._durable = False
-            except StreamNotFound:
-                self._durable = True
-        if self._durable:
-            return await self._durable_batch()
-        assert self._log is not None
-        try:
-            batch = await self._log.read(self.last_seq)
-        except SubscriberLagged:
-            batch = await self._fill_gap(self._log)
-        if not batch:  # ended and drained without stream.end: cannot happen, but never hang
-            self._done = True
+    async def next_batch(self) -> list[Event]:
+        """Wait for events after :attr:`last_seq` and return every one available, in
+        ``seq`` order (a list of at least one event); ``[]`` once ``stream.end`` has
+        been handed out. A batch never extends past ``stream.end``.
+
+        :raises StreamNotFound: for a stream neither live, retained nor persisted.
+        :raises SubscriberLagged: if the subscriber fell behind the live window and the
+            store does not hold the missing events either.
+        """
+        if self._pos < len(self._batch):  # the rest of what __anext__ was handing out
+            batch = self._batch[self._pos :]
+        else:
+            batch = await self._fetch()
+        self._batch = []
+        self._pos = 0
+        if batch:
+            self.last_seq = batch[-1].seq
         return batch
+
+    async def batches(self) -> AsyncIterator[list[Event]]:
+        """``async for batch in sub.batches()``: :meth:`next_batch` until the stream
+        ends; each batch is a non-empty ``list[Event]``.
+
+        :raises StreamNotFound: as :meth:`next_batch`.
+        :raises SubscriberLagged: as :meth:`next_batch`.
+        """
+        while batch := await self.next_batch():
+            yield batch
+
+    async def _fetch(self) -> list[Event]:
+        """The next non-empty batch after ``last_seq``, or ``[]`` once the stream is over.
+
+        No helper coroutine per step: a subscriber waiting for the next burst holds as
+        few objects as possible (at 1,000 subscribers, what they hold across a wait is
+        what the garbage collector keeps promoting, docs/benchmarks.md, W5)."""
+        while not self._done:
+            if self._durable is None:
+                try:
+                    self._log = self._broker.get(self.stream_id)
+                    self._durable = False
+                except StreamNotFound:
+                    self._durable = True
+            if self._durable:
+                batch = await self._durable_batch()
+            else:
+                log = self._log
+                assert log is not None
+                try:
+                    batch = await shared_read(log, self.last_seq)
+                except SubscriberLagged:
+                    batch = await self._fill_gap(log)
+                if not batch:  # ended and drained without stream.end: never hang
+                    self._done = True
+            if batch:
+                if batch[-1].type == ev.STREAM_END:
+                    self._done = True
+                return batch
+        return []
 
     async def _fill_gap(self, log: EventLog) -> list[Event]:
         """Events the live window dropped, from the store's durable log."""
@@ -161,4 +261,6 @@ class Subscription:
                     ts,
                 )
             )
-        return [e for e in out if e.seq > self.last_seq]
+        out = [e for e in out if e.seq > self.last_seq]
+        ends = [i for i, e in enumerate(out) if e.type == ev.STREAM_END]
+        return out[: ends[0] + 1] if ends else out  # nothing after stream.end, ever

@@ -4,24 +4,28 @@ Wire format (WHATWG HTML, "Server-sent events"): first a ``retry:`` hint, then o
 message per event, ``id: <seq>`` / ``event: <type>`` / ``data: <json>``, and a
 ``:`` comment heartbeat while nothing happens. The response ends after ``stream.end``.
 A reconnecting ``EventSource`` sends ``Last-Event-ID`` and gets exactly the events
-after it. Disconnecting only ends this response; the turn runs on in the runtime's
-task group (sse-starlette runs the body and a disconnect listener in one task group,
-whichever ends first cancels the other).
+after it. Every batch of events a subscriber wakes up to goes out as one body chunk
+(many SSE messages, one ASGI ``send``), and the bytes of a batch are shared by the
+subscribers that read the same batch, so fan-out costs one send per subscriber per
+burst and one encoding per event. Disconnecting only ends this response; the turn
+runs on in the runtime's task group (sse-starlette runs the body and a disconnect
+listener in one task group, whichever ends first cancels the other).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from .._events import STREAM_END, Event, encode_sse
+from .._events import Event, encode_sse
 from .._exceptions import StreamNotFound, SubscriberLagged
 from .._runtime import Runtime
+from .._subscription import Subscription
 from ._errors import ApiError
 from ._params import resume_after, stream_id_param
 
@@ -30,8 +34,61 @@ __all__ = ["StreamEvents"]
 logger = logging.getLogger("runtime.asgi")
 
 
+#: Most events sent in one body chunk (a replay of a long stream is split).
+CHUNK_EVENTS = 256
+
+
 def _heartbeat() -> ServerSentEvent:
     return ServerSentEvent(comment="heartbeat", sep="\n")
+
+
+class BatchEncoder:
+    """The SSE bytes of a batch of events (:func:`~runtime._events.encode_sse` of each,
+    concatenated), remembered for the last ``size`` batches of shared events.
+
+    Subscribers that keep up with a stream wake on the same publish and read the same
+    batch (``seq`` range) from its log; the first of them encodes it, the others get
+    the same bytes object. Only batches whose events are the same for every subscriber
+    (:attr:`Subscription.from_log`) are remembered: the ending made up for a dead
+    stream depends on the resume point and is encoded each time.
+
+    :param size: batches remembered (>= 1), oldest forgotten first.
+    :param max_bytes: longest chunk remembered, bytes; so at most ``size * max_bytes``
+        bytes are held.
+    :raises ValueError: if ``size`` < 1 or ``max_bytes`` < 0.
+    """
+
+    def __init__(self, size: int = 64, max_bytes: int = 256 * 1024) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"invalid size {size!r}: must be an integer >= 1")
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+            raise ValueError(f"invalid max_bytes {max_bytes!r}: must be an integer >= 0")
+        self.size = size
+        self.max_bytes = max_bytes
+        self._chunks: dict[tuple[str, int, int], bytes] = {}
+
+    def encode(self, batch: Sequence[Event], *, shared: bool) -> bytes:
+        """The SSE messages of ``batch`` (non-empty, consecutive events of one stream)
+        as one bytes chunk.
+
+        :param shared: whether every subscriber of the stream gets these same events
+            for these ``seq`` (then the chunk is remembered and reused).
+        :raises IndexError: if ``batch`` is empty.
+        :raises TypeError: if an event's ``data`` is not JSON-ready.
+        """
+        if not shared:
+            return b"".join([encode_sse(event) for event in batch])
+        first = batch[0]
+        key = (first.stream_id, first.seq, batch[-1].seq)
+        chunks = self._chunks
+        chunk = chunks.get(key)
+        if chunk is None:
+            chunk = b"".join([encode_sse(event) for event in batch])
+            if len(chunk) <= self.max_bytes:
+                if len(chunks) >= self.size:
+                    del chunks[next(iter(chunks))]
+                chunks[key] = chunk
+        return chunk
 
 
 class _EventStream(EventSourceResponse):
@@ -59,6 +116,16 @@ class _EventStream(EventSourceResponse):
         if started and not completed:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
+    async def _send_with_timeout(self, send: Send, message: Message) -> None:
+        """sse-starlette (3.x) sends each chunk and heartbeat inside
+        ``anyio.move_on_after(send_timeout)``, a cancel scope even when there is no
+        timeout: a tenth of the server's CPU when one stream fans out to 1,000
+        subscribers (docs/benchmarks.md, W5). With no timeout, send directly."""
+        if self.send_timeout is None:
+            await send(message)
+        else:
+            await super()._send_with_timeout(send, message)
+
 
 class StreamEvents:
     """The SSE endpoint.
@@ -72,6 +139,7 @@ class StreamEvents:
         self.runtime = runtime
         self.heartbeat = heartbeat
         self.retry_ms = retry_ms
+        self._encoder = BatchEncoder()
 
     async def __call__(self, request: Request) -> Response:
         """Validate everything that can fail before the response starts (400 bad
@@ -90,13 +158,13 @@ class StreamEvents:
                 f"invalid {source} {after_seq}: stream {stream_id!r} has no event after "
                 f"seq {newest} yet, so the resume point must be <= {newest}",
             )
-        first: Event | None = None
+        first: list[Event] = []
         if newest is None or after_seq < newest:
             # Events after the resume point exist (in memory or in the store), so this
             # does not wait: a lagged subscriber (410), an unknown stream (404) or a
             # finished stream with nothing left (204) is answered before the headers.
-            first = await anext(events, None)
-            if first is None:
+            first = await events.next_batch()
+            if not first:
                 return Response(status_code=204)
         return _EventStream(
             self._body(stream_id, first, events),
@@ -115,18 +183,27 @@ class StreamEvents:
             return None
 
     async def _body(
-        self, stream_id: str, first: Event | None, events: AsyncIterator[Event]
+        self, stream_id: str, first: list[Event], events: Subscription
     ) -> AsyncIterator[bytes]:
-        yield b"retry: %d\n\n" % self.retry_ms
-        if first is not None:
-            yield encode_sse(first)
-            if first.type == STREAM_END:
-                return
+        """The response body: the ``retry:`` hint with the first batch, then one chunk
+        per batch until ``stream.end``. A long batch (a replay) goes out in chunks of
+        :data:`CHUNK_EVENTS` events, each sent (and flow-controlled) before the next is
+        encoded."""
+        encode = self._encoder.encode
+        head = b"retry: %d\n\n" % self.retry_ms
+        batch = first
         try:
-            async for event in events:
-                yield encode_sse(event)
-                if event.type == STREAM_END:
-                    return
+            if not batch:
+                yield head
+            while batch:
+                shared = events.from_log
+                for i in range(0, len(batch), CHUNK_EVENTS):
+                    piece = batch if len(batch) <= CHUNK_EVENTS else batch[i : i + CHUNK_EVENTS]
+                    chunk = encode(piece, shared=shared)
+                    if head:
+                        chunk, head = head + chunk, b""
+                    yield chunk
+                batch = await events.next_batch()  # [] after stream.end
         except SubscriberLagged as exc:
             # The client reconnects with its Last-Event-ID and gets the answer (410) then.
             logger.warning("SSE subscriber of %s lagged: %s", stream_id, exc)

@@ -496,14 +496,15 @@ async def test_shutdown_gives_live_turns_the_grace_then_cancels_keeping_partial_
         session = rt.new_session()
         stream_id = await rt.start_turn(session.session_id, "long job")
         await reached.wait()
-    # The store is closed now; read what the final save wrote.
-    saved = store.sessions[session.session_id]
-    assert saved["active_stream_id"] is None
-    contents = [m.get("content") for m in saved["messages"]]
+    # The store is closed now; read what the final save wrote through the backend's
+    # own read hooks (the public methods refuse a closed store).
+    saved = await store._load(session.session_id)
+    assert saved.active_stream_id is None
+    contents = [m.get("content") for m in saved.messages]
     assert contents[0] == "long job"
     assert "kept " in contents
-    assert sum(1 for m in saved["messages"] if m.get("type") == "cancelled") == 1
-    events: list[Event] = store.events[(session.session_id, stream_id)]
+    assert sum(1 for m in saved.messages if m.get("type") == "cancelled") == 1
+    events: list[Event] = await store._load_events(session.session_id, stream_id, 0)
     assert [e.type for e in events[-2:]] == ["cancelled", "stream.end"]
 
 
