@@ -32,16 +32,17 @@ from typing import Any, Generic, TypeVar
 import anyio
 import anyio.to_thread
 
-try:
-    from sniffio import current_async_library
-except ImportError:  # pragma: no cover - trio depends on sniffio: without it, only asyncio
-
-    def current_async_library() -> str:
-        """The running async library: ``"asyncio"`` (trio needs sniffio installed)."""
-        return "asyncio"
-
-
 __all__ = ["IDLE_EXIT", "IOThread"]
+
+
+def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The running asyncio loop, or ``None`` on another backend (trio has no running
+    asyncio loop). Checked directly: anyio no longer installs sniffio."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
 
 T = TypeVar("T")
 
@@ -87,9 +88,10 @@ class IOThread:
         The call always completes: a cancelled caller waits for it, then the
         cancellation propagates.
         """
-        if self._in_flight or self._closed or current_async_library() != "asyncio":
+        loop = None if self._in_flight or self._closed else _asyncio_loop()
+        if loop is None:
             return await anyio.to_thread.run_sync(fn, *args)
-        job = _Job(asyncio.get_running_loop(), fn, args)
+        job = _Job(loop, fn, args)
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
