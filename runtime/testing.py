@@ -123,8 +123,9 @@ class StoreCheck(Protocol):
 
     __name__: str
 
-    def __call__(self, factory: StoreFactory, *, reopen: Reopen | None = None) -> Awaitable[None]:
-        ...
+    def __call__(
+        self, factory: StoreFactory, *, reopen: Reopen | None = None
+    ) -> Awaitable[None]: ...
 
 
 # -- assertion helpers (no pytest here: users run these under any framework) ------------
@@ -188,8 +189,7 @@ class _Stores:
         store = await self._stack.enter_async_context(self._factory())
         _require(
             (await store.recover())["scanned"] == 0,
-            f"factory() must give a store on empty backing data; {store!r} already holds "
-            "sessions",
+            f"factory() must give a store on empty backing data; {store!r} already holds sessions",
         )
         return store
 
@@ -261,7 +261,7 @@ async def check_save_load_round_trip(
     """
     messages: list[Message] = [
         {"role": "system", "content": "You are terse.", "timestamp": 1_700_000_000.125},
-        {"role": "user", "content": "Ünïcødé, emoji 🚀, quotes \" and \\ and \n newline"},
+        {"role": "user", "content": 'Ünïcødé, emoji 🚀, quotes " and \\ and \n newline'},
         {
             "role": "assistant",
             "content": None,
@@ -806,9 +806,7 @@ async def check_list_pagination(factory: StoreFactory, *, reopen: Reopen | None 
         _equal([len(p.sessions) for p in pages], [5, 5, 5, 5, 3], "page sizes with limit=5")
         got = [s.session_id for p in pages for s in p.sessions]
         _equal(got, expected, "concatenated pages (duplicates or gaps?)")
-        _require(
-            all(s.metadata_only for p in pages for s in p.sessions), "rows are metadata-only"
-        )
+        _require(all(s.metadata_only for p in pages for s in p.sessions), "rows are metadata-only")
         exact = await store.list_sessions(limit=23)
         _equal(len(exact.sessions), 23, "one page with limit=23")
         _equal(exact.next_cursor, None, "next_cursor of an exactly full last page")
@@ -853,9 +851,7 @@ async def check_list_bad_limit_and_cursor(
             )
 
 
-async def check_invalid_session_ids(
-    factory: StoreFactory, *, reopen: Reopen | None = None
-) -> None:
+async def check_invalid_session_ids(factory: StoreFactory, *, reopen: Reopen | None = None) -> None:
     """Ids that break ``[A-Za-z0-9_-]{1,64}`` (``"../x"``, ``""``, 65 chars, ``"a b"``,
     ``"x/y"``, a newline, non-ASCII, non-``str``) raise :class:`~runtime.InvalidSessionId`
     (a ``ValueError``) naming the value, from ``load``, ``load_metadata``, ``save``,
@@ -1228,8 +1224,19 @@ class Run:
 
 #: One step of a script; a plain ``str`` is a :class:`Token`.
 Step = (
-    str | Token | Reasoning | Tool | Reply | AddMessage | SetTitle | Usage | Raise | Sleep
-    | Notify | WaitFor | Run
+    str
+    | Token
+    | Reasoning
+    | Tool
+    | Reply
+    | AddMessage
+    | SetTitle
+    | Usage
+    | Raise
+    | Sleep
+    | Notify
+    | WaitFor
+    | Run
 )
 
 
@@ -1317,8 +1324,19 @@ class ScriptedAgent:
 
 
 _STEP_TYPES = (
-    str, Token, Reasoning, Tool, Reply, AddMessage, SetTitle, Usage, Raise, Sleep, Notify,
-    WaitFor, Run,
+    str,
+    Token,
+    Reasoning,
+    Tool,
+    Reply,
+    AddMessage,
+    SetTitle,
+    Usage,
+    Raise,
+    Sleep,
+    Notify,
+    WaitFor,
+    Run,
 )
 
 

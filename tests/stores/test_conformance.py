@@ -176,9 +176,7 @@ BROKEN: list[tuple[type[MemoryStore], StoreCheck]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("broken", "check"), BROKEN, ids=[cls.__name__ for cls, _ in BROKEN]
-)
+@pytest.mark.parametrize(("broken", "check"), BROKEN, ids=[cls.__name__ for cls, _ in BROKEN])
 async def test_check_catches_broken_backend(broken: type[MemoryStore], check: StoreCheck) -> None:
     with pytest.raises(AssertionError):
         await check(broken)
@@ -250,6 +248,4 @@ async def test_reopen_catches_what_one_instance_cannot() -> None:
     branch (``reopen``) of the check exposes them."""
     await check_skip_index_save_is_durable(CheckpointsNotDurable)
     with pytest.raises(AssertionError, match="after restart"):
-        await check_skip_index_save_is_durable(
-            CheckpointsNotDurable, reopen=_restart_keeping_dicts
-        )
+        await check_skip_index_save_is_durable(CheckpointsNotDurable, reopen=_restart_keeping_dicts)
