@@ -6,6 +6,8 @@ from typing import Any, Final
 
 import orjson
 
+from ._json import kept
+
 __all__ = ["EVENT_TYPES", "TERMINAL_TYPES", "Event", "encode_sse"]
 
 STREAM_STARTED: Final = "stream.started"
@@ -85,9 +87,7 @@ class Event:
         """
         encoded = self._json
         if encoded is None:
-            # Copied to its size: orjson 3.13 returns bytes that keep its whole output
-            # buffer (>= 4 KiB), and this one is kept for as long as the event.
-            encoded = self._json = memoryview(orjson.dumps(self.to_dict())).tobytes()
+            encoded = self._json = kept(orjson.dumps(self.to_dict()))
         return encoded
 
     def to_dict(self) -> dict[str, Any]:

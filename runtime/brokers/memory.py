@@ -158,7 +158,7 @@ class EventLog:
             wakeup.set()
 
     def _cool(self) -> None:
-        """Move the older half of the hot events to the compact window."""
+        """Move the older half of the hot events to the columns."""
         hot = self._hot
         n = len(hot) // 2
         self._cold.extend(hot[:n])

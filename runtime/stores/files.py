@@ -37,6 +37,7 @@ import orjson
 from .._config import default_root
 from .._events import Event
 from .._exceptions import InvalidSessionId, StoreError, StoreLocked
+from .._json import kept
 from .._session import META_FIELDS, Session
 from . import _fileio as fio
 from ._file_index import SessionIndex
@@ -68,16 +69,6 @@ _META_KEYS = tuple(k for k in META_FIELDS if k != "updated_at")
 
 def _meta(session: Session) -> dict[str, Any]:
     return {k: getattr(session, k) for k in _META_KEYS}
-
-
-def _kept(encoded: bytes) -> bytes:
-    """A right-sized copy of orjson output that is kept beyond the call.
-
-    orjson (3.12+) returns ``bytes`` that keep its whole output buffer: at least
-    4 KiB, 16 KiB for a 1.2 KB message. Held per cached session that is megabytes
-    per thousand sessions; the copy holds the JSON's own length.
-    """
-    return memoryview(encoded).tobytes()
 
 
 @dataclass(slots=True)
@@ -249,8 +240,8 @@ class FileStore(Store):
         durable = _Durable(
             gen=gen,
             count=len(messages),
-            last=_kept(orjson.dumps(messages[-1])) if messages else None,
-            meta=_kept(orjson.dumps({k: d.get(k) for k in _META_KEYS})),
+            last=kept(orjson.dumps(messages[-1])) if messages else None,
+            meta=kept(orjson.dumps({k: d.get(k) for k in _META_KEYS})),
             row=row,
             bak_count=None if bak is None else len(bak["messages"]),
             # a torn tail (crash mid-append) forces the next save to compact: an append
@@ -335,7 +326,7 @@ class FileStore(Store):
         meta_bytes = orjson.dumps(meta)
         if meta_bytes != d.meta:
             rec["meta"] = meta
-            meta_bytes = _kept(meta_bytes)
+            meta_bytes = kept(meta_bytes)
         else:
             meta_bytes = d.meta
         if events:
@@ -347,7 +338,7 @@ class FileStore(Store):
         after = _Durable(
             gen=d.gen,
             count=n,
-            last=_kept(encoded[-1]) if encoded else d.last if n else None,
+            last=kept(encoded[-1]) if encoded else d.last if n else None,
             meta=meta_bytes,
             row=row,
             bak_count=d.bak_count,
@@ -447,8 +438,8 @@ class FileStore(Store):
         self._durable[sid] = _Durable(
             gen=gen,
             count=len(messages),
-            last=_kept(orjson.dumps(messages[-1])) if messages else None,
-            meta=_kept(orjson.dumps(meta)),
+            last=kept(orjson.dumps(messages[-1])) if messages else None,
+            meta=kept(orjson.dumps(meta)),
             row=row,
             bak_count=bak_count,
             journal_bytes=0,

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from .._events import Event
+from .._json import kept
 from .._session import Session
 from .abc import RecoveryReport, Store, StoredInfo, not_found, page_after, sort_key, visible_in_list
 
@@ -28,9 +29,7 @@ class Stored:
     )
 
     def __init__(self, session: Session) -> None:
-        # A tight copy: keeping orjson's own (over-allocated, shrunk) buffers alive by
-        # the thousand fragments the C heap (see runtime.brokers.memory).
-        self.blob = bytes(memoryview(orjson.dumps(session.to_dict())))
+        self.blob = kept(orjson.dumps(session.to_dict()))
         self.message_count = session.message_count
         self.title = session.title
         self.updated_at = session.updated_at
