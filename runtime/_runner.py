@@ -335,11 +335,10 @@ def _outcome_messages(turn: Turn, outcome: str, error: BaseException | None) -> 
     if outcome == "done":
         turn._finish_draft()
         return []
-    text, partial = turn._take_draft()
-    if text is not None and partial is None:
-        turn._session.messages.append(
-            {"role": "assistant", "content": text, "_partial": True, "timestamp": _now()}
-        )
+    # Keep the whole draft as one _partial message: a checkpoint may have materialised
+    # an earlier prefix of it, which must now carry the text streamed since.
+    turn.materialize_partial()
+    turn._take_draft()
     marker: Message
     if outcome == "cancelled":
         marker = {

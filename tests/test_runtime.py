@@ -471,3 +471,42 @@ async def test_runtime_prunes_routes_in_background_never_sessions(tmp_path: Path
                 await anyio.sleep(0.01)
         assert await table.get(fresh.session_key) is not None
         assert (await rt.get_session(s.session_id)).message_count > 0
+
+
+@pytest.mark.parametrize("ending", ["cancel", "error", "shutdown"])
+async def test_text_streamed_after_the_last_checkpoint_is_kept(
+    ending: str, tmp_path: Path
+) -> None:
+    """Once a checkpoint has saved the draft as a ``_partial`` message, every ending
+    (cancel, agent error, shutdown) still keeps the text streamed after it."""
+    store = FileStore(tmp_path)
+    checkpointed, more_sent = anyio.Event(), anyio.Event()
+
+    async def agent(turn: Turn) -> None:
+        async with turn.tool("t") as call:  # activity, so a checkpoint fires
+            call.result = "ok"
+        await turn.token("Part one, ")
+        await checkpointed.wait()
+        await turn.token("part two.")
+        more_sent.set()
+        if ending == "error":
+            raise RuntimeError("model went away")
+        await anyio.sleep(60)
+
+    async with Runtime(store, agent, checkpoint_interval=INTERVAL, shutdown_grace=0.01) as rt:
+        s = rt.new_session()
+        stream_id = await rt.start_turn(s.session_id, "go")
+        with anyio.fail_after(5):
+            while not any(m.get("_partial") for m in (await store.load(s.session_id)).messages):
+                await anyio.sleep(INTERVAL)
+        checkpointed.set()
+        await more_sent.wait()
+        if ending == "cancel":
+            await rt.cancel(stream_id)
+        if ending != "shutdown":
+            await rt.wait_stream(stream_id)
+    async with FileStore(tmp_path) as reopened:
+        final = await reopened.load(s.session_id)
+    partial = [m for m in final.messages if m.get("_partial")]
+    assert [m["content"] for m in partial] == ["Part one, part two."]
+    assert final.active_stream_id is None
