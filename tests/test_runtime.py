@@ -474,9 +474,7 @@ async def test_runtime_prunes_routes_in_background_never_sessions(tmp_path: Path
 
 
 @pytest.mark.parametrize("ending", ["cancel", "error", "shutdown"])
-async def test_text_streamed_after_the_last_checkpoint_is_kept(
-    ending: str, tmp_path: Path
-) -> None:
+async def test_text_streamed_after_the_last_checkpoint_is_kept(ending: str, tmp_path: Path) -> None:
     """Once a checkpoint has saved the draft as a ``_partial`` message, every ending
     (cancel, agent error, shutdown) still keeps the text streamed after it."""
     store = FileStore(tmp_path)
@@ -510,3 +508,98 @@ async def test_text_streamed_after_the_last_checkpoint_is_kept(
     partial = [m for m in final.messages if m.get("_partial")]
     assert [m["content"] for m in partial] == ["Part one, part two."]
     assert final.active_stream_id is None
+
+
+class _Opaque:
+    pass
+
+
+def _deep(depth: int) -> Any:
+    value: Any = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("message", "field"),
+    [
+        ({"role": "assistant", "content": _Opaque()}, "'content'"),
+        ({"role": "assistant", "content": "x", "meta": {1: "int key"}}, "'meta'"),
+        ({"role": "assistant", "content": "lone \ud800 surrogate"}, "'content'"),
+        ({"role": "assistant", "content": _deep(100_000)}, "'content'"),
+    ],
+    ids=["object", "int-key", "lone-surrogate", "deep-nesting"],
+)
+async def test_add_message_refuses_what_json_cannot_carry_and_keeps_the_turn(
+    message: dict[str, Any], field: str, tmp_path: Path
+) -> None:
+    """A message that cannot be encoded is refused at ``add_message`` (naming the
+    field); everything else of the turn is saved and the turn ends ``done``."""
+    caught: list[BaseException] = []
+
+    async def agent(turn: Turn) -> None:
+        async with turn.tool("t") as call:
+            call.result = {"ok": True}
+        try:
+            await turn.add_message(message)
+        except TypeError as exc:
+            caught.append(exc)
+        await turn.token("bad token \udfff?")  # refused too
+        await turn.reply("still here")
+
+    async with Runtime(FileStore(tmp_path), agent) as rt:
+        s = rt.new_session()
+        events = await collect(rt, await rt.start_turn(s.session_id, "go"))
+        full = await rt.get_session(s.session_id)
+    assert len(caught) == 1 and field in str(caught[0])
+    assert [e.type for e in events][-2:] == ["error", "stream.end"]  # the bad token
+    contents = [m.get("content") for m in full.messages]
+    assert contents[0] == "go"
+    assert '{"ok":true}' in contents
+    assert not any(m.get("meta") for m in full.messages)
+
+
+async def test_tool_results_json_cannot_carry_are_stored_as_text(tmp_path: Path) -> None:
+    async def agent(turn: Turn) -> None:
+        async with turn.tool("a") as call:
+            call.result = {1: _Opaque()}
+        async with turn.tool("b") as call:
+            call.result = "lone \ud800"
+        await turn.reply("done")
+
+    async with Runtime(FileStore(tmp_path), agent) as rt:
+        s = rt.new_session()
+        events = await collect(rt, await rt.start_turn(s.session_id, "go"))
+        full = await rt.get_session(s.session_id)
+    assert events[-2].type == "done"
+    tool_messages = [m for m in full.messages if m["role"] == "tool"]
+    assert tool_messages[0]["content"].startswith('{"1":"<')
+    assert tool_messages[1]["content"] == "lone \\ud800"
+
+
+async def test_checkpoint_reports_the_messages_its_save_persisted() -> None:
+    """The agent appends while a slow save runs; the ``checkpoint`` event counts only
+    what that save wrote."""
+    written: list[int] = []
+
+    class SlowStore(MemoryStore):
+        async def _write(
+            self, session: Session, *, skip_index: bool, backup: bool, events: Sequence[Event]
+        ) -> None:
+            await super()._write(session, skip_index=skip_index, backup=backup, events=events)
+            if skip_index:
+                written.append(len(session.messages))
+                await anyio.sleep(INTERVAL * 2)
+
+    async def agent(turn: Turn) -> None:
+        for i in range(30):
+            await turn.add_message({"role": "assistant", "content": f"m{i}"})
+            await anyio.sleep(INTERVAL / 5)
+
+    async with Runtime(SlowStore(), agent, checkpoint_interval=INTERVAL) as rt:
+        s = rt.new_session()
+        events = await collect(rt, await rt.start_turn(s.session_id, "go"))
+    reported = [e.data["messages"] for e in events if e.type == "checkpoint"]
+    assert reported, "no checkpoint happened"
+    assert reported == written[: len(reported)]
