@@ -133,16 +133,46 @@ async def test_checkpoint_fires_on_activity_with_skip_index() -> None:
 async def test_checkpoint_stays_quiet_without_activity() -> None:
     store = SpyStore()
 
-    async def tokens_only(turn: Turn) -> None:
-        for word in ("a ", "b ", "c"):
-            await turn.token(word)
-            await anyio.sleep(INTERVAL * 3)
+    async def idle(turn: Turn) -> None:
+        await turn.reasoning("thinking")  # reasoning is not stored: no progress to save
+        await anyio.sleep(INTERVAL * 6)
 
-    async with Runtime(store, tokens_only, checkpoint_interval=INTERVAL) as rt:
+    async with Runtime(store, idle, checkpoint_interval=INTERVAL) as rt:
         s = rt.new_session()
         events = await collect(rt, await rt.start_turn(s.session_id, "go"))
     assert not [e for e in events if e.type == "checkpoint"]
     assert [save["skip_index"] for save in store.saves] == [False, False]
+
+
+async def test_streamed_text_alone_is_checkpointed_as_partial() -> None:
+    """An answer without tool calls or messages (an LLM streaming text) is progress:
+    checkpoints persist it as the ``_partial`` message while it streams."""
+    store = SpyStore()
+    streamed = anyio.Event()
+    release = anyio.Event()
+
+    async def tokens_only(turn: Turn) -> None:
+        await turn.token("a ")
+        await turn.token("b ")
+        streamed.set()
+        await release.wait()
+        await turn.reply("c")
+
+    async with Runtime(store, tokens_only, checkpoint_interval=INTERVAL) as rt:
+        s = rt.new_session()
+        stream_id = await rt.start_turn(s.session_id, "go")
+        await streamed.wait()
+        with anyio.fail_after(5):
+            while not [m for m in (await store.load(s.session_id)).messages if m.get("_partial")]:
+                await anyio.sleep(INTERVAL)
+        stored = await store.load(s.session_id)
+        assert stored.messages[-1]["content"] == "a b "
+        release.set()
+        events = await collect(rt, stream_id)
+        final = await store.load(s.session_id)
+    checkpoints = [e for e in events if e.type == "checkpoint"]
+    assert len(checkpoints) == 1  # nothing new after it until the final save
+    assert [m["content"] for m in final.messages] == ["go", "a b c"]
 
 
 async def test_checkpoint_persists_streamed_partial_text() -> None:
