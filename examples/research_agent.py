@@ -297,8 +297,10 @@ class _Steps:
             await anyio.sleep(self.delay)
         self.calls += 1
         async with self.turn.tool(name, args) as call:
-            result = await anyio.to_thread.run_sync(fn) if blocking else fn()
-            call.result = result
+            call.result = await anyio.to_thread.run_sync(fn) if blocking else fn()
+        if call.exception is not None:  # the tool message holds the error; end the turn
+            raise call.exception
+        result: Json = call.result
         return result
 
 

@@ -8,6 +8,8 @@ Optional parts (HTTP server, terminal UI) live behind extras and are not importe
 from __future__ import annotations
 
 from ._events import Event as Event
+from ._events import EventType as EventType
+from ._events import Outcome as Outcome
 from ._exceptions import AgentLoadError as AgentLoadError
 from ._exceptions import CorruptSession as CorruptSession
 from ._exceptions import EmptyOverwriteRefused as EmptyOverwriteRefused
@@ -29,6 +31,7 @@ from ._runner import Turn as Turn
 from ._runtime import Runtime as Runtime
 from ._session import Message as Message
 from ._session import Session as Session
+from ._transcript import model_messages as model_messages
 from .stores.abc import RecoveryReport as RecoveryReport
 from .stores.abc import SessionPage as SessionPage
 from .stores.abc import Store as Store
@@ -44,6 +47,7 @@ __all__ = [
     "EmptyOverwriteRefused",
     "Error",
     "Event",
+    "EventType",
     "FileStore",
     "InvalidCursor",
     "InvalidSessionId",
@@ -51,6 +55,7 @@ __all__ = [
     "Message",
     "MetadataOnlyError",
     "MetadataOnlySaveError",
+    "Outcome",
     "RecoveryReport",
     "Runtime",
     "Session",
@@ -65,4 +70,5 @@ __all__ = [
     "SubscriberLagged",
     "ToolCall",
     "Turn",
+    "model_messages",
 ]

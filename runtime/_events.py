@@ -2,48 +2,168 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
+from enum import StrEnum
+from typing import Any, Final, Literal, TypedDict
 
 import orjson
 
 from ._json import kept
 
-__all__ = ["EVENT_TYPES", "TERMINAL_TYPES", "Event", "encode_sse"]
+__all__ = [
+    "EVENT_TYPES",
+    "TERMINAL_TYPES",
+    "CancelledData",
+    "CheckpointData",
+    "DoneData",
+    "ErrorData",
+    "Event",
+    "EventType",
+    "MessageData",
+    "Outcome",
+    "StreamEndData",
+    "StreamStartedData",
+    "TextData",
+    "TitleData",
+    "ToolCompletedData",
+    "ToolStartedData",
+    "UsageData",
+    "encode_sse",
+]
 
-STREAM_STARTED: Final = "stream.started"
-TOKEN: Final = "token"
-REASONING: Final = "reasoning"
-TOOL_STARTED: Final = "tool.started"
-TOOL_COMPLETED: Final = "tool.completed"
-MESSAGE: Final = "message"
-CHECKPOINT: Final = "checkpoint"
-TITLE: Final = "title"
-USAGE: Final = "usage"
-ERROR: Final = "error"
-CANCELLED: Final = "cancelled"
-DONE: Final = "done"
-STREAM_END: Final = "stream.end"
 
-#: Every event type, in the order a turn usually emits them.
-EVENT_TYPES: Final = frozenset(
-    {
-        STREAM_STARTED,
-        TOKEN,
-        REASONING,
-        TOOL_STARTED,
-        TOOL_COMPLETED,
-        MESSAGE,
-        CHECKPOINT,
-        TITLE,
-        USAGE,
-        ERROR,
-        CANCELLED,
-        DONE,
-        STREAM_END,
-    }
-)
+class EventType(StrEnum):
+    """The type of an event (``Event.type``); each member is equal to its string."""
+
+    STREAM_STARTED = "stream.started"
+    TOKEN = "token"
+    REASONING = "reasoning"
+    TOOL_STARTED = "tool.started"
+    TOOL_COMPLETED = "tool.completed"
+    MESSAGE = "message"
+    CHECKPOINT = "checkpoint"
+    TITLE = "title"
+    USAGE = "usage"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+    DONE = "done"
+    STREAM_END = "stream.end"
+
+
+#: How a turn ended: the ``outcome`` of ``stream.end``.
+Outcome = Literal["done", "error", "cancelled"]
+
+STREAM_STARTED: Final = EventType.STREAM_STARTED
+TOKEN: Final = EventType.TOKEN
+REASONING: Final = EventType.REASONING
+TOOL_STARTED: Final = EventType.TOOL_STARTED
+TOOL_COMPLETED: Final = EventType.TOOL_COMPLETED
+MESSAGE: Final = EventType.MESSAGE
+CHECKPOINT: Final = EventType.CHECKPOINT
+TITLE: Final = EventType.TITLE
+USAGE: Final = EventType.USAGE
+ERROR: Final = EventType.ERROR
+CANCELLED: Final = EventType.CANCELLED
+DONE: Final = EventType.DONE
+STREAM_END: Final = EventType.STREAM_END
+
+#: Every event type.
+EVENT_TYPES: Final = frozenset(EventType)
 #: The event that ends a turn's work; ``stream.end`` always follows it.
 TERMINAL_TYPES: Final = frozenset({DONE, ERROR, CANCELLED})
+
+
+# -- payloads (``Event.data``) of each type -----------------------------------------------
+
+
+class StreamStartedData(TypedDict):
+    """``stream.started``: the user's message and when the turn was accepted (epoch s)."""
+
+    user_message: str
+    pending_started_at: float
+
+
+class TextData(TypedDict):
+    """``token`` and ``reasoning``: a piece of streamed text."""
+
+    text: str
+
+
+class ToolStartedData(TypedDict):
+    """``tool.started``: the call id (the model's when it gave one), the tool's name and
+    its arguments (the parsed JSON object, or the raw string when it is not one)."""
+
+    call_id: str
+    name: str
+    arguments: dict[str, Any] | str
+
+
+class ToolCompletedData(TypedDict):
+    """``tool.completed``: the result (``None`` when the call failed), the error text
+    (``None`` on success) and the call's duration in seconds."""
+
+    call_id: str
+    name: str
+    result: Any
+    error: str | None
+    duration_s: float
+
+
+class MessageData(TypedDict):
+    """``message``: a finished chat-completions message of the transcript."""
+
+    message: dict[str, Any]
+
+
+class CheckpointData(TypedDict):
+    """``checkpoint``: the message count and activity counter the save persisted, and
+    the last event seq it made durable."""
+
+    messages: int
+    activity: int
+    persisted_seq: int
+
+
+class TitleData(TypedDict):
+    """``title``: the session's new title."""
+
+    title: str
+
+
+class UsageData(TypedDict, total=False):
+    """``usage``: token counts of one model call (OpenAI's names); other integer counts
+    an agent reports are passed through."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ErrorData(TypedDict, total=False):
+    """``error``: ``type`` is ``agent_error`` (the agent raised; ``error_type`` names the
+    exception class), ``save_failed``, ``save_timeout`` or ``interrupted`` (the process
+    running the stream died)."""
+
+    type: str
+    error_type: str
+    message: str
+
+
+class CancelledData(TypedDict):
+    """``cancelled``: why the turn stopped."""
+
+    reason: str
+
+
+class DoneData(TypedDict):
+    """``done``: the number of messages the final save persisted."""
+
+    messages: int
+
+
+class StreamEndData(TypedDict):
+    """``stream.end``: how the turn ended."""
+
+    outcome: Outcome
 
 
 class Event:
@@ -52,7 +172,8 @@ class Event:
     :ivar seq: position in the stream, 1, 2, 3 … without gaps.
     :ivar stream_id: the stream (one turn).
     :ivar session_id: the session the turn belongs to.
-    :ivar type: one of :data:`EVENT_TYPES`.
+    :ivar type: an :class:`EventType` (a ``str``; events read back from a store carry
+        the plain string, which compares equal).
     :ivar data: a JSON-ready dict.
     :ivar ts: when it was published, epoch seconds.
     """

@@ -13,9 +13,9 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.lowlevel
@@ -23,7 +23,9 @@ import orjson
 
 from . import _events as ev
 from ._events import Event
+from ._json import check_json_ready
 from ._session import Message, Session
+from ._transcript import model_messages as to_model_messages
 from .brokers.memory import EventLog
 from .stores.abc import Store
 
@@ -45,32 +47,143 @@ def _now() -> float:
 
 
 class ToolCall:
-    """A tool call in progress, from ``async with turn.tool(name, arguments) as call``.
+    """One tool call of a turn, from :meth:`Turn.tool` or :meth:`Turn.start_tool`.
 
-    Set :attr:`result` (any JSON-serialisable value; a ``str`` is used as is) before
-    the block ends. ``call_id`` is the OpenAI ``tool_calls[].id``.
+    Inside ``async with turn.tool(...) as call`` set :attr:`result` before the block
+    ends; a call from :meth:`Turn.start_tool` ends with :meth:`finish` or :meth:`fail`.
+
+    :ivar call_id: the OpenAI ``tool_calls[].id``: the model's id when the agent passed
+        one, otherwise ``"call_"`` and 24 hex digits.
+    :ivar name: the tool's name.
+    :ivar arguments: the arguments as a dict, or the raw string the model sent when it
+        is not a JSON object (the transcript keeps that string as it was).
+    :ivar result: the tool's result: a ``str`` is the tool message's content as is, any
+        other value is sent as its JSON.
+    :ivar error: ``None``, or the error text once the call failed
+        (``"ValueError: ..."``, ``"cancelled"``).
+    :ivar exception: the exception that failed the call, if any.
     """
 
-    __slots__ = ("arguments", "call_id", "name", "result")
+    __slots__ = (
+        "_done",
+        "_group",
+        "_started",
+        "_turn",
+        "arguments",
+        "call_id",
+        "error",
+        "exception",
+        "name",
+        "result",
+    )
 
-    def __init__(self, name: str, arguments: dict[str, Any]) -> None:
-        self.call_id = "call_" + uuid.uuid4().hex[:24]
+    def __init__(
+        self, turn: Turn, name: str, arguments: dict[str, Any] | str, call_id: str
+    ) -> None:
+        self.call_id = call_id
         self.name = name
         self.arguments = arguments
         self.result: Any = None
+        self.error: str | None = None
+        self.exception: BaseException | None = None
+        self._turn = turn
+        self._group: _ToolGroup | None = None
+        self._started = time.monotonic()
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        """True once the call has completed (its ``tool.completed`` is published)."""
+        return self._done
+
+    async def finish(self, result: Any = None) -> None:
+        """Complete the call with ``result`` (see :attr:`result`); emits ``tool.completed``.
+
+        :raises RuntimeError: if the call has already completed.
+        """
+        self.result = result
+        self._complete(None)
+        await self._turn._yield_now_and_then()
+
+    async def fail(self, error: BaseException | str) -> None:
+        """Complete the call as failed; the tool message says ``"Error: <error>"`` so
+        the model can read what went wrong; emits ``tool.completed`` with ``error``.
+
+        :raises RuntimeError: if the call has already completed.
+        """
+        self._complete(error)
+        await self._turn._yield_now_and_then()
+
+    def _complete(self, error: BaseException | str | None) -> None:
+        if self._done:
+            raise RuntimeError(f"tool call {self.call_id!r} ({self.name}) has already completed")
+        self._done = True
+        if isinstance(error, BaseException):
+            self.exception = error
+            cancelled = isinstance(error, anyio.get_cancelled_exc_class())
+            self.error = "cancelled" if cancelled else f"{type(error).__name__}: {error}"
+        elif error is not None:
+            self.error = str(error)
+        self._turn._tool_completed(self, time.monotonic() - self._started)
+
+    def __repr__(self) -> str:
+        state = "failed" if self.error is not None else "done" if self._done else "running"
+        return f"ToolCall({self.call_id!r}, {self.name!r}, {state})"
+
+
+class _ToolGroup:
+    """Tool calls made together: one assistant message whose ``tool_calls`` lists them,
+    and their tool messages, held until the last call completes and then appended in
+    the order of ``tool_calls`` (the Chat Completions API requires that order)."""
+
+    __slots__ = ("calls", "message", "results")
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+        self.calls: list[ToolCall] = []
+        self.results: dict[str, Message] = {}
+
+    @property
+    def running(self) -> list[ToolCall]:
+        return [call for call in self.calls if not call.done]
+
+
+def _call_arguments(name: str, arguments: object) -> tuple[dict[str, Any] | str, str]:
+    """(arguments as kept on the call, the JSON string of ``function.arguments``).
+
+    :raises TypeError: if ``arguments`` is not a mapping, a string or ``None``, or is
+        not JSON-ready.
+    """
+    if arguments is None:
+        return {}, "{}"
+    if isinstance(arguments, str):
+        try:
+            parsed = orjson.loads(arguments)
+        except orjson.JSONDecodeError:
+            return arguments, arguments
+        return (parsed if isinstance(parsed, dict) else arguments), arguments
+    if not isinstance(arguments, Mapping):
+        raise TypeError(
+            f"invalid arguments {arguments!r} of tool call {name!r}: must be a dict, "
+            "a JSON string or None"
+        )
+    args = dict(arguments)
+    check_json_ready(args, f"argument of tool call {name!r}:")
+    return args, orjson.dumps(args).decode()
 
 
 class Turn:
     """What an agent gets for one turn: the conversation so far and the ways to emit.
 
-    Every emitting method is a coroutine; call it from the agent's task only. After
+    Every emitting method is a coroutine; call it from the agent's tasks only. After
     the turn has ended they raise :class:`RuntimeError`.
 
     :ivar session_id: the session.
     :ivar stream_id: this turn's stream.
     :ivar user_message: the user's text for this turn.
-    :ivar history: the session's messages before this turn (a list of message dicts;
-        treat as read-only).
+    :ivar history: the session's messages before this turn, as stored (a list of
+        message dicts with private keys; treat as read-only). To send the conversation
+        to a model use :meth:`model_messages`.
     :ivar title: the session title when the turn started.
     """
 
@@ -85,32 +198,56 @@ class Turn:
         self._session = session
         self._log = log
         self._draft: list[str] = []
+        self._draft_version = 0  # counts tokens, so checkpoints see streamed text
         self._partial: Message | None = None  # the draft as materialised in the messages
-        self._open_calls: dict[str, ToolCall] = {}
+        self._group: _ToolGroup | None = None
+        self._call_ids: set[str] = set()
         self._since_yield = 0
-        self.activity = 0
-        self.closed = False
+        self._activity = 0
+        self._closed = False
+        self._first = len(session.messages)  # where this turn's messages start
 
     # -- internals shared with the runner ---------------------------------------------
 
-    async def _emit(self, type: str, data: dict[str, Any]) -> Event:
-        if self.closed:
+    def _publish(self, type: str, data: Mapping[str, Any]) -> Event:
+        """Publish at once (no await): data that is not JSON-ready raises here,
+        before the caller has changed anything it would have to undo."""
+        if self._closed:
             raise RuntimeError(f"turn {self.stream_id!r} has ended; cannot emit {type!r}")
-        event = self._log.publish(type, data)
+        return self._log.publish(type, cast("dict[str, Any]", data))
+
+    async def _yield_now_and_then(self) -> None:
         self._since_yield += 1
         if self._since_yield >= _YIELD_EVERY:
             self._since_yield = 0
             await anyio.lowlevel.checkpoint()
+
+    async def _emit(self, type: str, data: Mapping[str, Any]) -> Event:
+        event = self._publish(type, data)
+        await self._yield_now_and_then()
         return event
 
     def _append(self, message: Message) -> None:
         self._session.messages.append(message)
-        self.activity += 1
+        self._activity += 1
 
-    def materialize_partial(self) -> None:
+    def _running_calls(self) -> list[ToolCall]:
+        return [] if self._group is None else self._group.running
+
+    def _refuse_while_calls_run(self, what: str) -> None:
+        running = self._running_calls()
+        if running:
+            ids = ", ".join(call.call_id for call in running)
+            raise RuntimeError(
+                f"cannot {what} while tool calls {ids} are running: their results must "
+                "directly follow the assistant message that made them"
+            )
+
+    def _materialize_partial(self) -> None:
         """Write the streamed-but-unfinished assistant text into the messages as one
-        ``_partial`` message, so a checkpoint persists it (hermes-webui issue #765)."""
-        if not self._draft:
+        ``_partial`` message, so a checkpoint persists it (hermes-webui issue #765).
+        Not while tool calls run: nothing may come between their call and results."""
+        if not self._draft or self._running_calls():
             return
         text = "".join(self._draft)
         if self._partial is None:
@@ -144,7 +281,7 @@ class Turn:
             partial["content"] = text
             if extra:
                 partial.update(extra)
-            self.activity += 1
+            self._activity += 1
             return partial
         message: Message = {"role": "assistant", "content": text, "timestamp": _now()}
         if extra:
@@ -152,15 +289,67 @@ class Turn:
         self._append(message)
         return message
 
+    def _end_running_calls(self, reason: str) -> None:
+        """Fail the calls still running when the turn ends, so each gets its result."""
+        for call in self._running_calls():
+            call._complete(reason)
+
+    def _tool_completed(self, call: ToolCall, duration: float) -> None:
+        group = call._group
+        assert group is not None
+        result, content = _tool_result(call.result)
+        message: Message = {
+            "role": "tool",
+            "tool_call_id": call.call_id,
+            "name": call.name,
+            "content": f"Error: {call.error}" if call.error is not None else content,
+            "timestamp": _now(),
+        }
+        if call.error is not None:
+            message["_error"] = True
+        group.results[call.call_id] = message
+        self._activity += 1
+        if not group.running:  # the group is complete: its results, in call order
+            self._session.messages.extend(group.results[c.call_id] for c in group.calls)
+        # Synchronous publish: this also runs while the block unwinds from a cancellation.
+        if not self._closed:
+            data: ev.ToolCompletedData = {
+                "call_id": call.call_id,
+                "name": call.name,
+                "result": None if call.error is not None else result,
+                "error": call.error,
+                "duration_s": round(duration, 6),
+            }
+            self._log.publish(ev.TOOL_COMPLETED, cast("dict[str, Any]", data))
+
     # -- the agent's API --------------------------------------------------------------
+
+    def model_messages(self) -> list[dict[str, Any]]:
+        """The conversation so far as OpenAI Chat Completions ``messages``, ready to send
+        to a model: the history, this turn's user message and what the turn has
+        finished so far (assistant messages, tool calls with their results), without
+        the text still streaming.
+
+        Rendered by :func:`runtime.model_messages`: private keys stripped, markers and
+        partial output as short notes, every tool call paired with its result.
+        """
+        messages = self._session.messages
+        if self._partial is not None:
+            messages = [m for m in messages if m is not self._partial]
+        return to_model_messages(messages)
 
     async def token(self, text: str) -> None:
         """Stream assistant text (event ``token`` ``{"text"}``); it accumulates into the
-        current assistant message until :meth:`reply` or a tool call finishes it."""
+        current assistant message until :meth:`reply` or a tool call finishes it.
+
+        :raises TypeError: if ``text`` is not a ``str`` or JSON cannot carry it.
+        """
         if not isinstance(text, str):
             raise TypeError(f"token text must be str, not {type(text).__name__}")
+        self._publish(ev.TOKEN, {"text": text})  # refuses text JSON cannot carry
         self._draft.append(text)
-        await self._emit(ev.TOKEN, {"text": text})
+        self._draft_version += 1
+        await self._yield_now_and_then()
 
     async def reasoning(self, text: str) -> None:
         """Stream reasoning text (event ``reasoning`` ``{"text"}``); not stored as a message."""
@@ -168,7 +357,12 @@ class Turn:
 
     async def reply(self, text: str = "") -> Message | None:
         """Stream ``text`` (if any) and finish the current assistant message; emits
-        ``message``. Returns the message, or ``None`` if there was no text at all."""
+        ``message``. Returns the message, or ``None`` if there was no text at all.
+
+        :raises RuntimeError: if there is text to finish while tool calls run.
+        """
+        if text or self._draft:
+            self._refuse_while_calls_run("finish an assistant message")
         if text:
             await self.token(text)
         message = self._finish_draft()
@@ -180,9 +374,15 @@ class Turn:
         """Append any chat-completions message (dict with a ``role``); emits ``message``.
 
         :raises ValueError: if ``message`` is not a dict with a string ``role``.
+        :raises TypeError: if a field is not JSON-ready (orjson's rules: a
+            non-serialisable value, a non-string key, a lone surrogate, nesting deeper
+            than 254); the message names the field and nothing is appended.
+        :raises RuntimeError: while tool calls run.
         """
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise ValueError(f"invalid message {message!r}: must be a dict with a str 'role'")
+        check_json_ready(message, "message")
+        self._refuse_while_calls_run("append a message")
         await self.reply()
         message.setdefault("timestamp", _now())
         self._append(message)
@@ -195,82 +395,137 @@ class Turn:
         """
         if not isinstance(title, str) or not title.strip():
             raise ValueError(f"invalid title {title!r}: must be a non-empty string")
+        await self._emit(ev.TITLE, {"title": title})  # refuses text JSON cannot carry
         self._session.title = title
         self.title = title
-        await self._emit(ev.TITLE, {"title": title})
 
     async def usage(self, **counts: int) -> None:
-        """Report token usage (event ``usage`` with the given counts)."""
+        """Report token usage of a model call (event ``usage``), e.g.
+        ``prompt_tokens=``, ``completion_tokens=``, ``total_tokens=`` (OpenAI's names).
+
+        :raises TypeError: if a count is not an ``int``.
+        """
+        for key, value in counts.items():
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"invalid usage count {key}={value!r}: must be an int")
         await self._emit(ev.USAGE, dict(counts))
 
-    @asynccontextmanager
-    async def tool(
-        self, name: str, arguments: dict[str, Any] | None = None
-    ) -> AsyncIterator[ToolCall]:
-        """Run a tool call: emits ``tool.started`` on entry and ``tool.completed`` on exit
-        (``{call_id, name, result, error, duration_s}``, seconds). The assistant message
-        carrying ``tool_calls`` and the ``role: "tool"`` result message are appended;
-        each advances the activity counter. An exception in the block (cancellation
-        included) is recorded as the tool's error and re-raised.
+    async def start_tool(
+        self,
+        name: str,
+        arguments: Mapping[str, Any] | str | None = None,
+        *,
+        call_id: str | None = None,
+    ) -> ToolCall:
+        """Start a tool call and return it; end it with :meth:`ToolCall.finish` or
+        :meth:`ToolCall.fail`. Emits ``tool.started`` ``{call_id, name, arguments}``.
 
-        :raises ValueError: for an empty name.
+        Calls started while other calls of the turn are still running join their
+        group: the assistant message carrying ``tool_calls`` lists them all, and their
+        tool messages follow it together, in the order the calls started, once the
+        last one completes (however they interleave in time). A call started when no
+        call runs opens a new group, whose assistant message also finishes the text
+        streamed so far. Calls still running when the turn ends fail with
+        ``"cancelled"`` (or ``"the turn ended before the call completed"``).
+
+        :param arguments: a dict (JSON-ready), the JSON string the model sent (kept as
+            it was, even when it is not valid JSON), or ``None`` for ``{}``.
+        :param call_id: the model's tool-call id; a new ``"call_…"`` id when ``None``.
+        :raises ValueError: for an empty name, or a ``call_id`` that is empty or already
+            used in this turn.
+        :raises TypeError: for arguments that are not a dict, a string or ``None``, or
+            not JSON-ready.
         """
         if not isinstance(name, str) or not name:
             raise ValueError(f"invalid tool name {name!r}: must be a non-empty string")
-        args = {} if arguments is None else arguments
-        call = ToolCall(name, args)
+        if call_id is None:
+            call_id = "call_" + uuid.uuid4().hex[:24]
+        elif not isinstance(call_id, str) or not call_id:
+            raise ValueError(f"invalid call_id {call_id!r}: must be a non-empty string")
+        if call_id in self._call_ids:
+            raise ValueError(f"invalid call_id {call_id!r}: already used in this turn")
+        args, encoded = _call_arguments(name, arguments)
+        if self._closed:
+            raise RuntimeError(f"turn {self.stream_id!r} has ended; cannot start a tool call")
         spec = {
-            "id": call.call_id,
+            "id": call_id,
             "type": "function",
-            "function": {"name": name, "arguments": orjson.dumps(args).decode()},
+            "function": {"name": name, "arguments": encoded},
         }
-        message = self._finish_draft({"tool_calls": [spec]}, force=True)
-        assert message is not None
-        await self._emit(
-            ev.TOOL_STARTED, {"call_id": call.call_id, "name": name, "arguments": args}
-        )
-        self._open_calls[call.call_id] = call
-        started = time.monotonic()
-        error: str | None = None
+        group = self._group
+        if group is not None and group.running:
+            group.message["tool_calls"].append(spec)  # still the last message
+            self._activity += 1
+        else:
+            message = self._finish_draft({"tool_calls": [spec]}, force=True)
+            assert message is not None
+            group = self._group = _ToolGroup(message)
+        call = ToolCall(self, name, args, call_id)
+        call._group = group
+        group.calls.append(call)
+        self._call_ids.add(call_id)
+        started: ev.ToolStartedData = {"call_id": call_id, "name": name, "arguments": args}
+        await self._emit(ev.TOOL_STARTED, started)
+        return call
+
+    @asynccontextmanager
+    async def tool(
+        self,
+        name: str,
+        arguments: Mapping[str, Any] | str | None = None,
+        *,
+        call_id: str | None = None,
+    ) -> AsyncIterator[ToolCall]:
+        """Run a tool call as a block: :meth:`start_tool` on entry, and on exit the
+        call completes with ``call.result`` (``tool.completed``
+        ``{call_id, name, result, error, duration_s}``, seconds).
+
+        An :class:`Exception` raised in the block fails the call and is **not**
+        re-raised: the tool message says ``"Error: <type>: <message>"`` so the model
+        can read it and the turn goes on; ``call.error`` and ``call.exception`` tell
+        the agent, which may re-raise ``call.exception`` to end the turn instead.
+        Cancellation (and any other ``BaseException``) fails the call with
+        ``"cancelled"`` and propagates. Several blocks open at once (nested, or in
+        tasks of one task group after each has entered) form one group of parallel
+        calls, see :meth:`start_tool`.
+
+        :raises ValueError, TypeError: as :meth:`start_tool`.
+        """
+        call = await self.start_tool(name, arguments, call_id=call_id)
         try:
             yield call
+        except Exception as exc:
+            if call.done:
+                raise
+            call._complete(exc)
         except BaseException as exc:
-            cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
-            error = "cancelled" if cancelled else f"{type(exc).__name__}: {exc}"
+            if not call.done:
+                call._complete(exc)
             raise
-        finally:
-            del self._open_calls[call.call_id]
-            self._complete_tool(call, error, time.monotonic() - started)
+        else:
+            if not call.done:
+                call._complete(None)
 
-    def _complete_tool(self, call: ToolCall, error: str | None, duration: float) -> None:
-        result = call.result
-        content = (
-            result
-            if isinstance(result, str)
-            else orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
-        )
-        message: Message = {
-            "role": "tool",
-            "tool_call_id": call.call_id,
-            "name": call.name,
-            "content": f"error: {error}" if error is not None else content,
-            "timestamp": _now(),
-        }
-        if error is not None:
-            message["_error"] = True
-        self._append(message)
-        # Synchronous publish: this also runs while the block unwinds from a cancellation.
-        if not self.closed:
-            self._log.publish(
-                ev.TOOL_COMPLETED,
-                {
-                    "call_id": call.call_id,
-                    "name": call.name,
-                    "result": None if error is not None else result,
-                    "error": error,
-                    "duration_s": round(duration, 6),
-                },
-            )
+
+def _tool_result(result: Any) -> tuple[Any, str]:
+    """A tool's result as (event value, message content), both JSON-ready whatever the
+    tool returned: a value JSON cannot carry becomes its best text form, so a bad
+    result never makes the turn unsaveable."""
+    if isinstance(result, str):
+        try:
+            orjson.dumps(result)
+        except TypeError:  # a lone surrogate
+            result = result.encode("utf-8", "backslashreplace").decode()
+        return result, result
+    try:
+        return result, orjson.dumps(result).decode()
+    except TypeError:
+        pass
+    try:
+        content = orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
+    except TypeError:
+        content = repr(result).encode("utf-8", "backslashreplace").decode()[:10_000]
+    return content, content
 
 
 class TurnHandle:
@@ -293,53 +548,61 @@ class TurnHandle:
 
 async def _checkpoint(turn: Turn, store: Store, state: dict[str, int]) -> None:
     """One checkpoint: persist the running session and the new events, then announce it."""
-    turn.materialize_partial()
+    turn._materialize_partial()
     log = turn._log
     up_to = log.last_seq
     events = log.events_between(state["persisted_seq"], up_to)
+    # Counted before the save: the agent goes on appending while it runs, and the
+    # event must not claim messages the save never saw.
+    messages = turn._session.message_count
     await store.save(turn._session, skip_index=True, events=events)
     state["persisted_seq"] = up_to
-    await turn._emit(
-        ev.CHECKPOINT,
-        {
-            "messages": turn._session.message_count,
-            "activity": turn.activity,
-            "persisted_seq": up_to,
-        },
-    )
+    data: ev.CheckpointData = {
+        "messages": messages,
+        "activity": turn._activity,
+        "persisted_seq": up_to,
+    }
+    await turn._emit(ev.CHECKPOINT, data)
 
 
 async def _checkpoint_loop(
     turn: Turn, store: Store, interval: float, stop: anyio.Event, state: dict[str, int]
 ) -> None:
     """The checkpoint coroutine: every ``interval`` seconds, save if the activity
-    counter advanced; exits at once when ``stop`` is set."""
-    saved_activity = 0  # the activity counter starts at 0 with the turn
+    counter advanced or more text was streamed; exits at once when ``stop`` is set.
+
+    Streamed text counts as progress (a departure from the activity counter alone):
+    an LLM answer without tool calls would otherwise never be checkpointed and a
+    crash would lose all of it."""
+    saved = (0, 0)  # the activity counter and the draft version start at 0
     while not stop.is_set():
         with anyio.move_on_after(interval):
             await stop.wait()
         if stop.is_set():
             return
-        if turn.activity == saved_activity:
+        progress = (turn._activity, turn._draft_version)
+        if progress == saved:
             continue
-        saved_activity = turn.activity
+        saved = progress
         try:
             await _checkpoint(turn, store, state)
         except Exception:  # a failed checkpoint is retried at the next tick
             logger.exception("checkpoint of session %s failed", turn.session_id)
-            saved_activity = -1
+            saved = (-1, -1)
 
 
 def _outcome_messages(turn: Turn, outcome: str, error: BaseException | None) -> list[Message]:
     """Messages that record how the turn ended, after the partial output is kept."""
+    turn._end_running_calls(
+        "cancelled" if outcome == "cancelled" else "the turn ended before the call completed"
+    )
     if outcome == "done":
         turn._finish_draft()
         return []
-    text, partial = turn._take_draft()
-    if text is not None and partial is None:
-        turn._session.messages.append(
-            {"role": "assistant", "content": text, "_partial": True, "timestamp": _now()}
-        )
+    # Keep the whole draft as one _partial message: a checkpoint may have materialised
+    # an earlier prefix of it, which must now carry the text streamed since.
+    turn._materialize_partial()
+    turn._take_draft()
     marker: Message
     if outcome == "cancelled":
         marker = {
@@ -419,7 +682,7 @@ async def _final_save(
             {"type": "save_timeout", "message": f"final save exceeded {save_timeout}s"},
             ts,
         )
-    turn.closed = True
+    turn._closed = True
     for event in tail:
         log.append(event)
 

@@ -1145,9 +1145,11 @@ class Tool:
     """Run ``async with turn.tool(name, arguments) as call`` and set ``call.result``.
 
     :ivar error: if set, raised inside the tool block instead (``tool.completed`` then
-        carries the error) and, unless ``catch``, out of the agent.
-    :ivar catch: swallow ``error`` after the block, so the agent carries on as an agent
-        that handles tool failures would.
+        carries the error, the tool message says ``Error: …``) and, unless ``catch``,
+        re-raised out of the agent after the block.
+    :ivar catch: leave ``error`` in the tool message only, so the agent carries on as
+        an LLM tool loop does.
+    :ivar call_id: the model's call id to keep (a new one when ``None``).
     """
 
     name: str
@@ -1155,6 +1157,7 @@ class Tool:
     result: Any = None
     error: Exception | None = None
     catch: bool = False
+    call_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -1251,14 +1254,12 @@ class TurnRecord:
 
 
 async def _play_tool(turn: Turn, step: Tool) -> None:
-    try:
-        async with turn.tool(step.name, dict(step.arguments)) as call:
-            if step.error is not None:
-                raise step.error
-            call.result = copy.deepcopy(step.result)
-    except Exception as exc:
-        if not (step.catch and exc is step.error):
-            raise
+    async with turn.tool(step.name, dict(step.arguments), call_id=step.call_id) as call:
+        if step.error is not None:
+            raise step.error
+        call.result = copy.deepcopy(step.result)
+    if call.exception is not None and not step.catch:
+        raise call.exception
 
 
 async def _play(turn: Turn, step: Step) -> None:

@@ -1,0 +1,115 @@
+"""``runtime.model_messages``: stored transcripts (markers, partial output, recovered
+prompts, unpaired calls) become messages the Chat Completions API accepts, checked by the
+stand-in server's strict validator."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from chat_standin import Invalid, validate_messages
+
+from runtime import model_messages
+
+
+def call(cid: str, name: str = "t") -> dict[str, Any]:
+    return {"id": cid, "type": "function", "function": {"name": name, "arguments": "{}"}}
+
+
+STORED: list[dict[str, Any]] = [
+    {"role": "system", "content": "Be brief.", "timestamp": 0.5},
+    {"role": "user", "content": "q1", "timestamp": 1.0},
+    {"role": "assistant", "content": "Half an ans", "_partial": True, "timestamp": 2.0},
+    {
+        "role": "assistant",
+        "content": "Turn cancelled.",
+        "type": "cancelled",
+        "_cancelled": True,
+        "timestamp": 3.0,
+    },
+    {"role": "user", "content": "q2", "_recovered": True, "timestamp": 4.0},
+    {"role": "assistant", "content": None, "tool_calls": [call("a"), call("b")], "timestamp": 5},
+    {"role": "tool", "tool_call_id": "a", "name": "t", "content": "ra", "timestamp": 6.0},
+    {
+        "role": "assistant",
+        "content": "The previous turn was interrupted because the process stopped.",
+        "_error": True,
+        "type": "interrupted",
+        "interruption_cause": "process_restart",
+        "stream_id": "x.y",
+        "timestamp": 7.0,
+    },
+    {"role": "user", "content": "q3", "timestamp": 8.0},
+    {"role": "tool", "tool_call_id": "zzz", "content": "orphan", "timestamp": 9.0},
+    {
+        "role": "assistant",
+        "content": "Error: ValueError: bad",
+        "_error": True,
+        "type": "error",
+        "error_type": "ValueError",
+        "timestamp": 10.0,
+    },
+]
+
+
+def test_the_stored_transcript_is_refused_by_the_api_as_it_is() -> None:
+    with pytest.raises(Invalid, match="'timestamp' was unexpected"):
+        validate_messages(STORED)
+
+
+def test_model_messages_renders_markers_partial_output_and_pairs_calls() -> None:
+    before = copy.deepcopy(STORED)
+    out = model_messages(STORED)
+    assert before == STORED  # the input is untouched
+    validate_messages(out)
+    assert out == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "q1"},
+        {
+            "role": "assistant",
+            "content": "Half an ans\n\n[This answer was cut off before it was finished.]"
+            "\n\n[The user cancelled this turn.]",
+        },
+        {"role": "user", "content": "q2"},
+        {"role": "assistant", "content": None, "tool_calls": [call("a"), call("b")]},
+        {"role": "tool", "tool_call_id": "a", "content": "ra"},
+        {
+            "role": "tool",
+            "tool_call_id": "b",
+            "content": "[No result: the tool call did not complete.]",
+        },
+        {
+            "role": "assistant",
+            "content": "[This turn was interrupted because the process running it stopped.]",
+        },
+        {"role": "user", "content": "q3"},
+        {"role": "assistant", "content": "[This turn failed with an error: ValueError: bad]"},
+    ]
+
+
+def test_tool_results_out_of_order_in_storage_are_sent_in_call_order() -> None:
+    stored = [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": "", "tool_calls": [call("a"), call("b")]},
+        {"role": "tool", "tool_call_id": "b", "content": "rb"},
+        {"role": "tool", "tool_call_id": "a", "content": "ra"},
+    ]
+    out = model_messages(stored)
+    validate_messages(out)
+    assert [m.get("tool_call_id") for m in out[2:]] == ["a", "b"]
+
+
+def test_empty_assistant_messages_and_unknown_roles_are_left_out() -> None:
+    out = model_messages(
+        [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": ""},
+            {"role": "function", "name": "f", "content": "old API"},
+            {"role": "assistant", "content": "hello", "name": "bot", "timestamp": 1},
+        ]
+    )
+    assert out == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello", "name": "bot"},
+    ]
