@@ -38,6 +38,7 @@ from typing import Any
 
 try:
     import pydantic_core
+    from pydantic_ai import AgentRunResultEvent
     from pydantic_ai import messages as pm
     from pydantic_ai.agent import AbstractAgent
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -115,7 +116,7 @@ class _EventMapper:
                 await self.start(part)
             case pm.FunctionToolResultEvent(part=part) | pm.OutputToolResultEvent(part=part):
                 await self.result(part)
-            case pm.AgentRunResultEvent(result=result):
+            case AgentRunResultEvent(result=result):
                 self.output = result.output
 
     async def start(self, part: pm.ToolCallPart) -> None:

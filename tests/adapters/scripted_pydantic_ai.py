@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 from _support import LOOKUP_ID, LOOKUP_RESULT, WAIT_ID
-from pydantic_ai import Agent
+from pydantic_ai import Agent, ModelRetry
 from pydantic_ai.messages import ModelMessage, ModelRequest, ToolReturnPart, UserPromptPart
 from pydantic_ai.models.function import AgentInfo, DeltaThinkingPart, DeltaToolCall, FunctionModel
 
@@ -75,21 +75,29 @@ def weather_agent(seen: list[list[ModelMessage]]) -> Agent[None, str]:
 
 
 def failing_tool_agent() -> Agent[None, str]:
-    """Calls ``explode``, which raises; then answers with what the model read."""
+    """Calls ``explode``, which asks the model to retry (``ModelRetry``); then answers
+    with what the model read. ``boom`` raises a plain error, which ends pydantic-ai's run."""
 
     async def model(messages: list[ModelMessage], info: AgentInfo) -> Stream:
         returns = tool_returns(messages)
         if returns:
             yield f"The tool said: {returns[0].model_response_str()}"
             return
-        yield {0: DeltaToolCall(name="explode", json_args="{}", tool_call_id="call_boom")}
+        prompt = user_prompts(messages)[-1]
+        name = "boom" if "boom" in prompt else "explode"
+        yield {0: DeltaToolCall(name=name, json_args="{}", tool_call_id=f"call_{name}")}
 
     pa = Agent(FunctionModel(stream_function=model))
 
     @pa.tool_plain
     def explode() -> str:
+        """Always asks for a retry."""
+        raise ModelRetry("the fuse was lit")
+
+    @pa.tool_plain
+    def boom() -> str:
         """Always fails."""
-        raise ValueError("the fuse was lit")
+        raise ValueError("the fuse blew")
 
     return pa
 

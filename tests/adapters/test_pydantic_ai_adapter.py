@@ -95,17 +95,32 @@ async def test_second_turn_hands_the_model_the_session_history(tmp_path: Path) -
     assert [p.content for p in calls if isinstance(p, TextPart)] == [first_answer]
 
 
-async def test_a_tool_that_raises_gives_the_model_the_error(tmp_path: Path) -> None:
+async def test_a_tool_asking_for_a_retry_gives_the_model_the_error(tmp_path: Path) -> None:
     async with Runtime(FileStore(tmp_path), adapt(failing_tool_agent())) as rt:
         session = rt.new_session()
         events = await run_turn(rt, session.session_id, "Light it")
         stored = await rt.get_session(session.session_id)
     assert [e.type for e in events][-2:] == ["done", "stream.end"]
     (completed,) = of_type(events, "tool.completed")
-    assert completed["call_id"] == "call_boom" and "the fuse was lit" in completed["error"]
+    assert completed["call_id"] == "call_explode" and "the fuse was lit" in completed["error"]
     tool_message = next(m for m in stored.messages if m["role"] == "tool")
     assert "the fuse was lit" in tool_message["content"]
     assert "the fuse was lit" in stored.messages[-1]["content"]
+
+
+async def test_a_tool_raising_ends_the_run_as_pydantic_ai_does(tmp_path: Path) -> None:
+    """pydantic-ai re-raises a tool's plain exception: the turn ends with ``error``, and
+    the call still gets its (error) result, so the transcript stays valid."""
+    async with Runtime(FileStore(tmp_path), adapt(failing_tool_agent())) as rt:
+        session = rt.new_session()
+        events = await run_turn(rt, session.session_id, "boom")
+        stored = await rt.get_session(session.session_id)
+    assert [e.type for e in events][-2:] == ["error", "stream.end"]
+    assert "the fuse blew" in of_type(events, "error")[0]["message"]
+    (completed,) = of_type(events, "tool.completed")
+    assert completed["call_id"] == "call_boom" and completed["error"]
+    assert [m["role"] for m in stored.messages] == ["user", "assistant", "tool", "assistant"]
+    assert stored.messages[-1]["type"] == "error"
 
 
 async def test_cancel_mid_stream_keeps_the_partial_text_once(tmp_path: Path) -> None:
