@@ -26,7 +26,9 @@ def respond(call: ModelCall) -> ModelStep:
     """One scripted model call: ``find_modules`` for the prompt's last word, then the
     answer. Each call queues the next, so the script never runs out."""
     model.enqueue(ModelStep.respond(respond))
-    items = call.input if isinstance(call.input, list) else [{"role": "user", "content": call.input}]
+    items = (
+        call.input if isinstance(call.input, list) else [{"role": "user", "content": call.input}]
+    )
     prompt = next(i["content"] for i in reversed(items) if i.get("role") == "user")
     word = keyword(str(prompt))
     usage = Usage(requests=1, input_tokens=len(items) * 20, output_tokens=12, total_tokens=0)
@@ -35,7 +37,9 @@ def respond(call: ModelCall) -> ModelStep:
         text = "".join(answer(word, str(last["output"])))
         return ModelStep(output=[assistant_message(text)], usage=usage)
     call_id = "call_" + uuid.uuid4().hex[:24]
-    return ModelStep(output=[function_call("find_modules", {"word": word}, call_id=call_id)], usage=usage)
+    return ModelStep(
+        output=[function_call("find_modules", {"word": word}, call_id=call_id)], usage=usage
+    )
 
 
 model = ScriptedModel([ModelStep.respond(respond)])

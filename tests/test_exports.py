@@ -38,10 +38,12 @@ def test_import_runtime_does_not_import_optional_dependencies() -> None:
         "asyncpg",
         "psycopg",
         "langgraph",
+        "langchain_core",
         "agents",
+        "pydantic_ai",
     ]
     code = (
-        "import sys, runtime\n"
+        "import sys, runtime, runtime.adapters\n"
         f"loaded = [m for m in {optional!r} if m in sys.modules]\n"
         "print(','.join(loaded))\n"
     )

@@ -5,13 +5,10 @@ so the runtime's checkpoints, cancellation, crash recovery and resumable streams
 for it unchanged. Each needs its framework, installed with an extra, and imports it
 only when the submodule itself is imported (``import runtime`` stays light):
 
-=====================================  =====================================  ==========================
-adapter                                framework's agent                      install
-=====================================  =====================================  ==========================
-``runtime.adapters.pydantic_ai``       ``pydantic_ai.Agent``                  ``runtime[pydantic-ai]``
-``runtime.adapters.langgraph``         a compiled LangGraph graph             ``runtime[langgraph]``
-``runtime.adapters.openai_agents``     ``agents.Agent`` (OpenAI Agents SDK)   ``runtime[openai-agents]``
-=====================================  =====================================  ==========================
+- ``runtime.adapters.pydantic_ai``: a ``pydantic_ai.Agent`` (``runtime[pydantic-ai]``);
+- ``runtime.adapters.langgraph``: a compiled LangGraph graph (``runtime[langgraph]``);
+- ``runtime.adapters.openai_agents``: an OpenAI Agents SDK ``agents.Agent``, and
+  ``RuntimeSession``, the SDK's ``Session`` on a runtime store (``runtime[openai-agents]``).
 
 Every adapter feeds the framework the session's history as ``turn.model_messages()``
 (OpenAI chat-completions messages) converted to the framework's own message type, and

@@ -66,7 +66,10 @@ async def report_usage(
         return
     prompt, completion = input_tokens or 0, output_tokens or 0
     await turn.usage(
-        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion, **counts
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        **counts,
     )
 
 
@@ -93,7 +96,9 @@ class ToolCalls:
         call = self._calls.get(call_id)
         return call is not None and not call.done
 
-    async def start(self, call_id: str, name: str, arguments: Mapping[str, Any] | str | None) -> None:
+    async def start(
+        self, call_id: str, name: str, arguments: Mapping[str, Any] | str | None
+    ) -> None:
         """Start the call unless it is already running."""
         if self.running(call_id):
             return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import cast
 
 import anyio
 from agents.items import TResponseInputItem
@@ -103,7 +103,7 @@ class RuntimeSession:
             session = await self._load_for_write(create=True)
             assert session is not None
             for item in items:
-                _append(session.messages, dict(item))
+                _append(session.messages, cast("TResponseInputItem", dict(item)))
             await self.store.save(session)
 
     async def pop_item(self) -> TResponseInputItem | None:
@@ -153,7 +153,11 @@ class RuntimeSession:
     async def _load_for_write(self, *, create: bool) -> Session | None:
         session = await self._load()
         if session is None:
-            return self.store.new_session(session_id=self.session_id, title=self.title) if create else None
+            return (
+                self.store.new_session(session_id=self.session_id, title=self.title)
+                if create
+                else None
+            )
         if session.active_stream_id is not None:
             raise SessionBusy(self.session_id, session.active_stream_id)
         return session

@@ -70,7 +70,7 @@ def to_input_items(messages: Iterable[Mapping[str, Any]]) -> list[TResponseInput
                 }
             )
         elif role in ("system", "developer", "user"):
-            items.append({"role": role, "content": content})  # type: ignore[misc]
+            items.append({"role": role, "content": content})
         elif role == "assistant":
             if content:
                 items.append({"role": "assistant", "content": content})

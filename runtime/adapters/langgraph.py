@@ -32,9 +32,9 @@ LangGraph stream                                        runtime
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping
 from contextlib import aclosing
-from typing import Any
+from typing import Any, cast
 
 try:
     from langchain_core.messages import (
@@ -95,8 +95,11 @@ def agent(
         messages = convert_to_messages(history_before_prompt(turn))
         messages.append(HumanMessage(turn.user_message))
         mapper = _StreamMapper(turn, input_key, only, on_custom)
-        stream = graph.astream(
-            {input_key: messages}, config, stream_mode=["messages", "updates", "custom"]
+        stream = cast(  # an async generator: aclosing() closes it on cancellation
+            "AsyncGenerator[tuple[str, Any], None]",
+            graph.astream(
+                {input_key: messages}, config, stream_mode=["messages", "updates", "custom"]
+            ),
         )
         async with aclosing(stream):
             async for mode, chunk in stream:

@@ -99,14 +99,16 @@ class _EventMapper:
 
     async def on_event(self, event: Any) -> None:
         match event:
-            case pm.PartStartEvent(part=pm.TextPart(content=text)) | pm.PartDeltaEvent(
-                delta=pm.TextPartDelta(content_delta=text)
+            case (
+                pm.PartStartEvent(part=pm.TextPart(content=text))
+                | pm.PartDeltaEvent(delta=pm.TextPartDelta(content_delta=text))
             ):
                 if text:
                     self.text_since_tools = True
                     await self.turn.token(text)
-            case pm.PartStartEvent(part=pm.ThinkingPart(content=text)) | pm.PartDeltaEvent(
-                delta=pm.ThinkingPartDelta(content_delta=str() as text)
+            case (
+                pm.PartStartEvent(part=pm.ThinkingPart(content=text))
+                | pm.PartDeltaEvent(delta=pm.ThinkingPartDelta(content_delta=str() as text))
             ):
                 if text:
                     await self.turn.reasoning(text)
@@ -195,7 +197,9 @@ def _response_parts(
         names[str(spec.get("id"))] = name
         parts.append(
             pm.ToolCallPart(
-                tool_name=name, args=function.get("arguments") or "{}", tool_call_id=str(spec.get("id"))
+                tool_name=name,
+                args=function.get("arguments") or "{}",
+                tool_call_id=str(spec.get("id")),
             )
         )
     return parts

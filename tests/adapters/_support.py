@@ -63,8 +63,10 @@ def run_until_lookup_is_checkpointed(agent: str, store: Path) -> list[dict[str, 
     """``runtime run AGENT CRASH_PROMPT --json`` in a subprocess, SIGKILLed as soon as a
     checkpoint has made the lookup tool's result durable; returns the events read."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runtime", "run", agent, CRASH_PROMPT, "--json"]
-        + ["--checkpoint-interval", "0.1"],
+        [
+            *(sys.executable, "-m", "runtime", "run", agent, CRASH_PROMPT),
+            *("--json", "--checkpoint-interval", "0.1"),
+        ],
         cwd=ROOT,
         env=env(store),
         stdout=subprocess.PIPE,

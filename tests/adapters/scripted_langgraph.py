@@ -101,7 +101,8 @@ def counted_graph() -> Any:
     first = calls(("call_one", "weather", {"city": "Rome"}))
     first.usage_metadata = {"input_tokens": 11, "output_tokens": 7, "total_tokens": 18}
     answer = AIMessage(
-        "Sunny in Rome.", usage_metadata={"input_tokens": 30, "output_tokens": 4, "total_tokens": 34}
+        "Sunny in Rome.",
+        usage_metadata={"input_tokens": 30, "output_tokens": 4, "total_tokens": 34},
     )
     return graph(FakeMessagesListChatModel(responses=[first, answer]), [weather])
 

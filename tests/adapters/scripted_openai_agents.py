@@ -42,7 +42,9 @@ def weather_model() -> ScriptedModel:
     """Reasons, says it checks, calls ``weather`` twice in parallel, then answers; a
     second turn is answered at once."""
     reasoning = ResponseReasoningItem(
-        id="rs_1", type="reasoning", summary=[Summary(text="Two cities, two calls.", type="summary_text")]
+        id="rs_1",
+        type="reasoning",
+        summary=[Summary(text="Two cities, two calls.", type="summary_text")],
     )
     return ScriptedModel(
         [

@@ -61,7 +61,9 @@ def weather_agent(seen: list[list[ModelMessage]]) -> Agent[None, str]:
         del turn
         yield {1: DeltaToolCall(name="weather", json_args='{"city": ', tool_call_id="call_par")}
         yield {1: DeltaToolCall(json_args='"Paris"}')}
-        yield {2: DeltaToolCall(name="weather", json_args='{"city": "Oslo"}', tool_call_id="call_osl")}
+        yield {
+            2: DeltaToolCall(name="weather", json_args='{"city": "Oslo"}', tool_call_id="call_osl")
+        }
 
     pa = Agent(FunctionModel(stream_function=model), instructions="Answer about weather.")
 

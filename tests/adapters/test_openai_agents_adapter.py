@@ -167,7 +167,7 @@ def test_to_input_items_maps_every_role() -> None:
 
 
 def test_bad_input_is_refused_with_a_clear_error() -> None:
-    with pytest.raises(TypeError, match="must be an OpenAI Agents SDK agents.Agent"):
+    with pytest.raises(TypeError, match=r"must be an OpenAI Agents SDK agents\.Agent"):
         adapt(object())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="'session': the session supplies it"):
         adapt(Agent(name="a"), session=None)

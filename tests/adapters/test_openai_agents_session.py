@@ -21,7 +21,7 @@ import anyio  # noqa: E402
 import pytest  # noqa: E402
 from agents import Agent, RunConfig, Runner, TResponseInputItem  # noqa: E402
 from agents.memory import Session, SessionSettings  # noqa: E402
-from agents.testing import ScriptedModel, assistant_message, function_call  # noqa: E402
+from agents.testing import ScriptedModel, assistant_message  # noqa: E402
 from scripted_openai_agents import OFFLINE, weather_agent, weather_model  # noqa: E402
 
 from runtime import (  # noqa: E402
@@ -68,7 +68,9 @@ def test_it_is_a_session_by_the_sdks_protocol(store: FileStore) -> None:
 
 async def test_add_get_and_clear(store: FileStore) -> None:
     session = RuntimeSession("direct", store)
-    await session.add_items([{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi there!"}])
+    await session.add_items(
+        [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi there!"}]
+    )
     assert await session.get_items() == [
         {"role": "user", "content": "Hello"},
         {"role": "assistant", "content": "Hi there!"},
@@ -125,7 +127,9 @@ async def test_get_items_limit_gives_the_latest_in_order(store: FileStore) -> No
 async def test_session_settings_limit_is_the_default_and_an_explicit_limit_wins(
     store: FileStore,
 ) -> None:
-    items: list[TResponseInputItem] = [{"role": "user", "content": f"Message {i}"} for i in range(10)]
+    items: list[TResponseInputItem] = [
+        {"role": "user", "content": f"Message {i}"} for i in range(10)
+    ]
     session = RuntimeSession("settings", store, session_settings=SessionSettings(limit=3))
     await session.add_items(items)
     assert contents(await session.get_items()) == ["Message 7", "Message 8", "Message 9"]
@@ -156,15 +160,19 @@ async def test_runner_keeps_the_conversation_across_runs(store: FileStore) -> No
     model = ScriptedModel([[assistant_message("San Francisco")], [assistant_message("California")]])
     agent = Agent(name="test", model=model)
     session = RuntimeSession("runner", store)
-    first = await Runner.run(agent, "What city is the Golden Gate Bridge in?", session=session, run_config=OFFLINE)
+    first = await Runner.run(
+        agent, "What city is the Golden Gate Bridge in?", session=session, run_config=OFFLINE
+    )
     assert first.final_output == "San Francisco"
-    streamed = Runner.run_streamed(agent, "What state is it in?", session=session, run_config=OFFLINE)
+    streamed = Runner.run_streamed(
+        agent, "What state is it in?", session=session, run_config=OFFLINE
+    )
     async for _ in streamed.stream_events():
         pass
     assert streamed.final_output == "California"
     last = model.last_call
     assert last is not None
-    assert [item.get("content") for item in last.input][0] == "What city is the Golden Gate Bridge in?"
+    assert last.input[0] == {"role": "user", "content": "What city is the Golden Gate Bridge in?"}
     assert len(last.input) == 3  # question, answer, new question
     assert len(await session.get_items()) == 4
 
@@ -178,7 +186,9 @@ async def test_runner_appends_list_input_to_the_exact_history(store: FileStore) 
     ]
     await session.add_items(initial)
     new_input: list[TResponseInputItem] = [{"role": "user", "content": "Test message"}]
-    await Runner.run(Agent(name="test", model=model), new_input, session=session, run_config=OFFLINE)
+    await Runner.run(
+        Agent(name="test", model=model), new_input, session=session, run_config=OFFLINE
+    )
     assert model.last_call is not None and model.last_call.input == initial + new_input
 
 
@@ -188,7 +198,9 @@ async def test_runner_session_input_callback_and_settings_override(store: FileSt
     session = RuntimeSession("callback", store, session_settings=SessionSettings(limit=100))
     await session.add_items(HISTORY)
 
-    def users_only(history: list[TResponseInputItem], new: list[TResponseInputItem]) -> list[TResponseInputItem]:
+    def users_only(
+        history: list[TResponseInputItem], new: list[TResponseInputItem]
+    ) -> list[TResponseInputItem]:
         return [item for item in history if item.get("role") == "user"] + new
 
     question: list[TResponseInputItem] = [{"role": "user", "content": "What is your name?"}]
@@ -210,7 +222,13 @@ async def test_runner_session_input_callback_and_settings_override(store: FileSt
 async def test_items_are_durable_across_a_reopen(tmp_path: Path) -> None:
     items: list[TResponseInputItem] = [
         {"role": "user", "content": "Weather?"},
-        {"type": "function_call", "call_id": "c1", "name": "weather", "arguments": "{}", "id": "fc_1"},
+        {
+            "type": "function_call",
+            "call_id": "c1",
+            "name": "weather",
+            "arguments": "{}",
+            "id": "fc_1",
+        },
         {"type": "function_call_output", "call_id": "c1", "output": "sun"},
     ]
     async with FileStore(tmp_path) as store:
@@ -228,9 +246,17 @@ async def test_the_store_holds_a_valid_chat_completions_transcript(store: FileSt
     results; the exact SDK items ride along under a private key."""
     model = weather_model()
     session = RuntimeSession("transcript", store)
-    await Runner.run(weather_agent(model), "Weather in Paris and Oslo?", session=session, run_config=OFFLINE)
+    await Runner.run(
+        weather_agent(model), "Weather in Paris and Oslo?", session=session, run_config=OFFLINE
+    )
     stored = await store.load("transcript")
-    assert [m["role"] for m in stored.messages] == ["user", "assistant", "tool", "tool", "assistant"]
+    assert [m["role"] for m in stored.messages] == [
+        "user",
+        "assistant",
+        "tool",
+        "tool",
+        "assistant",
+    ]
     assert stored.messages[1]["content"] == "Checking both."
     assert [c["id"] for c in stored.messages[1]["tool_calls"]] == ["call_par", "call_osl"]
     assert [m["tool_call_id"] for m in stored.messages[2:4]] == ["call_par", "call_osl"]

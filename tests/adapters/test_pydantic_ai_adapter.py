@@ -184,7 +184,12 @@ def test_from_openai_messages_maps_every_role() -> None:
             {"role": "assistant", "content": "42."},
         ]
     )
-    assert [type(m) for m in converted] == [ModelRequest, ModelResponse, ModelRequest, ModelResponse]
+    assert [type(m) for m in converted] == [
+        ModelRequest,
+        ModelResponse,
+        ModelRequest,
+        ModelResponse,
+    ]
     first, call, result, answer = converted
     assert [type(p) for p in first.parts] == [SystemPromptPart, UserPromptPart]
     assert [p.content for p in first.parts] == ["Be brief.", "Hi"]
