@@ -157,17 +157,24 @@ class _StreamMapper:
     async def on_message_chunk(self, message: BaseMessage) -> None:
         if isinstance(message, ToolMessage):
             await self.tool_result(message)
-        elif isinstance(message, AIMessageChunk | AIMessage):
-            for block in message.content_blocks:
-                if block["type"] == "reasoning" and block.get("reasoning"):
-                    await self.turn.reasoning(str(block.get("reasoning")))
-            text = message.text
-            if text:
-                if message.id:
-                    self.streamed.add(message.id)
-                else:
-                    self.streamed_unnamed = True
-                await self.turn.token(text)
+        elif isinstance(message, AIMessageChunk | AIMessage) and await self.emit_content(message):
+            if message.id:
+                self.streamed.add(message.id)
+            else:
+                self.streamed_unnamed = True
+
+    async def emit_content(self, message: AIMessage) -> bool:
+        """``reasoning`` for its reasoning content blocks, then ``token`` for its text;
+        True if it emitted anything."""
+        emitted = False
+        for block in message.content_blocks:
+            if block["type"] == "reasoning" and block.get("reasoning"):
+                await self.turn.reasoning(str(block.get("reasoning")))
+                emitted = True
+        if message.text:
+            await self.turn.token(message.text)
+            emitted = True
+        return emitted
 
     async def on_update(self, message: BaseMessage) -> None:
         if isinstance(message, ToolMessage):
@@ -177,8 +184,8 @@ class _StreamMapper:
             return  # the input's messages, or a node's own human/system messages
         streamed = message.id in self.streamed if message.id else self.streamed_unnamed
         self.streamed_unnamed = False
-        if not streamed and message.text:
-            await self.turn.token(message.text)
+        if not streamed:
+            await self.emit_content(message)
         usage = message.usage_metadata
         if usage:
             await report_usage(self.turn, usage.get("input_tokens"), usage.get("output_tokens"))

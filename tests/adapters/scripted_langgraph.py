@@ -70,6 +70,13 @@ async def weather(city: str) -> str:
 
 
 @tool
+def survey(city: str) -> str:
+    """Writes a progress dict to the custom stream, then answers."""
+    get_stream_writer()({"step": "survey", "city": city})
+    return f"{city} surveyed"
+
+
+@tool
 def explode() -> str:
     """Always fails."""
     raise ValueError("the fuse was lit")
@@ -97,14 +104,26 @@ def weather_graph(seen: list[list[BaseMessage]]) -> Any:
 
 
 def counted_graph() -> Any:
-    """A model that does not stream and reports token usage, calling ``weather`` once."""
+    """A model that does not stream and reports token usage, calling ``weather`` once;
+    its answer carries a reasoning content block."""
     first = calls(("call_one", "weather", {"city": "Rome"}))
     first.usage_metadata = {"input_tokens": 11, "output_tokens": 7, "total_tokens": 18}
     answer = AIMessage(
-        "Sunny in Rome.",
+        [
+            {"type": "reasoning", "reasoning": "Rome said sun."},
+            {"type": "text", "text": "Sunny in Rome."},
+        ],
         usage_metadata={"input_tokens": 30, "output_tokens": 4, "total_tokens": 34},
     )
     return graph(FakeMessagesListChatModel(responses=[first, answer]), [weather])
+
+
+def survey_graph() -> Any:
+    """Streams text, calls ``survey`` (which writes a dict to the custom stream), answers."""
+    model = streaming_model(
+        [calls(("call_sv", "survey", {"city": "Lima"}), text="On it."), "Done."]
+    )
+    return graph(model, [survey])
 
 
 def failing_tool_graph() -> Any:

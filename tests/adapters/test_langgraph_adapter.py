@@ -23,10 +23,11 @@ from scripted_langgraph import (  # noqa: E402
     counted_graph,
     failing_tool_graph,
     stalling_graph,
+    survey_graph,
     weather_graph,
 )
 
-from runtime import FileStore, Runtime, model_messages  # noqa: E402
+from runtime import FileStore, Runtime, Turn, model_messages  # noqa: E402
 from runtime.adapters.langgraph import agent as adapt  # noqa: E402
 
 PROMPT = "Weather in Paris and Oslo?"
@@ -103,7 +104,28 @@ async def test_a_model_that_does_not_stream_and_reports_usage(tmp_path: Path) ->
         {"prompt_tokens": 30, "completion_tokens": 4, "total_tokens": 34},
     ]
     assert [d["call_id"] for d in of_type(events, "tool.completed")] == ["call_one"]
+    assert [d["text"] for d in of_type(events, "reasoning")][-1] == "Rome said sun."
     assert "".join(d["text"] for d in of_type(events, "token")) == "Sunny in Rome."
+    assert [m["role"] for m in stored.messages] == ["user", "assistant", "tool", "assistant"]
+
+
+async def test_node_filter_and_custom_handler(tmp_path: Path) -> None:
+    """``nodes`` limits token streaming to chat models in those nodes (the others' messages
+    still arrive whole, from the state updates); ``on_custom`` gets non-text custom chunks."""
+    custom: list[object] = []
+
+    async def on_custom(turn: Turn, chunk: object) -> None:
+        custom.append(chunk)
+
+    graph = survey_graph()
+    async with Runtime(
+        FileStore(tmp_path), adapt(graph, nodes=["elsewhere"], on_custom=on_custom)
+    ) as rt:
+        session = rt.new_session()
+        events = await run_turn(rt, session.session_id, "Survey Lima")
+        stored = await rt.get_session(session.session_id)
+    assert [d["text"] for d in of_type(events, "token")] == ["On it.", "Done."]
+    assert custom == [{"step": "survey", "city": "Lima"}]
     assert [m["role"] for m in stored.messages] == ["user", "assistant", "tool", "assistant"]
 
 

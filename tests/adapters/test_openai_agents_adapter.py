@@ -16,6 +16,7 @@ import anyio  # noqa: E402
 import pytest  # noqa: E402
 from _support import check_crash_recovery, of_type, run_turn  # noqa: E402
 from agents import Agent  # noqa: E402
+from agents.testing import ScriptedModel, assistant_message, function_call  # noqa: E402
 from scripted_openai_agents import (  # noqa: E402
     OFFLINE,
     failing_tool_agent,
@@ -138,6 +139,25 @@ async def test_cancel_mid_stream_keeps_the_partial_text_once(tmp_path: Path) -> 
     partial = [m for m in stored.messages if m.get("_partial")]
     assert [m["content"] for m in partial] == ["Hello wor"]
     assert len([m for m in stored.messages if m.get("type") == "cancelled"]) == 1
+
+
+async def test_a_handoff_is_a_tool_call_and_the_next_agent_answers(tmp_path: Path) -> None:
+    billing = Agent(name="billing", model=ScriptedModel([[assistant_message("You owe nothing.")]]))
+    triage = Agent(
+        name="triage",
+        model=ScriptedModel([[function_call("transfer_to_billing", {}, call_id="call_h")]]),
+        handoffs=[billing],
+    )
+    async with Runtime(FileStore(tmp_path), adapt(triage, run_config=OFFLINE)) as rt:
+        session = rt.new_session()
+        events = await run_turn(rt, session.session_id, "My bill?")
+        stored = await rt.get_session(session.session_id)
+    (started,) = of_type(events, "tool.started")
+    (completed,) = of_type(events, "tool.completed")
+    assert (started["call_id"], started["name"]) == ("call_h", "transfer_to_billing")
+    assert completed["call_id"] == "call_h" and "billing" in completed["result"]
+    assert [m["role"] for m in stored.messages] == ["user", "assistant", "tool", "assistant"]
+    assert stored.messages[-1]["content"] == "You owe nothing."
 
 
 def test_sigkill_mid_turn_then_recovery(tmp_path: Path) -> None:

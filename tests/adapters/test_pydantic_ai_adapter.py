@@ -15,6 +15,7 @@ require("pydantic_ai", "pydantic-ai")
 import anyio  # noqa: E402
 import pytest  # noqa: E402
 from _support import check_crash_recovery, of_type, run_turn  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
 from pydantic_ai import Agent  # noqa: E402
 from pydantic_ai.messages import (  # noqa: E402
     ModelMessage,
@@ -166,6 +167,28 @@ async def test_test_model_runs_through_the_adapter(tmp_path: Path) -> None:
     assert started["name"] == "double" and completed["call_id"] == started["call_id"]
     assert completed["result"] == 2 * started["arguments"]["n"]
     assert stored.messages[-1]["role"] == "assistant" and stored.messages[-1]["content"]
+
+
+class Forecast(BaseModel):
+    city: str
+    rain: bool
+
+
+async def test_a_structured_output_becomes_the_final_message(tmp_path: Path) -> None:
+    """With an ``output_type``, TestModel answers through pydantic-ai's output tool: that
+    call is a tool call of the transcript, and the output's JSON the final answer."""
+    pa = Agent(TestModel(), output_type=Forecast)
+    async with Runtime(FileStore(tmp_path), adapt(pa)) as rt:
+        session = rt.new_session()
+        events = await run_turn(rt, session.session_id, "Forecast?")
+        stored = await rt.get_session(session.session_id)
+    (started,) = of_type(events, "tool.started")
+    (completed,) = of_type(events, "tool.completed")
+    assert started["name"] == "final_result" and completed["error"] is None
+    assert [m["role"] for m in stored.messages] == ["user", "assistant", "tool", "assistant"]
+    assert Forecast.model_validate_json(stored.messages[-1]["content"]) == Forecast(
+        **started["arguments"]
+    )
 
 
 def test_from_openai_messages_maps_every_role() -> None:
