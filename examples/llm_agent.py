@@ -14,6 +14,7 @@ Environment:
   left unset.
 * ``RUNTIME_TOOLS`` -- ``research`` (default) or ``none``: tiny local models answer better
   without tool definitions in their prompt.
+* ``RUNTIME_MAX_TOKENS`` -- at most this many tokens per model call (default: the server's).
 * ``RESEARCH_CORPUS`` -- the directory the tools search (default: the standard library).
 
 Run it::
@@ -132,6 +133,9 @@ def make_agent(environ: dict[str, str] | None = None) -> Agent:
     kind = env.get("RUNTIME_TOOLS", "research").strip() or "research"
     if kind not in ("research", "none"):
         raise ValueError(f"RUNTIME_TOOLS={kind!r}: must be 'research' or 'none'")
+    raw_max = env.get("RUNTIME_MAX_TOKENS", "").strip()
+    if raw_max and not (raw_max.isdigit() and int(raw_max) > 0):
+        raise ValueError(f"RUNTIME_MAX_TOKENS={raw_max!r}: must be an integer > 0")
     corpus = tools.Corpus(Path(_settings(env)))
     return openai_chat(
         model=model,
@@ -139,6 +143,7 @@ def make_agent(environ: dict[str, str] | None = None) -> Agent:
         api_key=api_key,
         tools=research_tools(corpus) if kind == "research" else [],
         system=SYSTEM if kind == "research" else None,
+        options={"max_tokens": int(raw_max)} if raw_max else None,
     )
 
 
@@ -149,7 +154,14 @@ def _settings(env: dict[str, str]) -> str:
 
 
 _made: dict[tuple[str, ...], Agent] = {}
-_KEYS = ("RUNTIME_MODEL", "OPENAI_BASE_URL", "OPENAI_API_KEY", "RUNTIME_TOOLS", "RESEARCH_CORPUS")
+_KEYS = (
+    "RUNTIME_MODEL",
+    "OPENAI_BASE_URL",
+    "OPENAI_API_KEY",
+    "RUNTIME_TOOLS",
+    "RUNTIME_MAX_TOKENS",
+    "RESEARCH_CORPUS",
+)
 
 
 async def agent(turn: Turn) -> None:
