@@ -205,7 +205,6 @@ class Turn:
         self._since_yield = 0
         self._activity = 0
         self._closed = False
-        self._first = len(session.messages)  # where this turn's messages start
 
     # -- internals shared with the runner ---------------------------------------------
 

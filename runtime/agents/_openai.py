@@ -52,9 +52,12 @@ def _positive(value: object, name: str, *, integer: bool) -> None:
         raise ValueError(f"invalid {name} {value!r}: must be {kind} > 0")
 
 
-def _describe(exc: BaseException, where: str, attempts: int) -> str:
+def _describe(exc: BaseException, where: str, retries: int) -> str:
     status = getattr(exc, "status_code", None)
     message = getattr(exc, "message", None) or str(exc)
+    # the SDK retries connection errors, 408, 409, 429 and 5xx; others fail at once
+    retried = status is None or status in (408, 409, 429) or status >= 500
+    attempts = retries + 1 if retried else 1
     if status is not None:
         return f"model API {where} answered HTTP {status} after {attempts} attempt(s): {message}"
     return f"model API {where} failed after {attempts} attempt(s): {type(exc).__name__}: {message}"
@@ -134,11 +137,10 @@ class _ChatAgent:
         """One model call, streamed into the turn; returns the tool calls it made."""
         import openai
 
-        attempts = client.max_retries + 1
         try:
             stream = await client.chat.completions.create(**self._request(turn))
         except openai.APIError as exc:  # status, connection and timeout errors
-            raise ModelAPIError(_describe(exc, self._where(client), attempts)) from exc
+            raise ModelAPIError(_describe(exc, self._where(client), client.max_retries)) from exc
         pending: dict[int, _Pending] = {}
         try:
             async for chunk in stream:
@@ -250,7 +252,8 @@ def openai_chat(
     :param max_retries: retries of a failed request (>= 0).
     :param timeout: seconds a request may take (> 0).
     :param include_usage: ask for the usage chunk (``stream_options``).
-    :param options: more request fields (``temperature``, ``max_tokens`` …).
+    :param options: more arguments of ``chat.completions.create`` (``temperature``,
+        ``max_tokens``, ``extra_body`` for fields the SDK does not know …).
     :param client: an ``openai.AsyncOpenAI`` to use instead of one per turn (then
         ``base_url``, ``api_key``, ``max_retries`` and ``timeout`` are its own).
     :raises ImportError: if the ``openai`` package is not installed.

@@ -296,3 +296,12 @@ def test_function_tool_schema_and_refusals() -> None:
         openai_chat(model="m", max_steps=0)
     with pytest.raises(ValueError, match="invalid model ''"):
         openai_chat(model="")
+
+
+async def test_a_refused_request_is_not_retried_and_says_why(standin: StandIn) -> None:
+    await standin.ascript({"content": "never sent"})
+    events, _ = await run(agent_for(standin, options={"extra_body": {"bogus_field": 1}}))
+    assert [r["status"] for r in await standin.arequests()] == [400]
+    message = events[-2].data["message"]
+    assert "HTTP 400 after 1 attempt(s)" in message
+    assert "Unrecognized request argument supplied: bogus_field" in message
