@@ -3,9 +3,12 @@ corpus of Python source files.
 
 * :func:`extract_terms` -- what to search for, pulled out of a question;
 * :class:`Corpus` -- the ``*.py`` files under a root, split into :class:`Unit` s (packages);
-* :func:`list_packages`, :func:`search`, :func:`read_region` -- read the files (call them from a
-  worker thread, e.g. ``anyio.to_thread.run_sync``); :func:`count` and :func:`aggregate` --
-  tally search results.
+* :func:`read_files` -- read files into a corpus through aiofiles, so that the tools below only
+  compute (async code never blocks on file I/O);
+* :func:`list_packages`, :func:`search`, :func:`read_region` -- work over the files (call them
+  from a worker thread, e.g. ``anyio.to_thread.run_sync``; a file not read with
+  :func:`read_files` first is read there); :func:`count` and :func:`aggregate` -- tally search
+  results.
 
 Every tool returns a compact JSON-able dict: tallies, at most :data:`MATCH_CAP` matches with
 ``path``, ``line`` and the line's text, never whole files. Paths are relative to the corpus root.
@@ -27,6 +30,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import aiofiles
+import anyio
+
 __all__ = [
     "KINDS",
     "MATCH_CAP",
@@ -40,6 +46,7 @@ __all__ = [
     "count",
     "extract_terms",
     "list_packages",
+    "read_files",
     "read_region",
     "search",
 ]
@@ -283,6 +290,30 @@ class Corpus:
                 self.unreadable.append(path)
                 self._texts[path] = ""
         return self._texts[path]
+
+
+async def read_files(corpus: Corpus, paths: Iterable[str], *, limit: int = 16) -> None:
+    """Read the corpus-relative ``paths`` that are not read yet through aiofiles, at most
+    ``limit`` at once; afterwards :meth:`Corpus.text` answers from memory. An unreadable file
+    reads as ``""`` and is listed in ``corpus.unreadable``, as with :meth:`Corpus.text`."""
+    todo = [p for p in dict.fromkeys(paths) if p not in corpus._texts]
+    gate = anyio.Semaphore(limit)
+
+    async def one(path: str) -> None:
+        async with gate:
+            try:
+                async with aiofiles.open(
+                    corpus.root / path, encoding="utf-8", errors="replace"
+                ) as f:
+                    text = await f.read()
+            except OSError:
+                corpus.unreadable.append(path)
+                text = ""
+            corpus._texts[path] = text
+
+    async with anyio.create_task_group() as tg:
+        for path in todo:
+            tg.start_soon(one, path)
 
 
 # --------------------------------------------------------------------------- tools

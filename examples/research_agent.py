@@ -56,6 +56,7 @@ from _research_tools import (  # noqa: E402
     count,
     extract_terms,
     list_packages,
+    read_files,
     read_region,
     search,
 )
@@ -287,16 +288,28 @@ def compose_report(
 class _Steps:
     """Runs tools as reported tool calls, pausing ``delay`` seconds between two of them."""
 
-    def __init__(self, turn: Turn, delay: float) -> None:
+    def __init__(self, turn: Turn, corpus: Corpus, delay: float) -> None:
         self.turn = turn
+        self.corpus = corpus
         self.delay = delay
         self.calls = 0
 
-    async def run(self, name: str, args: Json, fn: Callable[[], Json], *, blocking: bool) -> Json:
+    async def run(
+        self,
+        name: str,
+        args: Json,
+        fn: Callable[[], Json],
+        *,
+        blocking: bool,
+        reads: tuple[str, ...] = (),
+    ) -> Json:
+        """Run ``fn`` as a reported tool call, after reading the files ``reads`` through
+        aiofiles; ``blocking`` work runs in a worker thread."""
         if self.calls and self.delay:
             await anyio.sleep(self.delay)
         self.calls += 1
         async with self.turn.tool(name, args) as call:
+            await read_files(self.corpus, reads)
             call.result = await anyio.to_thread.run_sync(fn) if blocking else fn()
         if call.exception is not None:  # the tool message holds the error; end the turn
             raise call.exception
@@ -328,7 +341,7 @@ async def agent(turn: Turn) -> None:
     corpus = Corpus(settings.corpus)
     plan = await anyio.to_thread.run_sync(make_plan, turn.user_message, corpus)
     await turn.reasoning(plan.describe(corpus, settings.step_delay))
-    steps = _Steps(turn, settings.step_delay)
+    steps = _Steps(turn, corpus, settings.step_delay)
 
     inventory = await steps.run(
         "list_packages",
@@ -348,6 +361,7 @@ async def agent(turn: Turn) -> None:
                 {"term": term.needle, "kind": term.kind, "package": unit.name},
                 functools.partial(search, corpus, term, unit),
                 blocking=True,
+                reads=unit.files,
             )
             results.append(result)
         all_results += results
@@ -368,6 +382,7 @@ async def agent(turn: Turn) -> None:
             {"path": match["path"], "line": match["line"]},
             functools.partial(read_region, corpus, match["path"], match["line"]),
             blocking=True,
+            reads=(match["path"],),
         )
         regions.append(region | {"kind": match["kind"]})
     totals: Json = {"matching_lines": 0}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Final, Literal, TypedDict
+from typing import Any, Final, Literal, NotRequired, TypedDict
 
 import orjson
 
@@ -116,11 +116,16 @@ class MessageData(TypedDict):
 
 class CheckpointData(TypedDict):
     """``checkpoint``: the message count and activity counter the save persisted, and
-    the last event seq it made durable."""
+    the last event seq it made durable; or, for a save that failed, ``error``,
+    ``failures`` (in a row), ``retry_in_s`` (seconds) and the unchanged
+    ``persisted_seq``."""
 
-    messages: int
-    activity: int
     persisted_seq: int
+    messages: NotRequired[int]
+    activity: NotRequired[int]
+    error: NotRequired[str]
+    failures: NotRequired[int]
+    retry_in_s: NotRequired[float]
 
 
 class TitleData(TypedDict):

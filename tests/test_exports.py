@@ -49,3 +49,21 @@ def test_import_runtime_does_not_import_optional_dependencies() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"import runtime pulled in: {out.stdout.strip()}"
+
+
+def test_import_runtime_agents_does_not_import_the_sdk() -> None:
+    """``openai`` and ``pydantic`` load when an agent is made, not on import."""
+    code = (
+        "import sys, runtime.agents\n"
+        "print(','.join(m for m in ('openai', 'pydantic', 'httpx') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"import runtime.agents pulled in: {out.stdout.strip()}"
+
+
+def test_runtime_agents_all_is_sorted_and_resolves() -> None:
+    import runtime.agents
+
+    assert runtime.agents.__all__ == sorted(runtime.agents.__all__)
+    for name in runtime.agents.__all__:
+        assert getattr(runtime.agents, name) is not None, name

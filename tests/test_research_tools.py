@@ -440,3 +440,54 @@ async def test_agent_reports_a_bad_step_delay(corpus: Any, monkeypatch: pytest.M
     assert [e.type for e in events][-2:] == ["error", "stream.end"]
     assert "RESEARCH_STEP_DELAY='soon'" in str(events[-2].data)
     assert not any(e.type == "tool.started" for e in events)
+
+
+async def test_read_files_reads_through_aiofiles_into_the_corpus(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("x = 1\n", encoding="utf-8")
+    (tmp_path / "b.py").write_bytes(b"y = '\xff'\n")  # not UTF-8: replaced, not refused
+    corpus = tools.Corpus(tmp_path)
+    await tools.read_files(corpus, ["a.py", "b.py", "gone.py", "a.py"])
+    (tmp_path / "a.py").unlink()  # already in memory: the tools no longer touch the disk
+    assert corpus.text("a.py") == "x = 1\n"
+    assert corpus.text("b.py") == "y = '\ufffd'\n"
+    assert corpus.text("gone.py") == ""
+    assert corpus.unreadable == ["gone.py"]
+
+
+def test_llm_agent_tools_have_schemas_from_their_docstrings(tmp_path: Path) -> None:
+    pytest.importorskip("pydantic")
+    from runtime.agents import function_tool
+
+    llm = _import("llm_agent")
+    specs = [
+        function_tool(fn).spec()["function"] for fn in llm.research_tools(tools.Corpus(tmp_path))
+    ]
+    assert [s["name"] for s in specs] == ["list_packages", "search", "read_region"]
+    search = specs[1]["parameters"]
+    assert search["required"] == ["term"]
+    assert search["properties"]["term"]["description"].startswith("an identifier such as")
+
+
+async def test_llm_agent_search_and_read_region_over_a_corpus(tmp_path: Path) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "m.py").write_text(CORE, encoding="utf-8")
+    llm = _import("llm_agent")
+    list_packages, search, read_region = llm.research_tools(tools.Corpus(tmp_path))
+    assert (await list_packages())["units"][0]["name"] == "pkg"
+    found = await search("Widget", package="pkg")
+    assert found["matching_lines"] >= 3
+    assert found["matches"][0]["kind"] == "definition"
+    with pytest.raises(LookupError, match="no package 'nope'"):
+        await search("Widget", package="nope")
+    region = await read_region(found["matches"][0]["path"], found["matches"][0]["line"])
+    assert any("class Widget" in text for _, text in region["lines"])
+
+
+def test_llm_agent_settings_are_checked() -> None:
+    llm = _import("llm_agent")
+    with pytest.raises(ValueError, match="RUNTIME_MODEL is not set"):
+        llm.make_agent({})
+    with pytest.raises(ValueError, match="RUNTIME_TOOLS='all'"):
+        llm.make_agent({"RUNTIME_MODEL": "m", "RUNTIME_TOOLS": "all"})
+    with pytest.raises(ValueError, match="RUNTIME_MAX_TOKENS='-3'"):
+        llm.make_agent({"RUNTIME_MODEL": "m", "RUNTIME_MAX_TOKENS": "-3"})
