@@ -8,6 +8,7 @@ test SIGKILLs a real subprocess.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any, TypedDict
 
 from _support import INTERVAL, require
 
@@ -19,6 +20,7 @@ from _support import check_crash_recovery, of_type, run_turn  # noqa: E402
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage  # noqa: E402
 from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
 from langgraph.graph import START, MessagesState, StateGraph  # noqa: E402
+from langgraph.graph.message import add_messages  # noqa: E402
 from scripted_langgraph import (  # noqa: E402
     counted_graph,
     failing_tool_graph,
@@ -164,6 +166,26 @@ async def test_cancel_mid_stream_keeps_the_partial_text_once(tmp_path: Path) -> 
 
 def test_sigkill_mid_turn_then_recovery(tmp_path: Path) -> None:
     check_crash_recovery("tests/adapters/scripted_langgraph.py:crash_agent", tmp_path)
+
+
+class Notes(TypedDict):
+    notes: Annotated[list[BaseMessage], add_messages]
+
+
+async def test_a_graph_keeping_its_messages_under_another_key(tmp_path: Path) -> None:
+    async def answer(state: Notes) -> dict[str, Any]:
+        count = len(state["notes"])
+        return {"notes": [AIMessage(f"I have {count} notes.", id=f"note-{count}")]}
+
+    builder = StateGraph(Notes)
+    builder.add_node("answer", answer)
+    builder.add_edge(START, "answer")
+    async with Runtime(FileStore(tmp_path), adapt(builder.compile(), input_key="notes")) as rt:
+        session = rt.new_session()
+        await run_turn(rt, session.session_id, "one")
+        events = await run_turn(rt, session.session_id, "two")
+    # the second turn got the first turn's prompt and answer plus its own prompt
+    assert [d["text"] for d in of_type(events, "token")] == ["I have 3 notes."]
 
 
 def test_bad_input_is_refused_with_a_clear_error() -> None:
