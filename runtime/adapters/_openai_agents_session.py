@@ -44,7 +44,9 @@ class RuntimeSession:
     message a runtime turn wrote (no ``_items``) is read as the items it converts to.
 
     Every call is one durable store save (or load), serialised per (store, session) in
-    this process. The store must be open while the session is used.
+    this process. The store must be open while the session is used. Writes are refused
+    (:class:`~runtime.SessionBusy`) while a runtime turn owns the session; a stream left
+    by a process that died is repaired when a :class:`~runtime.Runtime` reads the session.
 
     Known limit: ``pop_item`` shrinks the stored message list, and a store's
     ``recover()`` restores a session that holds fewer messages than its backup, so a

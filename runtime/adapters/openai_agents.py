@@ -86,7 +86,8 @@ def agent(sdk_agent: SdkAgent[Any], **run_options: Any) -> Agent:
             async for event in result.stream_events():
                 await mapper.on_event(event)
         finally:
-            result.cancel()  # a no-op once the run is complete
+            if not result.is_complete:  # the turn was cancelled, or mapping failed
+                result.cancel()
         await turn.reply()
 
     run.__name__ = run.__qualname__ = f"openai_agents_agent[{sdk_agent.name}]"
