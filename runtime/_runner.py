@@ -624,7 +624,9 @@ async def _checkpoint_loop(
             turn._publish(ev.CHECKPOINT, failed)
 
 
-def _outcome_messages(turn: Turn, outcome: str, error: BaseException | None) -> list[Message]:
+def _outcome_messages(
+    turn: Turn, outcome: ev.Outcome, error: BaseException | None
+) -> list[Message]:
     """Messages that record how the turn ended, after the partial output is kept."""
     turn._end_running_calls(
         "cancelled" if outcome == "cancelled" else "the turn ended before the call completed"
@@ -660,7 +662,7 @@ def _outcome_messages(turn: Turn, outcome: str, error: BaseException | None) -> 
 async def _final_save(
     turn: Turn,
     store: Store,
-    outcome: str,
+    outcome: ev.Outcome,
     error: BaseException | None,
     state: dict[str, int],
     save_timeout: float,
@@ -738,7 +740,7 @@ async def run_turn(
     """
     state = {"persisted_seq": turn._log.last_seq}  # stream.started was saved by start_turn
     stop = anyio.Event()
-    outcome = "done"
+    outcome: ev.Outcome = "done"
     error: BaseException | None = None
     try:
         with anyio.CancelScope() as scope:
