@@ -124,6 +124,8 @@ class ToolCall:
             self.error = "cancelled" if cancelled else f"{type(error).__name__}: {error}"
         elif error is not None:
             self.error = str(error)
+        if self.error is not None:
+            self.error = _json_text(self.error)
         self._turn._tool_completed(self, time.monotonic() - self._started)
 
     def __repr__(self) -> str:
@@ -148,6 +150,16 @@ class _ToolGroup:
         return [call for call in self.calls if not call.done]
 
 
+def _json_text(text: str) -> str:
+    """``text``, with lone surrogates (which JSON cannot carry) escaped as ``\\udxxx``:
+    text from a model must never make the session unsaveable."""
+    try:
+        orjson.dumps(text)
+    except TypeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
+
+
 def _call_arguments(name: str, arguments: object) -> tuple[dict[str, Any] | str, str]:
     """(arguments as kept on the call, the JSON string of ``function.arguments``).
 
@@ -157,6 +169,7 @@ def _call_arguments(name: str, arguments: object) -> tuple[dict[str, Any] | str,
     if arguments is None:
         return {}, "{}"
     if isinstance(arguments, str):
+        arguments = _json_text(arguments)
         try:
             parsed = orjson.loads(arguments)
         except orjson.JSONDecodeError:
@@ -437,10 +450,12 @@ class Turn:
         """
         if not isinstance(name, str) or not name:
             raise ValueError(f"invalid tool name {name!r}: must be a non-empty string")
+        name = _json_text(name)
         if call_id is None:
             call_id = "call_" + uuid.uuid4().hex[:24]
         elif not isinstance(call_id, str) or not call_id:
             raise ValueError(f"invalid call_id {call_id!r}: must be a non-empty string")
+        call_id = _json_text(call_id)
         if call_id in self._call_ids:
             raise ValueError(f"invalid call_id {call_id!r}: already used in this turn")
         args, encoded = _call_arguments(name, arguments)
@@ -609,7 +624,9 @@ async def _checkpoint_loop(
             turn._publish(ev.CHECKPOINT, failed)
 
 
-def _outcome_messages(turn: Turn, outcome: str, error: BaseException | None) -> list[Message]:
+def _outcome_messages(
+    turn: Turn, outcome: ev.Outcome, error: BaseException | None
+) -> list[Message]:
     """Messages that record how the turn ended, after the partial output is kept."""
     turn._end_running_calls(
         "cancelled" if outcome == "cancelled" else "the turn ended before the call completed"
@@ -645,7 +662,7 @@ def _outcome_messages(turn: Turn, outcome: str, error: BaseException | None) -> 
 async def _final_save(
     turn: Turn,
     store: Store,
-    outcome: str,
+    outcome: ev.Outcome,
     error: BaseException | None,
     state: dict[str, int],
     save_timeout: float,
@@ -723,7 +740,7 @@ async def run_turn(
     """
     state = {"persisted_seq": turn._log.last_seq}  # stream.started was saved by start_turn
     stop = anyio.Event()
-    outcome = "done"
+    outcome: ev.Outcome = "done"
     error: BaseException | None = None
     try:
         with anyio.CancelScope() as scope:

@@ -236,7 +236,7 @@ def _chunks(spec: Json, model: str, include_usage: bool) -> list[Json]:
     size = int(spec.get("split", 4))
     out = [_chunk(cid, model, {"role": "assistant", "content": ""})]
     for piece in _pieces(spec.get("reasoning", ""), size) if spec.get("reasoning") else []:
-        out.append(_chunk(cid, model, {"reasoning_content": piece}))
+        out.append(_chunk(cid, model, {spec.get("reasoning_key", "reasoning_content"): piece}))
     for piece in _pieces(spec.get("content", ""), size) if spec.get("content") else []:
         out.append(_chunk(cid, model, {"content": piece}))
     calls = spec.get("tool_calls") or []
@@ -337,7 +337,9 @@ async def completions(request: Request) -> Response:
 
 async def script(request: Request) -> Response:
     """``POST /_script`` ``[response, ...]``: the answers to the next requests, each
-    ``{"content", "reasoning", "tool_calls": [{"id", "name", "arguments"}], "split",
+    ``{"content", "reasoning", "reasoning_key" (``reasoning_content`` as vLLM and
+    DeepSeek send it, or ``reasoning`` as Ollama does), "tool_calls": [{"id", "name",
+    "arguments"}], "split",
     "delay", "finish_reason", "prompt_tokens", "malformed_after"}`` or ``{"status": 429}``
     / ``{"status": 500}``. Replaces the script and clears the request log."""
     _script[:] = orjson.loads(await request.body())

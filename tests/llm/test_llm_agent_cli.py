@@ -5,6 +5,7 @@ a research tool over a small corpus, gets the real result back, and answers."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +107,61 @@ def test_llm_agent_without_a_model_name_fails_clearly(env: dict[str, str]) -> No
     events = [orjson.loads(line) for line in done.stdout.splitlines()]
     error = next(e for e in events if e["type"] == "error")
     assert "RUNTIME_MODEL is not set" in error["data"]["message"]
+
+
+def test_sigkill_after_a_tool_call_then_the_next_turn_sends_a_valid_history(
+    env: dict[str, str], standin: StandIn
+) -> None:
+    """Kill the CLI while the model streams its answer after a tool call; after the
+    restart the transcript keeps the call, its result, the partial answer and one
+    interrupted marker, and the next turn sends all of it back in a form the strict
+    server accepts."""
+    call = {"id": "call_k1", "name": "search", "arguments": '{"term": "TaskGroup"}'}
+    standin.script(
+        {"tool_calls": [call]},
+        {"content": "TaskGroup appears in " * 60, "split": 3, "delay": 0.02},
+    )
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "runtime", "run", AGENT, "Where is TaskGroup used?"),
+            *("--json", "--checkpoint-interval", "0.1"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    streamed = ""
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            event = orjson.loads(line)
+            session_id = event["session_id"]
+            if event["type"] == "token":
+                streamed += event["data"]["text"]
+            if event["type"] == "checkpoint" and len(streamed) > 30:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    shown = cli(env, "sessions", "show", session_id, "--json")
+    assert shown.returncode == 0, shown.stderr
+    messages = orjson.loads(shown.stdout.splitlines()[0])["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant", "assistant"]
+    assert messages[2]["tool_call_id"] == "call_k1"
+    assert messages[3]["_partial"] is True and streamed.startswith(messages[3]["content"])
+    assert messages[4]["type"] == "interrupted"
+
+    standin.script({"content": "Picking up again."})
+    done = cli(env, "run", AGENT, "Go on.", "--session", session_id, "--json")
+    assert done.returncode == 0, done.stderr
+    (request,) = standin.requests()
+    assert request["status"] == 200
+    sent = request["body"]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool", "assistant", "user"]
+    assert sent[4]["content"].endswith(
+        "[This answer was cut off before it was finished.]\n\n"
+        "[This turn was interrupted because the process running it stopped.]"
+    )

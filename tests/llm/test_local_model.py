@@ -134,8 +134,7 @@ def test_a_real_model_answers_through_the_runtime(tmp_path: Path, local_model: s
     tokens = [e["data"]["text"] for e in events if e["type"] == "token"]
     text = "".join(tokens)
     assert len(tokens) >= 2 and text.strip(), events
-    (usage,) = [e["data"] for e in events if e["type"] == "usage"]
-    assert usage["completion_tokens"] >= 1
+    # llama-cpp-python's server sends no usage chunk (it ignores stream_options)
     assert events[-2]["type"] == "done"
     session = _show(env, events[0]["session_id"])
     assert [m["role"] for m in session["messages"]] == ["user", "assistant"]

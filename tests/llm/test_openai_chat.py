@@ -305,3 +305,9 @@ async def test_a_refused_request_is_not_retried_and_says_why(standin: StandIn) -
     message = events[-2].data["message"]
     assert "HTTP 400 after 1 attempt(s)" in message
     assert "Unrecognized request argument supplied: bogus_field" in message
+
+
+async def test_reasoning_under_ollamas_field_name_streams_too(standin: StandIn) -> None:
+    await standin.ascript({"reasoning": "hmm", "reasoning_key": "reasoning", "content": "ok"})
+    events, _ = await run(agent_for(standin, tools=[]))
+    assert "".join(e.data["text"] for e in of(events, "reasoning")) == "hmm"

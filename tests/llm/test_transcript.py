@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from chat_standin import Invalid, validate_messages
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runtime import model_messages
 
@@ -113,3 +115,62 @@ def test_empty_assistant_messages_and_unknown_roles_are_left_out() -> None:
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": "hello", "name": "bot"},
     ]
+
+
+_PRIVATE = st.dictionaries(
+    st.sampled_from(["timestamp", "_partial", "_error", "_recovered", "type", "stream_id"]),
+    st.one_of(st.booleans(), st.floats(allow_nan=False), st.text(max_size=5)),
+    max_size=3,
+)
+_TEXT = st.text(max_size=20)
+
+
+@st.composite
+def _turns(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """A stored transcript as crashes, cancels and tool loops can leave it."""
+    out: list[dict[str, Any]] = []
+    for _ in range(draw(st.integers(0, 8))):
+        kind = draw(st.sampled_from(["user", "text", "partial", "marker", "calls", "orphan"]))
+        extra = draw(_PRIVATE)
+        if kind == "user":
+            out.append({**extra, "role": "user", "content": draw(_TEXT)})
+        elif kind == "text":
+            out.append({**extra, "role": "assistant", "content": draw(st.none() | _TEXT)})
+        elif kind == "partial":
+            out.append({"role": "assistant", "content": draw(_TEXT), "_partial": True})
+        elif kind == "marker":
+            marker = draw(st.sampled_from(["cancelled", "error", "interrupted"]))
+            out.append({"role": "assistant", "content": draw(_TEXT), "type": marker})
+        elif kind == "calls":
+            ids = draw(
+                st.lists(
+                    st.text("abc", min_size=1, max_size=3), min_size=1, max_size=4, unique=True
+                )
+            )
+            out.append(
+                {
+                    **extra,
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [call(i) for i in ids],
+                }
+            )
+            answered = draw(st.permutations(ids))[: draw(st.integers(0, len(ids)))]
+            out += [
+                {"role": "tool", "tool_call_id": i, "name": "t", "content": "r"} for i in answered
+            ]
+        else:
+            out.append({"role": "tool", "tool_call_id": draw(_TEXT), "content": "x"})
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(_turns())
+def test_any_stored_transcript_renders_to_messages_the_api_accepts(
+    stored: list[dict[str, Any]],
+) -> None:
+    out = model_messages(stored)
+    if out:
+        validate_messages(out)
+    for m in out:
+        assert not any(k.startswith("_") or k in ("timestamp", "type") for k in m)

@@ -307,3 +307,19 @@ async def test_event_types_and_outcome_are_typed() -> None:
     usage = next(e for e in events if e.type is EventType.USAGE)
     assert usage.data == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
     assert events[-1].data == {"outcome": "done"}
+
+
+async def test_text_json_cannot_carry_from_a_model_never_loses_the_turn(tmp_path: Path) -> None:
+    """A model's arguments, name, id or an error text with a lone surrogate are kept
+    escaped, so the final save (real files) still succeeds."""
+
+    async def agent(turn: Turn) -> None:
+        call = await turn.start_tool("t\ud800", '{"q": "\ud800"}', call_id="c\udfff")
+        await call.fail("bad \ud800 input")
+        await turn.reply("ok")
+
+    events, messages = await run(agent, FileStore(tmp_path))
+    assert events[-2].type == "done"
+    assert messages[1]["tool_calls"][0]["function"]["arguments"] == '{"q": "\\ud800"}'
+    assert messages[2]["content"] == "Error: bad \\ud800 input"
+    validate_messages(model_messages(messages))
