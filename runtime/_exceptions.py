@@ -9,6 +9,7 @@ keeps working for callers who do not know this library::
     ├── SessionNotFound(Error, LookupError)        no session has that id
     ├── StreamNotFound(Error, LookupError)         no stream has that id (live or retained)
     ├── SessionBusy(Error)                         a live stream already owns the session
+    ├── LeaseLost(Error)                           another process took the session's lease
     ├── MetadataOnlyError(Error, RuntimeError)     messages of a metadata-only session were read
     │   └── MetadataOnlySaveError                  a metadata-only session was saved
     ├── StoreError(Error)                          the backend failed (an outside cause)
@@ -34,6 +35,7 @@ __all__ = [
     "Error",
     "InvalidCursor",
     "InvalidSessionId",
+    "LeaseLost",
     "MetadataOnlyError",
     "MetadataOnlySaveError",
     "SessionBusy",
@@ -73,6 +75,22 @@ class SessionBusy(Error):
         super().__init__(f"session {session_id!r} is busy with live stream {active_stream_id!r}")
         self.session_id = session_id
         self.active_stream_id = active_stream_id
+
+
+class LeaseLost(Error):
+    """A write of a running turn was fenced off: the session's lease is no longer held
+    under the writer's token (it expired and another process claimed it, or a repair
+    closed the stream). Nothing was written.
+
+    :ivar session_id: the session.
+    """
+
+    def __init__(self, session_id: str, detail: str = "") -> None:
+        super().__init__(
+            f"lease on session {session_id!r} was lost{': ' + detail if detail else ''}; "
+            "nothing was written"
+        )
+        self.session_id = session_id
 
 
 class MetadataOnlyError(Error, RuntimeError):
