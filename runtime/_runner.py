@@ -23,9 +23,10 @@ import orjson
 
 from . import _events as ev
 from ._events import Event
+from ._exceptions import LeaseLost
 from ._session import Message, Session
 from .brokers.memory import EventLog
-from .stores.abc import Store
+from .stores.abc import Lease, Store
 
 __all__ = ["Agent", "ToolCall", "Turn", "TurnHandle", "run_turn"]
 
@@ -276,13 +277,18 @@ class Turn:
 class TurnHandle:
     """The runtime's record of a live turn."""
 
-    def __init__(self, session_id: str, stream_id: str, log: EventLog) -> None:
+    def __init__(
+        self, session_id: str, stream_id: str, log: EventLog, lease: Lease | None = None
+    ) -> None:
         self.session_id = session_id
         self.stream_id = stream_id
         self.log = log
+        #: the lease ``start_turn`` claimed; every write of the turn carries it
+        self.lease = lease
         self.scope: anyio.CancelScope | None = None
         self.finished = anyio.Event()
         self.cancel_requested = False
+        self.lease_lost: LeaseLost | None = None
 
     def cancel(self) -> None:
         """Ask the turn to stop; partial output is kept."""
@@ -291,13 +297,14 @@ class TurnHandle:
             self.scope.cancel()
 
 
-async def _checkpoint(turn: Turn, store: Store, state: dict[str, int]) -> None:
-    """One checkpoint: persist the running session and the new events, then announce it."""
+async def _checkpoint(turn: Turn, store: Store, state: dict[str, int], lease: Lease | None) -> None:
+    """One checkpoint: persist the running session and the new events (renewing the
+    lease in the same write), then announce it."""
     turn.materialize_partial()
     log = turn._log
     up_to = log.last_seq
     events = log.events_between(state["persisted_seq"], up_to)
-    await store.save(turn._session, skip_index=True, events=events)
+    await store.save(turn._session, skip_index=True, events=events, lease=lease)
     state["persisted_seq"] = up_to
     await turn._emit(
         ev.CHECKPOINT,
@@ -310,24 +317,49 @@ async def _checkpoint(turn: Turn, store: Store, state: dict[str, int]) -> None:
 
 
 async def _checkpoint_loop(
-    turn: Turn, store: Store, interval: float, stop: anyio.Event, state: dict[str, int]
+    turn: Turn,
+    store: Store,
+    interval: float,
+    stop: anyio.Event,
+    state: dict[str, int],
+    handle: TurnHandle,
 ) -> None:
     """The checkpoint coroutine: every ``interval`` seconds, save if the activity
-    counter advanced; exits at once when ``stop`` is set."""
+    counter advanced, else renew the lease once a third of its ttl has passed; exits at
+    once when ``stop`` is set. A lost lease cancels the turn (nothing more is written)."""
     saved_activity = 0  # the activity counter starts at 0 with the turn
+    lease = handle.lease
+    renewed = time.monotonic()
     while not stop.is_set():
         with anyio.move_on_after(interval):
             await stop.wait()
         if stop.is_set():
             return
-        if turn.activity == saved_activity:
-            continue
-        saved_activity = turn.activity
         try:
-            await _checkpoint(turn, store, state)
-        except Exception:  # a failed checkpoint is retried at the next tick
-            logger.exception("checkpoint of session %s failed", turn.session_id)
-            saved_activity = -1
+            if turn.activity != saved_activity:
+                saved_activity = turn.activity
+                try:
+                    await _checkpoint(turn, store, state, lease)
+                    renewed = time.monotonic()
+                except LeaseLost:
+                    raise
+                except Exception:  # a failed checkpoint is retried at the next tick
+                    logger.exception("checkpoint of session %s failed", turn.session_id)
+                    saved_activity = -1
+            elif lease is not None and time.monotonic() - renewed >= lease.ttl / 3:
+                try:
+                    await store.renew_lease(turn.session_id, lease)
+                    renewed = time.monotonic()
+                except LeaseLost:
+                    raise
+                except Exception:
+                    logger.exception("lease renewal of session %s failed", turn.session_id)
+        except LeaseLost as exc:
+            logger.error("turn %s lost its lease: %s", turn.stream_id, exc)
+            handle.lease_lost = exc
+            if handle.scope is not None:
+                handle.scope.cancel()
+            return
 
 
 def _outcome_messages(turn: Turn, outcome: str, error: BaseException | None) -> list[Message]:
@@ -368,8 +400,11 @@ async def _final_save(
     error: BaseException | None,
     state: dict[str, int],
     save_timeout: float,
+    lease: Lease | None = None,
 ) -> None:
-    """Merge, clear the pending fields, save with the index, then publish the end."""
+    """Merge, clear the pending fields, save with the index (releasing the lease in
+    the same write), then publish the end. A turn whose lease was lost writes nothing
+    and ends with ``error`` ``{"type": "lease_lost"}``."""
     session = turn._session
     for message in _outcome_messages(turn, outcome, error):
         session.messages.append(message)
@@ -389,6 +424,8 @@ async def _final_save(
             {"type": "agent_error", "error_type": type(error).__name__, "message": str(error)},
         )
     ts = _now()
+    if outcome == "lease_lost":
+        terminal = (ev.ERROR, {"type": "lease_lost", "message": str(error)})
     tail = [
         Event(seq + 1, turn.stream_id, turn.session_id, terminal[0], terminal[1], ts),
         Event(seq + 2, turn.stream_id, turn.session_id, ev.STREAM_END, {"outcome": outcome}, ts),
@@ -397,8 +434,28 @@ async def _final_save(
     saved = False
     with anyio.move_on_after(save_timeout, shield=True):
         try:
-            await store.save(session, events=events)
+            if outcome == "lease_lost":
+                raise error if isinstance(error, LeaseLost) else LeaseLost(turn.session_id)
+            await store.save(session, events=events, lease=lease, lease_mode="release")
             saved = True
+        except LeaseLost as exc:
+            logger.error("turn %s ends without saving: %s", turn.stream_id, exc)
+            tail[0] = Event(
+                seq + 1,
+                turn.stream_id,
+                turn.session_id,
+                ev.ERROR,
+                {"type": "lease_lost", "message": str(exc)},
+                ts,
+            )
+            tail[1] = Event(
+                seq + 2,
+                turn.stream_id,
+                turn.session_id,
+                ev.STREAM_END,
+                {"outcome": "lease_lost"},
+                ts,
+            )
         except Exception as exc:
             logger.exception("final save of session %s failed", turn.session_id)
             tail[0] = Event(
@@ -452,7 +509,9 @@ async def run_turn(
             task_status.started()
             try:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(_checkpoint_loop, turn, store, checkpoint_interval, stop, state)
+                    tg.start_soon(
+                        _checkpoint_loop, turn, store, checkpoint_interval, stop, state, handle
+                    )
                     try:
                         await agent(turn)
                     except Exception as exc:
@@ -463,16 +522,20 @@ async def run_turn(
                         stop.set()
             finally:
                 stop.set()
-        if scope.cancelled_caught:
+        if handle.lease_lost is not None:
+            outcome, error = "lease_lost", handle.lease_lost
+        elif scope.cancelled_caught:
             outcome = "cancelled"
     except anyio.get_cancelled_exc_class():
         try:
-            await _final_save(turn, store, "cancelled", None, state, final_save_timeout)
+            await _final_save(
+                turn, store, "cancelled", None, state, final_save_timeout, handle.lease
+            )
         finally:
             handle.finished.set()
         raise
     try:
-        await _final_save(turn, store, outcome, error, state, final_save_timeout)
+        await _final_save(turn, store, outcome, error, state, final_save_timeout, handle.lease)
     finally:
         handle.finished.set()
 

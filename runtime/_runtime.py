@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
+import uuid
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -16,7 +19,7 @@ from ._runner import Agent, Turn, TurnHandle, interval_ok, run_turn
 from ._session import Message, Session, validate_session_id
 from ._subscription import Subscription, new_stream_id, session_of_stream
 from .brokers.memory import MemoryBroker
-from .stores.abc import RecoveryReport, SessionPage, Store
+from .stores.abc import Lease, RecoveryReport, SessionPage, Store
 
 if TYPE_CHECKING:
     from .routing import RouteTable
@@ -37,10 +40,17 @@ class Runtime:
     :param store: the persistence backend; the runtime opens and closes it.
     :param agent: ``async def agent(turn: Turn) -> None``.
     :param checkpoint_interval: seconds between checkpoint checks (> 0, default 1.0).
-    :param stale_grace: seconds a stream with no live task is still trusted before it is
-        repaired as stale (default 30.0), in case another node runs it. Not applied to a
-        store one process owns exclusively (``store.exclusive``, e.g. FileStore with its
-        lock): there a stream this runtime does not run is dead at once.
+    :param stale_grace: seconds a stream with no live task *and no lease record* is
+        still trusted before it is repaired as stale (default 30.0): data written by a
+        writer that takes no lease. A stream with a lease is stale exactly when its
+        lease has expired. Not applied to a store one process owns exclusively
+        (``store.exclusive``, e.g. FileStore with its lock): there a stream this runtime
+        does not run is dead at once.
+    :param lease_ttl: seconds a turn's lease on its session lasts after each claim or
+        renewal (default 30.0); the checkpoint coroutine renews it every third of that.
+        After a crash, another process may repair the session once it has expired.
+    :param node_id: this process's name in the leases it takes (default
+        ``<hostname>-<pid>-<random>``).
     :param final_save_timeout: seconds the shielded final save of a turn may take.
     :param shutdown_grace: seconds live turns get to finish when the runtime closes (>= 0).
     :param event_retention: seconds a finished stream's events stay readable in memory;
@@ -68,6 +78,8 @@ class Runtime:
         route_table: RouteTable | None = None,
         route_prune_interval: float = 3600.0,
         route_max_age_days: int = 90,
+        lease_ttl: float = 30.0,
+        node_id: str | None = None,
     ) -> None:
         if not callable(agent):
             raise TypeError(f"agent must be an async callable, not {agent!r}")
@@ -81,6 +93,8 @@ class Runtime:
         if shutdown_grace < 0:
             raise ValueError(f"invalid shutdown_grace {shutdown_grace!r}: must be >= 0 seconds")
         self.shutdown_grace = float(shutdown_grace)
+        self.lease_ttl = interval_ok(lease_ttl, "lease_ttl")
+        self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.broker = MemoryBroker(retention=event_retention, max_events=max_events)
         self.recovery: RecoveryReport | None = None
         self._live: dict[str, TurnHandle] = {}  # stream_id -> handle
@@ -195,7 +209,7 @@ class Runtime:
         """
         if not metadata_only:  # the full load is also the one a repair needs
             full = await self.store.load(session_id)
-            if self._is_stale(full, time.time()):
+            if await self._is_stale(full):
                 await self._repair(full)
             return full
         meta = await self.store.load_metadata(session_id)
@@ -206,15 +220,19 @@ class Runtime:
 
     async def session_status(self, session_id: str) -> dict[str, Any]:
         """``{active_stream_id, live, pending_user_message, pending_started_at}``
-        (seconds since the epoch), after repairing a stale stream.
+        (seconds since the epoch), after repairing a stale stream. ``live`` is true while
+        a task of this runtime runs the stream or another process holds its lease.
 
         :raises InvalidSessionId: for a bad id.
         :raises SessionNotFound: if there is no such session.
         """
         s = await self.get_session(session_id, metadata_only=True)
+        live = s.active_stream_id is not None and (
+            s.active_stream_id in self._live or await self._leased_elsewhere(session_id)
+        )
         return {
             "active_stream_id": s.active_stream_id,
-            "live": s.active_stream_id is not None and s.active_stream_id in self._live,
+            "live": live,
             "pending_user_message": s.pending_user_message,
             "pending_started_at": s.pending_started_at,
         }
@@ -241,8 +259,9 @@ class Runtime:
         """True while a task of this runtime runs the stream."""
         return stream_id in self._live
 
-    def _is_stale(self, s: Session, now: float, *, starting: bool = False) -> bool:
-        """True if ``s`` names a stream no task of ours runs and the grace has passed.
+    async def _is_stale(self, s: Session, *, starting: bool = False) -> bool:
+        """True if ``s`` names a stream no process runs any more: not a task of ours,
+        and (for a store several processes share) its lease has expired.
 
         :param starting: called by ``start_turn`` itself, whose own busy mark does not
             count as an owner.
@@ -253,8 +272,21 @@ class Runtime:
             return False
         if self.store.exclusive:  # no other process can own it: it is dead
             return True
-        started = s.pending_started_at
-        return started is None or now - started >= self.stale_grace
+        lease = await self.store.lease_state(s.session_id)
+        if lease is not None:
+            return lease.expires_in <= 0
+        started = s.pending_started_at  # no lease record: a writer that takes none
+        return started is None or time.time() - started >= self.stale_grace
+
+    async def _leased_elsewhere(self, session_id: str) -> bool:
+        """True if another process holds an unexpired lease on the session."""
+        if self.store.exclusive:
+            return False
+        lease = await self.store.lease_state(session_id)
+        return lease is not None and lease.expires_in > 0
+
+    def _new_lease(self) -> Lease:
+        return Lease(self.node_id, uuid.uuid4().hex, self.lease_ttl)
 
     async def _repair_if_stale(self, meta: Session) -> Session | None:
         """Repair a stale stream through a FULL load; returns the repaired session, or
@@ -263,20 +295,34 @@ class Runtime:
         Never from the metadata-only object: saving that once wiped a 1,000-message
         conversation in hermes-webui.
         """
-        if not self._is_stale(meta, time.time()):
+        if not await self._is_stale(meta):
             return None
         full = await self.store.load(meta.session_id)
-        if not self._is_stale(full, time.time()):
+        if not await self._is_stale(full):
             return None
-        await self._repair(full)
+        if not await self._repair(full):
+            return await self.store.load(meta.session_id)
         return full
 
-    async def _repair(self, full: Session) -> None:
+    async def _repair(self, full: Session) -> bool:
         """Close the dead stream of a fully loaded session and save it, keeping
-        ``updated_at``."""
+        ``updated_at``; the save takes over the expired lease and frees it in one write.
+        Returns ``False`` (nothing written, ``full`` unchanged on the store) if another
+        process claimed the session meanwhile."""
+        before = full.copy()
         _mark_interrupted(full)
-        await self.store.save(full, touch_updated_at=False)
+        try:
+            await self.store.save(
+                full, touch_updated_at=False, lease=self._new_lease(), lease_mode="repair"
+            )
+        except SessionBusy:
+            full.messages = before.messages
+            full.active_stream_id = before.active_stream_id
+            full.pending_user_message = before.pending_user_message
+            full.pending_started_at = before.pending_started_at
+            return False
         logger.warning("repaired stale stream of session %s", full.session_id)
+        return True
 
     async def _repair_session(self, session_id: str) -> None:
         await self._repair_if_stale(await self.store.load_metadata(session_id))
@@ -303,7 +349,7 @@ class Runtime:
         self._busy[session_id] = stream_id
         try:
             session = await self.store.load(session_id)
-            stale = self._is_stale(session, time.time(), starting=True)
+            stale = await self._is_stale(session, starting=True)
             if session.active_stream_id is not None and not stale:
                 raise SessionBusy(session_id, session.active_stream_id)
             if session.active_stream_id is not None:
@@ -317,15 +363,18 @@ class Runtime:
             started = log.publish(
                 ev.STREAM_STARTED, {"user_message": text, "pending_started_at": now}
             )
+            lease = self._new_lease()
             try:
-                await self.store.save(session, events=[started])
+                # Claims the lease in the same write: one writer per session, also
+                # across processes (SessionBusy if another holds an unexpired lease).
+                await self.store.save(session, events=[started], lease=lease, lease_mode="claim")
             except BaseException:
                 self.broker.drop(stream_id)
                 raise
             # The user message is part of the running transcript from here on, so that
             # checkpoints persist it; repair will not add it twice.
             session.messages.append({"role": "user", "content": text, "timestamp": now})
-            handle = TurnHandle(session_id, stream_id, log)
+            handle = TurnHandle(session_id, stream_id, log, lease)
             turn = Turn(session, log, text, history)
             self._live[stream_id] = handle
             try:
