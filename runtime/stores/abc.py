@@ -250,9 +250,14 @@ class Store(ABC):
 
     :cvar exclusive: True if one process owns the stored sessions while the store is
         open (FileStore's lock), so a stream no task of that process runs is dead.
+    :cvar shared: True if several processes may open the same stored sessions at once
+        (PostgresStore): leases live in the backend and :meth:`share_new_session`
+        makes a new session visible to the others. Capability flag read by
+        :mod:`runtime.testing`.
     """
 
     exclusive: bool = False
+    shared: bool = False
 
     #: idle per-session locks kept at least (pruned once the dict reaches the limit)
     _LOCKS_KEPT = 1024
@@ -347,6 +352,25 @@ class Store(ABC):
         self._check_id(session.session_id)
         self._unsaved[session.session_id] = session
         return session
+
+    async def share_new_session(self, session: Session) -> None:
+        """Make a session from :meth:`new_session` fetchable, and startable, by every
+        process sharing this store, still without a durable row or file (a store no
+        other process opens has nobody to tell: a no-op there). Its first save ends
+        the sharing.
+
+        :raises InvalidSessionId: for a bad id, before any I/O.
+        :raises StoreClosed: if the store is not open.
+        :raises StoreError: if the backend fails.
+        """
+        self._check_id(session.session_id)
+        self._check_open()
+        if self.shared:
+            await self._share(session)
+
+    async def _share(self, session: Session) -> None:
+        """Publish an unsaved new session to the other processes (shared stores)."""
+        raise NotImplementedError(f"{type(self).__name__} is shared but cannot share drafts")
 
     async def save(
         self,

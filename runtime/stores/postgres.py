@@ -35,7 +35,7 @@ import anyio
 import orjson
 
 from .._events import Event
-from .._exceptions import SessionBusy, StoreError
+from .._exceptions import SessionBusy, SessionNotFound, StoreError
 from .._session import META_FIELDS, Session
 from .abc import (
     HeldLease,
@@ -243,6 +243,7 @@ class PostgresStore(Store):
     """
 
     exclusive = False
+    shared = True
 
     def __init__(
         self,
@@ -640,15 +641,10 @@ class PostgresStore(Store):
 
     # -- new sessions shared with other processes ------------------------------------
 
-    async def share_new_session(self, session: Session) -> None:
-        """Make an unsaved new session fetchable (and startable) by other processes
-        until its first save, for ``draft_ttl`` seconds. The ``drafts`` table is
-        UNLOGGED: not durable, never listed, never recovered; the first save deletes
-        the row.
-
-        :raises StoreError: if the database fails.
-        """
-        self._check_open()
+    async def _share(self, session: Session) -> None:
+        """A row in ``drafts`` for ``draft_ttl`` seconds. The table is UNLOGGED: not
+        durable (a database crash empties it), never listed, never recovered; the
+        session's first save deletes the row."""
         body = orjson.dumps(session.to_dict()).decode()
 
         async def op() -> None:
@@ -686,6 +682,40 @@ class PostgresStore(Store):
                 return result
 
         return await self._retry(op) != "DELETE 0"
+
+    async def load(self, session_id: str) -> Session:
+        """The whole session: the stored row first (another process may have saved a
+        session this one created), then an unsaved new session of this process, then
+        one shared by another process.
+
+        :raises InvalidSessionId: for a bad id, before any I/O.
+        :raises SessionNotFound: if there is no such session.
+        """
+        self._check_id(session_id)
+        self._check_open()
+        try:
+            return await self._load(session_id)
+        except SessionNotFound:
+            unsaved = self._unsaved.get(session_id)
+            if unsaved is None:
+                raise
+            return unsaved.copy()
+
+    async def load_metadata(self, session_id: str) -> Session:
+        """The session without its messages; looked up in the order of :meth:`load`.
+
+        :raises InvalidSessionId: for a bad id, before any I/O.
+        :raises SessionNotFound: if there is no such session.
+        """
+        self._check_id(session_id)
+        self._check_open()
+        try:
+            return await self._load_metadata(session_id)
+        except SessionNotFound:
+            unsaved = self._unsaved.get(session_id)
+            if unsaved is None:
+                raise
+            return Session.from_dict(unsaved.meta_dict(), metadata_only=True)
 
     async def exists(self, session_id: str) -> bool:
         """True if the session is stored, held unsaved here, or shared as a new session

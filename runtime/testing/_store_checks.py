@@ -1,40 +1,8 @@
-"""Public test helpers: the store conformance suite and scripted agents.
-
-**Store conformance.** Every rule of the persistence contract (DESIGN.md, "Persistence
-contract"; issue 2, item 3; the docstrings of :class:`~runtime.stores.abc.Store`) is one
-``async def check_*(factory, *, reopen=None)`` function in :data:`STORE_CHECKS`. A backend
-author runs them all with::
-
-    from runtime.testing import run_store_conformance
-
-    await run_store_conformance(lambda: MyStore(dsn))
-
-or, under pytest, one test per check::
-
-    @pytest.mark.parametrize("check", STORE_CHECKS, ids=lambda c: c.__name__)
-    async def test_my_store(check, tmp_path):
-        await check(lambda: MyStore(tmp_path / uuid.uuid4().hex))
-
-``factory()`` must return an async context manager that yields an opened store on
-empty backing data (a :class:`~runtime.stores.abc.Store` is one: ``async with store``).
-``reopen(store)``, if given, opens a second store on the *same* backing data as
-``store`` (which the checks close first), as a restarted process would; the checks then
-also verify that what they wrote survives a restart. Leave it ``None`` for backends whose
-data lives in the store object (:class:`~runtime.stores.memory.MemoryStore`).
-
-A failed check raises :class:`AssertionError` whose message names the call, what was
-expected and what came back; the check's docstring names the rule and its source. The
-checks use no test framework and nothing optional.
-
-**Scripted agents.** :func:`scripted_agent` builds an agent that replays a list of steps
-(tokens, tool calls with results, replies, errors, pauses, synchronisation points), for
-tests of code that drives a :class:`~runtime.Runtime`.
-"""
+"""The store conformance checks (see :mod:`runtime.testing`)."""
 
 from __future__ import annotations
 
 import base64
-import copy
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import (
@@ -43,15 +11,13 @@ from contextlib import (
     asynccontextmanager,
     contextmanager,
 )
-from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-import anyio
 import orjson
 
-from ._events import Event
-from ._exceptions import (
+from .._events import Event
+from .._exceptions import (
     EmptyOverwriteRefused,
     InvalidCursor,
     InvalidSessionId,
@@ -60,57 +26,12 @@ from ._exceptions import (
     SessionNotFound,
     StoreClosed,
 )
-from ._session import Message, Session
-from .stores.abc import SessionPage, Store
+from .._session import Message, Session
+from ..stores.abc import SessionPage, Store
 
 if TYPE_CHECKING:
-    from ._runner import Turn
+    pass
 
-__all__ = [
-    "STORE_CHECKS",
-    "AddMessage",
-    "Notify",
-    "Raise",
-    "Reasoning",
-    "Reopen",
-    "Reply",
-    "Run",
-    "ScriptedAgent",
-    "SetTitle",
-    "Sleep",
-    "Step",
-    "Token",
-    "Tool",
-    "TurnRecord",
-    "Usage",
-    "WaitFor",
-    "StoreCheck",
-    "StoreFactory",
-    "check_closed_store",
-    "check_delete_is_never_recovered",
-    "check_empty_overwrite_allowed_when_idle",
-    "check_empty_overwrite_refused_while_pending",
-    "check_events_round_trip",
-    "check_final_save_persists_events",
-    "check_growing_save_keeps_no_backup",
-    "check_invalid_session_ids",
-    "check_list_bad_limit_and_cursor",
-    "check_list_hides_empty_untitled",
-    "check_list_pagination",
-    "check_list_sorted_newest_first",
-    "check_load_metadata",
-    "check_loads_are_independent_copies",
-    "check_metadata_only_save_refused",
-    "check_missing_session",
-    "check_new_session_in_memory_only",
-    "check_recover_clean_store_is_noop",
-    "check_save_load_round_trip",
-    "check_shrinking_save_keeps_backup",
-    "check_skip_index_save_is_durable",
-    "check_touch_updated_at",
-    "run_store_conformance",
-    "scripted_agent",
-]
 
 #: Makes a store on empty backing data: ``async with factory() as store``.
 StoreFactory = Callable[[], AbstractAsyncContextManager[Store]]
@@ -257,7 +178,7 @@ async def check_save_load_round_trip(
     every field but the messages. Also after a restart.
 
     Rule: ``save`` is durable; ``load`` returns the whole session (DESIGN.md, "Persistence
-    contract"; issue 2, items 2 and 3: JSON round trip).
+    contract").
     """
     messages: list[Message] = [
         {"role": "system", "content": "You are terse.", "timestamp": 1_700_000_000.125},
@@ -317,7 +238,7 @@ async def check_touch_updated_at(factory: StoreFactory, *, reopen: Reopen | None
     current time (epoch seconds) on the object and in the store; ``created_at`` never
     changes.
 
-    Rule: ``Store.save`` docstring, ``touch_updated_at``; issue 2, item 3 (stale-stream
+    Rule: ``Store.save`` docstring, ``touch_updated_at`` (stale-stream
     repair saves without touching ``updated_at``).
     """
     async with _stores(factory, reopen) as stores:
@@ -358,7 +279,7 @@ async def check_skip_index_save_is_durable(
     full save keeps them.
 
     Rule: DESIGN.md, "Life of a turn" (checkpoints are ``skip_index=True`` saves) and
-    ``Store.save`` docstring (what such a save persists); issue 2, item 3.
+    ``Store.save`` docstring (what such a save persists).
     """
     async with _stores(factory, reopen) as stores:
         store = await stores.fresh()
@@ -450,7 +371,7 @@ async def check_load_metadata(factory: StoreFactory, *, reopen: Reopen | None = 
     raises :class:`~runtime.MetadataOnlyError`.
 
     Rule: DESIGN.md, "Persistence contract" (``load_metadata`` returns an object whose
-    messages are not loaded); issue 2, item 3.
+    messages are not loaded).
     """
     async with _stores(factory, reopen) as stores:
         store = await stores.fresh()
@@ -477,8 +398,7 @@ async def check_metadata_only_save_refused(
     after editing its fields, and the stored state is unchanged. It is raised before any
     I/O: a closed store raises it too, not :class:`~runtime.StoreClosed`.
 
-    Rule: DESIGN.md, "Persistence contract" (cannot be saved, before any I/O); issue 2,
-    item 3; hermes-webui lost a 1,000-message conversation this way.
+    Rule: DESIGN.md, "Persistence contract" (cannot be saved, before any I/O); hermes-webui lost a 1,000-message conversation this way.
     """
     async with _stores(factory, reopen) as stores:
         store = await stores.fresh()
@@ -516,7 +436,7 @@ async def check_shrinking_save_keeps_backup(
     ``restored == 1``; a second ``recover()`` restores nothing.
 
     Rule: DESIGN.md, "Persistence contract" (a shrinking save keeps a backup; recover
-    restores a live session with fewer messages than its backup); issue 2, item 3.
+    restores a live session with fewer messages than its backup).
     """
     async with _stores(factory, reopen) as stores:
         store = await stores.fresh()
@@ -556,8 +476,7 @@ async def check_growing_save_keeps_no_backup(
     also when a growing save follows a shrinking one: recover reports ``restored == 0``
     and the newest state stays.
 
-    Rule: DESIGN.md, "Persistence contract" (a save that grows the list keeps none);
-    issue 2, item 3.
+    Rule: DESIGN.md, "Persistence contract" (a save that grows the list keeps none).
     """
     async with _stores(factory, reopen) as stores:
         store = await stores.fresh()
@@ -590,8 +509,7 @@ async def check_empty_overwrite_refused_while_pending(
     whether the pending mark (``active_stream_id`` or ``pending_user_message``) is stored
     or on the object being saved, for full and checkpoint saves.
 
-    Rule: DESIGN.md, "Persistence contract" (refused while a stream is pending); issue 2,
-    item 3.
+    Rule: DESIGN.md, "Persistence contract" (refused while a stream is pending).
     """
     cases: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         ("stored active_stream_id", {"active_stream_id": "s1"}, {}),
@@ -662,7 +580,7 @@ async def check_new_session_in_memory_only(
     forgets it. Its first ``save()`` stores it.
 
     Rule: DESIGN.md, "Persistence contract" (new sessions live in memory until they have
-    real state); issue 2, item 3 (no file until the first real save; fetchable by id in
+    real state) (no file until the first real save; fetchable by id in
     between; five new sessions create nothing).
     """
     async with _stores(factory, reopen) as stores:
@@ -706,7 +624,7 @@ async def check_list_hides_empty_untitled(
     stream is active or a message is pending; they stay loadable. A hidden session that
     gets a title, a message or a stream shows, and hides again when idle and empty.
 
-    Rule: DESIGN.md, "Persistence contract"; issue 2, item 3 (hermes-webui listed
+    Rule: DESIGN.md, "Persistence contract"  (hermes-webui listed
     hundreds of empty sessions).
     """
     async with _stores(factory, reopen) as stores:
@@ -858,8 +776,7 @@ async def check_invalid_session_ids(factory: StoreFactory, *, reopen: Reopen | N
     ``delete``, ``exists``, ``load_events`` and ``new_session``; nothing is stored. The
     check comes before any I/O: a closed store raises it too.
 
-    Rule: DESIGN.md, "Persistence contract" (refused before touching the disk); issue 2,
-    item 2.
+    Rule: DESIGN.md, "Persistence contract" (refused before touching the disk).
     """
     bad_ids: list[object] = ["../x", "", "a" * 65, "a b", "x/y", "abc\n", "é", ".", None, 5]
     async with _stores(factory, reopen) as stores:
@@ -904,7 +821,7 @@ async def check_delete_is_never_recovered(
     untouched; deleting again raises :class:`~runtime.SessionNotFound`.
 
     Rule: DESIGN.md, "Persistence contract" (recover never resurrects a deleted session:
-    tombstones); issue 2, item 3.
+    tombstones).
     """
     async with _stores(factory, reopen) as stores:
         store = await stores.fresh()
@@ -941,7 +858,7 @@ async def check_recover_clean_store_is_noop(
     and the listing unchanged, and the same report when run again.
 
     Rule: DESIGN.md, "Persistence contract" (recover reports ``{scanned, restored,
-    orphaned_backups}``); issue 2, item 3 (a no-op on a clean store).
+    orphaned_backups}``) (a no-op on a clean store).
     """
     async with _stores(factory, reopen) as stores:
         store = await stores.fresh()
@@ -1121,237 +1038,3 @@ async def run_store_conformance(
         raise AssertionError(
             f"{len(failures)} store conformance check(s) failed:\n{summary}"
         ) from ExceptionGroup("store conformance failures", failures)
-
-
-# -- scripted agents --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Token:
-    """Stream ``text`` with ``turn.token()``. A plain ``str`` step means the same."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class Reasoning:
-    """Emit ``turn.reasoning(text)``."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class Tool:
-    """Run ``async with turn.tool(name, arguments) as call`` and set ``call.result``.
-
-    :ivar error: if set, raised inside the tool block instead (``tool.completed`` then
-        carries the error) and, unless ``catch``, out of the agent.
-    :ivar catch: swallow ``error`` after the block, so the agent carries on as an agent
-        that handles tool failures would.
-    """
-
-    name: str
-    arguments: dict[str, Any] = field(default_factory=dict)
-    result: Any = None
-    error: Exception | None = None
-    catch: bool = False
-
-
-@dataclass(frozen=True)
-class Reply:
-    """``turn.reply(text)``: stream ``text`` and finish the assistant message."""
-
-    text: str = ""
-
-
-@dataclass(frozen=True)
-class AddMessage:
-    """``turn.add_message(message)`` with a deep copy of ``message`` (one per replay)."""
-
-    message: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class SetTitle:
-    """``turn.set_title(title)``."""
-
-    title: str
-
-
-@dataclass(frozen=True)
-class Usage:
-    """``turn.usage(prompt_tokens=..., completion_tokens=...)``."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-@dataclass(frozen=True)
-class Raise:
-    """Raise ``error`` from the agent (the turn then ends with ``error``)."""
-
-    error: Exception
-
-
-@dataclass(frozen=True)
-class Sleep:
-    """``await anyio.sleep(seconds)``: a slow step (for cancellation and checkpoints;
-    synchronise tests with :class:`Notify` / :class:`WaitFor`, not with timings)."""
-
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Notify:
-    """Set ``event``: tells the test the agent reached this step."""
-
-    event: anyio.Event
-
-
-@dataclass(frozen=True)
-class WaitFor:
-    """Wait until the test sets ``event``: holds the agent at this step."""
-
-    event: anyio.Event
-
-
-@dataclass(frozen=True)
-class Run:
-    """Await ``fn(turn)``: any custom step."""
-
-    fn: Callable[[Turn], Awaitable[None]]
-
-
-#: One step of a script; a plain ``str`` is a :class:`Token`.
-Step = (
-    str
-    | Token
-    | Reasoning
-    | Tool
-    | Reply
-    | AddMessage
-    | SetTitle
-    | Usage
-    | Raise
-    | Sleep
-    | Notify
-    | WaitFor
-    | Run
-)
-
-
-@dataclass(frozen=True)
-class TurnRecord:
-    """What a :class:`ScriptedAgent` saw of one turn (``history`` is a copy)."""
-
-    session_id: str
-    stream_id: str
-    user_message: str
-    history: list[Message]
-
-
-async def _play_tool(turn: Turn, step: Tool) -> None:
-    try:
-        async with turn.tool(step.name, dict(step.arguments)) as call:
-            if step.error is not None:
-                raise step.error
-            call.result = copy.deepcopy(step.result)
-    except Exception as exc:
-        if not (step.catch and exc is step.error):
-            raise
-
-
-async def _play(turn: Turn, step: Step) -> None:
-    """Perform one step on ``turn``.
-
-    :raises TypeError: for something that is not a :data:`Step`.
-    """
-    match step:
-        case str() | Token():
-            await turn.token(step if isinstance(step, str) else step.text)
-        case Reasoning(text):
-            await turn.reasoning(text)
-        case Tool():
-            await _play_tool(turn, step)
-        case Reply(text):
-            await turn.reply(text)
-        case AddMessage(message):
-            await turn.add_message(copy.deepcopy(message))
-        case SetTitle(title):
-            await turn.set_title(title)
-        case Usage(prompt, completion):
-            await turn.usage(prompt_tokens=prompt, completion_tokens=completion)
-        case Raise(error):
-            raise error
-        case Sleep(seconds):
-            await anyio.sleep(seconds)
-        case Notify(event):
-            event.set()
-        case WaitFor(event):
-            await event.wait()
-        case Run(fn):
-            await fn(turn)
-        case _:
-            raise TypeError(f"invalid script step {step!r}: not a runtime.testing step")
-
-
-class ScriptedAgent:
-    """An agent that replays the same steps on every turn and records each turn.
-
-    :ivar steps: the script.
-    :ivar turns: one :class:`TurnRecord` per call, in order.
-    """
-
-    def __init__(self, steps: Iterable[Step]) -> None:
-        """:raises TypeError: if a step is not a :data:`Step`, naming it."""
-        self.steps: tuple[Step, ...] = tuple(steps)
-        for step in self.steps:
-            if not isinstance(step, _STEP_TYPES):
-                raise TypeError(f"invalid script step {step!r}: not a runtime.testing step")
-        self.turns: list[TurnRecord] = []
-
-    async def __call__(self, turn: Turn) -> None:
-        self.turns.append(
-            TurnRecord(
-                turn.session_id, turn.stream_id, turn.user_message, copy.deepcopy(turn.history)
-            )
-        )
-        for step in self.steps:
-            await _play(turn, step)
-
-    def __repr__(self) -> str:
-        return f"ScriptedAgent({len(self.steps)} steps, {len(self.turns)} turns)"
-
-
-_STEP_TYPES = (
-    str,
-    Token,
-    Reasoning,
-    Tool,
-    Reply,
-    AddMessage,
-    SetTitle,
-    Usage,
-    Raise,
-    Sleep,
-    Notify,
-    WaitFor,
-    Run,
-)
-
-
-def scripted_agent(steps: Iterable[Step]) -> ScriptedAgent:
-    """An ``async def agent(turn)`` that replays ``steps`` on every turn, e.g.::
-
-        agent = scripted_agent([
-            Reasoning("plan"),
-            "Searching… ",
-            Tool("grep", {"pattern": "TaskGroup"}, result={"hits": 12}),
-            Reply("Found 12 modules."),
-        ])
-
-    ``agent.turns`` records each turn's ids, user message and history.
-
-    :raises TypeError: if a step is not a :data:`Step`, naming it.
-    """
-    return ScriptedAgent(steps)
