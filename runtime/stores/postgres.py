@@ -202,6 +202,9 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
         asyncpg.ConnectionFailureError,
         asyncpg.TooManyConnectionsError,
         asyncpg.InterfaceError,
+        # raised by a connection the server closed under it (seen with idle pooled
+        # connections after pg_terminate_backend)
+        asyncpg.InternalClientError,
     )
 
 
@@ -277,15 +280,22 @@ class PostgresStore(Store):
     async def _open(self) -> None:
         import asyncpg
 
-        self._errors = {asyncpg.PostgresError: StoreError, asyncpg.InterfaceError: StoreError}
-        self._errors[OSError] = StoreError
+        self._errors = {
+            asyncpg.PostgresError: StoreError,
+            asyncpg.InterfaceError: StoreError,
+            asyncpg.InternalClientError: StoreError,
+            OSError: StoreError,
+        }
 
         async def connect() -> asyncpg.Pool:
             return await asyncpg.create_pool(
                 self.dsn,
                 min_size=self.min_size,
                 max_size=self.max_size,
-                server_settings={"search_path": self.schema},
+                server_settings={
+                    "search_path": self.schema,
+                    "application_name": f"runtime:{self.schema}",
+                },
             )
 
         self._pool = await self._retry(connect)

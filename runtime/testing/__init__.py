@@ -49,7 +49,16 @@ from ._agents import TurnRecord as TurnRecord
 from ._agents import Usage as Usage
 from ._agents import WaitFor as WaitFor
 from ._agents import scripted_agent as scripted_agent
-from ._store_checks import STORE_CHECKS as STORE_CHECKS
+from ._conformance import STORE_CHECKS as STORE_CHECKS
+from ._conformance import run_store_conformance as run_store_conformance
+from ._lease_checks import check_cancelled_save_is_old_or_new as check_cancelled_save_is_old_or_new
+from ._lease_checks import check_concurrent_claims_one_wins as check_concurrent_claims_one_wins
+from ._lease_checks import check_concurrent_saves_never_torn as check_concurrent_saves_never_torn
+from ._lease_checks import (
+    check_expired_lease_can_be_taken_over as check_expired_lease_can_be_taken_over,
+)
+from ._lease_checks import check_lease_claim_renew_release as check_lease_claim_renew_release
+from ._lease_checks import check_new_session_sharing as check_new_session_sharing
 from ._store_checks import Reopen as Reopen
 from ._store_checks import StoreCheck as StoreCheck
 from ._store_checks import StoreFactory as StoreFactory
@@ -79,9 +88,14 @@ from ._store_checks import check_save_load_round_trip as check_save_load_round_t
 from ._store_checks import check_shrinking_save_keeps_backup as check_shrinking_save_keeps_backup
 from ._store_checks import check_skip_index_save_is_durable as check_skip_index_save_is_durable
 from ._store_checks import check_touch_updated_at as check_touch_updated_at
-from ._store_checks import run_store_conformance as run_store_conformance
 
 __all__ = [
+    "check_lease_claim_renew_release",
+    "check_expired_lease_can_be_taken_over",
+    "check_concurrent_claims_one_wins",
+    "check_concurrent_saves_never_torn",
+    "check_cancelled_save_is_old_or_new",
+    "check_new_session_sharing",
     "STORE_CHECKS",
     "AddMessage",
     "Notify",

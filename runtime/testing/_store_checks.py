@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import (
     AbstractAsyncContextManager,
     AsyncExitStack,
@@ -113,6 +113,12 @@ class _Stores:
             f"factory() must give a store on empty backing data; {store!r} already holds sessions",
         )
         return store
+
+    async def alongside(self, store: Store) -> Store:
+        """A second store open on the same data as ``store`` at the same time, as
+        another process would have (needs ``reopen``; for shared stores)."""
+        assert self._reopen is not None
+        return await self._stack.enter_async_context(self._reopen(store))
 
     async def restart(self, store: Store) -> Store:
         """Close ``store`` and open another on its data, as after a process restart;
@@ -398,7 +404,8 @@ async def check_metadata_only_save_refused(
     after editing its fields, and the stored state is unchanged. It is raised before any
     I/O: a closed store raises it too, not :class:`~runtime.StoreClosed`.
 
-    Rule: DESIGN.md, "Persistence contract" (cannot be saved, before any I/O); hermes-webui lost a 1,000-message conversation this way.
+    Rule: DESIGN.md, "Persistence contract" (cannot be saved, before any I/O);
+    hermes-webui lost a 1,000-message conversation this way.
     """
     async with _stores(factory, reopen) as stores:
         store = await stores.fresh()
@@ -980,8 +987,8 @@ async def check_closed_store(factory: StoreFactory, *, reopen: Reopen | None = N
             _require(isinstance(caught.value, RuntimeError), "StoreClosed is a RuntimeError")
 
 
-#: Every check, in a stable order; each is ``async (factory, *, reopen=None) -> None``.
-STORE_CHECKS: tuple[StoreCheck, ...] = (
+#: The checks of the basic persistence contract.
+BASIC_CHECKS: tuple[StoreCheck, ...] = (
     check_save_load_round_trip,
     check_touch_updated_at,
     check_skip_index_save_is_durable,
@@ -1005,36 +1012,3 @@ STORE_CHECKS: tuple[StoreCheck, ...] = (
     check_final_save_persists_events,
     check_closed_store,
 )
-
-
-async def run_store_conformance(
-    factory: StoreFactory,
-    *,
-    reopen: Reopen | None = None,
-    checks: Iterable[StoreCheck] = STORE_CHECKS,
-) -> None:
-    """Run every check (by default all of :data:`STORE_CHECKS`) against a backend.
-
-    :param factory: makes a store on empty backing data, used as
-        ``async with factory() as store`` (e.g. ``lambda: MemoryStore()``); called once or
-        twice per check.
-    :param reopen: opens a new store on the same data as the closed store it is given,
-        as a restarted process would; ``None`` skips the across-restart parts.
-    :param checks: the checks to run.
-    :raises AssertionError: if any check fails; the message lists every failed check and
-        its reason, and the individual failures are chained as an ``ExceptionGroup``.
-    """
-    failures: list[Exception] = []
-    names: list[str] = []
-    for check in checks:
-        try:
-            await check(factory, reopen=reopen)
-        except Exception as exc:
-            exc.add_note(f"in {check.__name__}")
-            failures.append(exc)
-            names.append(f"{check.__name__}: {type(exc).__name__}: {exc}")
-    if failures:
-        summary = "\n".join(names)
-        raise AssertionError(
-            f"{len(failures)} store conformance check(s) failed:\n{summary}"
-        ) from ExceptionGroup("store conformance failures", failures)
