@@ -201,6 +201,19 @@ class Runtime:
         self._task_group()
         return self.store.new_session(**fields)
 
+    async def create_session(self, **fields: Any) -> Session:
+        """A new session like :meth:`new_session`, also made fetchable and startable by
+        every process sharing the store (``store.shared``), still with no durable row
+        or file before its first turn (see :meth:`Store.share_new_session`).
+
+        :param fields: :class:`Session` fields, e.g. ``title="..."``.
+        :raises InvalidSessionId: for a bad ``session_id``.
+        :raises StoreError: if the store fails to share it.
+        """
+        session = self.new_session(**fields)
+        await self.store.share_new_session(session)
+        return session
+
     async def get_session(self, session_id: str, *, metadata_only: bool = False) -> Session:
         """The session (full, or ``metadata_only``), after repairing a stale stream.
 

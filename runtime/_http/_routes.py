@@ -119,7 +119,7 @@ class Api:
                     400, "invalid_body", f"invalid title {title!r}: must be a non-empty string"
                 )
             fields["title"] = title
-        session = self.runtime.new_session(**fields)
+        session = await self.runtime.create_session(**fields)
         location = request.url_for("session", session_id=session.session_id).path
         return JSONResponse(session_json(session), status_code=201, headers={"Location": location})
 

@@ -15,9 +15,8 @@ from .._events import Event
 from .._runner import Agent
 from .._runtime import Runtime
 from .._session import validate_session_id
-from ..stores.files import FileStore
 from ._agents import load_agent
-from ._common import add_store_option, print_json, store_root
+from ._common import add_store_option, open_store, print_json
 
 __all__ = ["register"]
 
@@ -60,12 +59,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace, agent: Agent) -> int:
     view: _View = _JsonView() if args.json else _TextView()
-    store = FileStore(store_root(args))
+    store = open_store(args)
     async with Runtime(store, agent, checkpoint_interval=args.checkpoint_interval) as rt:
         if args.session is not None:
             session = await rt.get_session(args.session, metadata_only=True)
         else:
-            session = rt.new_session(title=_title(args.prompt))
+            session = await rt.create_session(title=_title(args.prompt))
         stream_id = await rt.start_turn(session.session_id, args.prompt)
         outcome = "done"
         async with anyio.create_task_group() as tg:

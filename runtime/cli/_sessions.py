@@ -13,8 +13,7 @@ import anyio
 from .._runner import Turn
 from .._runtime import Runtime
 from .._session import Session, validate_session_id
-from ..stores.files import FileStore
-from ._common import add_store_option, print_json, store_root
+from ._common import add_store_option, open_store, print_json
 
 __all__ = ["register"]
 
@@ -49,7 +48,7 @@ async def _no_agent(turn: Turn) -> None:
 
 def _runtime(args: argparse.Namespace) -> Runtime:
     # FileStore is exclusive (one process per root), so stale streams are repaired at once.
-    return Runtime(FileStore(store_root(args)), _no_agent)
+    return Runtime(open_store(args), _no_agent)
 
 
 def _when(ts: float | None) -> str:
@@ -133,7 +132,7 @@ def _print_transcript(session: Session) -> None:
 
 
 async def _recover(args: argparse.Namespace) -> int:
-    async with FileStore(store_root(args)) as store:
+    async with open_store(args) as store:
         report = await store.recover()
     if args.json:
         print_json(report)
