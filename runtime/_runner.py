@@ -25,7 +25,7 @@ from . import _events as ev
 from ._events import Event
 from ._exceptions import LeaseLost
 from ._json import check_json_ready
-from ._session import Message, Session
+from ._session import Message, Session, validate_title
 from .brokers.memory import EventLog
 from .stores.abc import Lease, Store
 
@@ -206,10 +206,10 @@ class Turn:
     async def set_title(self, title: str) -> None:
         """Set the session title (saved with the turn); emits ``title`` ``{"title"}``.
 
-        :raises ValueError: for an empty or non-string title.
+        :raises ValueError: for an empty or non-string title, one over 200 characters or
+            one with a control character.
         """
-        if not isinstance(title, str) or not title.strip():
-            raise ValueError(f"invalid title {title!r}: must be a non-empty string")
+        validate_title(title)
         await self._emit(ev.TITLE, {"title": title})  # refuses text JSON cannot carry
         self._session.title = title
         self.title = title

@@ -597,7 +597,12 @@ class PostgresStore(Store):
                         restored += 1
                 scanned = await con.fetchval("SELECT count(*) FROM sessions")
                 await self._prune(con)
-            return {"scanned": scanned, "restored": restored, "orphaned_backups": orphaned}
+            return {
+                "scanned": scanned,
+                "restored": restored,
+                "orphaned_backups": orphaned,
+                "quarantined": 0,
+            }
 
         return await self._retry(op)
 

@@ -263,7 +263,7 @@ async def check_new_session_sharing(factory: StoreFactory, *, reopen: Reopen | N
         _equal(await _listed_ids(store), [], "list_sessions() with a shared new session")
         _equal(
             dict(await store.recover()),
-            {"scanned": 0, "restored": 0, "orphaned_backups": 0},
+            {"scanned": 0, "restored": 0, "orphaned_backups": 0, "quarantined": 0},
             "recover() with a shared new session (nothing may be stored)",
         )
         if store.shared and reopen is not None:

@@ -461,7 +461,7 @@ async def check_shrinking_save_keeps_backup(
         report = await store.recover()
         _equal(
             dict(report),
-            {"scanned": 1, "restored": 1, "orphaned_backups": 0},
+            {"scanned": 1, "restored": 1, "orphaned_backups": 0, "quarantined": 0},
             "recover() after a shrinking save",
         )
         _equal(
@@ -471,7 +471,7 @@ async def check_shrinking_save_keeps_backup(
         )
         _equal(
             dict(await store.recover()),
-            {"scanned": 1, "restored": 0, "orphaned_backups": 0},
+            {"scanned": 1, "restored": 0, "orphaned_backups": 0, "quarantined": 0},
             "a second recover()",
         )
 
@@ -501,7 +501,7 @@ async def check_growing_save_keeps_no_backup(
         store = await stores.restart(store)
         _equal(
             dict(await store.recover()),
-            {"scanned": 2, "restored": 0, "orphaned_backups": 0},
+            {"scanned": 2, "restored": 0, "orphaned_backups": 0, "quarantined": 0},
             "recover() after growing saves",
         )
         for sid, state in expected.items():
@@ -547,7 +547,7 @@ async def check_empty_overwrite_refused_while_pending(
             _equal(await _stored(store, sid), state, f"stored state of {sid} after refusals")
         _equal(
             dict(await store.recover()),
-            {"scanned": len(cases), "restored": 0, "orphaned_backups": 0},
+            {"scanned": len(cases), "restored": 0, "orphaned_backups": 0, "quarantined": 0},
             "recover() after refused saves (they must leave no backup either)",
         )
 
@@ -572,7 +572,7 @@ async def check_empty_overwrite_allowed_when_idle(
         store = await stores.restart(store)
         _equal(
             dict(await store.recover()),
-            {"scanned": 1, "restored": 1, "orphaned_backups": 0},
+            {"scanned": 1, "restored": 1, "orphaned_backups": 0, "quarantined": 0},
             "recover() after clearing an idle session",
         )
         _equal(await _stored(store, session.session_id), previous, "state after recover()")
@@ -604,7 +604,7 @@ async def check_new_session_in_memory_only(
         _equal(await _listed_ids(store), [], "list_sessions() with only new sessions")
         _equal(
             dict(await store.recover()),
-            {"scanned": 0, "restored": 0, "orphaned_backups": 0},
+            {"scanned": 0, "restored": 0, "orphaned_backups": 0, "quarantined": 0},
             "recover() with five unsaved new sessions (nothing may be stored)",
         )
         await store.delete(drafts[4].session_id)
@@ -815,7 +815,7 @@ async def check_invalid_session_ids(factory: StoreFactory, *, reopen: Reopen | N
         _equal(await _listed_ids(store), [], "list_sessions() after refused saves")
         _equal(
             dict(await store.recover()),
-            {"scanned": 0, "restored": 0, "orphaned_backups": 0},
+            {"scanned": 0, "restored": 0, "orphaned_backups": 0, "quarantined": 0},
             "recover() after refused saves (nothing may be stored)",
         )
 
@@ -850,7 +850,7 @@ async def check_delete_is_never_recovered(
             store = await stores.restart(store)
             _equal(
                 dict(await store.recover()),
-                {"scanned": 1, "restored": 0, "orphaned_backups": 0},
+                {"scanned": 1, "restored": 0, "orphaned_backups": 0, "quarantined": 0},
                 f"recover() {label}",
             )
         with _raises(SessionNotFound, "delete() of a deleted session"):
@@ -871,7 +871,7 @@ async def check_recover_clean_store_is_noop(
         store = await stores.fresh()
         _equal(
             dict(await store.recover()),
-            {"scanned": 0, "restored": 0, "orphaned_backups": 0},
+            {"scanned": 0, "restored": 0, "orphaned_backups": 0, "quarantined": 0},
             "recover() of an empty store",
         )
         sessions = [
@@ -888,7 +888,7 @@ async def check_recover_clean_store_is_noop(
         for attempt in ("first", "second"):
             _equal(
                 dict(await store.recover()),
-                {"scanned": 3, "restored": 0, "orphaned_backups": 0},
+                {"scanned": 3, "restored": 0, "orphaned_backups": 0, "quarantined": 0},
                 f"{attempt} recover() of a clean store",
             )
             for s in sessions:
