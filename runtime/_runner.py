@@ -26,7 +26,7 @@ from ._events import Event
 from ._exceptions import LeaseLost
 from ._json import check_json_ready
 from ._session import Message, Session, validate_title
-from .brokers.memory import EventLog
+from .brokers.abc import StreamLog
 from .stores.abc import Lease, Store
 
 __all__ = ["Agent", "ToolCall", "Turn", "TurnHandle", "run_turn"]
@@ -77,7 +77,7 @@ class Turn:
     """
 
     def __init__(
-        self, session: Session, log: EventLog, user_message: str, history: list[Message]
+        self, session: Session, log: StreamLog, user_message: str, history: list[Message]
     ) -> None:
         self.session_id = session.session_id
         self.stream_id = log.stream_id
@@ -308,7 +308,7 @@ class TurnHandle:
     """The runtime's record of a live turn."""
 
     def __init__(
-        self, session_id: str, stream_id: str, log: EventLog, lease: Lease | None = None
+        self, session_id: str, stream_id: str, log: StreamLog, lease: Lease | None = None
     ) -> None:
         self.session_id = session_id
         self.stream_id = stream_id
@@ -511,6 +511,8 @@ async def _final_save(
     turn.closed = True
     for event in tail:
         log.append(event)
+    with anyio.move_on_after(save_timeout, shield=True):
+        await log.flush()  # a remote log: the end reaches it before the turn is over
 
 
 async def run_turn(

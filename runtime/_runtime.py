@@ -18,7 +18,7 @@ from ._exceptions import SessionBusy, StoreClosed
 from ._runner import Agent, Turn, TurnHandle, interval_ok, run_turn
 from ._session import Message, Session, validate_session_id
 from ._subscription import Subscription, new_stream_id, session_of_stream
-from .brokers.memory import MemoryBroker
+from .brokers.abc import Broker
 from .stores.abc import Lease, RecoveryReport, SessionPage, Store
 
 if TYPE_CHECKING:
@@ -54,8 +54,12 @@ class Runtime:
     :param final_save_timeout: seconds the shielded final save of a turn may take.
     :param shutdown_grace: seconds live turns get to finish when the runtime closes (>= 0).
     :param event_retention: seconds a finished stream's events stay readable in memory;
-        afterwards they are replayed from the store.
-    :param max_events: live window of each stream's event log, in events.
+        afterwards they are replayed from the store (for the default broker).
+    :param max_events: live window of each stream's event log, in events (for the
+        default broker).
+    :param broker: the event-log backend (:class:`~runtime.brokers.abc.Broker`);
+        default an in-process :class:`~runtime.brokers.memory.MemoryBroker` built from
+        ``event_retention`` and ``max_events``. The runtime closes it.
     :param route_table: a gateway :class:`~runtime.routing.RouteTable` to prune in the
         background: at once, then every ``route_prune_interval`` seconds (default one
         hour), removing routes not updated for ``route_max_age_days`` days (``<= 0``
@@ -78,6 +82,7 @@ class Runtime:
         route_table: RouteTable | None = None,
         route_prune_interval: float = 3600.0,
         route_max_age_days: int = 90,
+        broker: Broker | None = None,
         lease_ttl: float = 30.0,
         node_id: str | None = None,
     ) -> None:
@@ -95,7 +100,11 @@ class Runtime:
         self.shutdown_grace = float(shutdown_grace)
         self.lease_ttl = interval_ok(lease_ttl, "lease_ttl")
         self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.broker = MemoryBroker(retention=event_retention, max_events=max_events)
+        if broker is None:
+            from .brokers.memory import MemoryBroker  # the default backend
+
+            broker = MemoryBroker(retention=event_retention, max_events=max_events)
+        self.broker: Broker = broker
         self.recovery: RecoveryReport | None = None
         self._live: dict[str, TurnHandle] = {}  # stream_id -> handle
         self._busy: dict[str, str] = {}  # session_id -> stream_id, from start_turn on
@@ -173,7 +182,10 @@ class Runtime:
             self._tg = None
             self._closed = True
             with anyio.CancelScope(shield=True):
-                await self.store.aclose()
+                try:
+                    await self.broker.aclose()
+                finally:
+                    await self.store.aclose()
 
     async def _drain(self, grace: float) -> None:
         """Wait up to ``grace`` seconds for live turns, then cancel and await the rest."""
