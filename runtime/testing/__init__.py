@@ -1,4 +1,9 @@
-"""Public test helpers: the store conformance suite and scripted agents.
+"""Public test helpers: the store and event-log conformance suites and scripted agents.
+
+One concept per module: ``_store_checks`` (the persistence contract), ``_lease_checks``
+(leases, racing writers, cancelled saves, new sessions shared between processes),
+``_conformance`` (the whole store suite and its runner), ``_event_log_checks`` (the
+event-log seam) and ``_agents`` (scripted agents). Everything public is re-exported here.
 
 **Store conformance.** Every rule of the persistence contract (DESIGN.md, "Persistence
 contract"; the docstrings of :class:`~runtime.stores.abc.Store`) is one
@@ -20,7 +25,19 @@ empty backing data (a :class:`~runtime.stores.abc.Store` is one: ``async with st
 ``reopen(store)``, if given, opens a second store on the *same* backing data as
 ``store`` (which the checks close first), as a restarted process would; the checks then
 also verify that what they wrote survives a restart. Leave it ``None`` for backends whose
-data lives in the store object (:class:`~runtime.stores.memory.MemoryStore`).
+data lives in the store object (:class:`~runtime.stores.memory.MemoryStore`). For a store
+several processes share (capability flag ``Store.shared``), ``reopen`` must also work on a
+store that is still open: the sharing checks open two at once, as two processes would.
+
+Capability flags, read from the store: ``exclusive`` (one process owns the data, leases
+live in the process) and ``shared`` (several processes open the data at once; leases and
+new sessions live in the backend). Every check applies to every store; where the rule
+depends on a flag, the check says how.
+
+**Event-log conformance.** :data:`EVENT_LOG_CHECKS` hold every
+:class:`~runtime.brokers.abc.Broker` to the same behaviour; run them with
+``await run_event_log_conformance(MyBroker)`` where ``MyBroker(retention=...,
+max_events=...)`` makes an empty broker.
 
 A failed check raises :class:`AssertionError` whose message names the call, what was
 expected and what came back; the check's docstring names the rule and its source. The
@@ -51,6 +68,19 @@ from ._agents import WaitFor as WaitFor
 from ._agents import scripted_agent as scripted_agent
 from ._conformance import STORE_CHECKS as STORE_CHECKS
 from ._conformance import run_store_conformance as run_store_conformance
+from ._event_log_checks import EVENT_LOG_CHECKS as EVENT_LOG_CHECKS
+from ._event_log_checks import BrokerFactory as BrokerFactory
+from ._event_log_checks import EventLogCheck as EventLogCheck
+from ._event_log_checks import (
+    check_append_refuses_gaps_and_bad_data as check_append_refuses_gaps_and_bad_data,
+)
+from ._event_log_checks import check_publish_and_read_in_order as check_publish_and_read_in_order
+from ._event_log_checks import (
+    check_readers_wait_and_all_get_every_event as check_readers_wait_and_all_get_every_event,
+)
+from ._event_log_checks import check_retention_and_drop as check_retention_and_drop
+from ._event_log_checks import check_window_is_bounded as check_window_is_bounded
+from ._event_log_checks import run_event_log_conformance as run_event_log_conformance
 from ._lease_checks import check_cancelled_save_is_old_or_new as check_cancelled_save_is_old_or_new
 from ._lease_checks import check_concurrent_claims_one_wins as check_concurrent_claims_one_wins
 from ._lease_checks import check_concurrent_saves_never_torn as check_concurrent_saves_never_torn
@@ -90,6 +120,15 @@ from ._store_checks import check_skip_index_save_is_durable as check_skip_index_
 from ._store_checks import check_touch_updated_at as check_touch_updated_at
 
 __all__ = [
+    "EVENT_LOG_CHECKS",
+    "BrokerFactory",
+    "EventLogCheck",
+    "run_event_log_conformance",
+    "check_publish_and_read_in_order",
+    "check_append_refuses_gaps_and_bad_data",
+    "check_readers_wait_and_all_get_every_event",
+    "check_window_is_bounded",
+    "check_retention_and_drop",
     "check_lease_claim_renew_release",
     "check_expired_lease_can_be_taken_over",
     "check_concurrent_claims_one_wins",
