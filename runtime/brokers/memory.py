@@ -229,6 +229,9 @@ class EventLog(StreamLog):
 
         :raises SubscriberLagged: if events after ``after_seq`` were already dropped.
         """
+        batch = self.read_nowait(after_seq)
+        if batch or self.closed:  # nothing to wait for: no shared read needed
+            return batch
         reads = self._reads
         while (pending := reads.get(after_seq)) is not None:
             await pending.done.wait()
