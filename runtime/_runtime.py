@@ -16,9 +16,10 @@ import anyio.abc
 from . import _events as ev
 from ._exceptions import SessionBusy, StoreClosed
 from ._runner import Agent, Turn, TurnHandle, interval_ok, run_turn
-from ._session import Message, Session, validate_session_id
+from ._session import Session, validate_session_id
 from ._subscription import Subscription, new_stream_id, session_of_stream
 from .brokers.abc import Broker
+from .repair import is_stale, mark_interrupted, repair
 from .stores.abc import Lease, RecoveryReport, SessionPage, Store
 
 if TYPE_CHECKING:
@@ -285,23 +286,15 @@ class Runtime:
         return stream_id in self._live
 
     async def _is_stale(self, s: Session, *, starting: bool = False) -> bool:
-        """True if ``s`` names a stream no process runs any more: not a task of ours,
-        and (for a store several processes share) its lease has expired.
+        """True if ``s`` names a stream no process runs any more (see
+        :func:`runtime.repair.is_stale`).
 
         :param starting: called by ``start_turn`` itself, whose own busy mark does not
             count as an owner.
         """
-        if s.active_stream_id is None or s.active_stream_id in self._live:
-            return False
         if not starting and s.session_id in self._busy:  # a start_turn is under way
             return False
-        if self.store.exclusive:  # no other process can own it: it is dead
-            return True
-        lease = await self.store.lease_state(s.session_id)
-        if lease is not None:
-            return lease.expires_in <= 0
-        started = s.pending_started_at  # no lease record: a writer that takes none
-        return started is None or time.time() - started >= self.stale_grace
+        return await is_stale(self.store, s, running=self._live, stale_grace=self.stale_grace)
 
     async def _leased_elsewhere(self, session_id: str) -> bool:
         """True if another process holds an unexpired lease on the session."""
@@ -314,12 +307,8 @@ class Runtime:
         return Lease(self.node_id, uuid.uuid4().hex, self.lease_ttl)
 
     async def _repair_if_stale(self, meta: Session) -> Session | None:
-        """Repair a stale stream through a FULL load; returns the repaired session, or
-        ``None`` if nothing was stale. A failed reload raises and writes nothing.
-
-        Never from the metadata-only object: saving that once wiped a 1,000-message
-        conversation in hermes-webui.
-        """
+        """Repair a stale stream through a FULL load (see :func:`runtime.repair.repair`);
+        returns the repaired session, or ``None`` if nothing was stale."""
         if not await self._is_stale(meta):
             return None
         full = await self.store.load(meta.session_id)
@@ -330,24 +319,7 @@ class Runtime:
         return full
 
     async def _repair(self, full: Session) -> bool:
-        """Close the dead stream of a fully loaded session and save it, keeping
-        ``updated_at``; the save takes over the expired lease and frees it in one write.
-        Returns ``False`` (nothing written, ``full`` unchanged on the store) if another
-        process claimed the session meanwhile."""
-        before = full.copy()
-        _mark_interrupted(full)
-        try:
-            await self.store.save(
-                full, touch_updated_at=False, lease=self._new_lease(), lease_mode="repair"
-            )
-        except SessionBusy:
-            full.messages = before.messages
-            full.active_stream_id = before.active_stream_id
-            full.pending_user_message = before.pending_user_message
-            full.pending_started_at = before.pending_started_at
-            return False
-        logger.warning("repaired stale stream of session %s", full.session_id)
-        return True
+        return await repair(self.store, full, owner=self.node_id, ttl=self.lease_ttl)
 
     async def _repair_session(self, session_id: str) -> None:
         await self._repair_if_stale(await self.store.load_metadata(session_id))
@@ -378,7 +350,7 @@ class Runtime:
             if session.active_stream_id is not None and not stale:
                 raise SessionBusy(session_id, session.active_stream_id)
             if session.active_stream_id is not None:
-                _mark_interrupted(session)
+                mark_interrupted(session)
             history = list(session.messages)
             now = time.time()
             session.active_stream_id = stream_id
@@ -479,40 +451,3 @@ class Runtime:
     def statistics(self) -> dict[str, int]:
         """``{live_streams, retained_logs}``: an immutable snapshot."""
         return {"live_streams": len(self._live), "retained_logs": len(self.broker)}
-
-
-def _mark_interrupted(session: Session) -> None:
-    """Close a dead stream in the transcript: the pending user message (once) and one
-    ``interrupted`` marker; clears the pending fields."""
-    pending = session.pending_user_message
-    messages = session.messages
-    if pending is not None and not _has_user_message(messages, pending):
-        messages.append(
-            {
-                "role": "user",
-                "content": pending,
-                "_recovered": True,
-                "timestamp": session.pending_started_at,
-            }
-        )
-    marker: Message = {
-        "role": "assistant",
-        "content": "The previous turn was interrupted because the process stopped.",
-        "_error": True,
-        "type": "interrupted",
-        "interruption_cause": "process_restart",
-        "stream_id": session.active_stream_id,
-        "timestamp": time.time(),
-    }
-    messages.append(marker)
-    session.active_stream_id = None
-    session.pending_user_message = None
-    session.pending_started_at = None
-
-
-def _has_user_message(messages: list[Message], text: str) -> bool:
-    """True if the last user message is ``text`` (a checkpoint already persisted it)."""
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            return bool(message.get("content") == text)
-    return False

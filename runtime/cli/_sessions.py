@@ -10,9 +10,8 @@ from typing import Any
 
 import anyio
 
-from .._runner import Turn
-from .._runtime import Runtime
 from .._session import Session, validate_session_id
+from ..repair import load_repaired
 from ._common import add_store_option, open_store, print_json
 
 __all__ = ["register"]
@@ -42,15 +41,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rp.set_defaults(func=lambda a: anyio.run(_recover, a))
 
 
-async def _no_agent(turn: Turn) -> None:
-    raise RuntimeError("this runtime only reads sessions")
-
-
-def _runtime(args: argparse.Namespace) -> Runtime:
-    # FileStore is exclusive (one process per root), so stale streams are repaired at once.
-    return Runtime(open_store(args), _no_agent)
-
-
 def _when(ts: float | None) -> str:
     if ts is None:
         return "-"
@@ -58,8 +48,8 @@ def _when(ts: float | None) -> str:
 
 
 async def _list(args: argparse.Namespace) -> int:
-    async with _runtime(args) as rt:
-        page = await rt.list_sessions(limit=args.limit, cursor=args.cursor)
+    async with open_store(args) as store:
+        page = await store.list_sessions(limit=args.limit, cursor=args.cursor)
     if args.json:
         print_json(
             {"sessions": [s.meta_dict() for s in page.sessions], "next_cursor": page.next_cursor}
@@ -101,8 +91,8 @@ def _show_cmd(args: argparse.Namespace) -> int:
 
 
 async def _show(args: argparse.Namespace) -> int:
-    async with _runtime(args) as rt:
-        session = await rt.get_session(args.session_id)
+    async with open_store(args) as store:
+        session = await load_repaired(store, args.session_id)
     if args.json:
         print_json(session.to_dict())
         return 0
