@@ -185,7 +185,7 @@ ON CONFLICT (session_id) DO UPDATE
 """
 
 _LIST = """
-SELECT session_id, meta, message_count FROM sessions
+SELECT session_id, meta, message_count, updated_at FROM sessions
  WHERE visible AND ($1::float8 IS NULL OR updated_at < $1 OR (updated_at = $1 AND session_id > $2))
  ORDER BY updated_at DESC, session_id
  LIMIT $3
@@ -400,7 +400,12 @@ class PostgresStore(Store):
                 return list(await con.fetch(_LIST, updated, sid, limit))
 
         rows = await self._retry(op)
-        return [_session_from(sid, meta, count, None) for sid, meta, count in rows]
+        out = []
+        for sid, meta, count, updated_at in rows:
+            session = _session_from(sid, meta, count, None)
+            session.updated_at = updated_at  # the key the page was sorted by
+            out.append(session)
+        return out
 
     async def _has_more(self, last: Session) -> bool:
         return bool(await self._list_page(1, (last.updated_at, last.session_id)))
@@ -442,9 +447,6 @@ class PostgresStore(Store):
         raise NotImplementedError("PostgresStore writes in _save")
 
     async def _save(self, session: Session, request: SaveRequest) -> None:
-        # Encode in the event loop before any await, so the session cannot change
-        # under the write (the agent keeps running while a checkpoint is in flight).
-        bodies = [orjson.dumps(m).decode() for m in session.messages]
         events = (
             [e.stream_id for e in request.events],
             [e.seq for e in request.events],
@@ -454,7 +456,7 @@ class PostgresStore(Store):
 
         async def op() -> None:
             async with self._conn() as con, con.transaction():
-                await self._save_in(con, session, request, bodies, events)
+                await self._save_in(con, session, request, events)
 
         await self._retry(op)
 
@@ -463,7 +465,6 @@ class PostgresStore(Store):
         con: asyncpg.Connection,
         session: Session,
         request: SaveRequest,
-        bodies: list[str],
         events: tuple[list[str], list[int], list[float], list[str]],
     ) -> None:
         """The conditional write, inside one transaction."""
@@ -476,32 +477,22 @@ class PostgresStore(Store):
             else:
                 await con.execute("DELETE FROM tombstones WHERE session_id = $1", sid)
                 await con.execute("DELETE FROM drafts WHERE session_id = $1", sid)
+        # From here to the first await below nothing else runs on the event loop: the
+        # rules see, and the write persists, one state of the session even though the
+        # agent keeps running while a checkpoint is in flight. Only the messages the
+        # write needs are encoded: a checkpoint rewrites at most the last stored one and
+        # inserts the new ones (O(new data)); a full save may change any message.
         info = None if row is None else StoredInfo(row[0], row[1], row[2])
         held = None if row is None or row[4] is None else HeldLease(row[3], row[4], row[5])
         check_lease(sid, held, request.lease, request.lease_mode, None if row is None else row[1])
         backup = plan_save(session, info, request)
-        count = len(bodies)
-        start = 0
-        if row is not None:
-            stored = row[0]
-            if backup:
-                await con.execute(_BACKUP, sid)
-            elif row[6] is not None and row[6] <= count:
-                await con.execute("DELETE FROM backups WHERE session_id = $1", sid)
-            if count < stored:
-                await con.execute(
-                    "DELETE FROM messages WHERE session_id = $1 AND idx >= $2", sid, count
-                )
-            # A checkpoint may change only the last stored message and append; a full
-            # save may change any message.
-            if request.skip_index:
-                start = max(0, min(stored, count) - 1)
-        lease = request.lease
-        op = 0 if lease is None else 1 if request.lease_mode in ("claim", "renew") else 2
-        await con.execute(
-            _WRITE,
-            sid,
-            _meta_json(session),
+        messages = session.messages
+        count = len(messages)
+        stored = 0 if row is None else row[0]
+        start = max(0, min(stored, count) - 1) if request.skip_index and row is not None else 0
+        bodies = [orjson.dumps(m).decode() for m in messages[start:]]
+        meta = _meta_json(session)
+        fields = (
             session.title,
             session.updated_at,
             count,
@@ -510,12 +501,29 @@ class PostgresStore(Store):
             visible_in_list(
                 session.title, count, session.active_stream_id, session.pending_user_message
             ),
+        )
+        if row is not None:
+            if backup:
+                await con.execute(_BACKUP, sid)
+            elif row[6] is not None and row[6] <= count:
+                await con.execute("DELETE FROM backups WHERE session_id = $1", sid)
+            if count < stored:
+                await con.execute(
+                    "DELETE FROM messages WHERE session_id = $1 AND idx >= $2", sid, count
+                )
+        lease = request.lease
+        op = 0 if lease is None else 1 if request.lease_mode in ("claim", "renew") else 2
+        await con.execute(
+            _WRITE,
+            sid,
+            meta,
+            *fields,
             op,
             None if lease is None else lease.owner,
             None if lease is None else lease.token,
             0.0 if lease is None else lease.ttl,
             start,
-            bodies[start:],
+            bodies,
             *events,
         )
 
