@@ -359,26 +359,29 @@ async def _checkpoint_loop(
 ) -> None:
     """The checkpoint coroutine: every ``interval`` seconds, save if the activity
     counter advanced, else renew the lease once a third of its ttl has passed; exits at
-    once when ``stop`` is set. A lost lease cancels the turn (nothing more is written)."""
+    once when ``stop`` is set.
+
+    A failed save is announced to subscribers at once (a ``checkpoint`` event with
+    ``error``, ``failures`` and the unchanged ``persisted_seq``) and retried with
+    exponential backoff, up to 32 intervals apart. A lost lease (``LeaseLost``) cancels
+    the turn: nothing more is written."""
     saved_activity = 0  # the activity counter starts at 0 with the turn
+    failures = 0
     lease = handle.lease
     renewed = time.monotonic()
     while not stop.is_set():
-        with anyio.move_on_after(interval):
+        with anyio.move_on_after(interval * (1 << min(failures, 5))):
             await stop.wait()
         if stop.is_set():
             return
         try:
             if turn.activity != saved_activity:
                 saved_activity = turn.activity
-                try:
-                    await _checkpoint(turn, store, state, lease)
+                failures = await _try_checkpoint(turn, store, state, lease, interval, failures)
+                if failures:
+                    saved_activity = -1  # retried at the next tick, whatever the agent does
+                else:
                     renewed = time.monotonic()
-                except LeaseLost:
-                    raise
-                except Exception:  # a failed checkpoint is retried at the next tick
-                    logger.exception("checkpoint of session %s failed", turn.session_id)
-                    saved_activity = -1
             elif lease is not None and time.monotonic() - renewed >= lease.ttl / 3:
                 try:
                     await store.renew_lease(turn.session_id, lease)
@@ -393,6 +396,43 @@ async def _checkpoint_loop(
             if handle.scope is not None:
                 handle.scope.cancel()
             return
+
+
+async def _try_checkpoint(
+    turn: Turn,
+    store: Store,
+    state: dict[str, int],
+    lease: Lease | None,
+    interval: float,
+    failures: int,
+) -> int:
+    """One checkpoint; returns the failures in a row after it (0 on success).
+
+    :raises LeaseLost: if the lease was lost (nothing was written).
+    """
+    try:
+        await _checkpoint(turn, store, state, lease)
+        return 0
+    except LeaseLost:
+        raise
+    except Exception as exc:
+        failures += 1
+        logger.error(
+            "checkpoint of session %s failed (%d in a row)",
+            turn.session_id,
+            failures,
+            exc_info=exc,
+        )
+        turn._publish(
+            ev.CHECKPOINT,
+            {
+                "error": f"{type(exc).__name__}: {exc}",
+                "failures": failures,
+                "retry_in_s": interval * (1 << min(failures, 5)),
+                "persisted_seq": state["persisted_seq"],
+            },
+        )
+        return failures
 
 
 def _outcome_messages(turn: Turn, outcome: str, error: BaseException | None) -> list[Message]:
@@ -551,7 +591,9 @@ async def run_turn(
                     except Exception as exc:
                         error = exc
                         outcome = "error"
-                        logger.warning("agent failed in session %s: %r", turn.session_id, exc)
+                        logger.error(
+                            "agent failed in session %s: %r", turn.session_id, exc, exc_info=exc
+                        )
                     finally:
                         stop.set()
             finally:
