@@ -16,7 +16,8 @@ keeps working for callers who do not know this library::
     │   ├── StoreLocked                            another process owns the store root
     │   ├── EmptyOverwriteRefused(StoreError, RuntimeError)
     │   │                                          would replace stored messages with [] mid-stream
-    │   └── CorruptSession                         a session file cannot be decoded
+    │   ├── CorruptSession                         a session file cannot be decoded
+    │   └── WriteConflict                          a conditional write met another writer
     ├── StoreClosed(Error, RuntimeError)           the store was used after ``aclose()``
     ├── InvalidCursor(Error, ValueError)           a pagination cursor cannot be decoded
     ├── SubscriberLagged(Error)                    a subscriber fell behind the retained window
@@ -45,6 +46,7 @@ __all__ = [
     "StoreLocked",
     "StreamNotFound",
     "SubscriberLagged",
+    "WriteConflict",
 ]
 
 
@@ -119,6 +121,11 @@ class EmptyOverwriteRefused(StoreError, RuntimeError):
 
 class CorruptSession(StoreError):
     """A stored session cannot be decoded."""
+
+
+class WriteConflict(StoreError):
+    """A conditional write (``Store.write_document`` with ``expected_version``) found a
+    version another writer made; nothing was written. Read again and retry."""
 
 
 class StoreClosed(Error, RuntimeError):

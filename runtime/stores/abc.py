@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -46,6 +47,7 @@ from .._exceptions import (
     SessionBusy,
     SessionNotFound,
     StoreClosed,
+    WriteConflict,
 )
 from .._session import Session, validate_session_id
 
@@ -60,6 +62,7 @@ __all__ = [
     "SessionPage",
     "Store",
     "StoredInfo",
+    "check_document_version",
     "map_exceptions",
     "redact",
 ]
@@ -345,6 +348,7 @@ class Store(ABC):
         #: deadlines on :attr:`_clock` (used by the default :meth:`_save`)
         self._leases: dict[str, tuple[str, str, float]] = {}
         self._clock: Callable[[], float] = time.monotonic
+        self._documents: dict[str, tuple[bytes, int]] = {}
 
     def _session_lock(self, session_id: str) -> anyio.Lock:
         """The lock that serialises writes to one session (a checkpoint and a final
@@ -677,6 +681,54 @@ class Store(ABC):
         self._check_open()
         return await self._load_events(session_id, stream_id, after_seq)
 
+    # -- documents: small named blobs beside the sessions (the route table) --------
+
+    async def read_document(self, name: str) -> tuple[bytes, int] | None:
+        """A named document and its version, or ``None`` if there is none.
+
+        Documents hold small derived tables that must live wherever the sessions live
+        (the gateway route table): a name, bytes, a version that every write bumps.
+
+        :raises ValueError: if ``name`` is not ``[a-z0-9_.-]{1,64}`` without a leading dot.
+        :raises StoreClosed: if the store is not open.
+        :raises StoreError: if the backend fails.
+        """
+        _check_document_name(name)
+        self._check_open()
+        return await self._read_document(name)
+
+    async def write_document(self, name: str, data: bytes, *, expected_version: int | None) -> int:
+        """Replace a document atomically and durably if its version is still
+        ``expected_version`` (``None``: it must not exist yet); returns the new version.
+
+        :raises WriteConflict: if another writer changed it; nothing was written.
+        :raises ValueError: for a bad ``name`` or ``data`` that is not ``bytes``.
+        :raises StoreClosed: if the store is not open.
+        :raises StoreError: if the backend fails; the document is then unchanged.
+        """
+        _check_document_name(name)
+        if not isinstance(data, bytes):
+            raise ValueError(f"invalid document data {type(data).__name__}: must be bytes")
+        self._check_open()
+        return await self._write_document(name, data, expected_version)
+
+    async def _read_document(self, name: str) -> tuple[bytes, int] | None:
+        """Default: documents in this process (a store whose data lives in the object)."""
+        return self._documents.get(name)
+
+    async def _write_document(self, name: str, data: bytes, expected: int | None) -> int:
+        """Default: compare-and-set under this process's lock (an exclusive store)."""
+        async with self._session_lock("\0doc:" + name):
+            current = await self._read_document(name)
+            check_document_version(name, current, expected)
+            version = 1 if current is None else current[1] + 1
+            await self._store_document(name, data, version)
+            return version
+
+    async def _store_document(self, name: str, data: bytes, version: int) -> None:
+        """Persist a document (default: in this process)."""
+        self._documents[name] = (data, version)
+
     # -- backend hooks --------------------------------------------------------------
 
     async def _open(self) -> None:  # noqa: B027 - optional hook
@@ -723,6 +775,27 @@ class Store(ABC):
     @abstractmethod
     async def _load_events(self, session_id: str, stream_id: str, after_seq: int) -> list[Event]:
         """Persisted events of the stream after ``after_seq``."""
+
+
+_DOCUMENT_NAME = re.compile(r"[a-z0-9_-][a-z0-9_.-]{0,63}")
+
+
+def _check_document_name(name: object) -> None:
+    if not isinstance(name, str) or _DOCUMENT_NAME.fullmatch(name) is None:
+        raise ValueError(
+            f"invalid document name {name!r}: must match [a-z0-9_.-]{{1,64}}, no leading dot"
+        )
+
+
+def check_document_version(
+    name: str, current: tuple[bytes, int] | None, expected: int | None
+) -> None:
+    """:raises WriteConflict: unless the stored version is ``expected``."""
+    found = None if current is None else current[1]
+    if found != expected:
+        raise WriteConflict(
+            f"document {name!r} is at version {found}, not {expected}: another writer changed it"
+        )
 
 
 def sort_key(updated_at: float, session_id: str) -> tuple[float, str]:

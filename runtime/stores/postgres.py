@@ -15,6 +15,8 @@ created and migrated at :meth:`~runtime.Store.open` from :data:`MIGRATIONS`:
 * ``tombstones``: deleted ids, never recovered;
 * ``events``: the durable events of every stream, pruned after ``event_retention``
   seconds by :meth:`~runtime.Store.recover` and :meth:`PostgresStore.prune_events`;
+* ``documents``: small named blobs with a version (the gateway route table), replaced
+  by compare-and-set;
 * ``drafts`` (UNLOGGED, so not durable): new sessions shared with other processes
   until their first save; they expire after ``draft_ttl`` seconds.
 
@@ -35,7 +37,7 @@ import anyio
 import orjson
 
 from .._events import Event
-from .._exceptions import SessionBusy, SessionNotFound, StoreError
+from .._exceptions import SessionBusy, SessionNotFound, StoreError, WriteConflict
 from .._session import META_FIELDS, Session
 from .abc import (
     HeldLease,
@@ -44,6 +46,7 @@ from .abc import (
     SaveRequest,
     Store,
     StoredInfo,
+    check_document_version,
     check_lease,
     map_exceptions,
     not_found,
@@ -109,6 +112,16 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             session_id text PRIMARY KEY,
             body text NOT NULL,
             expires_at double precision NOT NULL
+        );
+        """,
+    ),
+    (
+        2,
+        """
+        CREATE TABLE documents (
+            name text PRIMARY KEY,
+            body bytea NOT NULL,
+            version integer NOT NULL
         );
         """,
     ),
@@ -661,6 +674,42 @@ class PostgresStore(Store):
                 return await self._prune(con)
 
         return await self._retry(op)
+
+    # -- documents ---------------------------------------------------------------------
+
+    async def _read_document(self, name: str) -> tuple[bytes, int] | None:
+        async def op() -> Any:
+            async with self._conn() as con:
+                return await con.fetchrow(
+                    "SELECT body, version FROM documents WHERE name = $1", name
+                )
+
+        row = await self._retry(op)
+        return None if row is None else (bytes(row[0]), int(row[1]))
+
+    async def _write_document(self, name: str, data: bytes, expected: int | None) -> int:
+        async def op() -> Any:
+            async with self._conn() as con:
+                if expected is None:
+                    return await con.fetchval(
+                        "INSERT INTO documents VALUES ($1, $2, 1)"
+                        " ON CONFLICT (name) DO NOTHING RETURNING version",
+                        name,
+                        data,
+                    )
+                return await con.fetchval(
+                    "UPDATE documents SET body = $2, version = version + 1"
+                    " WHERE name = $1 AND version = $3 RETURNING version",
+                    name,
+                    data,
+                    expected,
+                )
+
+        version = await self._retry(op)
+        if version is None:
+            check_document_version(name, await self._read_document(name), expected)
+            raise WriteConflict(f"document {name!r} changed while it was written")
+        return int(version)
 
     # -- new sessions shared with other processes ------------------------------------
 

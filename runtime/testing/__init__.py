@@ -84,6 +84,7 @@ from ._event_log_checks import run_event_log_conformance as run_event_log_confor
 from ._lease_checks import check_cancelled_save_is_old_or_new as check_cancelled_save_is_old_or_new
 from ._lease_checks import check_concurrent_claims_one_wins as check_concurrent_claims_one_wins
 from ._lease_checks import check_concurrent_saves_never_torn as check_concurrent_saves_never_torn
+from ._lease_checks import check_documents_compare_and_set as check_documents_compare_and_set
 from ._lease_checks import (
     check_expired_lease_can_be_taken_over as check_expired_lease_can_be_taken_over,
 )
@@ -120,6 +121,7 @@ from ._store_checks import check_skip_index_save_is_durable as check_skip_index_
 from ._store_checks import check_touch_updated_at as check_touch_updated_at
 
 __all__ = [
+    "check_documents_compare_and_set",
     "EVENT_LOG_CHECKS",
     "BrokerFactory",
     "EventLogCheck",

@@ -7,7 +7,7 @@ import uuid
 
 import anyio
 
-from .._exceptions import LeaseLost, SessionBusy
+from .._exceptions import LeaseLost, SessionBusy, WriteConflict
 from ..stores.abc import Lease, LeaseMode
 from ._store_checks import (
     Reopen,
@@ -282,6 +282,47 @@ async def check_new_session_sharing(factory: StoreFactory, *, reopen: Reopen | N
             _equal(await store.exists(sid), False, "a shared new session after a restart")
 
 
+async def check_documents_compare_and_set(
+    factory: StoreFactory, *, reopen: Reopen | None = None
+) -> None:
+    """``write_document`` creates a document only if none exists (``expected_version=None``)
+    and replaces it only at the version it names, returning the new one;
+    ``read_document`` returns the bytes and version; a stale version or a second
+    create raises :class:`~runtime.WriteConflict` and changes nothing; bad names raise
+    ``ValueError``; documents survive a restart; they are not sessions (not listed,
+    not scanned by ``recover()``).
+
+    Rule: ``Store.write_document`` docstring (the route table lives wherever the
+    sessions live, written by compare-and-set so several processes lose no update).
+    """
+    async with _stores(factory, reopen) as stores:
+        store = await stores.fresh()
+        _equal(await store.read_document("routes.json"), None, "a missing document")
+        v1 = await store.write_document("routes.json", b"one", expected_version=None)
+        with _raises(WriteConflict, "a second create of one document"):
+            await store.write_document("routes.json", b"again", expected_version=None)
+        v2 = await store.write_document("routes.json", b"two", expected_version=v1)
+        _require(v2 != v1, f"a write must change the version ({v1} -> {v2})")
+        with _raises(WriteConflict, "a write at a stale version"):
+            await store.write_document("routes.json", b"stale", expected_version=v1)
+        _equal(await store.read_document("routes.json"), (b"two", v2), "after the conflicts")
+        for bad in ("", ".hidden", "a/b", "x" * 65, "Upper"):
+            with _raises(ValueError, f"read_document({bad!r})"):
+                await store.read_document(bad)
+        _equal(await _listed_ids(store), [], "documents are not listed as sessions")
+        _equal(
+            dict(await store.recover()),
+            {"scanned": 0, "restored": 0, "orphaned_backups": 0, "quarantined": 0},
+            "recover() with only a document",
+        )
+        store = await stores.restart(store)
+        doc = await store.read_document("routes.json")
+        _equal(None if doc is None else doc[0], b"two", "the document after a restart")
+        assert doc is not None
+        v3 = await store.write_document("routes.json", b"three", expected_version=doc[1])
+        _equal(await store.read_document("routes.json"), (b"three", v3), "written again")
+
+
 #: The lease, race and sharing checks, part of :data:`STORE_CHECKS`.
 LEASE_CHECKS = (
     check_lease_claim_renew_release,
@@ -290,4 +331,5 @@ LEASE_CHECKS = (
     check_concurrent_saves_never_torn,
     check_cancelled_save_is_old_or_new,
     check_new_session_sharing,
+    check_documents_compare_and_set,
 )

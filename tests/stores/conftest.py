@@ -45,6 +45,7 @@ def _memory_reopened_backend() -> Backend:
         again.backups = store.backups
         again.tombstones = store.tombstones
         again.events = store.events
+        again.documents = store.documents
         return again
 
     return Backend("memory-reopened", MemoryStore, reopen)

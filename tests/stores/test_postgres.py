@@ -53,7 +53,14 @@ async def test_migrations_are_numbered_and_applied_once(dsn: str, schemas: list[
         "SELECT table_name FROM information_schema.tables WHERE table_schema = $1",
         schemas[-1],
     )
-    assert {r[0] for r in tables} >= {"sessions", "messages", "backups", "tombstones", "events"}
+    assert {r[0] for r in tables} >= {
+        "sessions",
+        "messages",
+        "backups",
+        "tombstones",
+        "events",
+        "documents",
+    }
 
 
 async def test_checkpoint_inserts_only_new_rows(dsn: str, schemas: list[str]) -> None:
