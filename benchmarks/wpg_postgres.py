@@ -368,7 +368,11 @@ async def run(ctx: Context) -> Result:
         listing = await _listing(_with_db(base, await dbs.new()), cfg.store_sizes, cfg.list_reps)
     finally:
         await dbs.drop_all()
-    res.extra = {"floor_insert_ms": floor, "select_ms": selects, "listing": listing}
+    res.extra = {
+        "floor_insert_ms": floor,
+        "select_ms": {str(n): v for n, v in selects.items()},
+        "listing": {str(n): v for n, v in listing.items()},
+    }
     cols = [
         "system",
         *(f"N={size_label(n)}" for n in sizes),
