@@ -175,6 +175,36 @@ WITH u AS (
 SELECT 1
 """
 
+# The checkpoint fast path: one autocommit statement, a compare-and-set on the row. It
+# applies only when the row still holds the message count this process last wrote
+# ($12), the checkpoint does not shrink the list, no backup row waits, and the stored
+# lease token is the writer's ($9; NULL: not fenced, lease untouched). Otherwise it
+# changes nothing and returns 0, and the transaction path decides (and raises).
+_CHECKPOINT = f"""
+WITH u AS (
+  UPDATE sessions SET meta = $2, title = $3, updated_at = $4, message_count = $5,
+         active_stream_id = $6, pending_user_message = $7, visible = $8,
+         lease_expires = CASE WHEN $9::text IS NULL THEN lease_expires
+                         ELSE {_NOW} + $10::float8 END
+   WHERE session_id = $1 AND message_count = $12::int AND $5::int >= $12::int
+     AND ($9::text IS NULL OR lease_token = $9::text)
+     AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.session_id = $1)
+  RETURNING 1
+), m AS (
+  INSERT INTO messages (session_id, idx, body)
+  SELECT $1, $11::int + i - 1, b FROM unnest($13::text[]) WITH ORDINALITY AS t(b, i)
+   WHERE EXISTS (SELECT 1 FROM u)
+  ON CONFLICT (session_id, idx) DO UPDATE SET body = excluded.body
+), e AS (
+  INSERT INTO events (session_id, stream_id, seq, ts, body)
+  SELECT $1, s, q, t, b
+    FROM unnest($14::text[], $15::int[], $16::float8[], $17::text[]) AS v(s, q, t, b)
+   WHERE EXISTS (SELECT 1 FROM u)
+  ON CONFLICT DO NOTHING
+)
+SELECT count(*) FROM u
+"""
+
 _INSERT_MESSAGES = """
 INSERT INTO messages (session_id, idx, body)
 SELECT $1, $2 + i - 1, b FROM unnest($3::text[]) WITH ORDINALITY AS t(b, i)
@@ -254,6 +284,9 @@ class PostgresStore(Store):
         (server restart, network blip), with backoff; then :class:`~runtime.StoreError`.
     :param draft_ttl: seconds a new session stays visible to other processes before its
         first save.
+    :param command_timeout: seconds one statement may take before it fails with
+        :class:`~runtime.StoreError` (saves run shielded from cancellation; this bounds
+        them).
     :raises StoreError: from :meth:`open` if the server cannot be reached within the
         retry budget or the schema cannot be migrated.
     """
@@ -271,6 +304,7 @@ class PostgresStore(Store):
         event_retention: float | None = 7 * 86400.0,
         retry_budget: float = 10.0,
         draft_ttl: float = 86400.0,
+        command_timeout: float = 60.0,
     ) -> None:
         super().__init__()
         if not schema.isidentifier():
@@ -282,8 +316,11 @@ class PostgresStore(Store):
         self.event_retention = event_retention
         self.retry_budget = retry_budget
         self.draft_ttl = draft_ttl
+        self.command_timeout = command_timeout
         self._pool: asyncpg.Pool | None = None
         self._errors: dict[type[BaseException], type[Exception]] = {}
+        #: the message count this process last wrote per session (the fast path's guess)
+        self._counts: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"PostgresStore(schema={self.schema!r})"
@@ -305,6 +342,7 @@ class PostgresStore(Store):
                 self.dsn,
                 min_size=self.min_size,
                 max_size=self.max_size,
+                command_timeout=self.command_timeout,
                 server_settings={
                     "search_path": self.schema,
                     "application_name": f"runtime:{self.schema}",
@@ -467,11 +505,71 @@ class PostgresStore(Store):
             [e.json().decode() for e in request.events],
         )
 
-        async def op() -> None:
-            async with self._conn() as con, con.transaction():
-                await self._save_in(con, session, request, events)
+        sid = session.session_id
+        # Shielded: a save whose caller is cancelled still completes (or fails) before
+        # the cancellation goes on, so it can never land later, after the caller has
+        # looked at the stored state (asyncpg's cancel request races the server).
+        # ``command_timeout`` bounds it.
+        with anyio.CancelScope(shield=True):
+            if (
+                request.skip_index
+                and request.lease_mode == "renew"
+                and sid in self._counts
+                and await self._retry(lambda: self._checkpoint_cas(session, request, events))
+            ):
+                return
 
-        await self._retry(op)
+            async def op() -> None:
+                async with self._conn() as con, con.transaction():
+                    await self._save_in(con, session, request, events)
+
+            self._counts.pop(sid, None)
+            await self._retry(op)
+            self._counts[sid] = session.message_count
+        if len(self._counts) > 10_000:  # a guess per session: keep it bounded
+            self._counts.clear()
+
+    async def _checkpoint_cas(
+        self,
+        session: Session,
+        request: SaveRequest,
+        events: tuple[list[str], list[int], list[float], list[str]],
+    ) -> bool:
+        """The checkpoint fast path (:data:`_CHECKPOINT`); False if it did not apply."""
+        sid = session.session_id
+        guess = self._counts[sid]
+        if request.touch_updated_at:
+            session.updated_at = time.time()
+        messages = session.messages
+        count = len(messages)
+        if count < guess:
+            return False
+        start = max(0, guess - 1)
+        bodies = [orjson.dumps(m).decode() for m in messages[start:]]
+        lease = request.lease
+        async with self._conn() as con:
+            applied = await con.fetchval(
+                _CHECKPOINT,
+                sid,
+                _meta_json(session),
+                session.title,
+                session.updated_at,
+                count,
+                session.active_stream_id,
+                session.pending_user_message,
+                visible_in_list(
+                    session.title, count, session.active_stream_id, session.pending_user_message
+                ),
+                None if lease is None else lease.token,
+                0.0 if lease is None else lease.ttl,
+                start,
+                guess,
+                bodies,
+                *events,
+            )
+        if applied:
+            self._counts[sid] = count
+        return bool(applied)
 
     async def _save_in(
         self,
@@ -594,6 +692,7 @@ class PostgresStore(Store):
             return
         if await self._drop_draft(session_id):
             return
+        self._counts.pop(session_id, None)
         await self._delete(session_id)
 
     # -- maintenance -------------------------------------------------------------------
