@@ -45,7 +45,8 @@ async def test_two_tables_on_one_postgres_database_lose_no_update() -> None:
 
     schemas = [new_schema()]
     async with (
-        dropped_after(dsn, schemas), PostgresStore(dsn, schema=schemas[0]) as a,
+        dropped_after(dsn, schemas),
+        PostgresStore(dsn, schema=schemas[0]) as a,
         PostgresStore(dsn, schema=schemas[0]) as b,
     ):
         ta, tb = RouteTable.on_store(a), RouteTable.on_store(b)
@@ -67,3 +68,56 @@ async def test_bad_document_names_are_refused(name: str) -> None:
     async with MemoryStore() as store:
         with pytest.raises(ValueError, match="document name"):
             await store.write_document(name, b"x", expected_version=None)
+
+
+async def _create_db(dsn: str, name: str, drop: bool = False) -> None:
+    import asyncpg
+
+    con = await asyncpg.connect(dsn)
+    try:
+        verb = (
+            f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+            if drop
+            else f'CREATE DATABASE "{name}"'
+        )
+        await con.execute(verb)
+    finally:
+        await con.close()
+
+
+async def test_cli_routes_on_a_postgres_store() -> None:
+    """``runtime routes list|prune --store postgresql://…`` in a real subprocess."""
+    import subprocess
+    import sys
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import orjson
+
+    from runtime.stores.postgres import PostgresStore
+
+    dsn = postgres_dsn()
+    name = "routes_cli_" + uuid.uuid4().hex[:10]
+    await _create_db(dsn, name)
+    url = urlunsplit(urlsplit(dsn)._replace(path="/" + name))
+    try:
+        async with PostgresStore(url) as store:
+            entry = await RouteTable.on_store(store).get_or_create("agent:main:web:dm:1")
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "runtime", "routes", *args, "--store", url, "--json"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+
+        listed = await anyio.to_thread.run_sync(cli, "list")
+        assert listed.returncode == 0, listed.stderr
+        assert [r["session_id"] for r in orjson.loads(listed.stdout)] == [entry.session_id]
+        pruned = await anyio.to_thread.run_sync(cli, "prune", "--max-age-days", "1")
+        assert pruned.returncode == 0, pruned.stderr
+        assert orjson.loads(pruned.stdout) == {"removed": 0}
+    finally:
+        await _create_db(dsn, name, drop=True)
