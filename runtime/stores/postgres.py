@@ -129,11 +129,13 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
 
 _NOW = "extract(epoch from clock_timestamp())"
 
+# One statement, so one snapshot: the metadata row first (idx -1), then the messages in
+# order, each decoded on its own (no server-side aggregation of the whole history).
 _LOAD = """
-SELECT s.meta, s.message_count,
-       (SELECT '[' || coalesce(string_agg(m.body, ',' ORDER BY m.idx), '') || ']'
-          FROM messages m WHERE m.session_id = s.session_id) AS messages
-  FROM sessions s WHERE s.session_id = $1
+SELECT -1 AS idx, meta AS body FROM sessions WHERE session_id = $1
+UNION ALL
+SELECT idx, body FROM messages WHERE session_id = $1
+ORDER BY idx
 """
 
 _LOCK = f"""
@@ -423,12 +425,15 @@ class PostgresStore(Store):
     async def _load(self, session_id: str) -> Session:
         async def op() -> Any:
             async with self._conn() as con:
-                return await con.fetchrow(_LOAD, session_id)
+                return await con.fetch(_LOAD, session_id)
 
-        row = await self._retry(op)
-        if row is None:
+        rows = await self._retry(op)
+        if not rows or rows[0][0] != -1:
             return await self._draft(session_id)
-        return _session_from(session_id, row[0], row[1], row[2])
+        d: dict[str, Any] = orjson.loads(rows[0][1])
+        d["session_id"] = session_id
+        d["messages"] = [orjson.loads(r[1]) for r in rows[1:]]
+        return Session.from_dict(d)
 
     async def _load_metadata(self, session_id: str) -> Session:
         async def op() -> Any:
