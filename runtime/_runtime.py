@@ -33,8 +33,9 @@ logger = logging.getLogger("runtime")
 class Runtime:
     """Runs agent turns as tasks, streams their events, and keeps sessions durable.
 
-    Use as ``async with Runtime(store, agent) as rt:``. Entering opens the store and
-    runs ``store.recover()`` (report in :attr:`recovery`); leaving gives live turns
+    Use as ``async with Runtime(store, agent) as rt:``. Entering opens the store and,
+    unless ``recover_on_start=False``, runs the maintenance step ``store.recover()``
+    (report in :attr:`recovery`); leaving gives live turns
     ``shutdown_grace`` seconds to finish, then cancels the rest (their partial output
     is kept by their shielded final save) and closes the store.
 
@@ -52,6 +53,10 @@ class Runtime:
         After a crash, another process may repair the session once it has expired.
     :param node_id: this process's name in the leases it takes (default
         ``<hostname>-<pid>-<random>``).
+    :param recover_on_start: run ``store.recover()`` when entering (default ``True``).
+        With many processes on one shared store, run it once as a maintenance step
+        (``runtime sessions recover --store …``) and start the workers with ``False``;
+        :attr:`recovery` is then ``None``.
     :param final_save_timeout: seconds the shielded final save of a turn may take.
     :param shutdown_grace: seconds live turns get to finish when the runtime closes (>= 0).
     :param event_retention: seconds a finished stream's events stay readable in memory;
@@ -86,6 +91,7 @@ class Runtime:
         broker: Broker | None = None,
         lease_ttl: float = 30.0,
         node_id: str | None = None,
+        recover_on_start: bool = True,
     ) -> None:
         if not callable(agent):
             raise TypeError(f"agent must be an async callable, not {agent!r}")
@@ -107,6 +113,7 @@ class Runtime:
             broker = MemoryBroker(retention=event_retention, max_events=max_events)
         self.broker: Broker = broker
         self.recovery: RecoveryReport | None = None
+        self.recover_on_start = recover_on_start
         self._live: dict[str, TurnHandle] = {}  # stream_id -> handle
         self._busy: dict[str, str] = {}  # session_id -> stream_id, from start_turn on
         self._tg: anyio.abc.TaskGroup | None = None
@@ -136,9 +143,10 @@ class Runtime:
             raise RuntimeError("a Runtime can be entered once")
         await self.store.open()
         try:
-            self.recovery = await self.store.recover()
-            if self.recovery["restored"] or self.recovery["orphaned_backups"]:
-                logger.warning("store recovery: %s", self.recovery)
+            if self.recover_on_start:
+                self.recovery = await self.store.recover()
+                if self.recovery["restored"] or self.recovery["orphaned_backups"]:
+                    logger.warning("store recovery: %s", self.recovery)
             self._background = anyio.CancelScope()  # needs a running event loop
             tg = anyio.create_task_group()
             await tg.__aenter__()

@@ -50,3 +50,29 @@ async def test_shared_rules_follow_the_lease() -> None:
         repaired = await load_repaired(store, "leased")
         assert repaired.active_stream_id is None
         assert await store.lease_state("leased") is None  # taken over and freed in one write
+
+
+async def test_recover_is_a_maintenance_step_the_runtime_can_skip() -> None:
+    """A shrinking save leaves a backup; a Runtime entered with recover_on_start=False
+    leaves it (recovery None), the default one restores it and reports it."""
+    from runtime import Runtime
+    from runtime.testing import scripted_agent
+
+    store = MemoryStore()
+    async with store:
+        s = Session(
+            "shrunk", title="t", messages=[{"role": "user", "content": str(i)} for i in range(4)]
+        )
+        await store.save(s)
+        s.messages = s.messages[:1]
+        await store.save(s)
+    again = MemoryStore()
+    again.sessions, again.backups = store.sessions, store.backups
+    async with Runtime(again, scripted_agent([]), recover_on_start=False) as rt:
+        assert rt.recovery is None
+        assert (await rt.get_session("shrunk")).message_count == 1
+    third = MemoryStore()
+    third.sessions, third.backups = store.sessions, store.backups
+    async with Runtime(third, scripted_agent([])) as rt:
+        assert rt.recovery is not None and rt.recovery["restored"] == 1
+        assert (await rt.get_session("shrunk")).message_count == 4
