@@ -31,6 +31,7 @@ WORKLOADS = {
     "W6": "w6_turns",
     "W7": "w7_list",
     "W8": "w8_recover",
+    "WPG": "wpg_postgres",
 }
 
 

@@ -16,6 +16,7 @@ from ._exceptions import EmptyOverwriteRefused as EmptyOverwriteRefused
 from ._exceptions import Error as Error
 from ._exceptions import InvalidCursor as InvalidCursor
 from ._exceptions import InvalidSessionId as InvalidSessionId
+from ._exceptions import LeaseLost as LeaseLost
 from ._exceptions import MetadataOnlyError as MetadataOnlyError
 from ._exceptions import MetadataOnlySaveError as MetadataOnlySaveError
 from ._exceptions import SessionBusy as SessionBusy
@@ -25,6 +26,7 @@ from ._exceptions import StoreError as StoreError
 from ._exceptions import StoreLocked as StoreLocked
 from ._exceptions import StreamNotFound as StreamNotFound
 from ._exceptions import SubscriberLagged as SubscriberLagged
+from ._exceptions import WriteConflict as WriteConflict
 from ._runner import Agent as Agent
 from ._runner import ToolCall as ToolCall
 from ._runner import Turn as Turn
@@ -51,6 +53,7 @@ __all__ = [
     "FileStore",
     "InvalidCursor",
     "InvalidSessionId",
+    "LeaseLost",
     "MemoryStore",
     "Message",
     "MetadataOnlyError",
@@ -70,5 +73,6 @@ __all__ = [
     "SubscriberLagged",
     "ToolCall",
     "Turn",
+    "WriteConflict",
     "model_messages",
 ]

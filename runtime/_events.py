@@ -50,7 +50,7 @@ class EventType(StrEnum):
 
 
 #: How a turn ended: the ``outcome`` of ``stream.end``.
-Outcome = Literal["done", "error", "cancelled"]
+Outcome = Literal["done", "error", "cancelled", "lease_lost"]
 
 STREAM_STARTED: Final = EventType.STREAM_STARTED
 TOKEN: Final = EventType.TOKEN

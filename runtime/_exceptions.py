@@ -9,13 +9,15 @@ keeps working for callers who do not know this library::
     ├── SessionNotFound(Error, LookupError)        no session has that id
     ├── StreamNotFound(Error, LookupError)         no stream has that id (live or retained)
     ├── SessionBusy(Error)                         a live stream already owns the session
+    ├── LeaseLost(Error)                           another process took the session's lease
     ├── MetadataOnlyError(Error, RuntimeError)     messages of a metadata-only session were read
     │   └── MetadataOnlySaveError                  a metadata-only session was saved
     ├── StoreError(Error)                          the backend failed (an outside cause)
     │   ├── StoreLocked                            another process owns the store root
     │   ├── EmptyOverwriteRefused(StoreError, RuntimeError)
     │   │                                          would replace stored messages with [] mid-stream
-    │   └── CorruptSession                         a session file cannot be decoded
+    │   ├── CorruptSession                         a session file cannot be decoded
+    │   └── WriteConflict                          a conditional write met another writer
     ├── StoreClosed(Error, RuntimeError)           the store was used after ``aclose()``
     ├── InvalidCursor(Error, ValueError)           a pagination cursor cannot be decoded
     ├── SubscriberLagged(Error)                    a subscriber fell behind the retained window
@@ -34,6 +36,7 @@ __all__ = [
     "Error",
     "InvalidCursor",
     "InvalidSessionId",
+    "LeaseLost",
     "MetadataOnlyError",
     "MetadataOnlySaveError",
     "SessionBusy",
@@ -43,6 +46,7 @@ __all__ = [
     "StoreLocked",
     "StreamNotFound",
     "SubscriberLagged",
+    "WriteConflict",
 ]
 
 
@@ -75,6 +79,22 @@ class SessionBusy(Error):
         self.active_stream_id = active_stream_id
 
 
+class LeaseLost(Error):
+    """A write of a running turn was fenced off: the session's lease is no longer held
+    under the writer's token (it expired and another process claimed it, or a repair
+    closed the stream). Nothing was written.
+
+    :ivar session_id: the session.
+    """
+
+    def __init__(self, session_id: str, detail: str = "") -> None:
+        super().__init__(
+            f"lease on session {session_id!r} was lost{': ' + detail if detail else ''}; "
+            "nothing was written"
+        )
+        self.session_id = session_id
+
+
 class MetadataOnlyError(Error, RuntimeError):
     """The messages of a session loaded with ``load_metadata()`` were read."""
 
@@ -101,6 +121,11 @@ class EmptyOverwriteRefused(StoreError, RuntimeError):
 
 class CorruptSession(StoreError):
     """A stored session cannot be decoded."""
+
+
+class WriteConflict(StoreError):
+    """A conditional write (``Store.write_document`` with ``expected_version``) found a
+    version another writer made; nothing was written. Read again and retry."""
 
 
 class StoreClosed(Error, RuntimeError):

@@ -23,11 +23,12 @@ import orjson
 
 from . import _events as ev
 from ._events import Event
+from ._exceptions import LeaseLost
 from ._json import check_json_ready
 from ._session import Message, Session, validate_title
 from ._transcript import model_messages as to_model_messages
-from .brokers.memory import EventLog
-from .stores.abc import Store
+from .brokers.abc import StreamLog
+from .stores.abc import Lease, Store
 
 __all__ = ["Agent", "ToolCall", "Turn", "TurnHandle", "run_turn"]
 
@@ -201,7 +202,7 @@ class Turn:
     """
 
     def __init__(
-        self, session: Session, log: EventLog, user_message: str, history: list[Message]
+        self, session: Session, log: StreamLog, user_message: str, history: list[Message]
     ) -> None:
         self.session_id = session.session_id
         self.stream_id = log.stream_id
@@ -545,13 +546,18 @@ def _tool_result(result: Any) -> tuple[Any, str]:
 class TurnHandle:
     """The runtime's record of a live turn."""
 
-    def __init__(self, session_id: str, stream_id: str, log: EventLog) -> None:
+    def __init__(
+        self, session_id: str, stream_id: str, log: StreamLog, lease: Lease | None = None
+    ) -> None:
         self.session_id = session_id
         self.stream_id = stream_id
         self.log = log
+        #: the lease ``start_turn`` claimed; every write of the turn carries it
+        self.lease = lease
         self.scope: anyio.CancelScope | None = None
         self.finished = anyio.Event()
         self.cancel_requested = False
+        self.lease_lost: LeaseLost | None = None
 
     def cancel(self) -> None:
         """Ask the turn to stop; partial output is kept."""
@@ -560,8 +566,9 @@ class TurnHandle:
             self.scope.cancel()
 
 
-async def _checkpoint(turn: Turn, store: Store, state: dict[str, int]) -> None:
-    """One checkpoint: persist the running session and the new events, then announce it."""
+async def _checkpoint(turn: Turn, store: Store, state: dict[str, int], lease: Lease | None) -> None:
+    """One checkpoint: persist the running session and the new events (renewing the
+    lease in the same write), then announce it."""
     turn._materialize_partial()
     log = turn._log
     up_to = log.last_seq
@@ -569,7 +576,7 @@ async def _checkpoint(turn: Turn, store: Store, state: dict[str, int]) -> None:
     # Counted before the save: the agent goes on appending while it runs, and the
     # event must not claim messages the save never saw.
     messages = turn._session.message_count
-    await store.save(turn._session, skip_index=True, events=events)
+    await store.save(turn._session, skip_index=True, events=events, lease=lease)
     state["persisted_seq"] = up_to
     data: ev.CheckpointData = {
         "messages": messages,
@@ -580,10 +587,16 @@ async def _checkpoint(turn: Turn, store: Store, state: dict[str, int]) -> None:
 
 
 async def _checkpoint_loop(
-    turn: Turn, store: Store, interval: float, stop: anyio.Event, state: dict[str, int]
+    turn: Turn,
+    store: Store,
+    interval: float,
+    stop: anyio.Event,
+    state: dict[str, int],
+    handle: TurnHandle,
 ) -> None:
     """The checkpoint coroutine: every ``interval`` seconds, save if the activity
-    counter advanced or more text was streamed; exits at once when ``stop`` is set.
+    counter advanced or more text was streamed, else renew the lease once a third of its
+    ttl has passed; exits at once when ``stop`` is set.
 
     Streamed text counts as progress (a departure from the activity counter alone):
     an LLM answer without tool calls would otherwise never be checkpointed and a
@@ -591,37 +604,75 @@ async def _checkpoint_loop(
 
     A failed save is announced to subscribers at once (a ``checkpoint`` event with
     ``error``, ``failures`` and the unchanged ``persisted_seq``) and retried with
-    exponential backoff, up to 32 intervals apart."""
+    exponential backoff, up to 32 intervals apart. A lost lease (``LeaseLost``) cancels
+    the turn: nothing more is written."""
     saved = (0, 0)  # the activity counter and the draft version start at 0
     failures = 0
+    lease = handle.lease
+    renewed = time.monotonic()
     while not stop.is_set():
         with anyio.move_on_after(interval * (1 << min(failures, 5))):
             await stop.wait()
         if stop.is_set():
             return
-        progress = (turn._activity, turn._draft_version)
-        if progress == saved:
-            continue
-        saved = progress
         try:
-            await _checkpoint(turn, store, state)
-            failures = 0
-        except Exception as exc:
-            failures += 1
-            saved = (-1, -1)  # retried at the next tick, whatever the agent does
-            logger.error(
-                "checkpoint of session %s failed (%d in a row)",
-                turn.session_id,
-                failures,
-                exc_info=exc,
-            )
-            failed: ev.CheckpointData = {
-                "error": f"{type(exc).__name__}: {exc}",
-                "failures": failures,
-                "retry_in_s": interval * (1 << min(failures, 5)),
-                "persisted_seq": state["persisted_seq"],
-            }
-            turn._publish(ev.CHECKPOINT, failed)
+            progress = (turn._activity, turn._draft_version)
+            if progress != saved:
+                saved = progress
+                failures = await _try_checkpoint(turn, store, state, lease, interval, failures)
+                if failures:
+                    saved = (-1, -1)  # retried at the next tick, whatever the agent does
+                else:
+                    renewed = time.monotonic()
+            elif lease is not None and time.monotonic() - renewed >= lease.ttl / 3:
+                try:
+                    await store.renew_lease(turn.session_id, lease)
+                    renewed = time.monotonic()
+                except LeaseLost:
+                    raise
+                except Exception:
+                    logger.exception("lease renewal of session %s failed", turn.session_id)
+        except LeaseLost as exc:
+            logger.error("turn %s lost its lease: %s", turn.stream_id, exc)
+            handle.lease_lost = exc
+            if handle.scope is not None:
+                handle.scope.cancel()
+            return
+
+
+async def _try_checkpoint(
+    turn: Turn,
+    store: Store,
+    state: dict[str, int],
+    lease: Lease | None,
+    interval: float,
+    failures: int,
+) -> int:
+    """One checkpoint; returns the failures in a row after it (0 on success).
+
+    :raises LeaseLost: if the lease was lost (nothing was written).
+    """
+    try:
+        await _checkpoint(turn, store, state, lease)
+        return 0
+    except LeaseLost:
+        raise
+    except Exception as exc:
+        failures += 1
+        logger.error(
+            "checkpoint of session %s failed (%d in a row)",
+            turn.session_id,
+            failures,
+            exc_info=exc,
+        )
+        failed: ev.CheckpointData = {
+            "error": f"{type(exc).__name__}: {exc}",
+            "failures": failures,
+            "retry_in_s": interval * (1 << min(failures, 5)),
+            "persisted_seq": state["persisted_seq"],
+        }
+        turn._publish(ev.CHECKPOINT, failed)
+        return failures
 
 
 def _outcome_messages(
@@ -666,8 +717,11 @@ async def _final_save(
     error: BaseException | None,
     state: dict[str, int],
     save_timeout: float,
+    lease: Lease | None = None,
 ) -> None:
-    """Merge, clear the pending fields, save with the index, then publish the end."""
+    """Merge, clear the pending fields, save with the index (releasing the lease in
+    the same write), then publish the end. A turn whose lease was lost writes nothing
+    and ends with ``error`` ``{"type": "lease_lost"}``."""
     session = turn._session
     for message in _outcome_messages(turn, outcome, error):
         session.messages.append(message)
@@ -687,6 +741,8 @@ async def _final_save(
             {"type": "agent_error", "error_type": type(error).__name__, "message": str(error)},
         )
     ts = _now()
+    if outcome == "lease_lost":
+        terminal = (ev.ERROR, {"type": "lease_lost", "message": str(error)})
     tail = [
         Event(seq + 1, turn.stream_id, turn.session_id, terminal[0], terminal[1], ts),
         Event(seq + 2, turn.stream_id, turn.session_id, ev.STREAM_END, {"outcome": outcome}, ts),
@@ -695,8 +751,28 @@ async def _final_save(
     saved = False
     with anyio.move_on_after(save_timeout, shield=True):
         try:
-            await store.save(session, events=events)
+            if outcome == "lease_lost":
+                raise error if isinstance(error, LeaseLost) else LeaseLost(turn.session_id)
+            await store.save(session, events=events, lease=lease, lease_mode="release")
             saved = True
+        except LeaseLost as exc:
+            logger.error("turn %s ends without saving: %s", turn.stream_id, exc)
+            tail[0] = Event(
+                seq + 1,
+                turn.stream_id,
+                turn.session_id,
+                ev.ERROR,
+                {"type": "lease_lost", "message": str(exc)},
+                ts,
+            )
+            tail[1] = Event(
+                seq + 2,
+                turn.stream_id,
+                turn.session_id,
+                ev.STREAM_END,
+                {"outcome": "lease_lost"},
+                ts,
+            )
         except Exception as exc:
             logger.exception("final save of session %s failed", turn.session_id)
             tail[0] = Event(
@@ -720,6 +796,8 @@ async def _final_save(
     turn._closed = True
     for event in tail:
         log.append(event)
+    with anyio.move_on_after(save_timeout, shield=True):
+        await log.flush()  # a remote log: the end reaches it before the turn is over
 
 
 async def run_turn(
@@ -750,7 +828,9 @@ async def run_turn(
             task_status.started()
             try:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(_checkpoint_loop, turn, store, checkpoint_interval, stop, state)
+                    tg.start_soon(
+                        _checkpoint_loop, turn, store, checkpoint_interval, stop, state, handle
+                    )
                     try:
                         await agent(turn)
                     except Exception as exc:
@@ -763,16 +843,20 @@ async def run_turn(
                         stop.set()
             finally:
                 stop.set()
-        if scope.cancelled_caught:
+        if handle.lease_lost is not None:
+            outcome, error = "lease_lost", handle.lease_lost
+        elif scope.cancelled_caught:
             outcome = "cancelled"
     except anyio.get_cancelled_exc_class():
         try:
-            await _final_save(turn, store, "cancelled", None, state, final_save_timeout)
+            await _final_save(
+                turn, store, "cancelled", None, state, final_save_timeout, handle.lease
+            )
         finally:
             handle.finished.set()
         raise
     try:
-        await _final_save(turn, store, outcome, error, state, final_save_timeout)
+        await _final_save(turn, store, outcome, error, state, final_save_timeout, handle.lease)
     finally:
         handle.finished.set()
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
+import uuid
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -13,10 +16,11 @@ import anyio.abc
 from . import _events as ev
 from ._exceptions import SessionBusy, StoreClosed
 from ._runner import Agent, Turn, TurnHandle, interval_ok, run_turn
-from ._session import Message, Session, validate_session_id
+from ._session import Session, validate_session_id
 from ._subscription import Subscription, new_stream_id, session_of_stream
-from .brokers.memory import MemoryBroker
-from .stores.abc import RecoveryReport, SessionPage, Store
+from .brokers.abc import Broker
+from .repair import is_stale, mark_interrupted, repair
+from .stores.abc import Lease, RecoveryReport, SessionPage, Store
 
 if TYPE_CHECKING:
     from .routing import RouteTable
@@ -29,23 +33,39 @@ logger = logging.getLogger("runtime")
 class Runtime:
     """Runs agent turns as tasks, streams their events, and keeps sessions durable.
 
-    Use as ``async with Runtime(store, agent) as rt:``. Entering opens the store and
-    runs ``store.recover()`` (report in :attr:`recovery`); leaving gives live turns
+    Use as ``async with Runtime(store, agent) as rt:``. Entering opens the store and,
+    unless ``recover_on_start=False``, runs the maintenance step ``store.recover()``
+    (report in :attr:`recovery`); leaving gives live turns
     ``shutdown_grace`` seconds to finish, then cancels the rest (their partial output
     is kept by their shielded final save) and closes the store.
 
     :param store: the persistence backend; the runtime opens and closes it.
     :param agent: ``async def agent(turn: Turn) -> None``.
     :param checkpoint_interval: seconds between checkpoint checks (> 0, default 1.0).
-    :param stale_grace: seconds a stream with no live task is still trusted before it is
-        repaired as stale (default 30.0), in case another node runs it. Not applied to a
-        store one process owns exclusively (``store.exclusive``, e.g. FileStore with its
-        lock): there a stream this runtime does not run is dead at once.
+    :param stale_grace: seconds a stream with no live task *and no lease record* is
+        still trusted before it is repaired as stale (default 30.0): data written by a
+        writer that takes no lease. A stream with a lease is stale exactly when its
+        lease has expired. Not applied to a store one process owns exclusively
+        (``store.exclusive``, e.g. FileStore with its lock): there a stream this runtime
+        does not run is dead at once.
+    :param lease_ttl: seconds a turn's lease on its session lasts after each claim or
+        renewal (default 30.0); the checkpoint coroutine renews it every third of that.
+        After a crash, another process may repair the session once it has expired.
+    :param node_id: this process's name in the leases it takes (default
+        ``<hostname>-<pid>-<random>``).
+    :param recover_on_start: run ``store.recover()`` when entering (default ``True``).
+        With many processes on one shared store, run it once as a maintenance step
+        (``runtime sessions recover --store …``) and start the workers with ``False``;
+        :attr:`recovery` is then ``None``.
     :param final_save_timeout: seconds the shielded final save of a turn may take.
     :param shutdown_grace: seconds live turns get to finish when the runtime closes (>= 0).
     :param event_retention: seconds a finished stream's events stay readable in memory;
-        afterwards they are replayed from the store.
-    :param max_events: live window of each stream's event log, in events.
+        afterwards they are replayed from the store (for the default broker).
+    :param max_events: live window of each stream's event log, in events (for the
+        default broker).
+    :param broker: the event-log backend (:class:`~runtime.brokers.abc.Broker`);
+        default an in-process :class:`~runtime.brokers.memory.MemoryBroker` built from
+        ``event_retention`` and ``max_events``. The runtime closes it.
     :param route_table: a gateway :class:`~runtime.routing.RouteTable` to prune in the
         background: at once, then every ``route_prune_interval`` seconds (default one
         hour), removing routes not updated for ``route_max_age_days`` days (``<= 0``
@@ -68,6 +88,10 @@ class Runtime:
         route_table: RouteTable | None = None,
         route_prune_interval: float = 3600.0,
         route_max_age_days: int = 90,
+        broker: Broker | None = None,
+        lease_ttl: float = 30.0,
+        node_id: str | None = None,
+        recover_on_start: bool = True,
     ) -> None:
         if not callable(agent):
             raise TypeError(f"agent must be an async callable, not {agent!r}")
@@ -81,8 +105,15 @@ class Runtime:
         if shutdown_grace < 0:
             raise ValueError(f"invalid shutdown_grace {shutdown_grace!r}: must be >= 0 seconds")
         self.shutdown_grace = float(shutdown_grace)
-        self.broker = MemoryBroker(retention=event_retention, max_events=max_events)
+        self.lease_ttl = interval_ok(lease_ttl, "lease_ttl")
+        self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        if broker is None:
+            from .brokers.memory import MemoryBroker  # the default backend
+
+            broker = MemoryBroker(retention=event_retention, max_events=max_events)
+        self.broker: Broker = broker
         self.recovery: RecoveryReport | None = None
+        self.recover_on_start = recover_on_start
         self._live: dict[str, TurnHandle] = {}  # stream_id -> handle
         self._busy: dict[str, str] = {}  # session_id -> stream_id, from start_turn on
         self._tg: anyio.abc.TaskGroup | None = None
@@ -112,9 +143,10 @@ class Runtime:
             raise RuntimeError("a Runtime can be entered once")
         await self.store.open()
         try:
-            self.recovery = await self.store.recover()
-            if self.recovery["restored"] or self.recovery["orphaned_backups"]:
-                logger.warning("store recovery: %s", self.recovery)
+            if self.recover_on_start:
+                self.recovery = await self.store.recover()
+                if self.recovery["restored"] or self.recovery["orphaned_backups"]:
+                    logger.warning("store recovery: %s", self.recovery)
             self._background = anyio.CancelScope()  # needs a running event loop
             tg = anyio.create_task_group()
             await tg.__aenter__()
@@ -167,7 +199,10 @@ class Runtime:
             self._tg = None
             self._closed = True
             with anyio.CancelScope(shield=True):
-                await self.store.aclose()
+                try:
+                    await self.broker.aclose()
+                finally:
+                    await self.store.aclose()
 
     async def _drain(self, grace: float) -> None:
         """Wait up to ``grace`` seconds for live turns, then cancel and await the rest."""
@@ -195,6 +230,19 @@ class Runtime:
         self._task_group()
         return self.store.new_session(**fields)
 
+    async def create_session(self, **fields: Any) -> Session:
+        """A new session like :meth:`new_session`, also made fetchable and startable by
+        every process sharing the store (``store.shared``), still with no durable row
+        or file before its first turn (see :meth:`Store.share_new_session`).
+
+        :param fields: :class:`Session` fields, e.g. ``title="..."``.
+        :raises InvalidSessionId: for a bad ``session_id``.
+        :raises StoreError: if the store fails to share it.
+        """
+        session = self.new_session(**fields)
+        await self.store.share_new_session(session)
+        return session
+
     async def get_session(self, session_id: str, *, metadata_only: bool = False) -> Session:
         """The session (full, or ``metadata_only``), after repairing a stale stream.
 
@@ -203,7 +251,7 @@ class Runtime:
         """
         if not metadata_only:  # the full load is also the one a repair needs
             full = await self.store.load(session_id)
-            if self._is_stale(full, time.time()):
+            if await self._is_stale(full):
                 await self._repair(full)
             return full
         meta = await self.store.load_metadata(session_id)
@@ -214,15 +262,19 @@ class Runtime:
 
     async def session_status(self, session_id: str) -> dict[str, Any]:
         """``{active_stream_id, live, pending_user_message, pending_started_at}``
-        (seconds since the epoch), after repairing a stale stream.
+        (seconds since the epoch), after repairing a stale stream. ``live`` is true while
+        a task of this runtime runs the stream or another process holds its lease.
 
         :raises InvalidSessionId: for a bad id.
         :raises SessionNotFound: if there is no such session.
         """
         s = await self.get_session(session_id, metadata_only=True)
+        live = s.active_stream_id is not None and (
+            s.active_stream_id in self._live or await self._leased_elsewhere(session_id)
+        )
         return {
             "active_stream_id": s.active_stream_id,
-            "live": s.active_stream_id is not None and s.active_stream_id in self._live,
+            "live": live,
             "pending_user_message": s.pending_user_message,
             "pending_started_at": s.pending_started_at,
         }
@@ -249,42 +301,41 @@ class Runtime:
         """True while a task of this runtime runs the stream."""
         return stream_id in self._live
 
-    def _is_stale(self, s: Session, now: float, *, starting: bool = False) -> bool:
-        """True if ``s`` names a stream no task of ours runs and the grace has passed.
+    async def _is_stale(self, s: Session, *, starting: bool = False) -> bool:
+        """True if ``s`` names a stream no process runs any more (see
+        :func:`runtime.repair.is_stale`).
 
         :param starting: called by ``start_turn`` itself, whose own busy mark does not
             count as an owner.
         """
-        if s.active_stream_id is None or s.active_stream_id in self._live:
-            return False
         if not starting and s.session_id in self._busy:  # a start_turn is under way
             return False
-        if self.store.exclusive:  # no other process can own it: it is dead
-            return True
-        started = s.pending_started_at
-        return started is None or now - started >= self.stale_grace
+        return await is_stale(self.store, s, running=self._live, stale_grace=self.stale_grace)
+
+    async def _leased_elsewhere(self, session_id: str) -> bool:
+        """True if another process holds an unexpired lease on the session."""
+        if self.store.exclusive:
+            return False
+        lease = await self.store.lease_state(session_id)
+        return lease is not None and lease.expires_in > 0
+
+    def _new_lease(self) -> Lease:
+        return Lease(self.node_id, uuid.uuid4().hex, self.lease_ttl)
 
     async def _repair_if_stale(self, meta: Session) -> Session | None:
-        """Repair a stale stream through a FULL load; returns the repaired session, or
-        ``None`` if nothing was stale. A failed reload raises and writes nothing.
-
-        Never from the metadata-only object: saving that once wiped a 1,000-message
-        conversation in hermes-webui.
-        """
-        if not self._is_stale(meta, time.time()):
+        """Repair a stale stream through a FULL load (see :func:`runtime.repair.repair`);
+        returns the repaired session, or ``None`` if nothing was stale."""
+        if not await self._is_stale(meta):
             return None
         full = await self.store.load(meta.session_id)
-        if not self._is_stale(full, time.time()):
+        if not await self._is_stale(full):
             return None
-        await self._repair(full)
+        if not await self._repair(full):
+            return await self.store.load(meta.session_id)
         return full
 
-    async def _repair(self, full: Session) -> None:
-        """Close the dead stream of a fully loaded session and save it, keeping
-        ``updated_at``."""
-        _mark_interrupted(full)
-        await self.store.save(full, touch_updated_at=False)
-        logger.warning("repaired stale stream of session %s", full.session_id)
+    async def _repair(self, full: Session) -> bool:
+        return await repair(self.store, full, owner=self.node_id, ttl=self.lease_ttl)
 
     async def _repair_session(self, session_id: str) -> None:
         await self._repair_if_stale(await self.store.load_metadata(session_id))
@@ -311,11 +362,11 @@ class Runtime:
         self._busy[session_id] = stream_id
         try:
             session = await self.store.load(session_id)
-            stale = self._is_stale(session, time.time(), starting=True)
+            stale = await self._is_stale(session, starting=True)
             if session.active_stream_id is not None and not stale:
                 raise SessionBusy(session_id, session.active_stream_id)
             if session.active_stream_id is not None:
-                _mark_interrupted(session)
+                mark_interrupted(session)
             history = list(session.messages)
             now = time.time()
             session.active_stream_id = stream_id
@@ -325,15 +376,18 @@ class Runtime:
             started = log.publish(
                 ev.STREAM_STARTED, {"user_message": text, "pending_started_at": now}
             )
+            lease = self._new_lease()
             try:
-                await self.store.save(session, events=[started])
+                # Claims the lease in the same write: one writer per session, also
+                # across processes (SessionBusy if another holds an unexpired lease).
+                await self.store.save(session, events=[started], lease=lease, lease_mode="claim")
             except BaseException:
                 self.broker.drop(stream_id)
                 raise
             # The user message is part of the running transcript from here on, so that
             # checkpoints persist it; repair will not add it twice.
             session.messages.append({"role": "user", "content": text, "timestamp": now})
-            handle = TurnHandle(session_id, stream_id, log)
+            handle = TurnHandle(session_id, stream_id, log, lease)
             turn = Turn(session, log, text, history)
             self._live[stream_id] = handle
             try:
@@ -413,40 +467,3 @@ class Runtime:
     def statistics(self) -> dict[str, int]:
         """``{live_streams, retained_logs}``: an immutable snapshot."""
         return {"live_streams": len(self._live), "retained_logs": len(self.broker)}
-
-
-def _mark_interrupted(session: Session) -> None:
-    """Close a dead stream in the transcript: the pending user message (once) and one
-    ``interrupted`` marker; clears the pending fields."""
-    pending = session.pending_user_message
-    messages = session.messages
-    if pending is not None and not _has_user_message(messages, pending):
-        messages.append(
-            {
-                "role": "user",
-                "content": pending,
-                "_recovered": True,
-                "timestamp": session.pending_started_at,
-            }
-        )
-    marker: Message = {
-        "role": "assistant",
-        "content": "The previous turn was interrupted because the process stopped.",
-        "_error": True,
-        "type": "interrupted",
-        "interruption_cause": "process_restart",
-        "stream_id": session.active_stream_id,
-        "timestamp": time.time(),
-    }
-    messages.append(marker)
-    session.active_stream_id = None
-    session.pending_user_message = None
-    session.pending_started_at = None
-
-
-def _has_user_message(messages: list[Message], text: str) -> bool:
-    """True if the last user message is ``text`` (a checkpoint already persisted it)."""
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            return bool(message.get("content") == text)
-    return False

@@ -7,7 +7,7 @@ that died: it is closed with an ``error`` ``{"type": "interrupted"}`` and
 ``stream.end``, never left hanging.
 
 Fan-out: the subscribers of a stream that wait at the same position share one read of
-its log (:func:`shared_read`), and each hands out the events a batch at a time
+its log (inside the event-log backend), and each hands out the events a batch at a time
 (:meth:`Subscription.next_batch`), which is what lets one stream feed 1,000 SSE
 clients (docs/benchmarks.md, W5).
 """
@@ -19,16 +19,14 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Self
 
-import anyio
-
 from . import _events as ev
 from ._events import Event
 from ._exceptions import StreamNotFound, SubscriberLagged
 from ._session import validate_session_id
-from .brokers.memory import EventLog, MemoryBroker
+from .brokers.abc import Broker, StreamLog
 from .stores.abc import Store
 
-__all__ = ["Subscription", "new_stream_id", "session_of_stream", "shared_read"]
+__all__ = ["Subscription", "new_stream_id", "session_of_stream"]
 
 
 def new_stream_id(session_id: str) -> str:
@@ -49,46 +47,6 @@ def session_of_stream(stream_id: str) -> str:
         return validate_session_id(session_id)
     except ValueError as exc:
         raise StreamNotFound(f"no stream {stream_id!r}: not a stream id of this runtime") from exc
-
-
-class _Read:
-    """One ``EventLog.read`` in flight, and what it returned (``None``: it failed)."""
-
-    __slots__ = ("batch", "done")
-
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.batch: tuple[Event, ...] | None = None
-
-
-_reads: dict[tuple[EventLog, int], _Read] = {}
-
-
-async def shared_read(log: EventLog, after_seq: int) -> list[Event]:
-    """``await log.read(after_seq)``, shared by the readers waiting at the same position.
-
-    A publish wakes every subscriber of a stream, and those that keep up all wait at
-    the same ``seq``: the first of them reads the log, the others get a copy of its
-    batch (the same :class:`Event` objects, so each is encoded once, and the log is
-    read once however many subscribers follow it). If that reader leaves before its
-    read completes (cancelled, or :class:`~runtime.SubscriberLagged`), the others
-    read for themselves. Each caller gets its own list.
-
-    :raises SubscriberLagged: as ``EventLog.read``.
-    """
-    key = (log, after_seq)
-    while (read := _reads.get(key)) is not None:
-        await read.done.wait()
-        if read.batch is not None:
-            return list(read.batch)
-    read = _reads[key] = _Read()
-    try:
-        batch = await log.read(after_seq)
-        read.batch = tuple(batch)
-        return batch
-    finally:
-        del _reads[key]
-        read.done.set()
 
 
 class Subscription:
@@ -112,7 +70,7 @@ class Subscription:
 
     def __init__(
         self,
-        broker: MemoryBroker,
+        broker: Broker,
         store: Store,
         stream_id: str,
         after_seq: int,
@@ -127,7 +85,7 @@ class Subscription:
         self._on_dead_stream = on_dead_stream
         self._batch: list[Event] = []  # fetched, partly handed out by __anext__
         self._pos = 0
-        self._log: EventLog | None = None
+        self._log: StreamLog | None = None
         self._durable: bool | None = None  # None: not decided yet
         self._done = False  # stream.end fetched (or the stream cannot go on)
 
@@ -202,7 +160,7 @@ class Subscription:
                 log = self._log
                 assert log is not None
                 try:
-                    batch = await shared_read(log, self.last_seq)
+                    batch = await log.read(self.last_seq)
                 except SubscriberLagged:
                     batch = await self._fill_gap(log)
                 if not batch:  # ended and drained without stream.end: never hang
@@ -213,7 +171,7 @@ class Subscription:
                 return batch
         return []
 
-    async def _fill_gap(self, log: EventLog) -> list[Event]:
+    async def _fill_gap(self, log: StreamLog) -> list[Event]:
         """Events the live window dropped, from the store's durable log."""
         first = log.first_retained_seq
         session_id = session_of_stream(self.stream_id)

@@ -27,16 +27,19 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NamedTuple, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias, TypeVar
 
 import anyio
 import anyio.abc
 import orjson
 
 from ._config import default_root
-from ._exceptions import StoreError
+from ._exceptions import StoreError, WriteConflict
 from ._session import new_session_id
 from .stores._fileio import atomic_write
+
+if TYPE_CHECKING:
+    from .stores.abc import Store
 
 __all__ = [
     "DEFAULT_MAX_AGE_DAYS",
@@ -323,6 +326,24 @@ class RouteTable:
         self._lock = threading.Lock()
         self._entries: dict[str, RouteEntry] | None = None
         self._writes = 0
+        self._store: Store | None = None
+        self._alock: anyio.Lock | None = None
+        self._version: int | None = None
+        self._staged: dict[str, RouteEntry] | None = None
+
+    @classmethod
+    def on_store(cls, store: Store) -> RouteTable:
+        """The table kept as the ``routes.json`` document of ``store`` (its public
+        :meth:`~runtime.Store.read_document` / :meth:`~runtime.Store.write_document`), so
+        it lives wherever the sessions live and works on every backend. On a store
+        several processes share, each call reads the current table and writes it back by
+        compare-and-set, retrying when another process wrote in between. The store must
+        be open while the table is used.
+        """
+        table = cls(ROUTES_FILENAME)
+        table._store = store
+        table._alock = anyio.Lock()
+        return table
 
     @classmethod
     def for_root(cls, root: str | os.PathLike[str] | None = None) -> RouteTable:
@@ -351,7 +372,10 @@ class RouteTable:
     # -- locked core (worker threads only) ------------------------------------------
 
     async def _locked(self, fn: Callable[[dict[str, RouteEntry]], _T]) -> _T:
-        """Run ``fn(entries)`` in a worker thread holding the lock, after loading."""
+        """Run ``fn(entries)`` in a worker thread holding the lock, after loading (or,
+        for a table on a store, in this task under an ``anyio.Lock``)."""
+        if self._store is not None:
+            return await self._locked_on_store(self._store, fn)
 
         def run() -> _T:
             with self._lock:
@@ -371,8 +395,37 @@ class RouteTable:
                 self._entries = _parse_table(self._path, raw)
         return self._entries
 
+    async def _locked_on_store(self, store: Store, fn: Callable[[dict[str, RouteEntry]], _T]) -> _T:
+        assert self._alock is not None
+        async with self._alock:
+            for _ in range(20):
+                if self._entries is None or store.shared:  # others may have written
+                    doc = await store.read_document(ROUTES_FILENAME)
+                    self._version = None if doc is None else doc[1]
+                    self._entries = {} if doc is None else _parse_table(self._path, doc[0])
+                self._staged = None
+                result = fn(self._entries)
+                staged, self._staged = self._staged, None
+                if staged is None:
+                    return result
+                try:
+                    self._version = await store.write_document(
+                        ROUTES_FILENAME, _dump_table(staged), expected_version=self._version
+                    )
+                except WriteConflict:
+                    self._entries = None
+                    continue
+                self._entries = staged
+                self._writes += 1
+                return result
+        raise StoreError("route table: another process kept changing it; try again")
+
     def _commit_locked(self, entries: dict[str, RouteEntry]) -> None:
-        """Write ``entries``, then make them the table; a failed write changes nothing."""
+        """Write ``entries``, then make them the table; a failed write changes nothing.
+        (On a store: stage them; :meth:`_locked_on_store` writes them.)"""
+        if self._store is not None:
+            self._staged = entries
+            return
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             # mode 0o600: the table holds chat ids and user names

@@ -117,7 +117,7 @@ class Api:
                 fields["title"] = validate_title(body["title"])
             except ValueError as exc:
                 raise ApiError(400, "invalid_body", str(exc)) from exc
-        session = self.runtime.new_session(**fields)
+        session = await self.runtime.create_session(**fields)
         location = request.url_for("session", session_id=session.session_id).path
         return JSONResponse(session_json(session), status_code=201, headers={"Location": location})
 

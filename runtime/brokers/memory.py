@@ -2,7 +2,9 @@
 
 Delivery is batched: a subscriber that wakes takes every event available in one
 slice, so one wake-up serves many events and throughput does not fall to one
-scheduler round-trip per event (which is what bounds a plain queue).
+scheduler round-trip per event (which is what bounds a plain queue). Readers waiting
+at the same position share one read (:meth:`EventLog.read`), which is what lets one
+stream feed 1,000 SSE clients (docs/benchmarks.md, W5).
 """
 
 from __future__ import annotations
@@ -18,12 +20,23 @@ import orjson
 
 from .._events import STREAM_END, Event
 from .._exceptions import StreamNotFound, SubscriberLagged
+from .abc import Broker, StreamLog
 
 __all__ = ["EventLog", "MemoryBroker"]
 
 
-class EventLog:
-    """The append-only log of one stream.
+class _Read:
+    """One read of a log in flight, and what it returned (``None``: it failed)."""
+
+    __slots__ = ("batch", "done")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.batch: tuple[Event, ...] | None = None
+
+
+class EventLog(StreamLog):
+    """The append-only log of one stream, in this process.
 
     Publishing never blocks and never waits for subscribers. Memory is bounded: at
     most ``max_events`` events are retained (oldest dropped first); a subscriber that
@@ -51,6 +64,7 @@ class EventLog:
         "_hot",
         "_last",
         "_on_end",
+        "_reads",
         "_wakeup",
         "closed",
         "finished_at",
@@ -81,6 +95,7 @@ class EventLog:
         self._last = 0  # seq of the newest event
         self._delivered = 0  # the furthest seq any reader has had
         self._wakeup: anyio.Event | None = None
+        self._reads: dict[int, _Read] = {}
         self.closed = False
         self.finished_at: float | None = None
         self._on_end: Callable[[EventLog], object] | None = None
@@ -204,8 +219,34 @@ class EventLog:
         """Wait until there is an event with ``seq > after_seq`` and return all of them;
         ``[]`` once the stream has ended and everything was read.
 
+        Shared by the readers waiting at the same position: a publish wakes every
+        subscriber of a stream, and those that keep up all wait at the same ``seq``; the
+        first of them reads, the others get a copy of its batch (the same
+        :class:`Event` objects, so each is encoded once however many subscribers follow
+        the stream). If that reader leaves before its read completes (cancelled, or
+        :class:`~runtime.SubscriberLagged`), the others read for themselves. Each
+        caller gets its own list.
+
         :raises SubscriberLagged: if events after ``after_seq`` were already dropped.
         """
+        batch = self.read_nowait(after_seq)
+        if batch or self.closed:  # nothing to wait for: no shared read needed
+            return batch
+        reads = self._reads
+        while (pending := reads.get(after_seq)) is not None:
+            await pending.done.wait()
+            if pending.batch is not None:
+                return list(pending.batch)
+        pending = reads[after_seq] = _Read()
+        try:
+            batch = await self._read_one(after_seq)
+            pending.batch = tuple(batch)
+            return batch
+        finally:
+            del reads[after_seq]
+            pending.done.set()
+
+    async def _read_one(self, after_seq: int) -> list[Event]:
         while True:
             batch = self.read_nowait(after_seq)
             if batch or self.closed:
@@ -250,7 +291,7 @@ class _Columns:
         del self.types[:n], self.data[:n], self.ts[:n]
 
 
-class MemoryBroker:
+class MemoryBroker(Broker):
     """Registry of the event logs of this process, with retention of finished streams.
 
     :param retention: seconds a finished stream's log stays readable (>= 0).

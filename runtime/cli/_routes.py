@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC
-from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
 
 import anyio
 
 from .._exceptions import StoreError
 from ..routing import RouteEntry, RouteTable
-from ._common import CLIError, add_store_option, print_json, store_root
+from ._common import CLIError, add_store_option, is_postgres, open_store, print_json, store_root
 
 __all__ = ["register"]
+
+_T = TypeVar("_T")
 
 _COLUMNS = ("SESSION KEY", "SESSION ID", "PLATFORM", "CHAT TYPE", "NAME", "UPDATED", "SUSPENDED")
 
@@ -68,6 +72,15 @@ def _open_table(args: argparse.Namespace) -> RouteTable:
     return RouteTable.for_root(root)
 
 
+async def _on_table(args: argparse.Namespace, call: Callable[[RouteTable], Awaitable[_T]]) -> _T:
+    """``call(table)`` on the route table ``--store`` names: the ``routes.json`` of a
+    directory, or the ``routes.json`` document of a PostgreSQL store."""
+    if is_postgres(args):
+        async with open_store(args) as store:
+            return await call(RouteTable.on_store(store))
+    return await call(_open_table(args))
+
+
 def _fail(exc: BaseException) -> int:
     message = " ".join(str(exc).split())  # always one line
     sys.stderr.write(f"runtime: error: {message}\n")
@@ -77,16 +90,16 @@ def _fail(exc: BaseException) -> int:
 def _list_command(args: argparse.Namespace) -> int:
     """``routes list``: a table (rich when installed), or one JSON array with ``--json``."""
     try:
-        table = _open_table(args)
-        entries = anyio.run(table.entries)
+        where = _where(args)
+        entries = anyio.run(_on_table, args, lambda t: t.entries())
     except (CLIError, StoreError, OSError) as exc:
         return _fail(exc)
     if args.json:
         print_json([e.to_dict() for e in entries])
     elif not entries:
-        sys.stdout.write(f"No routes in {table.path}.\n")
+        sys.stdout.write(f"No routes in {where}.\n")
     else:
-        _print_table(table.path, [_row(e) for e in entries])
+        _print_table(where, [_row(e) for e in entries])
     return 0
 
 
@@ -94,8 +107,8 @@ def _prune_command(args: argparse.Namespace) -> int:
     """``routes prune --max-age-days N``: prints how many routes were removed."""
     days: int = args.max_age_days
     try:
-        table = _open_table(args)
-        removed = anyio.run(table.prune_old_entries, days)
+        where = _where(args)
+        removed = anyio.run(_on_table, args, lambda t: t.prune_old_entries(days))
     except (CLIError, StoreError, OSError) as exc:
         return _fail(exc)
     if args.json:
@@ -104,7 +117,7 @@ def _prune_command(args: argparse.Namespace) -> int:
         sys.stdout.write(f"Pruning disabled (--max-age-days {days} <= 0): removed 0 routes.\n")
     else:
         sys.stdout.write(
-            f"Removed {removed} route(s) not updated for {days} day(s) from {table.path}.\n"
+            f"Removed {removed} route(s) not updated for {days} day(s) from {where}.\n"
         )
     return 0
 
@@ -122,7 +135,16 @@ def _row(entry: RouteEntry) -> tuple[str, ...]:
     )
 
 
-def _print_table(path: Path, rows: list[tuple[str, ...]]) -> None:
+def _where(args: argparse.Namespace) -> str:
+    """Where the table lives, for messages (a DSN is shown without its password)."""
+    if is_postgres(args):
+        parts = urlsplit(args.store)
+        host = parts.hostname or ""
+        return f"the routes.json document of PostgreSQL {host}:{parts.port or 5432}{parts.path}"
+    return str(_open_table(args).path)
+
+
+def _print_table(path: str, rows: list[tuple[str, ...]]) -> None:
     title = f"{len(rows)} route(s) in {path}"
     try:
         from rich.console import Console

@@ -16,13 +16,12 @@ from .._events import Event
 from .._runner import Agent
 from .._runtime import Runtime
 from .._session import validate_session_id
-from ..stores.files import FileStore
 from ._agents import load_agent
-from ._common import add_store_option, print_json, stdout_closed, store_root
+from ._common import add_store_option, open_store, print_json, stdout_closed
 
 __all__ = ["register"]
 
-_EXIT = {"done": 0, "error": 1, "cancelled": 130, "interrupted": 1}
+_EXIT = {"done": 0, "error": 1, "cancelled": 130, "interrupted": 1, "lease_lost": 1}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -61,12 +60,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace, agent: Agent) -> int:
     view: _View = _JsonView() if args.json else _TextView()
-    store = FileStore(store_root(args))
+    store = open_store(args)
     async with Runtime(store, agent, checkpoint_interval=args.checkpoint_interval) as rt:
         if args.session is not None:
             session = await rt.get_session(args.session, metadata_only=True)
         else:
-            session = rt.new_session(title=_title(args.prompt))
+            session = await rt.create_session(title=_title(args.prompt))
         stream_id = await rt.start_turn(session.session_id, args.prompt)
         outcome = "done"
         shown: _View | None = view

@@ -19,7 +19,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from .._exceptions import Error
-from ._common import CLIError, add_store_option, store_root
+from ._common import CLIError, add_store_option, open_store
 
 __all__ = ["register"]
 
@@ -105,6 +105,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="seconds between checkpoint saves of a running turn (default 1)",
     )
     p.add_argument(
+        "--lease-ttl",
+        type=_positive_seconds,
+        default=30.0,
+        metavar="S",
+        help="seconds a turn's lease on its session lasts unrenewed; after a crash another "
+        "process repairs the session once it expired (default 30)",
+    )
+    p.add_argument(
         "--event-retention",
         type=_seconds,
         default=300.0,
@@ -157,7 +165,7 @@ def _serve_command(args: argparse.Namespace) -> int:
     """Load the agent, build the app and run uvicorn until shutdown."""
     import uvicorn
 
-    from .. import FileStore, Runtime
+    from .. import Runtime
     from ..asgi import create_app
     from ._agents import load_agent
 
@@ -165,11 +173,11 @@ def _serve_command(args: argparse.Namespace) -> int:
         agent = load_agent(args.agent)
     except Error as exc:
         raise CLIError(str(exc)) from exc
-    root = store_root(args)
     try:
         rt = Runtime(
-            FileStore(root),
+            open_store(args),
             agent,
+            lease_ttl=args.lease_ttl,
             shutdown_grace=args.shutdown_grace,
             checkpoint_interval=args.checkpoint_interval,
             event_retention=args.event_retention,

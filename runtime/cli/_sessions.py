@@ -10,11 +10,9 @@ from typing import Any
 
 import anyio
 
-from .._runner import Turn
-from .._runtime import Runtime
 from .._session import Session, validate_session_id
-from ..stores.files import FileStore
-from ._common import add_store_option, print_json, store_root
+from ..repair import load_repaired
+from ._common import add_store_option, open_store, print_json
 
 __all__ = ["register"]
 
@@ -43,15 +41,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rp.set_defaults(func=lambda a: anyio.run(_recover, a))
 
 
-async def _no_agent(turn: Turn) -> None:
-    raise RuntimeError("this runtime only reads sessions")
-
-
-def _runtime(args: argparse.Namespace) -> Runtime:
-    # FileStore is exclusive (one process per root), so stale streams are repaired at once.
-    return Runtime(FileStore(store_root(args)), _no_agent)
-
-
 def _when(ts: float | None) -> str:
     if ts is None:
         return "-"
@@ -59,8 +48,8 @@ def _when(ts: float | None) -> str:
 
 
 async def _list(args: argparse.Namespace) -> int:
-    async with _runtime(args) as rt:
-        page = await rt.list_sessions(limit=args.limit, cursor=args.cursor)
+    async with open_store(args) as store:
+        page = await store.list_sessions(limit=args.limit, cursor=args.cursor)
     if args.json:
         print_json(
             {"sessions": [s.meta_dict() for s in page.sessions], "next_cursor": page.next_cursor}
@@ -102,8 +91,8 @@ def _show_cmd(args: argparse.Namespace) -> int:
 
 
 async def _show(args: argparse.Namespace) -> int:
-    async with _runtime(args) as rt:
-        session = await rt.get_session(args.session_id)
+    async with open_store(args) as store:
+        session = await load_repaired(store, args.session_id)
     if args.json:
         print_json(session.to_dict())
         return 0
@@ -133,7 +122,7 @@ def _print_transcript(session: Session) -> None:
 
 
 async def _recover(args: argparse.Namespace) -> int:
-    async with FileStore(store_root(args)) as store:
+    async with open_store(args) as store:
         report = await store.recover()
     if args.json:
         print_json(report)

@@ -11,19 +11,28 @@ the backend's ``_write``:
 * a save that shrinks the stored message list asks the backend for a backup;
 * a new session lives in memory only until its first save;
 * credentials in ``metadata`` (keys such as ``api_key`` or ``authorization``, at any
-  depth) are replaced by ``"[redacted]"`` before anything reaches the backend.
+  depth) are replaced by ``"[redacted]"`` before anything reaches the backend;
+* a write of a running turn carries its :class:`Lease` and is fenced: it happens only
+  while the stored lease has the same token (:class:`~runtime.LeaseLost` otherwise).
+
+The check and the write are one backend operation (:meth:`Store._save`): the default
+runs both under an in-process lock, which is enough for a store that one process owns
+(MemoryStore, FileStore with its root lock); a store shared by processes overrides it
+with a transaction or a compare-and-set (PostgresStore).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import NamedTuple, Self, TypedDict
+from typing import Literal, NamedTuple, Self, TypedDict
 
 import anyio
 import orjson
@@ -31,22 +40,150 @@ import orjson
 from .._events import Event
 from .._exceptions import (
     EmptyOverwriteRefused,
+    Error,
     InvalidCursor,
+    LeaseLost,
     MetadataOnlySaveError,
+    SessionBusy,
     SessionNotFound,
     StoreClosed,
+    WriteConflict,
 )
 from .._session import Session, validate_session_id
 
 __all__ = [
     "DEFAULT_REDACT_KEYS",
     "REDACTED",
+    "Lease",
+    "LeaseMode",
+    "LeaseState",
     "RecoveryReport",
+    "SaveRequest",
     "SessionPage",
     "Store",
     "StoredInfo",
+    "check_document_version",
+    "map_exceptions",
     "redact",
 ]
+
+#: How a save treats the session's lease (see :meth:`Store.save`).
+LeaseMode = Literal["claim", "renew", "release", "repair"]
+_LEASE_MODES = ("claim", "renew", "release", "repair")
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A claim on the right to run a session's live stream.
+
+    :ivar owner: the claiming process (a node id, for people reading the store).
+    :ivar token: unique per claim; every write of the running turn carries it (fencing).
+    :ivar ttl: seconds the lease lasts after each claim or renewal.
+    """
+
+    owner: str
+    token: str
+    ttl: float
+
+
+class LeaseState(NamedTuple):
+    """The stored lease of a session: its owner and the seconds until it expires
+    (``<= 0``: expired, measured on the backend's clock)."""
+
+    owner: str
+    expires_in: float
+
+
+class HeldLease(NamedTuple):
+    """A stored lease as a backend reads it inside a conditional write."""
+
+    owner: str
+    token: str
+    expires_in: float
+
+
+@dataclass(frozen=True)
+class SaveRequest:
+    """The arguments of one :meth:`Store.save`, handed to :meth:`Store._save`."""
+
+    skip_index: bool
+    touch_updated_at: bool
+    events: Sequence[Event]
+    lease: Lease | None
+    lease_mode: LeaseMode
+
+
+@contextmanager
+def map_exceptions(mapping: Mapping[type[BaseException], type[Exception]]) -> Iterator[None]:
+    """Translate a driver's exceptions into the runtime's error tree at the edge.
+
+    ``with map_exceptions({asyncpg.PostgresError: StoreError}): ...`` re-raises a
+    matching exception as the mapped class ``from`` the original, with its message.
+    Cancellation and exceptions already in the runtime's tree pass through unchanged.
+    """
+    try:
+        yield
+    except Error:
+        raise
+    except Exception as exc:
+        for source, target in mapping.items():
+            if isinstance(exc, source):
+                raise target(f"{type(exc).__name__}: {exc}") from exc
+        raise
+
+
+def check_lease(
+    session_id: str,
+    held: HeldLease | None,
+    lease: Lease | None,
+    mode: LeaseMode,
+    active_stream_id: str | None,
+) -> None:
+    """The lease rule of a conditional write (every backend applies it inside the
+    write's transaction or lock).
+
+    ``claim``/``repair`` need the stored lease to be absent, expired or this claim's own;
+    ``renew``/``release`` need it to carry ``lease.token`` (expired is fine while no one
+    else has claimed it). A write without a lease is not fenced.
+
+    :raises SessionBusy: a claim while another unexpired lease is held.
+    :raises LeaseLost: a renewal or release whose token is no longer the stored one.
+    """
+    if lease is None:
+        return
+    if mode in ("claim", "repair"):
+        if held is not None and held.token != lease.token and held.expires_in > 0:
+            raise SessionBusy(session_id, active_stream_id or "(another process)")
+    elif held is None or held.token != lease.token:
+        raise LeaseLost(
+            session_id, "no lease is held" if held is None else f"{held.owner} holds it now"
+        )
+
+
+def plan_save(session: Session, info: StoredInfo | None, request: SaveRequest) -> bool:
+    """The content rules of a save, checked against the stored state inside the write:
+    refuse an empty overwrite while a stream is pending, set ``updated_at``, and decide
+    whether the previous state must be backed up (a shrinking save). Returns that.
+
+    :raises EmptyOverwriteRefused: naming the session and the stored message count.
+    """
+    count = len(session.messages)
+    if info is not None and count == 0 and info.message_count > 0:
+        pending = (
+            session.active_stream_id,
+            session.pending_user_message,
+            info.active_stream_id,
+            info.pending_user_message,
+        )
+        if any(p is not None for p in pending):
+            raise EmptyOverwriteRefused(
+                f"refusing to replace the {info.message_count} stored messages of session "
+                f"{session.session_id!r} with an empty list while a stream is pending"
+            )
+    if request.touch_updated_at:
+        session.updated_at = time.time()
+    return info is not None and count < info.message_count
+
 
 #: Metadata keys whose values are credentials and never reach storage (compared
 #: case-insensitively, with ``-`` read as ``_``).
@@ -182,9 +319,14 @@ class Store(ABC):
 
     :cvar exclusive: True if one process owns the stored sessions while the store is
         open (FileStore's lock), so a stream no task of that process runs is dead.
+    :cvar shared: True if several processes may open the same stored sessions at once
+        (PostgresStore): leases live in the backend and :meth:`share_new_session`
+        makes a new session visible to the others. Capability flag read by
+        :mod:`runtime.testing`.
     """
 
     exclusive: bool = False
+    shared: bool = False
 
     #: idle per-session locks kept at least (pruned once the dict reaches the limit)
     _LOCKS_KEPT = 1024
@@ -202,6 +344,11 @@ class Store(ABC):
         self._closed = False
         self._locks: dict[str, anyio.Lock] = {}
         self._locks_limit = self._LOCKS_KEPT
+        #: leases held in this process: ``{session_id: (owner, token, deadline)}``,
+        #: deadlines on :attr:`_clock` (used by the default :meth:`_save`)
+        self._leases: dict[str, tuple[str, str, float]] = {}
+        self._clock: Callable[[], float] = time.monotonic
+        self._documents: dict[str, tuple[bytes, int]] = {}
 
     def _session_lock(self, session_id: str) -> anyio.Lock:
         """The lock that serialises writes to one session (a checkpoint and a final
@@ -283,6 +430,25 @@ class Store(ABC):
         self._unsaved[session.session_id] = session
         return session
 
+    async def share_new_session(self, session: Session) -> None:
+        """Make a session from :meth:`new_session` fetchable, and startable, by every
+        process sharing this store, still without a durable row or file (a store no
+        other process opens has nobody to tell: a no-op there). Its first save ends
+        the sharing.
+
+        :raises InvalidSessionId: for a bad id, before any I/O.
+        :raises StoreClosed: if the store is not open.
+        :raises StoreError: if the backend fails.
+        """
+        self._check_id(session.session_id)
+        self._check_open()
+        if self.shared:
+            await self._share(session)
+
+    async def _share(self, session: Session) -> None:
+        """Publish an unsaved new session to the other processes (shared stores)."""
+        raise NotImplementedError(f"{type(self).__name__} is shared but cannot share drafts")
+
     async def save(
         self,
         session: Session,
@@ -290,9 +456,13 @@ class Store(ABC):
         skip_index: bool = False,
         touch_updated_at: bool = True,
         events: Sequence[Event] = (),
+        lease: Lease | None = None,
+        lease_mode: LeaseMode = "renew",
     ) -> None:
         """Save ``session`` atomically and durably: when this returns, a crash at any
-        instant leaves the new state; before, the old one. Never a torn one.
+        instant leaves the new state; before, the old one. Never a torn one. The checks
+        below and the write are one backend operation (no check-then-write race, also
+        across processes for a shared store).
 
         :param skip_index: a checkpoint save: do not update the list index. Backends may
             write only what changed since the last durable write (FileStore appends to a
@@ -302,13 +472,26 @@ class Store(ABC):
         :param events: stream events to persist with this save, keyed by their own
             ``stream_id``, so the stream can be replayed after a restart (see
             :meth:`load_events`); events already persisted (by ``seq``) are skipped.
+        :param lease: the lease of the running turn that writes (``None``: not fenced,
+            the lease is left as it is).
+        :param lease_mode: with ``lease``: ``"claim"`` takes the lease if it is free or
+            expired (``start_turn``); ``"renew"`` requires it and extends it by
+            ``lease.ttl`` (checkpoints); ``"release"`` requires it and frees it (the
+            final save); ``"repair"`` takes a free or expired lease and frees it in the
+            same write (closing a dead stream).
+
         Credentials in ``session.metadata`` (see ``redact_keys``) are replaced by
         :data:`REDACTED` in ``session`` itself first, so no store ever writes them.
 
         :raises MetadataOnlySaveError: for a metadata-only session, before any I/O.
         :raises InvalidSessionId: for a bad id, before any I/O.
+        :raises ValueError: for an unknown ``lease_mode``, before any I/O.
         :raises EmptyOverwriteRefused: if stored messages would be replaced by ``[]``
             while a stream is pending (active stream or pending message, stored or new).
+        :raises SessionBusy: a ``claim``/``repair`` while another process holds an
+            unexpired lease; nothing was written.
+        :raises LeaseLost: a ``renew``/``release`` whose token is no longer stored;
+            nothing was written.
         :raises StoreClosed: if the store is not open.
         :raises StoreError: if the backend fails; the stored state is then the old one.
         """
@@ -318,42 +501,90 @@ class Store(ABC):
                 "metadata-only and saving it would replace its stored messages"
             )
         self._check_id(session.session_id)
+        if lease_mode not in _LEASE_MODES:
+            raise ValueError(f"invalid lease_mode {lease_mode!r}: must be one of {_LEASE_MODES}")
         self._check_open()
         if session.metadata and self.redact_keys:
             redact(session.metadata, self.redact_keys)
-        lock = self._session_lock(session.session_id)
+        request = SaveRequest(skip_index, touch_updated_at, events, lease, lease_mode)
+        await self._save(session, request)
+        self._unsaved.pop(session.session_id, None)
+
+    async def _save(self, session: Session, request: SaveRequest) -> None:
+        """The conditional write: check the lease and the content rules against the
+        stored state and write, as one operation.
+
+        This default serialises the check and the write with a per-session lock and
+        keeps leases in this process: right for a store one process owns. A store that
+        several processes share overrides it with a transaction or compare-and-set that
+        applies :func:`check_lease` and :func:`plan_save` to the state it locked.
+        """
+        sid = session.session_id
+        lock = self._session_lock(sid)
         await lock.acquire()
         try:
-            await self._save_locked(session, skip_index, touch_updated_at, events)
+            info = await self._stored_info(sid)
+            check_lease(
+                sid,
+                self._held_lease(sid),
+                request.lease,
+                request.lease_mode,
+                None if info is None else info.active_stream_id,
+            )
+            backup = plan_save(session, info, request)
+            await self._write(
+                session, skip_index=request.skip_index, backup=backup, events=request.events
+            )
+            if request.lease is not None:
+                if request.lease_mode in ("claim", "renew"):
+                    lease = request.lease
+                    self._leases[sid] = (lease.owner, lease.token, self._clock() + lease.ttl)
+                else:
+                    self._leases.pop(sid, None)
         finally:
             lock.release()
 
-    async def _save_locked(
-        self,
-        session: Session,
-        skip_index: bool,
-        touch_updated_at: bool,
-        events: Sequence[Event],
-    ) -> None:
-        info = await self._stored_info(session.session_id)
-        count = len(session.messages)
-        if info is not None and count == 0 and info.message_count > 0:
-            pending = (
-                session.active_stream_id,
-                session.pending_user_message,
-                info.active_stream_id,
-                info.pending_user_message,
-            )
-            if any(p is not None for p in pending):
-                raise EmptyOverwriteRefused(
-                    f"refusing to replace the {info.message_count} stored messages of session "
-                    f"{session.session_id!r} with an empty list while a stream is pending"
-                )
-        if touch_updated_at:
-            session.updated_at = time.time()
-        backup = info is not None and count < info.message_count
-        await self._write(session, skip_index=skip_index, backup=backup, events=events)
-        self._unsaved.pop(session.session_id, None)
+    def _held_lease(self, session_id: str) -> HeldLease | None:
+        held = self._leases.get(session_id)
+        if held is None:
+            return None
+        owner, token, deadline = held
+        return HeldLease(owner, token, deadline - self._clock())
+
+    async def lease_state(self, session_id: str) -> LeaseState | None:
+        """The stored lease of the session's live stream, or ``None`` if none is held.
+
+        A stream whose lease is absent or expired (``expires_in <= 0``) is stale: no
+        process runs it any more, and any process may repair it.
+
+        :raises InvalidSessionId: for a bad id, before any I/O.
+        :raises StoreClosed: if the store is not open.
+        """
+        self._check_id(session_id)
+        self._check_open()
+        held = await self._lease_of(session_id)
+        return None if held is None else LeaseState(held.owner, held.expires_in)
+
+    async def renew_lease(self, session_id: str, lease: Lease) -> None:
+        """Extend a held lease by ``lease.ttl`` seconds without saving the session
+        (the checkpoint coroutine calls it when there is nothing new to save).
+
+        :raises LeaseLost: if the stored lease no longer carries ``lease.token``.
+        :raises StoreClosed: if the store is not open.
+        """
+        self._check_id(session_id)
+        self._check_open()
+        await self._renew(session_id, lease)
+
+    async def _lease_of(self, session_id: str) -> HeldLease | None:
+        """The stored lease (default: this process's table)."""
+        return self._held_lease(session_id)
+
+    async def _renew(self, session_id: str, lease: Lease) -> None:
+        """Renew under the session lock (default: this process's table)."""
+        async with self._session_lock(session_id):
+            check_lease(session_id, self._held_lease(session_id), lease, "renew", None)
+            self._leases[session_id] = (lease.owner, lease.token, self._clock() + lease.ttl)
 
     async def load(self, session_id: str) -> Session:
         """The whole session, messages included, as a new object.
@@ -396,15 +627,21 @@ class Store(ABC):
 
         :raises InvalidSessionId: for a bad id, before any I/O.
         :raises SessionNotFound: if there is no such session.
+        :raises SessionBusy: while an unexpired lease is held on it.
         """
         self._check_id(session_id)
         self._check_open()
         if self._unsaved.pop(session_id, None) is not None:
             return
         async with self._session_lock(session_id):
-            if await self._stored_info(session_id) is None:
+            info = await self._stored_info(session_id)
+            if info is None:
                 raise SessionNotFound(f"no session {session_id!r}")
+            held = self._held_lease(session_id)
+            if held is not None and held.expires_in > 0:
+                raise SessionBusy(session_id, info.active_stream_id or "(another process)")
             await self._delete(session_id)
+            self._leases.pop(session_id, None)
 
     async def list_sessions(self, *, limit: int = 50, cursor: str | None = None) -> SessionPage:
         """One page of stored sessions, metadata-only, newest ``updated_at`` first
@@ -443,6 +680,54 @@ class Store(ABC):
         self._check_id(session_id)
         self._check_open()
         return await self._load_events(session_id, stream_id, after_seq)
+
+    # -- documents: small named blobs beside the sessions (the route table) --------
+
+    async def read_document(self, name: str) -> tuple[bytes, int] | None:
+        """A named document and its version, or ``None`` if there is none.
+
+        Documents hold small derived tables that must live wherever the sessions live
+        (the gateway route table): a name, bytes, a version that every write bumps.
+
+        :raises ValueError: if ``name`` is not ``[a-z0-9_.-]{1,64}`` without a leading dot.
+        :raises StoreClosed: if the store is not open.
+        :raises StoreError: if the backend fails.
+        """
+        _check_document_name(name)
+        self._check_open()
+        return await self._read_document(name)
+
+    async def write_document(self, name: str, data: bytes, *, expected_version: int | None) -> int:
+        """Replace a document atomically and durably if its version is still
+        ``expected_version`` (``None``: it must not exist yet); returns the new version.
+
+        :raises WriteConflict: if another writer changed it; nothing was written.
+        :raises ValueError: for a bad ``name`` or ``data`` that is not ``bytes``.
+        :raises StoreClosed: if the store is not open.
+        :raises StoreError: if the backend fails; the document is then unchanged.
+        """
+        _check_document_name(name)
+        if not isinstance(data, bytes):
+            raise ValueError(f"invalid document data {type(data).__name__}: must be bytes")
+        self._check_open()
+        return await self._write_document(name, data, expected_version)
+
+    async def _read_document(self, name: str) -> tuple[bytes, int] | None:
+        """Default: documents in this process (a store whose data lives in the object)."""
+        return self._documents.get(name)
+
+    async def _write_document(self, name: str, data: bytes, expected: int | None) -> int:
+        """Default: compare-and-set under this process's lock (an exclusive store)."""
+        async with self._session_lock("\0doc:" + name):
+            current = await self._read_document(name)
+            check_document_version(name, current, expected)
+            version = 1 if current is None else current[1] + 1
+            await self._store_document(name, data, version)
+            return version
+
+    async def _store_document(self, name: str, data: bytes, version: int) -> None:
+        """Persist a document (default: in this process)."""
+        self._documents[name] = (data, version)
 
     # -- backend hooks --------------------------------------------------------------
 
@@ -490,6 +775,27 @@ class Store(ABC):
     @abstractmethod
     async def _load_events(self, session_id: str, stream_id: str, after_seq: int) -> list[Event]:
         """Persisted events of the stream after ``after_seq``."""
+
+
+_DOCUMENT_NAME = re.compile(r"[a-z0-9_-][a-z0-9_.-]{0,63}")
+
+
+def _check_document_name(name: object) -> None:
+    if not isinstance(name, str) or _DOCUMENT_NAME.fullmatch(name) is None:
+        raise ValueError(
+            f"invalid document name {name!r}: must match [a-z0-9_.-]{{1,64}}, no leading dot"
+        )
+
+
+def check_document_version(
+    name: str, current: tuple[bytes, int] | None, expected: int | None
+) -> None:
+    """:raises WriteConflict: unless the stored version is ``expected``."""
+    found = None if current is None else current[1]
+    if found != expected:
+        raise WriteConflict(
+            f"document {name!r} is at version {found}, not {expected}: another writer changed it"
+        )
 
 
 def sort_key(updated_at: float, session_id: str) -> tuple[float, str]:

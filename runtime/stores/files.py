@@ -664,6 +664,40 @@ class FileStore(Store):
         state = self._read_state_sync(sid)
         return None if state is None else (state[1].count, state[1].gen)
 
+    # -- documents: files at the store root (e.g. routes.json) ------------------------
+
+    async def _read_document(self, name: str) -> tuple[bytes, int] | None:
+        cached = self._documents.get(name)
+        if cached is not None:
+            return cached
+        path = self.root / name
+
+        def read() -> bytes | None:
+            try:
+                return path.read_bytes()
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise StoreError(f"cannot read {str(path)!r}: {exc}") from exc
+
+        data = await self._io.run(read)
+        if data is None:
+            return None
+        self._documents[name] = (data, 1)  # one process owns the root: versions are ours
+        return self._documents[name]
+
+    async def _store_document(self, name: str, data: bytes, version: int) -> None:
+        path = self.root / name
+
+        def write() -> None:
+            try:
+                fio.atomic_write(path, data, mode=0o600)
+            except OSError as exc:
+                raise StoreError(f"cannot write {str(path)!r}: {exc}") from exc
+
+        await self._io.run(write)
+        self._documents[name] = (data, version)
+
     def statistics(self) -> dict[str, int]:
         """``{sessions_indexed, sessions_cached, tombstones}``: an immutable snapshot."""
         return {

@@ -54,6 +54,7 @@ class MemoryStore(Store):
     :ivar sessions: ``{session_id: Stored}``, the current state of each session.
     :ivar backups: ``{session_id: Stored}``, the state before a shrinking save.
     :ivar tombstones: ids of deleted sessions.
+    :ivar documents: ``{name: (bytes, version)}``, the named documents (route table).
     :ivar events: ``{(session_id, stream_id): (last seq, JSON lines)}``, the durable
         events of each stream.
     """
@@ -64,6 +65,7 @@ class MemoryStore(Store):
         self.backups: dict[str, Stored] = {}
         self.tombstones: set[str] = set()
         self.events: dict[tuple[str, str], tuple[int, bytearray]] = {}
+        self.documents: dict[str, tuple[bytes, int]] = {}
 
     async def _stored_info(self, session_id: str) -> StoredInfo | None:
         d = self.sessions.get(session_id)
@@ -155,3 +157,9 @@ class MemoryStore(Store):
         _last, lines = self.events.get((session_id, stream_id)) or (0, bytearray())
         events = [Event.from_dict(orjson.loads(line)) for line in lines.splitlines()]
         return [e for e in events if e.seq > after_seq]
+
+    async def _read_document(self, name: str) -> tuple[bytes, int] | None:
+        return self.documents.get(name)
+
+    async def _store_document(self, name: str, data: bytes, version: int) -> None:
+        self.documents[name] = (data, version)

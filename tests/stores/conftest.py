@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from postgres_server import dropped_after, new_schema, postgres_dsn
 
 from runtime.stores.abc import Store
 from runtime.stores.files import FileStore
@@ -43,6 +45,7 @@ def _memory_reopened_backend() -> Backend:
         again.backups = store.backups
         again.tombstones = store.tombstones
         again.events = store.events
+        again.documents = store.documents
         return again
 
     return Backend("memory-reopened", MemoryStore, reopen)
@@ -62,12 +65,36 @@ def _file_backend(tmp_path: Path) -> Backend:
     return Backend("files", factory, reopen)
 
 
-@pytest.fixture(params=["memory", "memory-reopened", "files"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    """A store backend: ``MemoryStore()``, MemoryStore across a modelled restart, and
-    ``FileStore(root)`` on a real temporary directory (reopened on the same root)."""
+def _postgres_backend(dsn: str, schemas: list[str]) -> Backend:
+    """PostgresStore on a fresh schema of the test server per store; a restart opens a
+    new store (a new connection pool) on the same schema."""
+    from runtime.stores.postgres import PostgresStore
+
+    def factory() -> PostgresStore:
+        schemas.append(new_schema())
+        return PostgresStore(dsn, schema=schemas[-1], max_size=4)
+
+    def reopen(store: Store) -> PostgresStore:
+        assert isinstance(store, PostgresStore)
+        return PostgresStore(dsn, schema=store.schema, max_size=4)
+
+    return Backend("postgres", factory, reopen)
+
+
+@pytest.fixture(params=["memory", "memory-reopened", "files", "postgres"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    """A store backend: ``MemoryStore()``, MemoryStore across a modelled restart,
+    ``FileStore(root)`` on a real temporary directory (reopened on the same root), and
+    ``PostgresStore`` on the real server of ``RUNTIME_TEST_POSTGRES_DSN`` (skipped
+    without it, failing under ``CI=true``)."""
     if request.param == "memory":
-        return _memory_backend()
-    if request.param == "memory-reopened":
-        return _memory_reopened_backend()
-    return _file_backend(tmp_path)
+        yield _memory_backend()
+    elif request.param == "memory-reopened":
+        yield _memory_reopened_backend()
+    elif request.param == "files":
+        yield _file_backend(tmp_path)
+    else:
+        dsn = postgres_dsn()
+        schemas: list[str] = []
+        async with dropped_after(dsn, schemas):
+            yield _postgres_backend(dsn, schemas)

@@ -12,14 +12,19 @@ import pytest
 
 from runtime._events import Event
 from runtime._session import Session
-from runtime.stores.abc import RecoveryReport, Store
+from runtime.stores.abc import RecoveryReport, SaveRequest, Store, plan_save
 from runtime.stores.files import FileStore
 from runtime.stores.memory import MemoryStore, Stored
 from runtime.testing import (
     STORE_CHECKS,
     StoreCheck,
+    check_cancelled_save_is_old_or_new,
+    check_concurrent_claims_one_wins,
+    check_concurrent_saves_never_torn,
     check_delete_is_never_recovered,
     check_events_round_trip,
+    check_expired_lease_can_be_taken_over,
+    check_lease_claim_renew_release,
     check_list_hides_empty_untitled,
     check_list_pagination,
     check_list_sorted_newest_first,
@@ -48,7 +53,7 @@ def test_every_check_is_listed_and_documented() -> None:
     import runtime.testing as testing
 
     defined = {name for name in dir(testing) if name.startswith("check_")}
-    assert defined == {c.__name__ for c in STORE_CHECKS}
+    assert defined == {c.__name__ for c in (*STORE_CHECKS, *testing.EVENT_LOG_CHECKS)}
     assert len(STORE_CHECKS) == len(set(STORE_CHECKS))
     for check in STORE_CHECKS:
         assert check.__doc__ is not None
@@ -167,7 +172,70 @@ class RecoverRestoresBackupsAlways(MemoryStore):
         }
 
 
+class NoFencing(MemoryStore):
+    """Keeps leases but never checks them."""
+
+    async def _save(self, session: Session, request: SaveRequest) -> None:
+        await super()._save(
+            session,
+            SaveRequest(
+                request.skip_index, request.touch_updated_at, request.events, None, "renew"
+            ),
+        )
+
+
+class LeasesNeverExpire(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self._clock = lambda: 0.0  # the deadline never comes
+
+
+class CheckThenWrite(MemoryStore):
+    """Checks the lease, yields to other tasks, then writes: the race conditional
+    writes exist to prevent."""
+
+    async def _save(self, session: Session, request: SaveRequest) -> None:
+        import anyio
+
+        from runtime.stores.abc import check_lease
+
+        sid = session.session_id
+        check_lease(sid, self._held_lease(sid), request.lease, request.lease_mode, None)
+        backup = plan_save(session, await self._stored_info(sid), request)
+        await anyio.sleep(0.01)
+        await self._write(session, skip_index=request.skip_index, backup=backup, events=())
+        if request.lease is not None:
+            self._leases[sid] = (request.lease.owner, request.lease.token, self._clock() + 60)
+
+
+class TornWrites(MemoryStore):
+    """Writes the metadata, yields, then the messages: a cancelled or racing save
+    leaves half of each."""
+
+    async def _save(self, session: Session, request: SaveRequest) -> None:
+        import anyio
+
+        sid = session.session_id
+        backup = plan_save(session, await self._stored_info(sid), request)
+        meta = Session.from_dict(session.meta_dict())
+        if sid in self.sessions:
+            meta.messages = Session.from_dict(self.sessions[sid].to_dict()).messages
+        await self._write(meta, skip_index=request.skip_index, backup=backup, events=())
+        # Racing saves finish in another order than they started (shorter lists
+        # later, 5 ms apart): the last metadata and the last messages come from
+        # different saves.
+        await anyio.sleep(0.005 * max(1, 8 - len(session.messages)))
+        torn = Session.from_dict(self.sessions[sid].to_dict())
+        torn.messages = session.messages
+        await self._write(torn, skip_index=request.skip_index, backup=False, events=())
+
+
 BROKEN: list[tuple[type[MemoryStore], StoreCheck]] = [
+    (NoFencing, check_lease_claim_renew_release),
+    (LeasesNeverExpire, check_expired_lease_can_be_taken_over),
+    (CheckThenWrite, check_concurrent_claims_one_wins),
+    (TornWrites, check_concurrent_saves_never_torn),
+    (TornWrites, check_cancelled_save_is_old_or_new),
     (NoBackup, check_shrinking_save_keeps_backup),
     (DropsCheckpoints, check_skip_index_save_is_durable),
     (OldestFirst, check_list_sorted_newest_first),
@@ -181,7 +249,9 @@ BROKEN: list[tuple[type[MemoryStore], StoreCheck]] = [
 ]
 
 
-@pytest.mark.parametrize(("broken", "check"), BROKEN, ids=[cls.__name__ for cls, _ in BROKEN])
+@pytest.mark.parametrize(
+    ("broken", "check"), BROKEN, ids=[f"{cls.__name__}-{c.__name__}" for cls, c in BROKEN]
+)
 async def test_check_catches_broken_backend(broken: type[MemoryStore], check: StoreCheck) -> None:
     with pytest.raises(AssertionError):
         await check(broken)

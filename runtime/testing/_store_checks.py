@@ -1,57 +1,23 @@
-"""Public test helpers: the store conformance suite and scripted agents.
-
-**Store conformance.** Every rule of the persistence contract (DESIGN.md, "Persistence
-contract"; the docstrings of :class:`~runtime.stores.abc.Store`) is one
-``async def check_*(factory, *, reopen=None)`` function in :data:`STORE_CHECKS`. A backend
-author runs them all with::
-
-    from runtime.testing import run_store_conformance
-
-    await run_store_conformance(lambda: MyStore(dsn))
-
-or, under pytest, one test per check::
-
-    @pytest.mark.parametrize("check", STORE_CHECKS, ids=lambda c: c.__name__)
-    async def test_my_store(check, tmp_path):
-        await check(lambda: MyStore(tmp_path / uuid.uuid4().hex))
-
-``factory()`` must return an async context manager that yields an opened store on
-empty backing data (a :class:`~runtime.stores.abc.Store` is one: ``async with store``).
-``reopen(store)``, if given, opens a second store on the *same* backing data as
-``store`` (which the checks close first), as a restarted process would; the checks then
-also verify that what they wrote survives a restart. Leave it ``None`` for backends whose
-data lives in the store object (:class:`~runtime.stores.memory.MemoryStore`).
-
-A failed check raises :class:`AssertionError` whose message names the call, what was
-expected and what came back; the check's docstring names the rule and its source. The
-checks use no test framework and nothing optional.
-
-**Scripted agents.** :func:`scripted_agent` builds an agent that replays a list of steps
-(tokens, tool calls with results, replies, errors, pauses, synchronisation points), for
-tests of code that drives a :class:`~runtime.Runtime`.
-"""
+"""The store conformance checks (see :mod:`runtime.testing`)."""
 
 from __future__ import annotations
 
 import base64
-import copy
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import (
     AbstractAsyncContextManager,
     AsyncExitStack,
     asynccontextmanager,
     contextmanager,
 )
-from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-import anyio
 import orjson
 
-from ._events import Event
-from ._exceptions import (
+from .._events import Event
+from .._exceptions import (
     EmptyOverwriteRefused,
     InvalidCursor,
     InvalidSessionId,
@@ -60,57 +26,12 @@ from ._exceptions import (
     SessionNotFound,
     StoreClosed,
 )
-from ._session import Message, Session
-from .stores.abc import SessionPage, Store
+from .._session import Message, Session
+from ..stores.abc import SessionPage, Store
 
 if TYPE_CHECKING:
-    from ._runner import Turn
+    pass
 
-__all__ = [
-    "STORE_CHECKS",
-    "AddMessage",
-    "Notify",
-    "Raise",
-    "Reasoning",
-    "Reopen",
-    "Reply",
-    "Run",
-    "ScriptedAgent",
-    "SetTitle",
-    "Sleep",
-    "Step",
-    "Token",
-    "Tool",
-    "TurnRecord",
-    "Usage",
-    "WaitFor",
-    "StoreCheck",
-    "StoreFactory",
-    "check_closed_store",
-    "check_delete_is_never_recovered",
-    "check_empty_overwrite_allowed_when_idle",
-    "check_empty_overwrite_refused_while_pending",
-    "check_events_round_trip",
-    "check_final_save_persists_events",
-    "check_growing_save_keeps_no_backup",
-    "check_invalid_session_ids",
-    "check_list_bad_limit_and_cursor",
-    "check_list_hides_empty_untitled",
-    "check_list_pagination",
-    "check_list_sorted_newest_first",
-    "check_load_metadata",
-    "check_loads_are_independent_copies",
-    "check_metadata_only_save_refused",
-    "check_missing_session",
-    "check_new_session_in_memory_only",
-    "check_recover_clean_store_is_noop",
-    "check_save_load_round_trip",
-    "check_shrinking_save_keeps_backup",
-    "check_skip_index_save_is_durable",
-    "check_touch_updated_at",
-    "run_store_conformance",
-    "scripted_agent",
-]
 
 #: Makes a store on empty backing data: ``async with factory() as store``.
 StoreFactory = Callable[[], AbstractAsyncContextManager[Store]]
@@ -193,6 +114,12 @@ class _Stores:
         )
         return store
 
+    async def alongside(self, store: Store) -> Store:
+        """A second store open on the same data as ``store`` at the same time, as
+        another process would have (needs ``reopen``; for shared stores)."""
+        assert self._reopen is not None
+        return await self._stack.enter_async_context(self._reopen(store))
+
     async def restart(self, store: Store) -> Store:
         """Close ``store`` and open another on its data, as after a process restart;
         without ``reopen``, ``store`` itself (still open)."""
@@ -257,7 +184,7 @@ async def check_save_load_round_trip(
     every field but the messages. Also after a restart.
 
     Rule: ``save`` is durable; ``load`` returns the whole session (DESIGN.md, "Persistence
-    contract": JSON round trip).
+    contract").
     """
     messages: list[Message] = [
         {"role": "system", "content": "You are terse.", "timestamp": 1_700_000_000.125},
@@ -704,7 +631,7 @@ async def check_list_hides_empty_untitled(
     stream is active or a message is pending; they stay loadable. A hidden session that
     gets a title, a message or a stream shows, and hides again when idle and empty.
 
-    Rule: DESIGN.md, "Persistence contract" (hermes-webui listed
+    Rule: DESIGN.md, "Persistence contract"  (hermes-webui listed
     hundreds of empty sessions).
     """
     async with _stores(factory, reopen) as stores:
@@ -1060,8 +987,8 @@ async def check_closed_store(factory: StoreFactory, *, reopen: Reopen | None = N
             _require(isinstance(caught.value, RuntimeError), "StoreClosed is a RuntimeError")
 
 
-#: Every check, in a stable order; each is ``async (factory, *, reopen=None) -> None``.
-STORE_CHECKS: tuple[StoreCheck, ...] = (
+#: The checks of the basic persistence contract.
+BASIC_CHECKS: tuple[StoreCheck, ...] = (
     check_save_load_round_trip,
     check_touch_updated_at,
     check_skip_index_save_is_durable,
@@ -1085,271 +1012,3 @@ STORE_CHECKS: tuple[StoreCheck, ...] = (
     check_final_save_persists_events,
     check_closed_store,
 )
-
-
-async def run_store_conformance(
-    factory: StoreFactory,
-    *,
-    reopen: Reopen | None = None,
-    checks: Iterable[StoreCheck] = STORE_CHECKS,
-) -> None:
-    """Run every check (by default all of :data:`STORE_CHECKS`) against a backend.
-
-    :param factory: makes a store on empty backing data, used as
-        ``async with factory() as store`` (e.g. ``lambda: MemoryStore()``); called once or
-        twice per check.
-    :param reopen: opens a new store on the same data as the closed store it is given,
-        as a restarted process would; ``None`` skips the across-restart parts.
-    :param checks: the checks to run.
-    :raises AssertionError: if any check fails; the message lists every failed check and
-        its reason, and the individual failures are chained as an ``ExceptionGroup``.
-    """
-    failures: list[Exception] = []
-    names: list[str] = []
-    for check in checks:
-        try:
-            await check(factory, reopen=reopen)
-        except Exception as exc:
-            exc.add_note(f"in {check.__name__}")
-            failures.append(exc)
-            names.append(f"{check.__name__}: {type(exc).__name__}: {exc}")
-    if failures:
-        summary = "\n".join(names)
-        raise AssertionError(
-            f"{len(failures)} store conformance check(s) failed:\n{summary}"
-        ) from ExceptionGroup("store conformance failures", failures)
-
-
-# -- scripted agents --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Token:
-    """Stream ``text`` with ``turn.token()``. A plain ``str`` step means the same."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class Reasoning:
-    """Emit ``turn.reasoning(text)``."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class Tool:
-    """Run ``async with turn.tool(name, arguments) as call`` and set ``call.result``.
-
-    :ivar error: if set, raised inside the tool block instead (``tool.completed`` then
-        carries the error, the tool message says ``Error: …``) and, unless ``catch``,
-        re-raised out of the agent after the block.
-    :ivar catch: leave ``error`` in the tool message only, so the agent carries on as
-        an LLM tool loop does.
-    :ivar call_id: the model's call id to keep (a new one when ``None``).
-    """
-
-    name: str
-    arguments: dict[str, Any] = field(default_factory=dict)
-    result: Any = None
-    error: Exception | None = None
-    catch: bool = False
-    call_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Reply:
-    """``turn.reply(text)``: stream ``text`` and finish the assistant message."""
-
-    text: str = ""
-
-
-@dataclass(frozen=True)
-class AddMessage:
-    """``turn.add_message(message)`` with a deep copy of ``message`` (one per replay)."""
-
-    message: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class SetTitle:
-    """``turn.set_title(title)``."""
-
-    title: str
-
-
-@dataclass(frozen=True)
-class Usage:
-    """``turn.usage(prompt_tokens=..., completion_tokens=...)``."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-@dataclass(frozen=True)
-class Raise:
-    """Raise ``error`` from the agent (the turn then ends with ``error``)."""
-
-    error: Exception
-
-
-@dataclass(frozen=True)
-class Sleep:
-    """``await anyio.sleep(seconds)``: a slow step (for cancellation and checkpoints;
-    synchronise tests with :class:`Notify` / :class:`WaitFor`, not with timings)."""
-
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Notify:
-    """Set ``event``: tells the test the agent reached this step."""
-
-    event: anyio.Event
-
-
-@dataclass(frozen=True)
-class WaitFor:
-    """Wait until the test sets ``event``: holds the agent at this step."""
-
-    event: anyio.Event
-
-
-@dataclass(frozen=True)
-class Run:
-    """Await ``fn(turn)``: any custom step."""
-
-    fn: Callable[[Turn], Awaitable[None]]
-
-
-#: One step of a script; a plain ``str`` is a :class:`Token`.
-Step = (
-    str
-    | Token
-    | Reasoning
-    | Tool
-    | Reply
-    | AddMessage
-    | SetTitle
-    | Usage
-    | Raise
-    | Sleep
-    | Notify
-    | WaitFor
-    | Run
-)
-
-
-@dataclass(frozen=True)
-class TurnRecord:
-    """What a :class:`ScriptedAgent` saw of one turn (``history`` is a copy)."""
-
-    session_id: str
-    stream_id: str
-    user_message: str
-    history: list[Message]
-
-
-async def _play_tool(turn: Turn, step: Tool) -> None:
-    async with turn.tool(step.name, dict(step.arguments), call_id=step.call_id) as call:
-        if step.error is not None:
-            raise step.error
-        call.result = copy.deepcopy(step.result)
-    if call.exception is not None and not step.catch:
-        raise call.exception
-
-
-async def _play(turn: Turn, step: Step) -> None:
-    """Perform one step on ``turn``.
-
-    :raises TypeError: for something that is not a :data:`Step`.
-    """
-    match step:
-        case str() | Token():
-            await turn.token(step if isinstance(step, str) else step.text)
-        case Reasoning(text):
-            await turn.reasoning(text)
-        case Tool():
-            await _play_tool(turn, step)
-        case Reply(text):
-            await turn.reply(text)
-        case AddMessage(message):
-            await turn.add_message(copy.deepcopy(message))
-        case SetTitle(title):
-            await turn.set_title(title)
-        case Usage(prompt, completion):
-            await turn.usage(prompt_tokens=prompt, completion_tokens=completion)
-        case Raise(error):
-            raise error
-        case Sleep(seconds):
-            await anyio.sleep(seconds)
-        case Notify(event):
-            event.set()
-        case WaitFor(event):
-            await event.wait()
-        case Run(fn):
-            await fn(turn)
-        case _:
-            raise TypeError(f"invalid script step {step!r}: not a runtime.testing step")
-
-
-class ScriptedAgent:
-    """An agent that replays the same steps on every turn and records each turn.
-
-    :ivar steps: the script.
-    :ivar turns: one :class:`TurnRecord` per call, in order.
-    """
-
-    def __init__(self, steps: Iterable[Step]) -> None:
-        """:raises TypeError: if a step is not a :data:`Step`, naming it."""
-        self.steps: tuple[Step, ...] = tuple(steps)
-        for step in self.steps:
-            if not isinstance(step, _STEP_TYPES):
-                raise TypeError(f"invalid script step {step!r}: not a runtime.testing step")
-        self.turns: list[TurnRecord] = []
-
-    async def __call__(self, turn: Turn) -> None:
-        self.turns.append(
-            TurnRecord(
-                turn.session_id, turn.stream_id, turn.user_message, copy.deepcopy(turn.history)
-            )
-        )
-        for step in self.steps:
-            await _play(turn, step)
-
-    def __repr__(self) -> str:
-        return f"ScriptedAgent({len(self.steps)} steps, {len(self.turns)} turns)"
-
-
-_STEP_TYPES = (
-    str,
-    Token,
-    Reasoning,
-    Tool,
-    Reply,
-    AddMessage,
-    SetTitle,
-    Usage,
-    Raise,
-    Sleep,
-    Notify,
-    WaitFor,
-    Run,
-)
-
-
-def scripted_agent(steps: Iterable[Step]) -> ScriptedAgent:
-    """An ``async def agent(turn)`` that replays ``steps`` on every turn, e.g.::
-
-        agent = scripted_agent([
-            Reasoning("plan"),
-            "Searching… ",
-            Tool("grep", {"pattern": "TaskGroup"}, result={"hits": 12}),
-            Reply("Found 12 modules."),
-        ])
-
-    ``agent.turns`` records each turn's ids, user message and history.
-
-    :raises TypeError: if a step is not a :data:`Step`, naming it.
-    """
-    return ScriptedAgent(steps)

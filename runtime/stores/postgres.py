@@ -1,0 +1,908 @@
+"""``PostgresStore``: sessions in PostgreSQL, shared by any number of processes.
+
+Requires the ``postgres`` extra (asyncpg). Layout, in one schema (default ``runtime``),
+created and migrated at :meth:`~runtime.Store.open` from :data:`MIGRATIONS`:
+
+* ``sessions``: one row per stored session: the metadata as JSON (``meta``) plus the
+  columns the listing and the checks read (``title``, ``updated_at``, ``message_count``,
+  ``active_stream_id``, ``pending_user_message``, ``visible``) and the live stream's
+  lease (``lease_owner``, ``lease_token``, ``lease_expires``, epoch seconds on the
+  database server's clock);
+* ``messages``: one row per message (``session_id``, ``idx``, ``body`` JSON text); a
+  checkpoint rewrites the last stored row and inserts the new ones, O(new data);
+* ``backups``: the previous state of a session whose save shrank its messages (the
+  ``.bak`` rule); :meth:`~runtime.Store.recover` restores it;
+* ``tombstones``: deleted ids, never recovered;
+* ``events``: the durable events of every stream, pruned after ``event_retention``
+  seconds by :meth:`~runtime.Store.recover` and :meth:`PostgresStore.prune_events`;
+* ``documents``: small named blobs with a version (the gateway route table), replaced
+  by compare-and-set;
+* ``drafts`` (UNLOGGED, so not durable): new sessions shared with other processes
+  until their first save; they expire after ``draft_ttl`` seconds.
+
+Every save is one transaction that locks the session's row (``SELECT … FOR UPDATE``),
+applies the lease and content rules of the :class:`~runtime.Store` contract to what it
+locked, and writes. Driver errors become :class:`~runtime.StoreError` at this edge;
+a lost connection is retried within ``retry_budget`` seconds.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+import orjson
+
+from .._events import Event
+from .._exceptions import SessionBusy, SessionNotFound, StoreError, WriteConflict
+from .._session import META_FIELDS, Session
+from .abc import (
+    HeldLease,
+    Lease,
+    RecoveryReport,
+    SaveRequest,
+    Store,
+    StoredInfo,
+    check_document_version,
+    check_lease,
+    map_exceptions,
+    not_found,
+    plan_save,
+    visible_in_list,
+)
+
+if TYPE_CHECKING:
+    import asyncpg
+
+__all__ = ["MIGRATIONS", "PostgresStore"]
+
+T = TypeVar("T")
+
+_META_KEYS = tuple(k for k in META_FIELDS if k != "session_id")
+
+#: The schema, as numbered steps applied in order at open (each once, recorded in
+#: ``schema_migrations``). Append new steps; never edit an applied one.
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+        CREATE TABLE sessions (
+            session_id text PRIMARY KEY,
+            meta text NOT NULL,
+            title text NOT NULL,
+            updated_at double precision NOT NULL,
+            message_count integer NOT NULL,
+            active_stream_id text,
+            pending_user_message text,
+            visible boolean NOT NULL,
+            lease_owner text,
+            lease_token text,
+            lease_expires double precision
+        );
+        CREATE INDEX sessions_listing ON sessions (updated_at DESC, session_id) WHERE visible;
+        CREATE TABLE messages (
+            session_id text NOT NULL REFERENCES sessions ON DELETE CASCADE,
+            idx integer NOT NULL,
+            body text NOT NULL,
+            PRIMARY KEY (session_id, idx)
+        );
+        CREATE TABLE backups (
+            session_id text PRIMARY KEY,
+            meta text NOT NULL,
+            message_count integer NOT NULL,
+            messages text[] NOT NULL
+        );
+        CREATE TABLE tombstones (
+            session_id text PRIMARY KEY,
+            deleted_at double precision NOT NULL
+        );
+        CREATE TABLE events (
+            session_id text NOT NULL,
+            stream_id text NOT NULL,
+            seq integer NOT NULL,
+            ts double precision NOT NULL,
+            body text NOT NULL,
+            PRIMARY KEY (session_id, stream_id, seq)
+        );
+        CREATE INDEX events_ts ON events (ts);
+        CREATE UNLOGGED TABLE drafts (
+            session_id text PRIMARY KEY,
+            body text NOT NULL,
+            expires_at double precision NOT NULL
+        );
+        """,
+    ),
+    (
+        2,
+        """
+        CREATE TABLE documents (
+            name text PRIMARY KEY,
+            body bytea NOT NULL,
+            version integer NOT NULL
+        );
+        """,
+    ),
+)
+
+_NOW = "extract(epoch from clock_timestamp())"
+
+# One statement, so one snapshot: the metadata row first (idx -1), then the messages in
+# order, each decoded on its own (no server-side aggregation of the whole history).
+_LOAD = """
+SELECT -1 AS idx, meta AS body FROM sessions WHERE session_id = $1
+UNION ALL
+SELECT idx, body FROM messages WHERE session_id = $1
+ORDER BY idx
+"""
+
+_LOCK = f"""
+SELECT message_count, active_stream_id, pending_user_message,
+       lease_owner, lease_token, lease_expires - {_NOW} AS expires_in,
+       (SELECT b.message_count FROM backups b WHERE b.session_id = $1) AS backup_count
+  FROM sessions WHERE session_id = $1 FOR UPDATE
+"""
+
+_INSERT_SESSION = """
+INSERT INTO sessions (session_id, meta, title, updated_at, message_count, active_stream_id,
+                      pending_user_message, visible)
+VALUES ($1, '{}', '', 0, 0, NULL, NULL, false)
+ON CONFLICT (session_id) DO NOTHING
+RETURNING session_id
+"""
+
+# One statement writes the row, the lease, the messages from $13 on and the events.
+# $9 lease operation: 0 keep, 1 set ($10 owner, $11 token, $12 ttl seconds), 2 clear.
+_WRITE = f"""
+WITH u AS (
+  UPDATE sessions SET meta = $2, title = $3, updated_at = $4, message_count = $5,
+         active_stream_id = $6, pending_user_message = $7, visible = $8,
+         lease_owner = CASE $9::int WHEN 0 THEN lease_owner WHEN 1 THEN $10::text END,
+         lease_token = CASE $9::int WHEN 0 THEN lease_token WHEN 1 THEN $11::text END,
+         lease_expires = CASE $9::int WHEN 0 THEN lease_expires
+                         WHEN 1 THEN {_NOW} + $12::float8 END
+   WHERE session_id = $1
+), m AS (
+  INSERT INTO messages (session_id, idx, body)
+  SELECT $1, $13::int + i - 1, b FROM unnest($14::text[]) WITH ORDINALITY AS t(b, i)
+  ON CONFLICT (session_id, idx) DO UPDATE SET body = excluded.body
+), e AS (
+  INSERT INTO events (session_id, stream_id, seq, ts, body)
+  SELECT $1, s, q, t, b
+    FROM unnest($15::text[], $16::int[], $17::float8[], $18::text[]) AS v(s, q, t, b)
+  ON CONFLICT DO NOTHING
+)
+SELECT 1
+"""
+
+# The checkpoint fast path: one autocommit statement, a compare-and-set on the row. It
+# applies only when the row still holds the message count this process last wrote
+# ($12), the checkpoint does not shrink the list, no backup row waits, and the stored
+# lease token is the writer's ($9; NULL: not fenced, lease untouched). Otherwise it
+# changes nothing and returns 0, and the transaction path decides (and raises).
+_CHECKPOINT = f"""
+WITH u AS (
+  UPDATE sessions SET meta = $2, title = $3, updated_at = $4, message_count = $5,
+         active_stream_id = $6, pending_user_message = $7, visible = $8,
+         lease_expires = CASE WHEN $9::text IS NULL THEN lease_expires
+                         ELSE {_NOW} + $10::float8 END
+   WHERE session_id = $1 AND message_count = $12::int AND $5::int >= $12::int
+     AND ($9::text IS NULL OR lease_token = $9::text)
+     AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.session_id = $1)
+  RETURNING 1
+), m AS (
+  INSERT INTO messages (session_id, idx, body)
+  SELECT $1, $11::int + i - 1, b FROM unnest($13::text[]) WITH ORDINALITY AS t(b, i)
+   WHERE EXISTS (SELECT 1 FROM u)
+  ON CONFLICT (session_id, idx) DO UPDATE SET body = excluded.body
+), e AS (
+  INSERT INTO events (session_id, stream_id, seq, ts, body)
+  SELECT $1, s, q, t, b
+    FROM unnest($14::text[], $15::int[], $16::float8[], $17::text[]) AS v(s, q, t, b)
+   WHERE EXISTS (SELECT 1 FROM u)
+  ON CONFLICT DO NOTHING
+)
+SELECT count(*) FROM u
+"""
+
+_INSERT_MESSAGES = """
+INSERT INTO messages (session_id, idx, body)
+SELECT $1, $2 + i - 1, b FROM unnest($3::text[]) WITH ORDINALITY AS t(b, i)
+"""
+
+_UPDATE_SESSION = """
+UPDATE sessions SET meta = $2, title = $3, updated_at = $4, message_count = $5,
+       active_stream_id = $6, pending_user_message = $7, visible = $8
+ WHERE session_id = $1
+"""
+
+_BACKUP = """
+INSERT INTO backups (session_id, meta, message_count, messages)
+SELECT s.session_id, s.meta, s.message_count,
+       coalesce((SELECT array_agg(m.body ORDER BY m.idx) FROM messages m
+                  WHERE m.session_id = s.session_id), '{}')
+  FROM sessions s WHERE s.session_id = $1
+ON CONFLICT (session_id) DO UPDATE
+   SET meta = excluded.meta, message_count = excluded.message_count,
+       messages = excluded.messages
+"""
+
+_LIST = """
+SELECT session_id, meta, message_count, updated_at FROM sessions
+ WHERE visible AND ($1::float8 IS NULL OR updated_at < $1 OR (updated_at = $1 AND session_id > $2))
+ ORDER BY updated_at DESC, session_id
+ LIMIT $3
+"""
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    import asyncpg
+
+    return (
+        OSError,
+        asyncpg.ConnectionDoesNotExistError,
+        asyncpg.CannotConnectNowError,
+        asyncpg.ConnectionFailureError,
+        asyncpg.TooManyConnectionsError,
+        asyncpg.InterfaceError,
+        # raised by a connection the server closed under it (seen with idle pooled
+        # connections after pg_terminate_backend)
+        asyncpg.InternalClientError,
+    )
+
+
+def _meta_json(session: Session) -> str:
+    return orjson.dumps({k: getattr(session, k) for k in _META_KEYS}).decode()
+
+
+def _session_from(session_id: str, meta: str, count: int, messages: str | None) -> Session:
+    d: dict[str, Any] = orjson.loads(meta)
+    d["session_id"] = session_id
+    if messages is None:
+        d["message_count"] = count
+        return Session.from_dict(d, metadata_only=True)
+    d["messages"] = orjson.loads(messages)
+    return Session.from_dict(d)
+
+
+class PostgresStore(Store):
+    """Sessions in PostgreSQL through an asyncpg connection pool.
+
+    Several processes (``uvicorn --workers N``, several machines) may share one
+    database: writes are transactions, the live stream of a session is owned by a
+    lease stored in its row, and new sessions are shared through the ``drafts`` table.
+
+    :param dsn: a libpq connection string, ``postgresql://user@host:port/db``.
+    :param schema: the schema holding the tables (created if missing); lets several
+        independent stores share one database.
+    :param min_size: connections the pool keeps open.
+    :param max_size: connections the pool may open.
+    :param event_retention: seconds a stream's durable events are kept (``None``: for
+        ever); older ones are pruned by :meth:`~runtime.Store.recover` and
+        :meth:`prune_events`.
+    :param retry_budget: seconds spent retrying an operation whose connection was lost
+        (server restart, network blip), with backoff; then :class:`~runtime.StoreError`.
+    :param draft_ttl: seconds a new session stays visible to other processes before its
+        first save.
+    :param command_timeout: seconds one statement may take before it fails with
+        :class:`~runtime.StoreError` (saves run shielded from cancellation; this bounds
+        them).
+    :raises StoreError: from :meth:`open` if the server cannot be reached within the
+        retry budget or the schema cannot be migrated.
+    """
+
+    exclusive = False
+    shared = True
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "runtime",
+        min_size: int = 1,
+        max_size: int = 10,
+        event_retention: float | None = 7 * 86400.0,
+        retry_budget: float = 10.0,
+        draft_ttl: float = 86400.0,
+        command_timeout: float = 60.0,
+    ) -> None:
+        super().__init__()
+        if not schema.isidentifier():
+            raise ValueError(f"invalid schema {schema!r}: must be an SQL identifier")
+        self.dsn = dsn
+        self.schema = schema
+        self.min_size = min_size
+        self.max_size = max_size
+        self.event_retention = event_retention
+        self.retry_budget = retry_budget
+        self.draft_ttl = draft_ttl
+        self.command_timeout = command_timeout
+        self._pool: asyncpg.Pool | None = None
+        self._errors: dict[type[BaseException], type[Exception]] = {}
+        #: the message count this process last wrote per session (the fast path's guess)
+        self._counts: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"PostgresStore(schema={self.schema!r})"
+
+    # -- connection, errors, retries ----------------------------------------------------
+
+    async def _open(self) -> None:
+        import asyncpg
+
+        self._errors = {
+            asyncpg.PostgresError: StoreError,
+            asyncpg.InterfaceError: StoreError,
+            asyncpg.InternalClientError: StoreError,
+            OSError: StoreError,
+        }
+
+        async def connect() -> asyncpg.Pool:
+            return await asyncpg.create_pool(
+                self.dsn,
+                min_size=self.min_size,
+                max_size=self.max_size,
+                command_timeout=self.command_timeout,
+                server_settings={
+                    "search_path": self.schema,
+                    "application_name": f"runtime:{self.schema}",
+                },
+            )
+
+        self._pool = await self._retry(connect)
+        try:
+            await self._retry(self._migrate)
+        except BaseException:
+            await self._close()
+            raise
+
+    async def _close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            closed = False
+            with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                await pool.close()
+                closed = True
+            if not closed:  # close() timed out: drop the connections
+                pool.terminate()
+
+    async def _migrate(self) -> None:
+        async with self._conn() as con, con.transaction():
+            # One migrator at a time across processes (the lock ends with the transaction).
+            await con.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.schema)
+            await con.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            await con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations"
+                " (version integer PRIMARY KEY, applied_at double precision NOT NULL)"
+            )
+            done = {r[0] for r in await con.fetch("SELECT version FROM schema_migrations")}
+            for version, sql in MIGRATIONS:
+                if version not in done:
+                    await con.execute(sql)
+                    await con.execute(f"INSERT INTO schema_migrations VALUES ($1, {_NOW})", version)
+
+    def _conn(self) -> Any:
+        if self._pool is None:
+            raise StoreError(f"{self!r} has no connection pool (not open)")
+        return self._pool.acquire()
+
+    async def _retry(self, op: Callable[[], Awaitable[T]]) -> T:
+        """Run ``op``, retrying a lost connection with backoff for ``retry_budget``
+        seconds; driver errors leave as :class:`StoreError` (``from`` the original)."""
+        transient = _transient_errors()
+        deadline = time.monotonic() + self.retry_budget
+        delay = 0.05
+        while True:
+            try:
+                with map_exceptions(self._errors):
+                    try:
+                        return await op()
+                    except transient:
+                        if time.monotonic() + delay > deadline:
+                            raise
+            except StoreError as exc:
+                exc.add_note(f"PostgresStore schema {self.schema!r}")
+                raise
+            await anyio.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 1.0)
+
+    # -- reading ---------------------------------------------------------------------
+
+    async def _stored_info(self, session_id: str) -> StoredInfo | None:
+        async def op() -> StoredInfo | None:
+            async with self._conn() as con:
+                row = await con.fetchrow(
+                    "SELECT message_count, active_stream_id, pending_user_message"
+                    " FROM sessions WHERE session_id = $1",
+                    session_id,
+                )
+            return None if row is None else StoredInfo(row[0], row[1], row[2])
+
+        return await self._retry(op)
+
+    async def _load(self, session_id: str) -> Session:
+        async def op() -> Any:
+            async with self._conn() as con:
+                return await con.fetch(_LOAD, session_id)
+
+        rows = await self._retry(op)
+        if not rows or rows[0][0] != -1:
+            return await self._draft(session_id)
+        d: dict[str, Any] = orjson.loads(rows[0][1])
+        d["session_id"] = session_id
+        d["messages"] = [orjson.loads(r[1]) for r in rows[1:]]
+        return Session.from_dict(d)
+
+    async def _load_metadata(self, session_id: str) -> Session:
+        async def op() -> Any:
+            async with self._conn() as con:
+                return await con.fetchrow(
+                    "SELECT meta, message_count FROM sessions WHERE session_id = $1", session_id
+                )
+
+        row = await self._retry(op)
+        if row is None:
+            draft = await self._draft(session_id)
+            return Session.from_dict(draft.meta_dict(), metadata_only=True)
+        return _session_from(session_id, row[0], row[1], None)
+
+    async def _list_page(self, limit: int, after: tuple[float, str] | None) -> list[Session]:
+        updated, sid = after if after is not None else (None, "")
+
+        async def op() -> list[Any]:
+            async with self._conn() as con:
+                return list(await con.fetch(_LIST, updated, sid, limit))
+
+        rows = await self._retry(op)
+        out = []
+        for sid, meta, count, updated_at in rows:
+            session = _session_from(sid, meta, count, None)
+            session.updated_at = updated_at  # the key the page was sorted by
+            out.append(session)
+        return out
+
+    async def _has_more(self, last: Session) -> bool:
+        return bool(await self._list_page(1, (last.updated_at, last.session_id)))
+
+    async def _load_events(self, session_id: str, stream_id: str, after_seq: int) -> list[Event]:
+        async def op() -> list[Any]:
+            async with self._conn() as con:
+                return list(
+                    await con.fetch(
+                        "SELECT body FROM events WHERE session_id = $1 AND stream_id = $2"
+                        " AND seq > $3 ORDER BY seq",
+                        session_id,
+                        stream_id,
+                        after_seq,
+                    )
+                )
+
+        return [Event.from_dict(orjson.loads(r[0])) for r in await self._retry(op)]
+
+    async def _lease_of(self, session_id: str) -> HeldLease | None:
+        async def op() -> Any:
+            async with self._conn() as con:
+                return await con.fetchrow(
+                    f"SELECT lease_owner, lease_token, lease_expires - {_NOW}"
+                    " FROM sessions WHERE session_id = $1",
+                    session_id,
+                )
+
+        row = await self._retry(op)
+        if row is None or row[1] is None:
+            return None
+        return HeldLease(row[0], row[1], row[2])
+
+    # -- writing ---------------------------------------------------------------------
+
+    async def _write(
+        self, session: Session, *, skip_index: bool, backup: bool, events: Sequence[Event]
+    ) -> None:  # pragma: no cover - _save is overridden; kept for the ABC
+        raise NotImplementedError("PostgresStore writes in _save")
+
+    async def _save(self, session: Session, request: SaveRequest) -> None:
+        events = (
+            [e.stream_id for e in request.events],
+            [e.seq for e in request.events],
+            [e.ts for e in request.events],
+            [e.json().decode() for e in request.events],
+        )
+
+        sid = session.session_id
+        # Shielded: a save whose caller is cancelled still completes (or fails) before
+        # the cancellation goes on, so it can never land later, after the caller has
+        # looked at the stored state (asyncpg's cancel request races the server).
+        # ``command_timeout`` bounds it.
+        with anyio.CancelScope(shield=True):
+            if (
+                request.skip_index
+                and request.lease_mode == "renew"
+                and sid in self._counts
+                and await self._retry(lambda: self._checkpoint_cas(session, request, events))
+            ):
+                return
+
+            async def op() -> None:
+                async with self._conn() as con, con.transaction():
+                    await self._save_in(con, session, request, events)
+
+            self._counts.pop(sid, None)
+            await self._retry(op)
+            self._counts[sid] = session.message_count
+        if len(self._counts) > 10_000:  # a guess per session: keep it bounded
+            self._counts.clear()
+
+    async def _checkpoint_cas(
+        self,
+        session: Session,
+        request: SaveRequest,
+        events: tuple[list[str], list[int], list[float], list[str]],
+    ) -> bool:
+        """The checkpoint fast path (:data:`_CHECKPOINT`); False if it did not apply."""
+        sid = session.session_id
+        guess = self._counts[sid]
+        if request.touch_updated_at:
+            session.updated_at = time.time()
+        messages = session.messages
+        count = len(messages)
+        if count < guess:
+            return False
+        start = max(0, guess - 1)
+        bodies = [orjson.dumps(m).decode() for m in messages[start:]]
+        lease = request.lease
+        async with self._conn() as con:
+            applied = await con.fetchval(
+                _CHECKPOINT,
+                sid,
+                _meta_json(session),
+                session.title,
+                session.updated_at,
+                count,
+                session.active_stream_id,
+                session.pending_user_message,
+                visible_in_list(
+                    session.title, count, session.active_stream_id, session.pending_user_message
+                ),
+                None if lease is None else lease.token,
+                0.0 if lease is None else lease.ttl,
+                start,
+                guess,
+                bodies,
+                *events,
+            )
+        if applied:
+            self._counts[sid] = count
+        return bool(applied)
+
+    async def _save_in(
+        self,
+        con: asyncpg.Connection,
+        session: Session,
+        request: SaveRequest,
+        events: tuple[list[str], list[int], list[float], list[str]],
+    ) -> None:
+        """The conditional write, inside one transaction."""
+        sid = session.session_id
+        row = await con.fetchrow(_LOCK, sid)
+        if row is None:
+            # A new row (locked by the insert); another process may insert it first.
+            if await con.fetchval(_INSERT_SESSION, sid) is None:
+                row = await con.fetchrow(_LOCK, sid)
+            else:
+                await con.execute("DELETE FROM tombstones WHERE session_id = $1", sid)
+                await con.execute("DELETE FROM drafts WHERE session_id = $1", sid)
+        # From here to the first await below nothing else runs on the event loop: the
+        # rules see, and the write persists, one state of the session even though the
+        # agent keeps running while a checkpoint is in flight. Only the messages the
+        # write needs are encoded: a checkpoint rewrites at most the last stored one and
+        # inserts the new ones (O(new data)); a full save may change any message.
+        info = None if row is None else StoredInfo(row[0], row[1], row[2])
+        held = None if row is None or row[4] is None else HeldLease(row[3], row[4], row[5])
+        check_lease(sid, held, request.lease, request.lease_mode, None if row is None else row[1])
+        backup = plan_save(session, info, request)
+        messages = session.messages
+        count = len(messages)
+        stored = 0 if row is None else row[0]
+        start = max(0, min(stored, count) - 1) if request.skip_index and row is not None else 0
+        bodies = [orjson.dumps(m).decode() for m in messages[start:]]
+        meta = _meta_json(session)
+        fields = (
+            session.title,
+            session.updated_at,
+            count,
+            session.active_stream_id,
+            session.pending_user_message,
+            visible_in_list(
+                session.title, count, session.active_stream_id, session.pending_user_message
+            ),
+        )
+        if row is not None:
+            if backup:
+                await con.execute(_BACKUP, sid)
+            elif row[6] is not None and row[6] <= count:
+                await con.execute("DELETE FROM backups WHERE session_id = $1", sid)
+            if count < stored:
+                await con.execute(
+                    "DELETE FROM messages WHERE session_id = $1 AND idx >= $2", sid, count
+                )
+        lease = request.lease
+        op = 0 if lease is None else 1 if request.lease_mode in ("claim", "renew") else 2
+        await con.execute(
+            _WRITE,
+            sid,
+            meta,
+            *fields,
+            op,
+            None if lease is None else lease.owner,
+            None if lease is None else lease.token,
+            0.0 if lease is None else lease.ttl,
+            start,
+            bodies,
+            *events,
+        )
+
+    async def _renew(self, session_id: str, lease: Lease) -> None:
+        async def op() -> str:
+            async with self._conn() as con:
+                result: str = await con.execute(
+                    f"UPDATE sessions SET lease_expires = {_NOW} + $3"
+                    " WHERE session_id = $1 AND lease_token = $2",
+                    session_id,
+                    lease.token,
+                    lease.ttl,
+                )
+                return result
+
+        if await self._retry(op) == "UPDATE 0":
+            held = await self._lease_of(session_id)
+            check_lease(session_id, held, lease, "renew", None)
+            # the token matched after all (a retried renewal): nothing lost
+
+    async def _delete(self, session_id: str) -> None:
+        async def op() -> None:
+            async with self._conn() as con, con.transaction():
+                row = await con.fetchrow(
+                    f"SELECT active_stream_id, lease_token, lease_expires - {_NOW}"
+                    " FROM sessions WHERE session_id = $1 FOR UPDATE",
+                    session_id,
+                )
+                if row is None:
+                    raise not_found(session_id)
+                if row[1] is not None and row[2] > 0:
+                    raise SessionBusy(session_id, row[0] or "(another process)")
+                await con.execute("DELETE FROM sessions WHERE session_id = $1", session_id)
+                await con.execute("DELETE FROM backups WHERE session_id = $1", session_id)
+                await con.execute("DELETE FROM events WHERE session_id = $1", session_id)
+                await con.execute(
+                    f"INSERT INTO tombstones VALUES ($1, {_NOW})"
+                    " ON CONFLICT (session_id) DO NOTHING",
+                    session_id,
+                )
+
+        await self._retry(op)
+
+    async def delete(self, session_id: str) -> None:
+        """Delete the session; ``recover()`` never brings it back (a tombstone row).
+
+        :raises InvalidSessionId: for a bad id, before any I/O.
+        :raises SessionNotFound: if there is no such session.
+        :raises SessionBusy: while an unexpired lease is held on it (any process).
+        """
+        self._check_id(session_id)
+        self._check_open()
+        if self._unsaved.pop(session_id, None) is not None:
+            await self._drop_draft(session_id)
+            return
+        if await self._drop_draft(session_id):
+            return
+        self._counts.pop(session_id, None)
+        await self._delete(session_id)
+
+    # -- maintenance -------------------------------------------------------------------
+
+    async def _recover(self) -> RecoveryReport:
+        async def op() -> RecoveryReport:
+            async with self._conn() as con, con.transaction():
+                await con.execute("SELECT pg_advisory_xact_lock(hashtext($1) + 1)", self.schema)
+                restored = orphaned = 0
+                baks = await con.fetch(
+                    "SELECT b.session_id, b.message_count, s.message_count FROM backups b"
+                    " LEFT JOIN sessions s USING (session_id)"
+                    " WHERE b.session_id NOT IN (SELECT session_id FROM tombstones)"
+                )
+                for sid, bak_count, live_count in baks:
+                    if live_count is not None and live_count >= bak_count:
+                        continue
+                    await self._restore_backup(con, sid, live_count is None)
+                    if live_count is None:
+                        orphaned += 1
+                    else:
+                        restored += 1
+                scanned = await con.fetchval("SELECT count(*) FROM sessions")
+                await self._prune(con)
+            return {
+                "scanned": scanned,
+                "restored": restored,
+                "orphaned_backups": orphaned,
+                "quarantined": 0,
+            }
+
+        return await self._retry(op)
+
+    async def _restore_backup(self, con: asyncpg.Connection, sid: str, orphan: bool) -> None:
+        row = await con.fetchrow(
+            "SELECT meta, message_count, messages FROM backups WHERE session_id = $1", sid
+        )
+        assert row is not None  # read under the same transaction
+        meta, count, bodies = row
+        s = _session_from(sid, meta, count, "[" + ",".join(bodies) + "]")
+        columns = (
+            meta,
+            s.title,
+            s.updated_at,
+            count,
+            s.active_stream_id,
+            s.pending_user_message,
+            visible_in_list(s.title, count, s.active_stream_id, s.pending_user_message),
+        )
+        if orphan:
+            await con.fetchval(_INSERT_SESSION, sid)
+        else:
+            await con.execute("DELETE FROM messages WHERE session_id = $1", sid)
+        await con.execute(_UPDATE_SESSION, sid, *columns)
+        await con.execute(_INSERT_MESSAGES, sid, 0, list(bodies))
+        await con.execute("DELETE FROM backups WHERE session_id = $1", sid)
+
+    async def _prune(self, con: asyncpg.Connection) -> int:
+        deleted = 0
+        if self.event_retention is not None:
+            result = await con.execute(
+                f"DELETE FROM events WHERE ts < {_NOW} - $1", self.event_retention
+            )
+            deleted = int(result.split()[-1])
+        await con.execute(f"DELETE FROM drafts WHERE expires_at < {_NOW}")
+        return deleted
+
+    async def prune_events(self) -> int:
+        """Delete durable events older than ``event_retention`` seconds and expired
+        drafts now; returns the number of events deleted.
+
+        :raises StoreError: if the database fails.
+        """
+        self._check_open()
+
+        async def op() -> int:
+            async with self._conn() as con:
+                return await self._prune(con)
+
+        return await self._retry(op)
+
+    # -- documents ---------------------------------------------------------------------
+
+    async def _read_document(self, name: str) -> tuple[bytes, int] | None:
+        async def op() -> Any:
+            async with self._conn() as con:
+                return await con.fetchrow(
+                    "SELECT body, version FROM documents WHERE name = $1", name
+                )
+
+        row = await self._retry(op)
+        return None if row is None else (bytes(row[0]), int(row[1]))
+
+    async def _write_document(self, name: str, data: bytes, expected: int | None) -> int:
+        async def op() -> Any:
+            async with self._conn() as con:
+                if expected is None:
+                    return await con.fetchval(
+                        "INSERT INTO documents VALUES ($1, $2, 1)"
+                        " ON CONFLICT (name) DO NOTHING RETURNING version",
+                        name,
+                        data,
+                    )
+                return await con.fetchval(
+                    "UPDATE documents SET body = $2, version = version + 1"
+                    " WHERE name = $1 AND version = $3 RETURNING version",
+                    name,
+                    data,
+                    expected,
+                )
+
+        version = await self._retry(op)
+        if version is None:
+            check_document_version(name, await self._read_document(name), expected)
+            raise WriteConflict(f"document {name!r} changed while it was written")
+        return int(version)
+
+    # -- new sessions shared with other processes ------------------------------------
+
+    async def _share(self, session: Session) -> None:
+        """A row in ``drafts`` for ``draft_ttl`` seconds. The table is UNLOGGED: not
+        durable (a database crash empties it), never listed, never recovered; the
+        session's first save deletes the row."""
+        body = orjson.dumps(session.to_dict()).decode()
+
+        async def op() -> None:
+            async with self._conn() as con:
+                await con.execute(
+                    f"INSERT INTO drafts VALUES ($1, $2, {_NOW} + $3)"
+                    " ON CONFLICT (session_id) DO UPDATE SET body = excluded.body,"
+                    " expires_at = excluded.expires_at",
+                    session.session_id,
+                    body,
+                    self.draft_ttl,
+                )
+
+        await self._retry(op)
+
+    async def _draft(self, session_id: str) -> Session:
+        async def op() -> Any:
+            async with self._conn() as con:
+                return await con.fetchval(
+                    f"SELECT body FROM drafts WHERE session_id = $1 AND expires_at > {_NOW}",
+                    session_id,
+                )
+
+        body = await self._retry(op)
+        if body is None:
+            raise not_found(session_id)
+        return Session.from_dict(orjson.loads(body))
+
+    async def _drop_draft(self, session_id: str) -> bool:
+        async def op() -> str:
+            async with self._conn() as con:
+                result: str = await con.execute(
+                    "DELETE FROM drafts WHERE session_id = $1", session_id
+                )
+                return result
+
+        return await self._retry(op) != "DELETE 0"
+
+    async def load(self, session_id: str) -> Session:
+        """The whole session: the stored row first (another process may have saved a
+        session this one created), then an unsaved new session of this process, then
+        one shared by another process.
+
+        :raises InvalidSessionId: for a bad id, before any I/O.
+        :raises SessionNotFound: if there is no such session.
+        """
+        self._check_id(session_id)
+        self._check_open()
+        try:
+            return await self._load(session_id)
+        except SessionNotFound:
+            unsaved = self._unsaved.get(session_id)
+            if unsaved is None:
+                raise
+            return unsaved.copy()
+
+    async def load_metadata(self, session_id: str) -> Session:
+        """The session without its messages; looked up in the order of :meth:`load`.
+
+        :raises InvalidSessionId: for a bad id, before any I/O.
+        :raises SessionNotFound: if there is no such session.
+        """
+        self._check_id(session_id)
+        self._check_open()
+        try:
+            return await self._load_metadata(session_id)
+        except SessionNotFound:
+            unsaved = self._unsaved.get(session_id)
+            if unsaved is None:
+                raise
+            return Session.from_dict(unsaved.meta_dict(), metadata_only=True)
+
+    async def exists(self, session_id: str) -> bool:
+        """True if the session is stored, held unsaved here, or shared as a new session
+        by another process.
+
+        :raises InvalidSessionId: for a bad id, before any I/O.
+        """
+        if await super().exists(session_id):
+            return True
+        try:
+            await self._draft(session_id)
+        except LookupError:
+            return False
+        return True

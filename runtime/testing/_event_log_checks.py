@@ -1,0 +1,223 @@
+"""The event-log conformance checks: what every :class:`~runtime.brokers.abc.Broker`
+must do (see :mod:`runtime.testing`).
+
+Each check is ``async def check_*(factory)`` where ``factory(retention=..., max_events=...)``
+returns a new broker (``retention`` in seconds, ``max_events`` the retained window per
+stream). The checks close what they open with ``aclose()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Iterable
+from typing import Protocol
+
+import anyio
+import anyio.lowlevel
+
+from .._events import Event
+from .._exceptions import StreamNotFound, SubscriberLagged
+from ..brokers.abc import Broker
+from ._store_checks import _equal, _raises, _require
+
+
+class BrokerFactory(Protocol):
+    """Makes an empty broker: ``factory(retention=300.0, max_events=100_000)``."""
+
+    def __call__(self, *, retention: float = ..., max_events: int = ...) -> Broker: ...
+
+
+class EventLogCheck(Protocol):
+    """The signature of every check of :data:`EVENT_LOG_CHECKS`."""
+
+    __name__: str
+
+    def __call__(self, factory: BrokerFactory) -> Awaitable[None]: ...
+
+
+def _seqs(events: Iterable[Event]) -> list[int]:
+    return [e.seq for e in events]
+
+
+async def check_publish_and_read_in_order(factory: BrokerFactory) -> None:
+    """Published events get ``seq`` 1, 2, 3 … with the stream's and session's ids;
+    ``read_nowait``/``read``/``events_between`` return them in order from any position;
+    ``get`` finds the log; after ``stream.end`` the log is closed, ``read`` past the
+    end returns ``[]`` and ``publish`` raises ``RuntimeError``.
+
+    Rule: DESIGN.md, "Event log and subscribers" (gapless seq per stream; replay from
+    any point; ``stream.end`` is always last).
+    """
+    broker = factory()
+    try:
+        log = broker.open("s1", "sess")
+        _equal((log.last_seq, log.first_retained_seq), (0, 1), "an empty log's seqs")
+        published = [log.publish("token", {"text": f"t{i}"}) for i in range(5)]
+        _equal(_seqs(published), [1, 2, 3, 4, 5], "seqs of published events")
+        _require(
+            all(e.stream_id == "s1" and e.session_id == "sess" for e in published),
+            "events carry the stream's and session's ids",
+        )
+        _require(broker.get("s1") is log, "get() returns the opened log")
+        _equal(log.read_nowait(0), published, "read_nowait(0)")
+        _equal(await log.read(2), published[2:], "read(2)")
+        _equal(log.events_between(1, 3), published[1:3], "events_between(1, 3)")
+        end = log.publish("stream.end", {"outcome": "done"})
+        _require(log.closed, "the log is closed after stream.end")
+        _equal(await log.read(end.seq), [], "read() past stream.end")
+        with _raises(RuntimeError, "publish() after stream.end"):
+            log.publish("token", {"text": "late"})
+        await log.flush()
+    finally:
+        await broker.aclose()
+
+
+async def check_append_refuses_gaps_and_bad_data(factory: BrokerFactory) -> None:
+    """``append`` takes only the next ``seq`` (``ValueError`` for a gap or repeat), and
+    data that is not JSON-ready is refused with ``TypeError`` at the call; nothing is
+    appended either way.
+
+    Rule: DESIGN.md, "Vocabulary" (seq gapless per stream); bad input gets a clear error
+    and writes nothing.
+    """
+    broker = factory()
+    try:
+        log = broker.open("s2", "sess")
+        log.publish("token", {"text": "a"})
+        for seq in (1, 3):
+            with _raises(ValueError, f"append(seq={seq}) after seq 1"):
+                log.append(Event(seq, "s2", "sess", "token", {"text": "x"}, 0.0))
+        with _raises(TypeError, "publish() of data that is not JSON-ready"):
+            log.publish("token", {"text": object()})
+        _equal(log.last_seq, 1, "last_seq after refused appends")
+        log.append(Event(2, "s2", "sess", "token", {"text": "b"}, 0.0))
+        _equal(_seqs(log.read_nowait(0)), [1, 2], "seqs after a valid append")
+    finally:
+        await broker.aclose()
+
+
+async def check_readers_wait_and_all_get_every_event(factory: BrokerFactory) -> None:
+    """Ten readers waiting on an empty stream are woken by publishes; each gets every
+    event exactly once, in order, in batches of its own (one reader clearing its list
+    does not touch the others), and each ends after ``stream.end``.
+
+    Rule: DESIGN.md, "Event log and subscribers" (several subscribers follow one
+    stream; delivery is batched; a slow subscriber never blocks the agent).
+    """
+    broker = factory()
+    try:
+        log = broker.open("s3", "sess")
+        got: dict[int, list[int]] = {}
+
+        async def follow(i: int) -> None:
+            seen: list[int] = []
+            after = 0
+            while batch := await log.read(after):
+                seen += _seqs(batch)
+                after = batch[-1].seq
+                batch.clear()
+            got[i] = seen
+
+        async with anyio.create_task_group() as tg:
+            for i in range(10):
+                tg.start_soon(follow, i)
+            await anyio.wait_all_tasks_blocked()
+            for burst in range(5):
+                for j in range(7):
+                    log.publish("token", {"text": f"{burst}.{j}"})
+                await anyio.lowlevel.checkpoint()
+            log.publish("stream.end", {"outcome": "done"})
+        _equal(sorted(got), list(range(10)), "readers that finished")
+        for i, seen in got.items():
+            _equal(seen, list(range(1, 37)), f"events reader {i} got")
+    finally:
+        await broker.aclose()
+
+
+async def check_window_is_bounded(factory: BrokerFactory) -> None:
+    """With ``max_events=8``, publishing 100 events keeps at most 8 (plus what a
+    backend drops in chunks: never more than 8) retained, ``first_retained_seq`` moves
+    on, and reading from before it raises :class:`~runtime.SubscriberLagged` naming
+    the stream; reading from a retained position works.
+
+    Rule: DESIGN.md, "Event log and subscribers" (bounded memory; a subscriber that
+    falls off the retained window gets a clear error and can resume from the store).
+    """
+    broker = factory(max_events=8)
+    try:
+        log = broker.open("s4", "sess")
+        for i in range(100):
+            log.publish("token", {"text": str(i)})
+        first = log.first_retained_seq
+        _require(100 - first + 1 <= 8, f"retained events with max_events=8: {100 - first + 1}")
+        with _raises(SubscriberLagged, "read_nowait() from before the window") as caught:
+            log.read_nowait(0)
+        _require("s4" in str(caught.value), f"the error names the stream: {caught.value}")
+        _equal(_seqs(log.read_nowait(first - 1)), list(range(first, 101)), "retained events")
+    finally:
+        await broker.aclose()
+
+
+async def check_retention_and_drop(factory: BrokerFactory) -> None:
+    """A finished stream stays readable for ``retention`` seconds, then ``get`` raises
+    :class:`~runtime.StreamNotFound`; a live stream never expires; ``drop`` forgets a
+    log at once; unknown ids raise ``StreamNotFound``; opening an existing id raises
+    ``ValueError``.
+
+    Rule: DESIGN.md, "Event log and subscribers" (the log of a finished stream stays
+    readable for a retention period).
+    """
+    broker = factory(retention=0.2)
+    try:
+        done = broker.open("done", "sess")
+        done.publish("stream.end", {"outcome": "done"})
+        live = broker.open("live", "sess")
+        live.publish("token", {"text": "still going"})
+        with _raises(ValueError, "open() of an existing stream id"):
+            broker.open("live", "sess")
+        _require(broker.get("done") is done, "a finished stream within its retention")
+        await anyio.sleep(0.35)
+        broker.open("trigger", "sess")  # backends may expire lazily, on open
+        with _raises(StreamNotFound, "get() of a finished stream after its retention"):
+            broker.get("done")
+        _require(broker.get("live") is live, "a live stream never expires")
+        broker.drop("live")
+        with _raises(StreamNotFound, "get() of a dropped stream"):
+            broker.get("live")
+        with _raises(StreamNotFound, "get() of an unknown stream"):
+            broker.get("never")
+    finally:
+        await broker.aclose()
+
+
+#: Every event-log check, in a stable order; each is ``async (factory) -> None``.
+EVENT_LOG_CHECKS: tuple[EventLogCheck, ...] = (
+    check_publish_and_read_in_order,
+    check_append_refuses_gaps_and_bad_data,
+    check_readers_wait_and_all_get_every_event,
+    check_window_is_bounded,
+    check_retention_and_drop,
+)
+
+
+async def run_event_log_conformance(
+    factory: BrokerFactory, *, checks: Iterable[EventLogCheck] = EVENT_LOG_CHECKS
+) -> None:
+    """Run every event-log check against a backend.
+
+    :param factory: ``factory(retention=..., max_events=...)`` makes an empty broker,
+        e.g. ``MemoryBroker``.
+    :raises AssertionError: if any check fails, listing each failure (chained as an
+        ``ExceptionGroup``).
+    """
+    failures: list[Exception] = []
+    for check in checks:
+        try:
+            await check(factory)
+        except Exception as exc:
+            exc.add_note(f"in {check.__name__}")
+            failures.append(exc)
+    if failures:
+        summary = "\n".join(f"{f.__notes__[-1]}: {type(f).__name__}: {f}" for f in failures)
+        raise AssertionError(
+            f"{len(failures)} event-log conformance check(s) failed:\n{summary}"
+        ) from ExceptionGroup("event-log conformance failures", failures)

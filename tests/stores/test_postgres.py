@@ -1,0 +1,183 @@
+"""PostgresStore on a real PostgreSQL server (``RUNTIME_TEST_POSTGRES_DSN``): what the
+conformance suite cannot see from outside — the schema, O(new data) checkpoints, the
+listing's index, error translation, retries after a lost connection, retention."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from postgres_server import dropped_after, new_schema, postgres_dsn
+
+from runtime import Event, Session, StoreError
+from runtime.stores.postgres import MIGRATIONS, PostgresStore
+
+
+@pytest.fixture
+def dsn() -> str:
+    return postgres_dsn()
+
+
+@pytest.fixture
+async def schemas(dsn: str) -> AsyncIterator[list[str]]:
+    names: list[str] = []
+    async with dropped_after(dsn, names):
+        yield names
+
+
+def _store(dsn: str, schemas: list[str], **kw: object) -> PostgresStore:
+    schemas.append(new_schema())
+    return PostgresStore(dsn, schema=schemas[-1], **kw)  # type: ignore[arg-type]
+
+
+async def _sql(dsn: str, schema: str, query: str, *args: object) -> list[asyncpg.Record]:
+    con = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    try:
+        return list(await con.fetch(query, *args))
+    finally:
+        await con.close()
+
+
+async def test_migrations_are_numbered_and_applied_once(dsn: str, schemas: list[str]) -> None:
+    async with _store(dsn, schemas):
+        pass
+    async with PostgresStore(dsn, schema=schemas[-1]):  # a second open migrates nothing
+        pass
+    rows = await _sql(dsn, schemas[-1], "SELECT version FROM schema_migrations ORDER BY 1")
+    assert [r[0] for r in rows] == [v for v, _ in MIGRATIONS]
+    tables = await _sql(
+        dsn,
+        schemas[-1],
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = $1",
+        schemas[-1],
+    )
+    assert {r[0] for r in tables} >= {
+        "sessions",
+        "messages",
+        "backups",
+        "tombstones",
+        "events",
+        "documents",
+    }
+
+
+async def test_checkpoint_inserts_only_new_rows(dsn: str, schemas: list[str]) -> None:
+    """A checkpoint rewrites at most the last stored message and inserts the new ones:
+    the other rows keep their physical version (``xmin``, the inserting transaction)."""
+    async with _store(dsn, schemas) as store:
+        s = Session("ck", messages=[{"role": "user", "content": str(i)} for i in range(50)])
+        await store.save(s)
+        before = {
+            r[0]: r[1]
+            for r in await _sql(
+                dsn, schemas[-1], "SELECT idx, xmin::text FROM messages WHERE session_id = 'ck'"
+            )
+        }
+        s.messages.append({"role": "assistant", "content": "new"})
+        await store.save(s, skip_index=True)
+        after = {
+            r[0]: r[1]
+            for r in await _sql(
+                dsn, schemas[-1], "SELECT idx, xmin::text FROM messages WHERE session_id = 'ck'"
+            )
+        }
+    changed = {i for i in after if before.get(i) != after[i]}
+    assert changed == {49, 50}
+
+
+async def test_listing_uses_the_index(dsn: str, schemas: list[str]) -> None:
+    async with _store(dsn, schemas) as store:
+        for i in range(300):
+            await store.save(Session(f"s{i}", title=f"t{i}"))
+    con = await asyncpg.connect(dsn, server_settings={"search_path": schemas[-1]})
+    try:
+        await con.execute("ANALYZE sessions")
+        await con.execute("SET enable_seqscan = off")
+        plan = "\n".join(
+            r[0]
+            for r in await con.fetch(
+                "EXPLAIN SELECT session_id FROM sessions WHERE visible AND updated_at < 1e12"
+                " ORDER BY updated_at DESC, session_id LIMIT 50"
+            )
+        )
+    finally:
+        await con.close()
+    assert "sessions_listing" in plan
+
+
+async def test_metadata_only_load_never_reads_messages(dsn: str, schemas: list[str]) -> None:
+    """With the messages table locked against reads, a metadata-only load and the
+    listing still answer: they never touch it."""
+    async with _store(dsn, schemas) as store:
+        await store.save(Session("meta", title="m", messages=[{"role": "user", "content": "x"}]))
+        con = await asyncpg.connect(dsn, server_settings={"search_path": schemas[-1]})
+        try:
+            tx = con.transaction()
+            await tx.start()
+            await con.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+            meta = await store.load_metadata("meta")
+            page = await store.list_sessions()
+            await tx.rollback()
+        finally:
+            await con.close()
+    assert meta.metadata_only and meta.message_count == 1
+    assert [s.session_id for s in page.sessions] == ["meta"]
+
+
+async def test_unreachable_server_is_a_store_error_naming_the_cause() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    store = PostgresStore(f"postgresql://postgres@127.0.0.1:{port}/x", retry_budget=0.3)
+    with pytest.raises(StoreError) as info:
+        await store.open()
+    assert "Connect" in str(info.value) or "connect" in str(info.value).lower()
+    assert isinstance(info.value.__cause__, OSError | asyncpg.PostgresError)
+
+
+async def test_sql_errors_are_store_errors_from_the_driver(dsn: str, schemas: list[str]) -> None:
+    async with _store(dsn, schemas) as store:
+        await store.save(Session("ok"))
+        await _sql(dsn, schemas[-1], "ALTER TABLE sessions RENAME TO gone")
+        with pytest.raises(StoreError) as info:
+            await store.load("ok")
+    assert isinstance(info.value.__cause__, asyncpg.PostgresError)
+    assert "gone" not in str(info.value) and "sessions" in str(info.value)
+
+
+async def test_lost_connections_are_retried(dsn: str, schemas: list[str]) -> None:
+    """Every server process of the store's pool is terminated (as a server restart or
+    a failover does); the next calls reconnect within the retry budget."""
+    async with _store(dsn, schemas, min_size=2, max_size=2) as store:
+        await store.save(Session("r", messages=[{"role": "user", "content": "before"}]))
+        await _sql(
+            dsn,
+            "public",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            f"runtime:{schemas[-1]}",
+        )
+        loaded = await store.load("r")
+        loaded.messages.append({"role": "assistant", "content": "after"})
+        await store.save(loaded)
+        assert [m["content"] for m in (await store.load("r")).messages] == ["before", "after"]
+
+
+async def test_event_retention_prunes_old_events(dsn: str, schemas: list[str]) -> None:
+    async with _store(dsn, schemas, event_retention=3600.0) as store:
+        import time
+
+        now = time.time()
+        s = Session("ev", messages=[{"role": "user", "content": "q"}])
+        old = Event(1, "old-stream", "ev", "token", {"text": "a"}, now - 7200)
+        new = Event(1, "new-stream", "ev", "token", {"text": "b"}, now)
+        await store.save(s, events=[old, new])
+        assert await store.prune_events() == 1
+        assert await store.load_events("ev", "old-stream") == []
+        assert await store.load_events("ev", "new-stream") == [new]
+
+
+async def test_bad_schema_name_is_refused(dsn: str) -> None:
+    with pytest.raises(ValueError, match="schema"):
+        PostgresStore(dsn, schema="x; DROP TABLE y")

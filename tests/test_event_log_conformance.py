@@ -1,0 +1,89 @@
+"""The public event-log conformance suite (runtime.testing) against the in-memory
+broker, and against broken brokers to show that each check catches its violation."""
+
+from __future__ import annotations
+
+import pytest
+
+from runtime._events import Event
+from runtime.brokers.memory import EventLog, MemoryBroker
+from runtime.testing import (
+    EVENT_LOG_CHECKS,
+    EventLogCheck,
+    check_readers_wait_and_all_get_every_event,
+    check_retention_and_drop,
+    check_window_is_bounded,
+    run_event_log_conformance,
+)
+
+
+@pytest.mark.parametrize("check", EVENT_LOG_CHECKS, ids=lambda c: c.__name__)
+async def test_memory_broker(check: EventLogCheck) -> None:
+    await check(MemoryBroker)
+
+
+async def test_run_event_log_conformance_passes_for_the_memory_broker() -> None:
+    await run_event_log_conformance(MemoryBroker)
+
+
+class UnboundedLog(EventLog):
+    __slots__ = ()
+
+    def _trim(self) -> None:
+        """Never drops anything."""
+
+
+class UnboundedBroker(MemoryBroker):
+    def open(self, stream_id: str, session_id: str) -> EventLog:
+        super().open(stream_id, session_id)
+        log = self._logs[stream_id] = UnboundedLog(stream_id, session_id)
+        log._on_end = self._finished.append
+        return log
+
+
+class SharedBatchLog(EventLog):
+    """Hands every reader the same list: one reader's clear() empties the others'."""
+
+    __slots__ = ("_last_batch",)
+
+    async def read(self, after_seq: int) -> list[Event]:
+        batch = await self._read_one(after_seq)
+        cached = getattr(self, "_last_batch", None)
+        if cached is not None and cached[0] == after_seq:
+            return cached[1]  # type: ignore[no-any-return]
+        self._last_batch = (after_seq, batch)
+        return batch
+
+
+class SharedBatchBroker(MemoryBroker):
+    def open(self, stream_id: str, session_id: str) -> EventLog:
+        super().open(stream_id, session_id)
+        log = self._logs[stream_id] = SharedBatchLog(stream_id, session_id)
+        log._on_end = self._finished.append
+        return log
+
+
+class NeverExpires(MemoryBroker):
+    def expire(self) -> int:
+        return 0
+
+    def get(self, stream_id: str) -> EventLog:
+        log = self._logs.get(stream_id)
+        if log is None:
+            return super().get(stream_id)
+        return log
+
+
+BROKEN = [
+    (UnboundedBroker, check_window_is_bounded),
+    (SharedBatchBroker, check_readers_wait_and_all_get_every_event),
+    (NeverExpires, check_retention_and_drop),
+]
+
+
+@pytest.mark.parametrize(("broken", "check"), BROKEN, ids=[b.__name__ for b, _ in BROKEN])
+async def test_check_catches_broken_broker(
+    broken: type[MemoryBroker], check: EventLogCheck
+) -> None:
+    with pytest.raises(AssertionError):
+        await check(broken)
