@@ -7,9 +7,16 @@ Layout of ``<root>/sessions/`` (also written to ``_README`` there):
   ``gen`` (``base``: keep that many messages, then append ``messages``; changed
   fields; the stream's new ``events``). Lines of another generation are ignored;
 * ``<id>.json.bak`` — the state before a save that shrank the message list;
-* ``<id>.events.jsonl`` — the durable events of the session's latest stream;
+* ``<id>.events.jsonl`` — the durable events of the session's latest stream, after a
+  header ``{"stream_id", "gen", "base"}``: written just before the snapshot of
+  generation ``gen``; while the snapshot is older (a crash between the two), only the
+  first ``base`` events count;
 * ``_index.jsonl`` (derived, rebuilt when missing or corrupt), ``_deleted.jsonl``
   (tombstones), ``_lock`` (one process per root).
+
+Every blocking file call goes through :mod:`runtime.stores._fileio`; tests kill the
+process or fail a call at a named step of it with :mod:`runtime.stores.faults`
+(environment variable ``RUNTIME_FILESTORE_FAULT``, read once at :meth:`FileStore.open`).
 
 A checkpoint (``save(skip_index=True)``) appends one line and fdatasyncs it, so its
 cost is O(new data), not O(history). A full save compacts: new snapshot with the
@@ -40,6 +47,7 @@ from .._exceptions import InvalidSessionId, StoreError, StoreLocked
 from .._json import kept
 from .._session import META_FIELDS, Session
 from . import _fileio as fio
+from . import faults
 from ._file_index import SessionIndex
 from ._file_recovery import recover_directory
 from ._iothread import IOThread
@@ -56,7 +64,9 @@ This directory is a runtime FileStore (one process at a time; see _lock).
                      "gen" equals the snapshot's apply ("base" = messages kept, then appended)
   <id>.json.bak      the state before a save that shrank the messages; startup recovery
                      restores it if the live file holds fewer messages
-  <id>.events.jsonl  durable events of the session's latest stream (for SSE replay)
+  <id>.events.jsonl  durable events of the session's latest stream (for SSE replay); its
+                     header's "gen" is the snapshot it belongs to ("base" events count
+                     while the snapshot is older)
   _index.jsonl       derived list index (safe to delete: it is rebuilt)
   _deleted.jsonl     tombstones: deleted sessions are never recovered
 Names starting with "_" or "." are never sessions. List sessions with: runtime sessions list
@@ -153,6 +163,7 @@ class FileStore(Store):
         await self._io.run(self._open_sync)
 
     def _open_sync(self) -> None:
+        faults.install_from_env()  # a crash-torture child's kill step (see faults.py)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -459,8 +470,13 @@ class FileStore(Store):
         events: list[dict[str, Any]] = []
         recs = fio.json_lines(fio.read_bytes(self._events(sid)) or b"")
         if recs and isinstance(recs[0], dict) and "stream_id" in recs[0]:
-            stream_id = recs[0]["stream_id"]
+            head = recs[0]
+            stream_id = head["stream_id"]
             events = [e for e in recs[1:] if isinstance(e, dict)]
+            if gen is not None and isinstance(head.get("gen"), int) and head["gen"] > gen:
+                # written by a full save whose snapshot never landed (a crash between the
+                # two renames): only the events durable before that save count
+                events = events[: head.get("base", 0)]
         if gen is not None:
             for rec in fio.json_lines(fio.read_bytes(self._journal(sid)) or b""):
                 if not isinstance(rec, dict) or rec.get("gen") != gen or not rec.get("events"):
@@ -471,15 +487,22 @@ class FileStore(Store):
         return stream_id, events
 
     def _write_events_sync(self, sid: str, d: _Durable | None, new: list[dict[str, Any]]) -> None:
-        stream_id, events = self._read_events_sync(sid, None if d is None else d.gen)
+        gen = None if d is None else d.gen
+        stream_id, events = self._read_events_sync(sid, gen)
         if new:
             if new[0]["stream_id"] != stream_id:
                 stream_id, events = new[0]["stream_id"], []
             last = events[-1]["seq"] if events else 0
+            base = len(events)
             events.extend(e for e in new if e["seq"] > last)
+        else:
+            base = len(events)
         if stream_id is None:
             return
-        lines = [orjson.dumps({"stream_id": stream_id})] + [orjson.dumps(e) for e in events]
+        # the file lands before the snapshot of generation gen + 1: a reader whose
+        # snapshot is older keeps only the first ``base`` events (see _read_events_sync)
+        head = {"stream_id": stream_id, "gen": (gen or 0) + 1, "base": base}
+        lines = [orjson.dumps(head)] + [orjson.dumps(e) for e in events]
         fio.atomic_write(self._events(sid), b"\n".join(lines) + b"\n", sync_dir=False)
 
     async def _load_events(self, session_id: str, stream_id: str, after_seq: int) -> list[Event]:
@@ -488,8 +511,9 @@ class FileStore(Store):
             if durable is None:  # not read by this process yet
                 state = self._read_state_sync(session_id)
                 durable = None if state is None else state[1]
-            gen = None if durable is None else durable.gen
-            sid_stream, events = self._read_events_sync(session_id, gen)
+            if durable is None:  # no snapshot: an events file without one never counted
+                return []
+            sid_stream, events = self._read_events_sync(session_id, durable.gen)
             if sid_stream != stream_id:
                 return []
             out: list[Event] = []

@@ -32,9 +32,11 @@ from runtime import (
     MetadataOnlySaveError,
     Session,
     SessionNotFound,
+    StoreError,
     StoreLocked,
 )
 from runtime.stores.abc import Store
+from runtime.stores import faults
 from runtime.stores.files import FileStore
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: runtime/ lives here
@@ -725,6 +727,33 @@ async def test_ids_starting_with_underscore_are_refused_before_any_io(root: Path
 # -- events ----------------------------------------------------------------------------
 
 
+async def test_events_of_a_full_save_whose_snapshot_never_landed_do_not_count(
+    root: Path,
+) -> None:
+    """A crash between the events file's rename and the snapshot's (found by the crash
+    torture): the events file says ``done`` while the snapshot still holds the running
+    turn. Only the events durable before that save may be replayed, else a client is
+    told ``done`` for a turn whose transcript is then repaired as interrupted."""
+    async with FileStore(root) as store:
+        s = store.new_session(title="events")
+        s.messages.append(msg(0))
+        s.active_stream_id = "stream-a"
+        sid = s.session_id
+        await store.save(s, events=[ev(1, "stream-a", sid, "stream.started")])
+        await store.save(s, skip_index=True, events=[ev(2, "stream-a", sid)])
+        s.active_stream_id = None
+        s.messages.append(msg(1))
+        with faults.inject("EIO", "rename", path_contains=f"{sid}.json") as plan:
+            with pytest.raises((OSError, StoreError)):  # StoreError once translated
+                await store.save(
+                    s, events=[ev(3, "stream-a", sid, "done"), ev(4, "stream-a", sid, "stream.end")]
+                )
+        assert plan.fired == 1
+    async with FileStore(root) as store:
+        assert [e.seq for e in await store.load_events(sid, "stream-a")] == [1, 2]
+        assert (await store.load(sid)).active_stream_id == "stream-a"
+
+
 def ev(seq: int, stream_id: str, session_id: str, type: str = "token") -> Event:
     return Event(seq, stream_id, session_id, type, {"text": f"t{seq}"}, 1000.0 + seq)
 
@@ -761,7 +790,7 @@ async def test_events_survive_restart_and_compaction(root: Path) -> None:
         )
     assert (sdir(root) / f"{sid}.journal").read_bytes() == b""
     lines = (sdir(root) / f"{sid}.events.jsonl").read_bytes().splitlines()
-    assert orjson.loads(lines[0]) == {"stream_id": "stream-a"}
+    assert orjson.loads(lines[0]) == {"stream_id": "stream-a", "gen": 3, "base": 3}
     assert [orjson.loads(line)["seq"] for line in lines[1:]] == [1, 2, 3, 4, 5]
     async with FileStore(root) as store:
         got = await store.load_events(sid, "stream-a")
