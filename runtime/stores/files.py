@@ -8,9 +8,9 @@ Layout of ``<root>/sessions/`` (also written to ``_README`` there):
   fields; the stream's new ``events``). Lines of another generation are ignored;
 * ``<id>.json.bak`` — the state before a save that shrank the message list;
 * ``<id>.events.jsonl`` — the durable events of the session's latest stream, after a
-  header ``{"stream_id", "gen", "base"}``: written just before the snapshot of
-  generation ``gen``; while the snapshot is older (a crash between the two), only the
-  first ``base`` events count;
+  header ``{"stream_id", "id", "base"}``: written just before a snapshot whose
+  ``events_id`` names it; while the snapshot names another (a crash between the two
+  renames), only the first ``base`` events count;
 * ``_index.jsonl`` (derived, rebuilt when missing or corrupt), ``_deleted.jsonl``
   (tombstones), ``_lock`` (one process per root).
 
@@ -64,9 +64,8 @@ This directory is a runtime FileStore (one process at a time; see _lock).
                      "gen" equals the snapshot's apply ("base" = messages kept, then appended)
   <id>.json.bak      the state before a save that shrank the messages; startup recovery
                      restores it if the live file holds fewer messages
-  <id>.events.jsonl  durable events of the session's latest stream (for SSE replay); its
-                     header's "gen" is the snapshot it belongs to ("base" events count
-                     while the snapshot is older)
+  <id>.events.jsonl  durable events of the session's latest stream (for SSE replay); only its
+                     first "base" events count unless the snapshot's "events_id" is its "id"
   _index.jsonl       derived list index (safe to delete: it is rebuilt)
   _deleted.jsonl     tombstones: deleted sessions are never recovered
 Names starting with "_" or "." are never sessions. List sessions with: runtime sessions list
@@ -94,6 +93,7 @@ class _Durable:
     journal_bytes: int
     snapshot_bytes: int
     journal_events: bool  # the journal holds events of this generation
+    events_id: str | None  # the id of the events file written with this snapshot
 
     def info(self) -> StoredInfo:
         return StoredInfo(
@@ -244,6 +244,7 @@ class FileStore(Store):
             has_events = has_events or bool(rec.get("events"))
         d.pop("format", None)
         d.pop("gen", None)
+        events_id = d.pop("events_id", None)
         d["message_count"] = len(messages)
         bak = fio.read_session_file(self._path(sid, ".json.bak"))
         row = {k: d.get(k) for k in META_FIELDS}
@@ -260,6 +261,7 @@ class FileStore(Store):
             journal_bytes=len(journal) if clean else _FORCE_COMPACT,
             snapshot_bytes=len(data),
             journal_events=has_events,
+            events_id=events_id if isinstance(events_id, str) else None,
         )
         self._durable[sid] = durable
         return d, durable
@@ -356,6 +358,7 @@ class FileStore(Store):
             journal_bytes=d.journal_bytes + len(line),
             snapshot_bytes=d.snapshot_bytes,
             journal_events=d.journal_events or bool(events),
+            events_id=d.events_id,
         )
         return line, after
 
@@ -428,8 +431,9 @@ class FileStore(Store):
             if current is not None:
                 fio.atomic_write(self._bak(sid), orjson.dumps(current[0]), sync_dir=False)
                 bak_count = current[1].count
+        events_id = None if d is None else d.events_id
         if events or (d is not None and d.journal_events):
-            self._write_events_sync(sid, d, events)
+            events_id = self._write_events_sync(sid, d, events) or events_id
         gen = (0 if d is None else d.gen) + 1
         body = dict(
             meta,
@@ -437,6 +441,7 @@ class FileStore(Store):
             message_count=len(messages),
             format=1,
             gen=gen,
+            events_id=events_id,
             messages=messages,
         )
         data = orjson.dumps(body)
@@ -456,6 +461,7 @@ class FileStore(Store):
             journal_bytes=0,
             snapshot_bytes=len(data),
             journal_events=False,
+            events_id=events_id,
         )
         if index_line or rewrite is not None:
             self._index.append(index_line, rewrite)
@@ -463,9 +469,10 @@ class FileStore(Store):
     # -- events ----------------------------------------------------------------------
 
     def _read_events_sync(
-        self, sid: str, gen: int | None
+        self, sid: str, d: _Durable | None
     ) -> tuple[str | None, list[dict[str, Any]]]:
-        """The stream id and events held durably: the events file, then the journal."""
+        """The stream id and events held durably: the events file, then the journal
+        lines of the snapshot's generation (``d``; ``None``: the file alone)."""
         stream_id: str | None = None
         events: list[dict[str, Any]] = []
         recs = fio.json_lines(fio.read_bytes(self._events(sid)) or b"")
@@ -473,37 +480,44 @@ class FileStore(Store):
             head = recs[0]
             stream_id = head["stream_id"]
             events = [e for e in recs[1:] if isinstance(e, dict)]
-            if gen is not None and isinstance(head.get("gen"), int) and head["gen"] > gen:
+            if d is not None and "id" in head and head["id"] != d.events_id:
                 # written by a full save whose snapshot never landed (a crash between the
                 # two renames): only the events durable before that save count
                 events = events[: head.get("base", 0)]
-        if gen is not None:
+        if d is not None:
+            last = events[-1].get("seq", 0) if events else 0
             for rec in fio.json_lines(fio.read_bytes(self._journal(sid)) or b""):
-                if not isinstance(rec, dict) or rec.get("gen") != gen or not rec.get("events"):
+                if not isinstance(rec, dict) or rec.get("gen") != d.gen or not rec.get("events"):
                     continue
                 if rec.get("stream_id") != stream_id:
-                    stream_id, events = rec["stream_id"], []
-                events.extend(rec["events"])
+                    stream_id, events, last = rec["stream_id"], [], 0
+                new = [e for e in rec["events"] if e["seq"] > last]
+                events.extend(new)
+                last = new[-1]["seq"] if new else last
         return stream_id, events
 
-    def _write_events_sync(self, sid: str, d: _Durable | None, new: list[dict[str, Any]]) -> None:
-        gen = None if d is None else d.gen
-        stream_id, events = self._read_events_sync(sid, gen)
+    def _write_events_sync(
+        self, sid: str, d: _Durable | None, new: list[dict[str, Any]]
+    ) -> str | None:
+        """Rewrite the events file with ``new`` added; returns its id for the snapshot
+        (``None``: nothing to write)."""
+        stream_id, events = self._read_events_sync(sid, d)
+        base = len(events)
         if new:
             if new[0]["stream_id"] != stream_id:
-                stream_id, events = new[0]["stream_id"], []
+                stream_id, events, base = new[0]["stream_id"], [], 0
             last = events[-1]["seq"] if events else 0
-            base = len(events)
             events.extend(e for e in new if e["seq"] > last)
-        else:
-            base = len(events)
         if stream_id is None:
-            return
-        # the file lands before the snapshot of generation gen + 1: a reader whose
-        # snapshot is older keeps only the first ``base`` events (see _read_events_sync)
-        head = {"stream_id": stream_id, "gen": (gen or 0) + 1, "base": base}
+            return None
+        # the file lands before its snapshot, which names it by ``id``: a reader whose
+        # snapshot names another keeps only the first ``base`` events (the ones durable
+        # before this save; see _read_events_sync)
+        events_id = os.urandom(8).hex()
+        head = {"stream_id": stream_id, "id": events_id, "base": base}
         lines = [orjson.dumps(head)] + [orjson.dumps(e) for e in events]
         fio.atomic_write(self._events(sid), b"\n".join(lines) + b"\n", sync_dir=False)
+        return events_id
 
     async def _load_events(self, session_id: str, stream_id: str, after_seq: int) -> list[Event]:
         def read() -> list[Event]:
@@ -513,7 +527,7 @@ class FileStore(Store):
                 durable = None if state is None else state[1]
             if durable is None:  # no snapshot: an events file without one never counted
                 return []
-            sid_stream, events = self._read_events_sync(session_id, durable.gen)
+            sid_stream, events = self._read_events_sync(session_id, durable)
             if sid_stream != stream_id:
                 return []
             out: list[Event] = []

@@ -751,7 +751,12 @@ async def test_events_of_a_full_save_whose_snapshot_never_landed_do_not_count(
         assert plan.fired == 1
     async with FileStore(root) as store:
         assert [e.seq for e in await store.load_events(sid, "stream-a")] == [1, 2]
-        assert (await store.load(sid)).active_stream_id == "stream-a"
+        s = await store.load(sid)
+        assert s.active_stream_id == "stream-a"
+        s.active_stream_id = None  # as a stale repair does: a full save, no new events
+        await store.save(s, touch_updated_at=False)
+    async with FileStore(root) as store:
+        assert [e.seq for e in await store.load_events(sid, "stream-a")] == [1, 2]
 
 
 def ev(seq: int, stream_id: str, session_id: str, type: str = "token") -> Event:
@@ -790,7 +795,9 @@ async def test_events_survive_restart_and_compaction(root: Path) -> None:
         )
     assert (sdir(root) / f"{sid}.journal").read_bytes() == b""
     lines = (sdir(root) / f"{sid}.events.jsonl").read_bytes().splitlines()
-    assert orjson.loads(lines[0]) == {"stream_id": "stream-a", "gen": 3, "base": 3}
+    head = orjson.loads(lines[0])
+    assert head == {"stream_id": "stream-a", "id": head["id"], "base": 3}
+    assert orjson.loads((sdir(root) / f"{sid}.json").read_bytes())["events_id"] == head["id"]
     assert [orjson.loads(line)["seq"] for line in lines[1:]] == [1, 2, 3, 4, 5]
     async with FileStore(root) as store:
         got = await store.load_events(sid, "stream-a")
