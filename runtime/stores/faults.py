@@ -224,7 +224,13 @@ class _FaultyOS:
 
     def _path(self, fd: int) -> tuple[str, bool]:
         with self._lock:
-            return self._paths.get(fd, ("", False))
+            known = self._paths.get(fd)
+        if known is not None:
+            return known
+        try:  # opened before the plan was installed (a kept journal descriptor)
+            return os.readlink(f"/proc/self/fd/{fd}"), False
+        except OSError:
+            return "", False
 
     def write(self, fd: int, data: Any) -> int:
         path = self._path(fd)[0]
