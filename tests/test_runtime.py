@@ -382,7 +382,7 @@ async def test_start_turn_on_stale_session_repairs_then_runs(tmp_path: Path) -> 
 
 async def test_runtime_start_runs_recovery(tmp_path: Path) -> None:
     async with Runtime(FileStore(tmp_path), tool_agent) as rt:
-        assert rt.recovery == {"scanned": 0, "restored": 0, "orphaned_backups": 0}
+        assert rt.recovery == {"scanned": 0, "restored": 0, "orphaned_backups": 0, "quarantined": 0}
 
 
 async def test_dead_stream_replays_durable_events_then_interrupted(tmp_path: Path) -> None:
