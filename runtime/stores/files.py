@@ -476,8 +476,11 @@ class FileStore(Store):
         meta = _meta(session)
         row = dict(meta, updated_at=session.updated_at, message_count=len(messages))
         event_dicts = [e.to_dict() for e in events]  # not Event.json(): see _journal_line
-        index_line = b"" if skip_index else self._index.put(row)
-        rewrite = None if skip_index else self._index.compaction_due()
+        # a session's first save is indexed even as a checkpoint: else it would be
+        # missing from list_sessions() until its next full save or a restart
+        index = not skip_index or d is None
+        index_line = self._index.put(row) if index else b""
+        rewrite = self._index.compaction_due() if index else None
         await self._run(
             self._compact_sync,
             session.session_id,

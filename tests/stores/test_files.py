@@ -1001,3 +1001,13 @@ async def test_recover_after_a_shrink_restores_the_backup_and_leaves_no_stray_fi
         await store.save(s)
     sid = s.session_id
     assert names(root) - ADMIN_FILES == {f"{sid}.json", f"{sid}.journal"}
+
+
+async def test_a_first_save_as_a_checkpoint_is_listed(root: Path) -> None:
+    """Found by the stateful test against MemoryStore: a new session whose first save
+    was ``skip_index=True`` was missing from ``list_sessions()`` until a restart."""
+    async with FileStore(root) as store:
+        s = store.new_session(title="checkpointed first")
+        s.messages.append(msg(0))
+        await store.save(s, skip_index=True)
+        assert [x.session_id for x in (await store.list_sessions()).sessions] == [s.session_id]
