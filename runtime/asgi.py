@@ -14,8 +14,9 @@ never imports this module. Routes (described at ``/openapi.json``)::
     GET    /                                    the demo page
     GET    /openapi.json                        the OpenAPI document
 
-Errors are JSON ``{"error": <code>, "detail": <text>}``: 400 bad input, 401 missing or
-wrong token, 404 unknown, 409 busy.
+Errors are JSON ``{"error": <code>, "detail": <text>}``: 400 bad input or a ``Host``
+not allowed, 401 missing or wrong token, 404 unknown, 409 busy, 413 body too large,
+415 a JSON route's body not sent as ``application/json``, 503 store failure.
 
 Mount it in an existing app (``app.mount("/agent", create_app(rt))``); a mounted app's
 lifespan does not run, so enter the runtime in the host app's lifespan
@@ -26,18 +27,20 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ._http._errors import JSONResponse, http_exception, server_error
+from ._http._host import HostCheck, allowed_hosts_from
 from ._http._openapi import openapi_document
 from ._http._routes import Api, by_method
 from ._http._sse import StreamEvents
@@ -55,6 +58,8 @@ def create_app(
     api_token: str | None = None,
     heartbeat: float = 15.0,
     retry_ms: int = 2000,
+    allowed_hosts: Sequence[str] | None = None,
+    send_timeout: float | None = 30.0,
 ) -> Starlette:
     """A Starlette application serving ``runtime`` over HTTP and Server-Sent Events.
 
@@ -69,7 +74,15 @@ def create_app(
         ``None`` and unset (or empty) mean no authentication.
     :param heartbeat: seconds between SSE comment heartbeats (finite, > 0).
     :param retry_ms: reconnection delay hinted to SSE clients, milliseconds (>= 0).
-    :raises ValueError: for an empty ``api_token``, a bad ``heartbeat`` or ``retry_ms``.
+    :param allowed_hosts: ``Host`` names the app answers to (``*`` for any,
+        ``*.example.com`` for subdomains); others get 400 ``invalid_host``, which stops
+        DNS rebinding. Default: ``$RUNTIME_ALLOWED_HOSTS`` (comma-separated), else the
+        loopback names ``localhost``, ``127.0.0.1``, ``[::1]``.
+    :param send_timeout: seconds one SSE write may wait for a client that does not
+        read (finite, > 0), or ``None`` for no limit. A stalled reader is then sent a
+        ``lagged`` ending naming the seq to resume after, and its response closed.
+    :raises ValueError: for an empty ``api_token``, a bad ``heartbeat``, ``retry_ms``,
+        ``allowed_hosts`` or ``send_timeout``.
     """
     if api_token is None:
         api_token = os.environ.get("RUNTIME_API_TOKEN") or None
@@ -84,8 +97,20 @@ def create_app(
     if isinstance(retry_ms, bool) or not isinstance(retry_ms, int) or retry_ms < 0:
         raise ValueError(f"invalid retry_ms {retry_ms!r}: must be an integer >= 0 (milliseconds)")
 
+    if send_timeout is not None and (
+        isinstance(send_timeout, bool)
+        or not isinstance(send_timeout, int | float)
+        or not (math.isfinite(send_timeout) and send_timeout > 0)
+    ):
+        raise ValueError(
+            f"invalid send_timeout {send_timeout!r}: must be a finite number of seconds > 0 or None"
+        )
+    hosts = allowed_hosts_from(allowed_hosts)
+
     api = Api(runtime, api_token)
-    sse = StreamEvents(runtime, heartbeat=float(heartbeat), retry_ms=retry_ms)
+    sse = StreamEvents(
+        runtime, heartbeat=float(heartbeat), retry_ms=retry_ms, send_timeout=send_timeout
+    )
     auth = api_token is not None
 
     async def openapi(request: Request) -> Response:
@@ -141,6 +166,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(HostCheck, allowed=hosts)],
         exception_handlers={HTTPException: http_exception, 500: server_error},
     )
     app.state.runtime = runtime

@@ -29,3 +29,11 @@ async def failing_agent(turn: Turn) -> None:
 
 def sync_agent(turn: Turn) -> None:
     """A plain function: not an agent (the CLI must refuse it)."""
+
+
+async def chatty_agent(turn: Turn) -> None:
+    """Streams 3,000 numbered tokens (about 300 KB of ``--json`` lines, more than a
+    pipe holds) and ends with ``the end``."""
+    for i in range(3000):
+        await turn.token(f"token number {i:05d} ")
+    await turn.reply("the end")

@@ -116,7 +116,7 @@ _SCHEMAS: dict[str, Any] = {
     "NewSession": {
         "type": "object",
         "additionalProperties": False,
-        "properties": {"title": {"type": "string", "minLength": 1}},
+        "properties": {"title": {"type": "string", "minLength": 1, "maxLength": 200}},
     },
     "NewTurn": {
         "type": "object",
@@ -203,6 +203,7 @@ def _paths(auth: bool) -> dict[str, Any]:
                     "400": _error("Body is not a JSON object, has unknown fields or a bad title."),
                     "401": _UNAUTHORIZED,
                     "413": _error("Body larger than 1 MiB."),
+                    "415": _error("Body not sent as Content-Type: application/json."),
                 },
             },
             "get": {
@@ -294,6 +295,7 @@ def _paths(auth: bool) -> dict[str, Any]:
                     "404": _NO_SESSION,
                     "409": _error("Busy: a live stream owns the session (see active_stream_id)."),
                     "413": _error("Body larger than 1 MiB."),
+                    "415": _error("Body not sent as Content-Type: application/json."),
                 },
             },
         },

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import orjson
 
 from .._config import default_root
 
-__all__ = ["CLIError", "add_store_option", "print_json", "store_root"]
+__all__ = ["CLIError", "add_store_option", "print_json", "stdout_closed", "store_root"]
 
 
 class CLIError(Exception):
@@ -42,3 +43,12 @@ def print_json(value: Any) -> None:
     """One JSON document on its own line on stdout."""
     sys.stdout.buffer.write(orjson.dumps(value, default=str) + b"\n")
     sys.stdout.flush()
+
+
+def stdout_closed() -> None:
+    """The reader of stdout went away (``runtime … | head``): point stdout at
+    ``/dev/null`` so that nothing more fails, not even the flush at exit (the recipe
+    of the Python docs, "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 from typing import Any
@@ -17,7 +18,7 @@ from .._runtime import Runtime
 from .._session import validate_session_id
 from ..stores.files import FileStore
 from ._agents import load_agent
-from ._common import add_store_option, print_json, store_root
+from ._common import add_store_option, print_json, stdout_closed, store_root
 
 __all__ = ["register"]
 
@@ -68,14 +69,22 @@ async def _run(args: argparse.Namespace, agent: Agent) -> int:
             session = rt.new_session(title=_title(args.prompt))
         stream_id = await rt.start_turn(session.session_id, args.prompt)
         outcome = "done"
+        shown: _View | None = view
         async with anyio.create_task_group() as tg:
             tg.start_soon(_cancel_on_sigint, rt, stream_id)
             async for event in rt.events(stream_id):
-                view.show(event)
+                if shown is not None:
+                    try:
+                        shown.show(event)
+                    except BrokenPipeError:  # `runtime run … | head -1`: the reader left
+                        stdout_closed()
+                        shown = None  # the turn still runs to its end and is saved
                 if event.type == ev.STREAM_END:
                     outcome = str(event.data.get("outcome", "done"))
             tg.cancel_scope.cancel()
-        view.close(session.session_id, outcome)
+        if shown is not None:
+            with contextlib.suppress(BrokenPipeError):
+                shown.close(session.session_id, outcome)
     return _EXIT.get(outcome, 1)
 
 
