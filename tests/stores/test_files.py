@@ -35,8 +35,8 @@ from runtime import (
     StoreError,
     StoreLocked,
 )
-from runtime.stores.abc import Store
 from runtime.stores import faults
+from runtime.stores.abc import Store
 from runtime.stores.files import FileStore
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: runtime/ lives here
