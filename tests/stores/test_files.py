@@ -773,11 +773,13 @@ async def test_events_of_a_full_save_whose_snapshot_never_landed_do_not_count(
         await store.save(s, skip_index=True, events=[ev(2, "stream-a", sid)])
         s.active_stream_id = None
         s.messages.append(msg(1))
-        with faults.inject("EIO", "rename", path_contains=f"{sid}.json") as plan:
-            with pytest.raises((OSError, StoreError)):  # StoreError once translated
-                await store.save(
-                    s, events=[ev(3, "stream-a", sid, "done"), ev(4, "stream-a", sid, "stream.end")]
-                )
+        with (
+            faults.inject("EIO", "rename", path_contains=f"{sid}.json") as plan,
+            pytest.raises(StoreError),
+        ):
+            await store.save(
+                s, events=[ev(3, "stream-a", sid, "done"), ev(4, "stream-a", sid, "stream.end")]
+            )
         assert plan.fired == 1
     async with FileStore(root) as store:
         assert [e.seq for e in await store.load_events(sid, "stream-a")] == [1, 2]
