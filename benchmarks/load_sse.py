@@ -255,9 +255,15 @@ class Phase:
 
 
 async def _session_loop(
-    port: int, sid: str, kinds: list[str], deadline: float, args: argparse.Namespace, phase: Phase
+    port: int,
+    sid: str,
+    kinds: list[str],
+    deadline: float,
+    args: argparse.Namespace,
+    phase: Phase,
+    size: int,
 ) -> None:
-    message = json.dumps({"tokens": args.tokens, "bytes": args.bytes, "interval": args.interval})
+    message = json.dumps({"tokens": args.tokens, "bytes": size, "interval": args.interval})
     while time.monotonic() < deadline:
         started = time.monotonic()
         turn = await _http(port, "POST", f"/api/sessions/{sid}/turns", {"message": message})
@@ -320,11 +326,25 @@ async def run_phase(
         for i in range(args.sessions)
     ]
     kinds = [rng.choices(list(mix), weights=list(mix.values()))[0] for _ in range(clients)]
-    per = [kinds[i :: args.sessions] for i in range(args.sessions)]
+    # non-readers go to the first --heavy-sessions sessions, whose turns stream
+    # --heavy-bytes tokens: enough to fill the socket buffers, so the server must cut
+    # them off; readers and pausers are spread over every session
+    per: list[list[str]] = [[] for _ in sids]
+    heavy = max(1, min(args.heavy_sessions, len(sids)))
+    following = [k for k in kinds if k != "non-reader"]
+    for i, kind in enumerate(following):
+        per[i % len(sids)].append(kind)
+    for i, kind in enumerate(k for k in kinds if k == "non-reader"):
+        per[i % heavy].append(kind)
     seconds = args.seconds if name == "load" else args.baseline_seconds
     deadline = time.monotonic() + seconds
     await asyncio.gather(
-        *(_session_loop(port, s, k, deadline, args, phase) for s, k in zip(sids, per, strict=True))
+        *(
+            _session_loop(
+                port, s, k, deadline, args, phase, args.heavy_bytes if i < heavy else args.bytes
+            )
+            for i, (s, k) in enumerate(zip(sids, per, strict=True))
+        )
     )
     return phase
 
@@ -375,6 +395,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     str(port),
                     "--store",
                     str(Path(tmp) / "store"),
+                    "--send-timeout",
+                    str(args.send_timeout),
                     "--log-level",
                     "warning",
                 ],
@@ -418,7 +440,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "clients": args.clients,
         "sessions": args.sessions,
         "seconds": args.seconds,
-        "turn": {"tokens": args.tokens, "bytes": args.bytes, "interval_s": args.interval},
+        "turn": {
+            "tokens": args.tokens,
+            "bytes": args.bytes,
+            "interval_s": args.interval,
+            "heavy_sessions": args.heavy_sessions,
+            "heavy_bytes": args.heavy_bytes,
+        },
+        "send_timeout_s": args.send_timeout,
         "baseline_readers_only": base,
         "load": loaded,
         "turn_seconds_ratio_load_vs_baseline": ratio,
@@ -445,6 +474,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--grace", type=float, default=5.0, help="seconds after a turn a non-reader waits"
     )
+    p.add_argument("--heavy-sessions", type=int, default=2, help="sessions non-readers follow")
+    p.add_argument(
+        "--heavy-bytes", type=int, default=16384, help="bytes per token on those sessions"
+    )
+    p.add_argument("--send-timeout", type=float, default=2.0, help="the server's --send-timeout")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     result = asyncio.run(main_async(args))
