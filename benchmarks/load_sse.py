@@ -15,8 +15,9 @@ a browser's EventSource behaves). Reported: events lost by readers and pausers (
 in the seqs they end up with; must be 0), resumes, how non-readers ended (cut off with
 a "lagged" ending, cut off without one, or held), the agent's lateness against its
 token schedule and the turn durations — each beside a baseline phase in the same run
-with readers only (the ratio says whether non-readers slow the agent) — and the
-server's peak RSS (``VmHWM``). Prints one JSON document; exits 1 if a reader lost an
+with the same readers and pausers but no non-readers (the ratio says whether
+non-readers slow the agent) — and the server's RSS (``VmHWM`` peak, ``VmRSS`` every
+10 s). Prints one JSON document; exits 1 if a reader lost an
 event or a non-reader was held past the end of its turn plus ``--grace`` seconds.
 
 Not a test: figures depend on the machine; docs/security.md quotes a run.
@@ -244,6 +245,13 @@ async def _http(port: int, method: str, path: str, body: dict[str, Any] | None) 
     return json.loads(rest) if rest else None
 
 
+async def _sample_rss(pid: int, out: list[float]) -> None:
+    """``VmRSS`` of ``pid`` every second, MiB."""
+    while True:
+        out.append(round(_vm(pid, "VmRSS") / 2**20, 1))
+        await asyncio.sleep(1.0)
+
+
 @dataclass
 class Phase:
     name: str
@@ -418,7 +426,19 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 - int(args.clients * args.pausers)
                 - int(args.clients * args.non_readers)
             )
-            baseline = await run_phase(port, "baseline", readers, {"reader": 1.0}, args)
+            samples: list[float] = []
+            sampler = asyncio.create_task(_sample_rss(server.pid, samples))
+            following = 1 - args.non_readers
+            baseline = await run_phase(
+                port,
+                "baseline",
+                readers + int(args.clients * args.pausers),
+                {
+                    "reader": (following - args.pausers) / following,
+                    "pauser": args.pausers / following,
+                },
+                args,
+            )
             rss_baseline = _vm(server.pid, "VmHWM")
             mix = {
                 "reader": 1 - args.pausers - args.non_readers,
@@ -427,6 +447,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             }
             load = await run_phase(port, "load", args.clients, mix, args)
             peak = _vm(server.pid, "VmHWM")
+            sampler.cancel()
         finally:
             server.terminate()
             server.wait(timeout=60)
@@ -448,12 +469,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "heavy_bytes": args.heavy_bytes,
         },
         "send_timeout_s": args.send_timeout,
-        "baseline_readers_only": base,
+        "baseline_without_non_readers": base,
         "load": loaded,
         "turn_seconds_ratio_load_vs_baseline": ratio,
         "server_rss_idle_mib": round(rss_idle / 2**20, 1),
         "server_peak_rss_baseline_mib": round(rss_baseline / 2**20, 1),
         "server_peak_rss_mib": round(peak / 2**20, 1),
+        "server_rss_mib_every_10s": samples[::10],
         "server_tracebacks": tracebacks,
     }
 
@@ -463,7 +485,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=1000)
     p.add_argument("--sessions", type=int, default=20)
     p.add_argument("--seconds", type=float, default=60.0)
-    p.add_argument("--baseline-seconds", type=float, default=15.0)
+    p.add_argument(
+        "--baseline-seconds", type=float, default=30.0, help="the same load without non-readers"
+    )
     p.add_argument("--tokens", type=int, default=150, help="tokens per turn")
     p.add_argument("--bytes", type=int, default=400, help="bytes per token")
     p.add_argument("--interval", type=float, default=0.02, help="seconds between tokens")
@@ -484,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
     result = asyncio.run(main_async(args))
     print(json.dumps(result, indent=2))
     bad = result["load"]["events_lost"] or result["load"]["non_readers_held"]
-    bad = bad or result["baseline_readers_only"]["events_lost"] or result["server_tracebacks"]
+    bad = bad or result["baseline_without_non_readers"]["events_lost"]
+    bad = bad or result["server_tracebacks"]
     return 1 if bad else 0
 
 
