@@ -97,7 +97,7 @@ async def run(root: str, seed: int) -> None:
         sids = existing[: rng.randint(1, 3)]
         while len(sids) < 1 or (len(sids) < 3 and rng.random() < 0.3):
             sids.append(rt.new_session(title=f"torture {seed}").session_id)
-        for r in range(rng.randint(1, 2)):
+        for r in range(rng.randint(1, 3)):
             chosen = rng.sample(sids, k=rng.randint(1, len(sids)))
             async with anyio.create_task_group() as tg:
                 for k, sid in enumerate(chosen):

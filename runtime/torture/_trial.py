@@ -31,16 +31,16 @@ __all__ = ["KILL_STEPS", "Summary", "TrialResult", "reopen_and_check", "run_tria
 #: The I/O steps a trial may kill at (``faults.STEPS`` that a turn, a delete or a
 #: recovery reaches), with the largest N worth drawing for each.
 KILL_STEPS = {
-    "journal_append": 6,
-    "fdatasync": 6,
-    "snapshot_write": 4,
-    "events_file": 3,
-    "index": 4,
+    "journal_append": 3,
+    "fdatasync": 4,
+    "snapshot_write": 3,
+    "events_file": 2,
+    "index": 3,
     "tombstone": 1,
-    "fsync": 5,
-    "rename": 5,
-    "dir_fsync": 4,
-    "truncate": 3,
+    "fsync": 4,
+    "rename": 4,
+    "dir_fsync": 3,
+    "truncate": 2,
     "unlink": 1,
 }
 _WRITE_STEPS = {"journal_append", "snapshot_write", "events_file", "index", "tombstone"}
