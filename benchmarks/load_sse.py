@@ -1,9 +1,10 @@
 """SSE load on loopback: ``python -m benchmarks.load_sse [--clients 1000] [--seconds 60]``.
 
 A real server (``python -m runtime serve`` with :mod:`benchmarks._load_agent`, a
-FileStore in a temporary directory) runs turns back to back on ``--sessions``
-sessions for ``--seconds``; ``--clients`` SSE clients (raw sockets, HTTP/1.1) follow
-them, spread evenly over the sessions, each following every turn of its session:
+FileStore in a temporary directory) runs turns back to back in ``--sessions`` groups
+for ``--seconds`` (each turn on a new session, so no history grows during the run,
+unless ``--same-sessions``); ``--clients`` SSE clients (raw sockets, HTTP/1.1) follow
+them, spread evenly over the groups, each following every turn of its group:
 
 * readers read everything as it comes;
 * pausers stop reading for ``--pause`` seconds every ``--pause-every`` events;
@@ -272,7 +273,12 @@ async def _session_loop(
     size: int,
 ) -> None:
     message = json.dumps({"tokens": args.tokens, "bytes": size, "interval": args.interval})
+    n = 0
     while time.monotonic() < deadline:
+        if n and args.fresh_sessions:  # a turn's cost independent of the run's length
+            new = await _http(port, "POST", "/api/sessions", {"title": f"{sid} {n}"})
+            sid = new["session_id"]
+        n += 1
         started = time.monotonic()
         turn = await _http(port, "POST", f"/api/sessions/{sid}/turns", {"message": message})
         stream = turn["stream_id"]
@@ -469,6 +475,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "heavy_bytes": args.heavy_bytes,
         },
         "send_timeout_s": args.send_timeout,
+        "fresh_session_per_turn": args.fresh_sessions,
         "baseline_without_non_readers": base,
         "load": loaded,
         "turn_seconds_ratio_load_vs_baseline": ratio,
@@ -503,6 +510,13 @@ def main(argv: list[str] | None = None) -> int:
         "--heavy-bytes", type=int, default=16384, help="bytes per token on those sessions"
     )
     p.add_argument("--send-timeout", type=float, default=2.0, help="the server's --send-timeout")
+    p.add_argument(
+        "--same-sessions",
+        dest="fresh_sessions",
+        action="store_false",
+        help="run every turn of a client group on one session (its history then grows, "
+        "and with it each turn's load and final save); default: a new session per turn",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     result = asyncio.run(main_async(args))
