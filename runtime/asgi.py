@@ -42,11 +42,12 @@ from starlette.staticfiles import StaticFiles
 from ._http._errors import JSONResponse, http_exception, server_error
 from ._http._host import HostCheck, allowed_hosts_from
 from ._http._openapi import openapi_document
+from ._http._owners import OWNER_KEY, Authenticate, Owners
 from ._http._routes import Api, by_method
 from ._http._sse import StreamEvents
 from ._runtime import Runtime
 
-__all__ = ["create_app"]
+__all__ = ["OWNER_KEY", "Authenticate", "create_app"]
 
 #: The demo page's files (package data).
 STATIC_DIR = Path(__file__).parent / "static"
@@ -60,6 +61,7 @@ def create_app(
     retry_ms: int = 2000,
     allowed_hosts: Sequence[str] | None = None,
     send_timeout: float | None = 30.0,
+    authenticate: Authenticate | None = None,
 ) -> Starlette:
     """A Starlette application serving ``runtime`` over HTTP and Server-Sent Events.
 
@@ -81,11 +83,27 @@ def create_app(
     :param send_timeout: seconds one SSE write may wait for a client that does not
         read (finite, > 0), or ``None`` for no limit. A stalled reader is then sent a
         ``lagged`` ending naming the seq to resume after, and its response closed.
+    :param authenticate: per-user isolation: ``authenticate(request)`` (sync or async)
+        returns the request's principal, a non-empty ``str``, or ``None`` for 401. Each
+        session then belongs to the principal that created it (its metadata key
+        ``"runtime.owner"``); listings show the caller's sessions only, and another
+        principal's session or stream answers 404 on every route. Replaces the shared
+        token (pass one or the other).
     :raises ValueError: for an empty ``api_token``, a bad ``heartbeat``, ``retry_ms``,
-        ``allowed_hosts`` or ``send_timeout``.
+        ``allowed_hosts`` or ``send_timeout``, or both ``api_token`` and
+        ``authenticate``.
+    :raises TypeError: if ``authenticate`` is not callable.
     """
+    if authenticate is not None:
+        if not callable(authenticate):
+            raise TypeError(f"invalid authenticate {authenticate!r}: must be callable")
+        if api_token is not None:
+            raise ValueError(
+                "pass api_token or authenticate, not both: the hook does the authentication"
+            )
     if api_token is None:
-        api_token = os.environ.get("RUNTIME_API_TOKEN") or None
+        if authenticate is None:
+            api_token = os.environ.get("RUNTIME_API_TOKEN") or None
     elif not isinstance(api_token, str) or not api_token:
         raise ValueError(f"invalid api_token {api_token!r}: must be a non-empty string or None")
     if (
@@ -107,11 +125,12 @@ def create_app(
         )
     hosts = allowed_hosts_from(allowed_hosts)
 
-    api = Api(runtime, api_token)
+    owners = None if authenticate is None else Owners(runtime, authenticate)
+    api = Api(runtime, api_token, owners)
     sse = StreamEvents(
         runtime, heartbeat=float(heartbeat), retry_ms=retry_ms, send_timeout=send_timeout
     )
-    auth = api_token is not None
+    auth = api_token is not None or authenticate is not None
 
     async def openapi(request: Request) -> Response:
         root = request.scope.get("root_path") or "/"

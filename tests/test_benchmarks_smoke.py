@@ -107,3 +107,43 @@ def test_bad_only_is_refused(tmp_path: Path, only: str) -> None:
     assert proc.returncode == 2
     assert "invalid --only" in proc.stderr
     assert not out.exists()
+
+
+def test_load_sse_runs_and_reports_its_figures(tmp_path: Path) -> None:
+    """``python -m benchmarks.load_sse`` with a few clients for a few seconds: a real
+    server, real sockets. Only correctness is asserted (nothing lost, no non-reader held,
+    no traceback), never a timing."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.load_sse",
+            "--clients",
+            "30",
+            "--sessions",
+            "3",
+            "--seconds",
+            "4",
+            "--baseline-seconds",
+            "2",
+            "--tokens",
+            "60",
+            "--interval",
+            "0.01",
+        ],
+        cwd=ROOT,
+        env=dict(_env(), TMPDIR=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = orjson.loads(proc.stdout)
+    for phase in ("baseline_without_non_readers", "load"):
+        assert report[phase]["turns"] >= 1
+        assert report[phase]["events_lost"] == 0
+        assert report[phase]["non_readers_held"] == 0
+    assert report["load"]["non_readers"] >= 1
+    assert report["server_peak_rss_mib"] > 0
+    assert report["server_tracebacks"] == 0

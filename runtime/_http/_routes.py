@@ -15,6 +15,7 @@ from .._exceptions import Error, SubscriberLagged
 from .._runtime import Runtime
 from .._session import Session, validate_title
 from ._errors import ApiError, JSONResponse, from_library_error
+from ._owners import OWNER_KEY, Owners
 from ._params import parse_flag, parse_limit, read_json_object, session_id_param, stream_id_param
 
 __all__ = ["Api", "Endpoint", "by_method", "session_json"]
@@ -49,11 +50,15 @@ class Api:
 
     :param runtime: the runtime the routes drive.
     :param api_token: bearer token every ``/api`` route requires, or ``None`` for none.
+    :param owners: per-user isolation (an authentication hook), or ``None``.
     """
 
-    def __init__(self, runtime: Runtime, api_token: str | None) -> None:
+    def __init__(
+        self, runtime: Runtime, api_token: str | None, owners: Owners | None = None
+    ) -> None:
         self.runtime = runtime
         self._token = None if api_token is None else api_token.encode()
+        self.owners = owners
 
     # -- the guard ----------------------------------------------------------------------
 
@@ -92,6 +97,10 @@ class Api:
         async def endpoint(request: Request) -> Response:
             try:
                 self.authorize(request, query_token=query_token)
+                if self.owners is not None:
+                    principal = await self.owners.principal(request)
+                    request.state.principal = principal
+                    await self.owners.check(request, principal)
                 return await handler(request)
             except ApiError as exc:
                 return exc.response()
@@ -117,6 +126,8 @@ class Api:
                 fields["title"] = validate_title(body["title"])
             except ValueError as exc:
                 raise ApiError(400, "invalid_body", str(exc)) from exc
+        if self.owners is not None:
+            fields["metadata"] = {OWNER_KEY: request.state.principal}
         session = await self.runtime.create_session(**fields)
         location = request.url_for("session", session_id=session.session_id).path
         return JSONResponse(session_json(session), status_code=201, headers={"Location": location})
@@ -125,7 +136,10 @@ class Api:
         """``GET /api/sessions?limit=&cursor=`` → ``{sessions, next_cursor}``."""
         limit = parse_limit(request)
         cursor = request.query_params.get("cursor") or None
-        page = await self.runtime.list_sessions(limit=limit, cursor=cursor)
+        if self.owners is not None:
+            page = await self.owners.page(request.state.principal, limit, cursor)
+        else:
+            page = await self.runtime.list_sessions(limit=limit, cursor=cursor)
         return JSONResponse(
             {"sessions": [s.meta_dict() for s in page.sessions], "next_cursor": page.next_cursor}
         )

@@ -7,9 +7,16 @@ Layout of ``<root>/sessions/`` (also written to ``_README`` there):
   ``gen`` (``base``: keep that many messages, then append ``messages``; changed
   fields; the stream's new ``events``). Lines of another generation are ignored;
 * ``<id>.json.bak`` — the state before a save that shrank the message list;
-* ``<id>.events.jsonl`` — the durable events of the session's latest stream;
+* ``<id>.events.jsonl`` — the durable events of the session's latest stream, after a
+  header ``{"stream_id", "id", "base"}``: written just before a snapshot whose
+  ``events_id`` names it; while the snapshot names another (a crash between the two
+  renames), only the first ``base`` events count;
 * ``_index.jsonl`` (derived, rebuilt when missing or corrupt), ``_deleted.jsonl``
   (tombstones), ``_lock`` (one process per root).
+
+Every blocking file call goes through :mod:`runtime.stores._fileio`; tests kill the
+process or fail a call at a named step of it with :mod:`runtime.stores.faults`
+(environment variable ``RUNTIME_FILESTORE_FAULT``, read once at :meth:`FileStore.open`).
 
 A checkpoint (``save(skip_index=True)``) appends one line and fdatasyncs it, so its
 cost is O(new data), not O(history). A full save compacts: new snapshot with the
@@ -41,6 +48,7 @@ from .._exceptions import CorruptSession, InvalidSessionId, StoreError, StoreLoc
 from .._json import kept
 from .._session import META_FIELDS, Session
 from . import _fileio as fio
+from . import faults
 from ._file_index import SessionIndex
 from ._file_recovery import read_backup, recover_directory
 from ._iothread import IOThread
@@ -57,7 +65,8 @@ This directory is a runtime FileStore (one process at a time; see _lock).
                      "gen" equals the snapshot's apply ("base" = messages kept, then appended)
   <id>.json.bak      the state before a save that shrank the messages; startup recovery
                      restores it if the live file holds fewer messages
-  <id>.events.jsonl  durable events of the session's latest stream (for SSE replay)
+  <id>.events.jsonl  durable events of the session's latest stream (for SSE replay); only its
+                     first "base" events count unless the snapshot's "events_id" is its "id"
   _index.jsonl       derived list index (safe to delete: it is rebuilt)
   _deleted.jsonl     tombstones: deleted sessions are never recovered
 Names starting with "_" or "." are never sessions. List sessions with: runtime sessions list
@@ -117,6 +126,7 @@ class _Durable:
     journal_bytes: int
     snapshot_bytes: int
     journal_events: bool  # the journal holds events of this generation
+    events_id: str | None  # the id of the events file written with this snapshot
 
     def info(self) -> StoredInfo:
         return StoredInfo(
@@ -203,6 +213,7 @@ class FileStore(Store):
         await self._run(self._open_sync)
 
     def _open_sync(self) -> None:
+        faults.install_from_env()  # a crash-torture child's kill step (see faults.py)
         try:
             self.root.parent.mkdir(parents=True, exist_ok=True)
             self.root.mkdir(mode=fio.DIR_MODE, exist_ok=True)
@@ -309,6 +320,7 @@ class FileStore(Store):
             raise CorruptSession(f"{journal_path}: its records make a bad session ({problem})")
         d.pop("format", None)
         d.pop("gen", None)
+        events_id = d.pop("events_id", None)
         d["message_count"] = len(messages)
         bak = read_backup(self.dir, sid)  # a damaged one goes to quarantine
         row = {k: d.get(k) for k in META_FIELDS}
@@ -325,6 +337,7 @@ class FileStore(Store):
             journal_bytes=len(journal) if clean else _FORCE_COMPACT,
             snapshot_bytes=len(data),
             journal_events=has_events,
+            events_id=events_id if isinstance(events_id, str) else None,
         )
         self._durable[sid] = durable
         return d, durable
@@ -432,6 +445,7 @@ class FileStore(Store):
             journal_bytes=d.journal_bytes + len(line),
             snapshot_bytes=d.snapshot_bytes,
             journal_events=d.journal_events or bool(events),
+            events_id=d.events_id,
         )
         return line, after
 
@@ -462,8 +476,11 @@ class FileStore(Store):
         meta = _meta(session)
         row = dict(meta, updated_at=session.updated_at, message_count=len(messages))
         event_dicts = [e.to_dict() for e in events]  # not Event.json(): see _journal_line
-        index_line = b"" if skip_index else self._index.put(row)
-        rewrite = None if skip_index else self._index.compaction_due()
+        # a session's first save is indexed even as a checkpoint: else it would be
+        # missing from list_sessions() until its next full save or a restart
+        index = not skip_index or d is None
+        index_line = self._index.put(row) if index else b""
+        rewrite = self._index.compaction_due() if index else None
         await self._run(
             self._compact_sync,
             session.session_id,
@@ -504,8 +521,9 @@ class FileStore(Store):
             if current is not None:
                 fio.atomic_write(self._bak(sid), orjson.dumps(current[0]), sync_dir=False)
                 bak_count = current[1].count
+        events_id = None if d is None else d.events_id
         if events or (d is not None and d.journal_events):
-            self._write_events_sync(sid, d, events)
+            events_id = self._write_events_sync(sid, d, events) or events_id
         gen = (0 if d is None else d.gen) + 1
         body = dict(
             meta,
@@ -513,6 +531,7 @@ class FileStore(Store):
             message_count=len(messages),
             format=1,
             gen=gen,
+            events_id=events_id,
             messages=messages,
         )
         data = orjson.dumps(body)
@@ -532,6 +551,7 @@ class FileStore(Store):
             journal_bytes=0,
             snapshot_bytes=len(data),
             journal_events=False,
+            events_id=events_id,
         )
         if index_line or rewrite is not None:
             self._index.append(index_line, rewrite)
@@ -539,35 +559,55 @@ class FileStore(Store):
     # -- events ----------------------------------------------------------------------
 
     def _read_events_sync(
-        self, sid: str, gen: int | None
+        self, sid: str, d: _Durable | None
     ) -> tuple[str | None, list[dict[str, Any]]]:
-        """The stream id and events held durably: the events file, then the journal."""
+        """The stream id and events held durably: the events file, then the journal
+        lines of the snapshot's generation (``d``; ``None``: the file alone)."""
         stream_id: str | None = None
         events: list[dict[str, Any]] = []
         recs = fio.json_lines(fio.read_bytes(self._events(sid)) or b"")
         if recs and isinstance(recs[0], dict) and "stream_id" in recs[0]:
-            stream_id = recs[0]["stream_id"]
+            head = recs[0]
+            stream_id = head["stream_id"]
             events = [e for e in recs[1:] if isinstance(e, dict)]
-        if gen is not None:
+            if d is not None and "id" in head and head["id"] != d.events_id:
+                # written by a full save whose snapshot never landed (a crash between the
+                # two renames): only the events durable before that save count
+                events = events[: head.get("base", 0)]
+        if d is not None:
+            last = events[-1].get("seq", 0) if events else 0
             for rec in fio.json_lines(fio.read_bytes(self._journal(sid)) or b""):
-                if not isinstance(rec, dict) or rec.get("gen") != gen or not rec.get("events"):
+                if not isinstance(rec, dict) or rec.get("gen") != d.gen or not rec.get("events"):
                     continue
                 if rec.get("stream_id") != stream_id:
-                    stream_id, events = rec["stream_id"], []
-                events.extend(rec["events"])
+                    stream_id, events, last = rec["stream_id"], [], 0
+                new = [e for e in rec["events"] if e["seq"] > last]
+                events.extend(new)
+                last = new[-1]["seq"] if new else last
         return stream_id, events
 
-    def _write_events_sync(self, sid: str, d: _Durable | None, new: list[dict[str, Any]]) -> None:
-        stream_id, events = self._read_events_sync(sid, None if d is None else d.gen)
+    def _write_events_sync(
+        self, sid: str, d: _Durable | None, new: list[dict[str, Any]]
+    ) -> str | None:
+        """Rewrite the events file with ``new`` added; returns its id for the snapshot
+        (``None``: nothing to write)."""
+        stream_id, events = self._read_events_sync(sid, d)
+        base = len(events)
         if new:
             if new[0]["stream_id"] != stream_id:
-                stream_id, events = new[0]["stream_id"], []
+                stream_id, events, base = new[0]["stream_id"], [], 0
             last = events[-1]["seq"] if events else 0
             events.extend(e for e in new if e["seq"] > last)
         if stream_id is None:
-            return
-        lines = [orjson.dumps({"stream_id": stream_id})] + [orjson.dumps(e) for e in events]
+            return None
+        # the file lands before its snapshot, which names it by ``id``: a reader whose
+        # snapshot names another keeps only the first ``base`` events (the ones durable
+        # before this save; see _read_events_sync)
+        events_id = os.urandom(8).hex()
+        head = {"stream_id": stream_id, "id": events_id, "base": base}
+        lines = [orjson.dumps(head)] + [orjson.dumps(e) for e in events]
         fio.atomic_write(self._events(sid), b"\n".join(lines) + b"\n", sync_dir=False)
+        return events_id
 
     async def _load_events(self, session_id: str, stream_id: str, after_seq: int) -> list[Event]:
         def read() -> list[Event]:
@@ -575,8 +615,9 @@ class FileStore(Store):
             if durable is None:  # not read by this process yet
                 state = self._read_state_sync(session_id)
                 durable = None if state is None else state[1]
-            gen = None if durable is None else durable.gen
-            sid_stream, events = self._read_events_sync(session_id, gen)
+            if durable is None:  # no snapshot: an events file without one never counted
+                return []
+            sid_stream, events = self._read_events_sync(session_id, durable)
             if sid_stream != stream_id:
                 return []
             out: list[Event] = []

@@ -35,6 +35,7 @@ from runtime import (
     StoreError,
     StoreLocked,
 )
+from runtime.stores import faults
 from runtime.stores.abc import Store
 from runtime.stores.files import FileStore
 
@@ -756,6 +757,40 @@ async def test_ids_starting_with_underscore_are_refused_before_any_io(root: Path
 # -- events ----------------------------------------------------------------------------
 
 
+async def test_events_of_a_full_save_whose_snapshot_never_landed_do_not_count(
+    root: Path,
+) -> None:
+    """A crash between the events file's rename and the snapshot's (found by the crash
+    torture): the events file says ``done`` while the snapshot still holds the running
+    turn. Only the events durable before that save may be replayed, else a client is
+    told ``done`` for a turn whose transcript is then repaired as interrupted."""
+    async with FileStore(root) as store:
+        s = store.new_session(title="events")
+        s.messages.append(msg(0))
+        s.active_stream_id = "stream-a"
+        sid = s.session_id
+        await store.save(s, events=[ev(1, "stream-a", sid, "stream.started")])
+        await store.save(s, skip_index=True, events=[ev(2, "stream-a", sid)])
+        s.active_stream_id = None
+        s.messages.append(msg(1))
+        with (
+            faults.inject("EIO", "rename", path_contains=f"{sid}.json") as plan,
+            pytest.raises(StoreError),
+        ):
+            await store.save(
+                s, events=[ev(3, "stream-a", sid, "done"), ev(4, "stream-a", sid, "stream.end")]
+            )
+        assert plan.fired == 1
+    async with FileStore(root) as store:
+        assert [e.seq for e in await store.load_events(sid, "stream-a")] == [1, 2]
+        s = await store.load(sid)
+        assert s.active_stream_id == "stream-a"
+        s.active_stream_id = None  # as a stale repair does: a full save, no new events
+        await store.save(s, touch_updated_at=False)
+    async with FileStore(root) as store:
+        assert [e.seq for e in await store.load_events(sid, "stream-a")] == [1, 2]
+
+
 def ev(seq: int, stream_id: str, session_id: str, type: str = "token") -> Event:
     return Event(seq, stream_id, session_id, type, {"text": f"t{seq}"}, 1000.0 + seq)
 
@@ -792,7 +827,9 @@ async def test_events_survive_restart_and_compaction(root: Path) -> None:
         )
     assert (sdir(root) / f"{sid}.journal").read_bytes() == b""
     lines = (sdir(root) / f"{sid}.events.jsonl").read_bytes().splitlines()
-    assert orjson.loads(lines[0]) == {"stream_id": "stream-a"}
+    head = orjson.loads(lines[0])
+    assert head == {"stream_id": "stream-a", "id": head["id"], "base": 3}
+    assert orjson.loads((sdir(root) / f"{sid}.json").read_bytes())["events_id"] == head["id"]
     assert [orjson.loads(line)["seq"] for line in lines[1:]] == [1, 2, 3, 4, 5]
     async with FileStore(root) as store:
         got = await store.load_events(sid, "stream-a")
@@ -966,3 +1003,13 @@ async def test_recover_after_a_shrink_restores_the_backup_and_leaves_no_stray_fi
         await store.save(s)
     sid = s.session_id
     assert names(root) - ADMIN_FILES == {f"{sid}.json", f"{sid}.journal"}
+
+
+async def test_a_first_save_as_a_checkpoint_is_listed(root: Path) -> None:
+    """Found by the stateful test against MemoryStore: a new session whose first save
+    was ``skip_index=True`` was missing from ``list_sessions()`` until a restart."""
+    async with FileStore(root) as store:
+        s = store.new_session(title="checkpointed first")
+        s.messages.append(msg(0))
+        await store.save(s, skip_index=True)
+        assert [x.session_id for x in (await store.list_sessions()).sessions] == [s.session_id]

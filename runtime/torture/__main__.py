@@ -1,0 +1,68 @@
+"""``python -m runtime.torture --trials N [--seed S] [--jobs J] [--chain C]``: see
+:mod:`runtime.torture`. Exit status 1 if any invariant broke."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from ._check import CATEGORIES
+from ._trial import Summary, TrialResult, run_trials
+
+
+def _table(summary: Summary, seconds: float) -> object:
+    from rich.table import Table
+
+    table = Table(title=f"crash torture: {len(summary.results)} trials in {seconds:.0f} s")
+    table.add_column("measure")
+    table.add_column("count", justify="right")
+    table.add_row("trials", str(len(summary.results)))
+    for phase, n in sorted(summary.kills_by_phase().items()):
+        table.add_row(
+            f"killed at {phase}" if phase != "none" else "finished before the kill", str(n)
+        )
+    counts = summary.by_category()
+    for category in CATEGORIES:
+        table.add_row(
+            category, str(counts.get(category, 0)), style="red" if counts.get(category) else None
+        )
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runtime.torture", description=__doc__)
+    parser.add_argument("--trials", type=int, default=100, help="number of trials (default 100)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the run (default 0)")
+    parser.add_argument("--jobs", type=int, default=1, help="chains run at once (default 1)")
+    parser.add_argument("--chain", type=int, default=10, help="trials per store root (default 10)")
+    args = parser.parse_args(argv)
+    try:
+        from rich.console import Console
+    except ImportError:
+        sys.stderr.write("python -m runtime.torture needs rich: pip install 'runtime[cli]'\n")
+        return 2
+    console = Console()
+    logging.getLogger("runtime").setLevel(logging.ERROR)  # stale repairs are expected here
+    started = time.monotonic()
+
+    def report(result: TrialResult) -> None:
+        for v in result.violations:
+            console.print(
+                f"[red]{v.category}[/red] {v.detail} (seed {result.seed}, {result.phase})"
+            )
+
+    try:
+        summary = run_trials(
+            args.trials, seed=args.seed, chain=args.chain, jobs=args.jobs, report=report
+        )
+    except ValueError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    console.print(_table(summary, time.monotonic() - started))
+    return 1 if summary.violations else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
