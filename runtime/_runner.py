@@ -793,6 +793,14 @@ async def _final_save(
             {"type": "save_timeout", "message": f"final save exceeded {save_timeout}s"},
             ts,
         )
+    if not saved and lease is not None and tail[0].data.get("type") != "lease_lost":
+        # the release never happened: free the lease, or a store owned by this process
+        # would answer SessionBusy for a turn that is over
+        with anyio.move_on_after(save_timeout, shield=True):
+            try:
+                await store.abandon_lease(turn.session_id, lease)
+            except Exception:
+                logger.exception("could not give up the lease of session %s", turn.session_id)
     turn._closed = True
     for event in tail:
         log.append(event)

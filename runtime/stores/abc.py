@@ -576,6 +576,21 @@ class Store(ABC):
         self._check_open()
         await self._renew(session_id, lease)
 
+    async def abandon_lease(self, session_id: str, lease: Lease) -> None:
+        """Give up ``lease`` without a save: this process's turn ended but its final
+        save (which releases the lease) failed. A store that keeps leases in this
+        process frees it at once, so the session can be repaired and run again at once;
+        a shared store lets it expire after its ttl (a no-op there by default).
+
+        :raises StoreClosed: if the store is not open.
+        """
+        self._check_id(session_id)
+        self._check_open()
+        async with self._session_lock(session_id):
+            held = self._leases.get(session_id)
+            if held is not None and held[1] == lease.token:
+                del self._leases[session_id]
+
     async def _lease_of(self, session_id: str) -> HeldLease | None:
         """The stored lease (default: this process's table)."""
         return self._held_lease(session_id)
