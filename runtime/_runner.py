@@ -72,12 +72,25 @@ class Turn:
     :ivar history: the session's messages before this turn (a list of message dicts;
         treat as read-only).
     :ivar title: the session title when the turn started.
+    :ivar metadata: per-turn JSON object the caller passed to ``start_turn`` (``{}``
+        if none), e.g. what a front end sent along with the message.
+    :ivar config: per-turn settings the caller passed to ``start_turn`` (``{}`` if
+        none), e.g. a model name.
     """
 
     def __init__(
-        self, session: Session, log: EventLog, user_message: str, history: list[Message]
+        self,
+        session: Session,
+        log: EventLog,
+        user_message: str,
+        history: list[Message],
+        *,
+        metadata: dict[str, Any] | None = None,
+        config: dict[str, Any] | None = None,
     ) -> None:
         self.session_id = session.session_id
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.config: dict[str, Any] = dict(config or {})
         self.stream_id = log.stream_id
         self.user_message = user_message
         self.history = history

@@ -283,19 +283,36 @@ class Runtime:
 
     # -- turns --------------------------------------------------------------------------
 
-    async def start_turn(self, session_id: str, text: str) -> str:
+    async def start_turn(
+        self,
+        session_id: str,
+        text: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> str:
         """Start a turn: save the pending fields (the session's first write if it is
         new), then run the agent in a task. Returns the ``stream_id`` once the stream
         has started.
 
+        :param metadata: per-turn JSON object for the agent (:attr:`Turn.metadata`),
+            e.g. what a front end sends along with the message; recorded in the
+            ``stream.started`` event.
+        :param config: per-turn settings for the agent (:attr:`Turn.config`), e.g. a
+            model name or temperature; not recorded.
+
         :raises InvalidSessionId: for a bad id, before any I/O.
-        :raises ValueError: if ``text`` is not a non-empty string.
+        :raises ValueError: if ``text`` is not a non-empty string, or ``metadata`` or
+            ``config`` is neither a dict nor ``None``.
         :raises SessionNotFound: if there is no such session.
         :raises SessionBusy: while a live stream owns the session (HTTP 409).
         """
         validate_session_id(session_id)
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"invalid message {text!r}: must be a non-empty string")
+        for name, value in (("metadata", metadata), ("config", config)):
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(f"invalid {name} {value!r}: must be a dict or None")
         tg = self._task_group()
         if session_id in self._busy:
             raise SessionBusy(session_id, self._busy[session_id])
@@ -314,9 +331,10 @@ class Runtime:
             session.pending_user_message = text
             session.pending_started_at = now
             log = self.broker.open(stream_id, session_id)
-            started = log.publish(
-                ev.STREAM_STARTED, {"user_message": text, "pending_started_at": now}
-            )
+            started_data: dict[str, Any] = {"user_message": text, "pending_started_at": now}
+            if metadata:
+                started_data["metadata"] = metadata
+            started = log.publish(ev.STREAM_STARTED, started_data)
             try:
                 await self.store.save(session, events=[started])
             except BaseException:
@@ -326,7 +344,7 @@ class Runtime:
             # checkpoints persist it; repair will not add it twice.
             session.messages.append({"role": "user", "content": text, "timestamp": now})
             handle = TurnHandle(session_id, stream_id, log)
-            turn = Turn(session, log, text, history)
+            turn = Turn(session, log, text, history, metadata=metadata, config=config)
             self._live[stream_id] = handle
             try:
                 await tg.start(self._run, turn, handle)

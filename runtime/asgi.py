@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -37,8 +37,10 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ._http._ai_sdk import AiSdkChat
 from ._http._errors import JSONResponse, http_exception, server_error
 from ._http._openapi import openapi_document
+from ._http._cors import check_origins, cors_middleware
 from ._http._routes import Api, by_method
 from ._http._sse import StreamEvents
 from ._runtime import Runtime
@@ -55,6 +57,7 @@ def create_app(
     api_token: str | None = None,
     heartbeat: float = 15.0,
     retry_ms: int = 2000,
+    cors_origins: Sequence[str] = (),
 ) -> Starlette:
     """A Starlette application serving ``runtime`` over HTTP and Server-Sent Events.
 
@@ -69,6 +72,8 @@ def create_app(
         ``None`` and unset (or empty) mean no authentication.
     :param heartbeat: seconds between SSE comment heartbeats (finite, > 0).
     :param retry_ms: reconnection delay hinted to SSE clients, milliseconds (>= 0).
+    :param cors_origins: origins (``https://app.example``, or ``*``) whose browser
+        pages may call the API (CORS, Starlette's ``CORSMiddleware``); empty: none.
     :raises ValueError: for an empty ``api_token``, a bad ``heartbeat`` or ``retry_ms``.
     """
     if api_token is None:
@@ -83,9 +88,11 @@ def create_app(
         raise ValueError(f"invalid heartbeat {heartbeat!r}: must be a finite number of seconds > 0")
     if isinstance(retry_ms, bool) or not isinstance(retry_ms, int) or retry_ms < 0:
         raise ValueError(f"invalid retry_ms {retry_ms!r}: must be an integer >= 0 (milliseconds)")
+    origins = check_origins(cors_origins)
 
     api = Api(runtime, api_token)
     sse = StreamEvents(runtime, heartbeat=float(heartbeat), retry_ms=retry_ms)
+    chat = AiSdkChat(runtime, heartbeat=float(heartbeat))
     auth = api_token is not None
 
     async def openapi(request: Request) -> Response:
@@ -127,6 +134,10 @@ def create_app(
             methods=["POST"],
             name="cancel_stream",
         ),
+        Route("/api/chat", api.guard(chat.send), methods=["POST"], name="chat"),
+        Route("/api/chat/{session_id}", api.guard(chat.messages), methods=["GET"]),
+        Route("/api/chat/{session_id}/stream", api.guard(chat.resume), methods=["GET"]),
+        Route("/api/chat/{session_id}/stop", api.guard(chat.stop), methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
 
@@ -142,6 +153,7 @@ def create_app(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: http_exception, 500: server_error},
+        middleware=cors_middleware(origins),
     )
     app.state.runtime = runtime
     return app

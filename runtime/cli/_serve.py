@@ -125,6 +125,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="reconnection delay hinted to SSE clients, milliseconds (default 2000)",
     )
     p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let browser pages from ORIGIN (https://app.example, or *) call the API; "
+        "repeat for several (default: none)",
+    )
+    p.add_argument(
         "--log-level",
         default="info",
         choices=["critical", "error", "warning", "info", "debug"],
@@ -154,7 +162,13 @@ def _serve_command(args: argparse.Namespace) -> int:
             checkpoint_interval=args.checkpoint_interval,
             event_retention=args.event_retention,
         )
-        app = create_app(rt, api_token=args.token, heartbeat=args.heartbeat, retry_ms=args.retry_ms)
+        app = create_app(
+            rt,
+            api_token=args.token,
+            heartbeat=args.heartbeat,
+            retry_ms=args.retry_ms,
+            cors_origins=args.cors_origin,
+        )
     except (Error, ValueError) as exc:
         raise CLIError(str(exc)) from exc
 
