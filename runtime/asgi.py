@@ -37,10 +37,11 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ._http._agui import AgUiRun
 from ._http._ai_sdk import AiSdkChat
+from ._http._cors import check_origins, cors_middleware
 from ._http._errors import JSONResponse, http_exception, server_error
 from ._http._openapi import openapi_document
-from ._http._cors import check_origins, cors_middleware
 from ._http._routes import Api, by_method
 from ._http._sse import StreamEvents
 from ._runtime import Runtime
@@ -138,6 +139,7 @@ def create_app(
         Route("/api/chat/{session_id}", api.guard(chat.messages), methods=["GET"]),
         Route("/api/chat/{session_id}/stream", api.guard(chat.resume), methods=["GET"]),
         Route("/api/chat/{session_id}/stop", api.guard(chat.stop), methods=["POST"]),
+        Route("/api/agui", api.guard(AgUiRun(runtime, heartbeat=heartbeat)), methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._chat_openapi import CHAT_SCHEMAS, chat_paths
+
 __all__ = ["openapi_document"]
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -393,9 +395,9 @@ def openapi_document(server_url: str = "/", *, auth: bool) -> dict[str, Any]:
             ),
         },
         "servers": [{"url": server_url}],
-        "paths": _paths(auth),
+        "paths": {**_paths(auth), **chat_paths()},
         "components": {
-            "schemas": _SCHEMAS,
+            "schemas": {**_SCHEMAS, **CHAT_SCHEMAS},
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "query_token": {"type": "apiKey", "in": "query", "name": "token"},
