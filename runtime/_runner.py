@@ -23,6 +23,7 @@ import orjson
 
 from . import _events as ev
 from ._events import Event
+from ._json import check_json_ready
 from ._session import Message, Session
 from .brokers.memory import EventLog
 from .stores.abc import Store
@@ -106,14 +107,22 @@ class Turn:
 
     # -- internals shared with the runner ---------------------------------------------
 
-    async def _emit(self, type: str, data: dict[str, Any]) -> Event:
+    def _publish(self, type: str, data: dict[str, Any]) -> Event:
+        """Publish at once (no await): data that is not JSON-ready raises here,
+        before the caller has changed anything it would have to undo."""
         if self.closed:
             raise RuntimeError(f"turn {self.stream_id!r} has ended; cannot emit {type!r}")
-        event = self._log.publish(type, data)
+        return self._log.publish(type, data)
+
+    async def _yield_now_and_then(self) -> None:
         self._since_yield += 1
         if self._since_yield >= _YIELD_EVERY:
             self._since_yield = 0
             await anyio.lowlevel.checkpoint()
+
+    async def _emit(self, type: str, data: dict[str, Any]) -> Event:
+        event = self._publish(type, data)
+        await self._yield_now_and_then()
         return event
 
     def _append(self, message: Message) -> None:
@@ -172,8 +181,9 @@ class Turn:
         current assistant message until :meth:`reply` or a tool call finishes it."""
         if not isinstance(text, str):
             raise TypeError(f"token text must be str, not {type(text).__name__}")
+        self._publish(ev.TOKEN, {"text": text})  # refuses text JSON cannot carry
         self._draft.append(text)
-        await self._emit(ev.TOKEN, {"text": text})
+        await self._yield_now_and_then()
 
     async def reasoning(self, text: str) -> None:
         """Stream reasoning text (event ``reasoning`` ``{"text"}``); not stored as a message."""
@@ -193,9 +203,13 @@ class Turn:
         """Append any chat-completions message (dict with a ``role``); emits ``message``.
 
         :raises ValueError: if ``message`` is not a dict with a string ``role``.
+        :raises TypeError: if a field is not JSON-ready (orjson's rules: a
+            non-serialisable value, a non-string key, a lone surrogate, nesting deeper
+            than 254); the message names the field and nothing is appended.
         """
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise ValueError(f"invalid message {message!r}: must be a dict with a str 'role'")
+        check_json_ready(message, "message")
         await self.reply()
         message.setdefault("timestamp", _now())
         self._append(message)
@@ -208,9 +222,9 @@ class Turn:
         """
         if not isinstance(title, str) or not title.strip():
             raise ValueError(f"invalid title {title!r}: must be a non-empty string")
+        await self._emit(ev.TITLE, {"title": title})  # refuses text JSON cannot carry
         self._session.title = title
         self.title = title
-        await self._emit(ev.TITLE, {"title": title})
 
     async def usage(self, **counts: int) -> None:
         """Report token usage (event ``usage`` with the given counts)."""
@@ -256,12 +270,7 @@ class Turn:
             self._complete_tool(call, error, time.monotonic() - started)
 
     def _complete_tool(self, call: ToolCall, error: str | None, duration: float) -> None:
-        result = call.result
-        content = (
-            result
-            if isinstance(result, str)
-            else orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
-        )
+        result, content = _tool_result(call.result)
         message: Message = {
             "role": "tool",
             "tool_call_id": call.call_id,
@@ -284,6 +293,27 @@ class Turn:
                     "duration_s": round(duration, 6),
                 },
             )
+
+
+def _tool_result(result: Any) -> tuple[Any, str]:
+    """A tool's result as (event value, message content), both JSON-ready whatever the
+    tool returned: a value JSON cannot carry becomes its best text form, so a bad
+    result never makes the turn unsaveable."""
+    if isinstance(result, str):
+        try:
+            orjson.dumps(result)
+        except TypeError:  # a lone surrogate
+            result = result.encode("utf-8", "backslashreplace").decode()
+        return result, result
+    try:
+        return result, orjson.dumps(result).decode()
+    except TypeError:
+        pass
+    try:
+        content = orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
+    except TypeError:
+        content = repr(result).encode("utf-8", "backslashreplace").decode()[:10_000]
+    return content, content
 
 
 class TurnHandle:
@@ -310,12 +340,15 @@ async def _checkpoint(turn: Turn, store: Store, state: dict[str, int]) -> None:
     log = turn._log
     up_to = log.last_seq
     events = log.events_between(state["persisted_seq"], up_to)
+    # Counted before the save: the agent goes on appending while it runs, and the
+    # event must not claim messages the save never saw.
+    messages = turn._session.message_count
     await store.save(turn._session, skip_index=True, events=events)
     state["persisted_seq"] = up_to
     await turn._emit(
         ev.CHECKPOINT,
         {
-            "messages": turn._session.message_count,
+            "messages": messages,
             "activity": turn.activity,
             "persisted_seq": up_to,
         },
@@ -348,11 +381,10 @@ def _outcome_messages(turn: Turn, outcome: str, error: BaseException | None) -> 
     if outcome == "done":
         turn._finish_draft()
         return []
-    text, partial = turn._take_draft()
-    if text is not None and partial is None:
-        turn._session.messages.append(
-            {"role": "assistant", "content": text, "_partial": True, "timestamp": _now()}
-        )
+    # Keep the whole draft as one _partial message: a checkpoint may have materialised
+    # an earlier prefix of it, which must now carry the text streamed since.
+    turn.materialize_partial()
+    turn._take_draft()
     marker: Message
     if outcome == "cancelled":
         marker = {

@@ -1,7 +1,7 @@
 """Public test helpers: the store conformance suite and scripted agents.
 
 **Store conformance.** Every rule of the persistence contract (DESIGN.md, "Persistence
-contract"; issue 2, item 3; the docstrings of :class:`~runtime.stores.abc.Store`) is one
+contract"; the docstrings of :class:`~runtime.stores.abc.Store`) is one
 ``async def check_*(factory, *, reopen=None)`` function in :data:`STORE_CHECKS`. A backend
 author runs them all with::
 
@@ -257,7 +257,7 @@ async def check_save_load_round_trip(
     every field but the messages. Also after a restart.
 
     Rule: ``save`` is durable; ``load`` returns the whole session (DESIGN.md, "Persistence
-    contract"; issue 2, items 2 and 3: JSON round trip).
+    contract": JSON round trip).
     """
     messages: list[Message] = [
         {"role": "system", "content": "You are terse.", "timestamp": 1_700_000_000.125},
@@ -317,7 +317,7 @@ async def check_touch_updated_at(factory: StoreFactory, *, reopen: Reopen | None
     current time (epoch seconds) on the object and in the store; ``created_at`` never
     changes.
 
-    Rule: ``Store.save`` docstring, ``touch_updated_at``; issue 2, item 3 (stale-stream
+    Rule: ``Store.save`` docstring, ``touch_updated_at`` (stale-stream
     repair saves without touching ``updated_at``).
     """
     async with _stores(factory, reopen) as stores:
@@ -358,7 +358,7 @@ async def check_skip_index_save_is_durable(
     full save keeps them.
 
     Rule: DESIGN.md, "Life of a turn" (checkpoints are ``skip_index=True`` saves) and
-    ``Store.save`` docstring (what such a save persists); issue 2, item 3.
+    ``Store.save`` docstring (what such a save persists).
     """
     async with _stores(factory, reopen) as stores:
         store = await stores.fresh()
@@ -450,7 +450,7 @@ async def check_load_metadata(factory: StoreFactory, *, reopen: Reopen | None = 
     raises :class:`~runtime.MetadataOnlyError`.
 
     Rule: DESIGN.md, "Persistence contract" (``load_metadata`` returns an object whose
-    messages are not loaded); issue 2, item 3.
+    messages are not loaded).
     """
     async with _stores(factory, reopen) as stores:
         store = await stores.fresh()
@@ -477,8 +477,8 @@ async def check_metadata_only_save_refused(
     after editing its fields, and the stored state is unchanged. It is raised before any
     I/O: a closed store raises it too, not :class:`~runtime.StoreClosed`.
 
-    Rule: DESIGN.md, "Persistence contract" (cannot be saved, before any I/O); issue 2,
-    item 3; hermes-webui lost a 1,000-message conversation this way.
+    Rule: DESIGN.md, "Persistence contract" (cannot be saved, before any I/O);
+    hermes-webui lost a 1,000-message conversation this way.
     """
     async with _stores(factory, reopen) as stores:
         store = await stores.fresh()
@@ -516,7 +516,7 @@ async def check_shrinking_save_keeps_backup(
     ``restored == 1``; a second ``recover()`` restores nothing.
 
     Rule: DESIGN.md, "Persistence contract" (a shrinking save keeps a backup; recover
-    restores a live session with fewer messages than its backup); issue 2, item 3.
+    restores a live session with fewer messages than its backup).
     """
     async with _stores(factory, reopen) as stores:
         store = await stores.fresh()
@@ -534,7 +534,7 @@ async def check_shrinking_save_keeps_backup(
         report = await store.recover()
         _equal(
             dict(report),
-            {"scanned": 1, "restored": 1, "orphaned_backups": 0},
+            {"scanned": 1, "restored": 1, "orphaned_backups": 0, "quarantined": 0},
             "recover() after a shrinking save",
         )
         _equal(
@@ -544,7 +544,7 @@ async def check_shrinking_save_keeps_backup(
         )
         _equal(
             dict(await store.recover()),
-            {"scanned": 1, "restored": 0, "orphaned_backups": 0},
+            {"scanned": 1, "restored": 0, "orphaned_backups": 0, "quarantined": 0},
             "a second recover()",
         )
 
@@ -556,8 +556,7 @@ async def check_growing_save_keeps_no_backup(
     also when a growing save follows a shrinking one: recover reports ``restored == 0``
     and the newest state stays.
 
-    Rule: DESIGN.md, "Persistence contract" (a save that grows the list keeps none);
-    issue 2, item 3.
+    Rule: DESIGN.md, "Persistence contract" (a save that grows the list keeps none).
     """
     async with _stores(factory, reopen) as stores:
         store = await stores.fresh()
@@ -575,7 +574,7 @@ async def check_growing_save_keeps_no_backup(
         store = await stores.restart(store)
         _equal(
             dict(await store.recover()),
-            {"scanned": 2, "restored": 0, "orphaned_backups": 0},
+            {"scanned": 2, "restored": 0, "orphaned_backups": 0, "quarantined": 0},
             "recover() after growing saves",
         )
         for sid, state in expected.items():
@@ -590,8 +589,7 @@ async def check_empty_overwrite_refused_while_pending(
     whether the pending mark (``active_stream_id`` or ``pending_user_message``) is stored
     or on the object being saved, for full and checkpoint saves.
 
-    Rule: DESIGN.md, "Persistence contract" (refused while a stream is pending); issue 2,
-    item 3.
+    Rule: DESIGN.md, "Persistence contract" (refused while a stream is pending).
     """
     cases: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         ("stored active_stream_id", {"active_stream_id": "s1"}, {}),
@@ -622,7 +620,7 @@ async def check_empty_overwrite_refused_while_pending(
             _equal(await _stored(store, sid), state, f"stored state of {sid} after refusals")
         _equal(
             dict(await store.recover()),
-            {"scanned": len(cases), "restored": 0, "orphaned_backups": 0},
+            {"scanned": len(cases), "restored": 0, "orphaned_backups": 0, "quarantined": 0},
             "recover() after refused saves (they must leave no backup either)",
         )
 
@@ -647,7 +645,7 @@ async def check_empty_overwrite_allowed_when_idle(
         store = await stores.restart(store)
         _equal(
             dict(await store.recover()),
-            {"scanned": 1, "restored": 1, "orphaned_backups": 0},
+            {"scanned": 1, "restored": 1, "orphaned_backups": 0, "quarantined": 0},
             "recover() after clearing an idle session",
         )
         _equal(await _stored(store, session.session_id), previous, "state after recover()")
@@ -662,7 +660,7 @@ async def check_new_session_in_memory_only(
     forgets it. Its first ``save()`` stores it.
 
     Rule: DESIGN.md, "Persistence contract" (new sessions live in memory until they have
-    real state); issue 2, item 3 (no file until the first real save; fetchable by id in
+    real state) (no file until the first real save; fetchable by id in
     between; five new sessions create nothing).
     """
     async with _stores(factory, reopen) as stores:
@@ -679,7 +677,7 @@ async def check_new_session_in_memory_only(
         _equal(await _listed_ids(store), [], "list_sessions() with only new sessions")
         _equal(
             dict(await store.recover()),
-            {"scanned": 0, "restored": 0, "orphaned_backups": 0},
+            {"scanned": 0, "restored": 0, "orphaned_backups": 0, "quarantined": 0},
             "recover() with five unsaved new sessions (nothing may be stored)",
         )
         await store.delete(drafts[4].session_id)
@@ -706,7 +704,7 @@ async def check_list_hides_empty_untitled(
     stream is active or a message is pending; they stay loadable. A hidden session that
     gets a title, a message or a stream shows, and hides again when idle and empty.
 
-    Rule: DESIGN.md, "Persistence contract"; issue 2, item 3 (hermes-webui listed
+    Rule: DESIGN.md, "Persistence contract" (hermes-webui listed
     hundreds of empty sessions).
     """
     async with _stores(factory, reopen) as stores:
@@ -858,8 +856,7 @@ async def check_invalid_session_ids(factory: StoreFactory, *, reopen: Reopen | N
     ``delete``, ``exists``, ``load_events`` and ``new_session``; nothing is stored. The
     check comes before any I/O: a closed store raises it too.
 
-    Rule: DESIGN.md, "Persistence contract" (refused before touching the disk); issue 2,
-    item 2.
+    Rule: DESIGN.md, "Persistence contract" (refused before touching the disk).
     """
     bad_ids: list[object] = ["../x", "", "a" * 65, "a b", "x/y", "abc\n", "é", ".", None, 5]
     async with _stores(factory, reopen) as stores:
@@ -891,7 +888,7 @@ async def check_invalid_session_ids(factory: StoreFactory, *, reopen: Reopen | N
         _equal(await _listed_ids(store), [], "list_sessions() after refused saves")
         _equal(
             dict(await store.recover()),
-            {"scanned": 0, "restored": 0, "orphaned_backups": 0},
+            {"scanned": 0, "restored": 0, "orphaned_backups": 0, "quarantined": 0},
             "recover() after refused saves (nothing may be stored)",
         )
 
@@ -904,7 +901,7 @@ async def check_delete_is_never_recovered(
     untouched; deleting again raises :class:`~runtime.SessionNotFound`.
 
     Rule: DESIGN.md, "Persistence contract" (recover never resurrects a deleted session:
-    tombstones); issue 2, item 3.
+    tombstones).
     """
     async with _stores(factory, reopen) as stores:
         store = await stores.fresh()
@@ -926,7 +923,7 @@ async def check_delete_is_never_recovered(
             store = await stores.restart(store)
             _equal(
                 dict(await store.recover()),
-                {"scanned": 1, "restored": 0, "orphaned_backups": 0},
+                {"scanned": 1, "restored": 0, "orphaned_backups": 0, "quarantined": 0},
                 f"recover() {label}",
             )
         with _raises(SessionNotFound, "delete() of a deleted session"):
@@ -941,13 +938,13 @@ async def check_recover_clean_store_is_noop(
     and the listing unchanged, and the same report when run again.
 
     Rule: DESIGN.md, "Persistence contract" (recover reports ``{scanned, restored,
-    orphaned_backups}``); issue 2, item 3 (a no-op on a clean store).
+    orphaned_backups}``) (a no-op on a clean store).
     """
     async with _stores(factory, reopen) as stores:
         store = await stores.fresh()
         _equal(
             dict(await store.recover()),
-            {"scanned": 0, "restored": 0, "orphaned_backups": 0},
+            {"scanned": 0, "restored": 0, "orphaned_backups": 0, "quarantined": 0},
             "recover() of an empty store",
         )
         sessions = [
@@ -964,7 +961,7 @@ async def check_recover_clean_store_is_noop(
         for attempt in ("first", "second"):
             _equal(
                 dict(await store.recover()),
-                {"scanned": 3, "restored": 0, "orphaned_backups": 0},
+                {"scanned": 3, "restored": 0, "orphaned_backups": 0, "quarantined": 0},
                 f"{attempt} recover() of a clean store",
             )
             for s in sessions:

@@ -248,11 +248,11 @@ def test_sessions_recover_prints_the_report(home: Path) -> None:
     (home / "sessions" / "orphan42.json.bak").write_bytes(orjson.dumps(orphan.to_dict()))
 
     report = json_lines(ok(cli(home, "sessions", "recover", "--json")).stdout)
-    assert report == [{"scanned": 2, "restored": 0, "orphaned_backups": 1}]
+    assert report == [{"scanned": 2, "restored": 1, "orphaned_backups": 1, "quarantined": 0}]
     assert show(home, "orphan42")["messages"] == [{"role": "user", "content": "x"}]
 
     again = json_lines(ok(cli(home, "sessions", "recover", "--json")).stdout)
-    assert again == [{"scanned": 2, "restored": 0, "orphaned_backups": 0}]
+    assert again == [{"scanned": 2, "restored": 0, "orphaned_backups": 0, "quarantined": 0}]
     text = ok(cli(home, "sessions", "recover")).stdout
     assert text.strip() == "scanned 2 sessions, restored 0, recreated 0 from orphan backups"
     assert show(home, sid)["message_count"] == 2

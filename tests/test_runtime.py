@@ -382,7 +382,7 @@ async def test_start_turn_on_stale_session_repairs_then_runs(tmp_path: Path) -> 
 
 async def test_runtime_start_runs_recovery(tmp_path: Path) -> None:
     async with Runtime(FileStore(tmp_path), tool_agent) as rt:
-        assert rt.recovery == {"scanned": 0, "restored": 0, "orphaned_backups": 0}
+        assert rt.recovery == {"scanned": 0, "restored": 0, "orphaned_backups": 0, "quarantined": 0}
 
 
 async def test_dead_stream_replays_durable_events_then_interrupted(tmp_path: Path) -> None:
@@ -471,3 +471,135 @@ async def test_runtime_prunes_routes_in_background_never_sessions(tmp_path: Path
                 await anyio.sleep(0.01)
         assert await table.get(fresh.session_key) is not None
         assert (await rt.get_session(s.session_id)).message_count > 0
+
+
+@pytest.mark.parametrize("ending", ["cancel", "error", "shutdown"])
+async def test_text_streamed_after_the_last_checkpoint_is_kept(ending: str, tmp_path: Path) -> None:
+    """Once a checkpoint has saved the draft as a ``_partial`` message, every ending
+    (cancel, agent error, shutdown) still keeps the text streamed after it."""
+    store = FileStore(tmp_path)
+    checkpointed, more_sent = anyio.Event(), anyio.Event()
+
+    async def agent(turn: Turn) -> None:
+        async with turn.tool("t") as call:  # activity, so a checkpoint fires
+            call.result = "ok"
+        await turn.token("Part one, ")
+        await checkpointed.wait()
+        await turn.token("part two.")
+        more_sent.set()
+        if ending == "error":
+            raise RuntimeError("model went away")
+        await anyio.sleep(60)
+
+    async with Runtime(store, agent, checkpoint_interval=INTERVAL, shutdown_grace=0.01) as rt:
+        s = rt.new_session()
+        stream_id = await rt.start_turn(s.session_id, "go")
+        with anyio.fail_after(5):
+            while not any(m.get("_partial") for m in (await store.load(s.session_id)).messages):
+                await anyio.sleep(INTERVAL)
+        checkpointed.set()
+        await more_sent.wait()
+        if ending == "cancel":
+            await rt.cancel(stream_id)
+        if ending != "shutdown":
+            await rt.wait_stream(stream_id)
+    async with FileStore(tmp_path) as reopened:
+        final = await reopened.load(s.session_id)
+    partial = [m for m in final.messages if m.get("_partial")]
+    assert [m["content"] for m in partial] == ["Part one, part two."]
+    assert final.active_stream_id is None
+
+
+class _Opaque:
+    pass
+
+
+def _deep(depth: int) -> Any:
+    value: Any = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("message", "field"),
+    [
+        ({"role": "assistant", "content": _Opaque()}, "'content'"),
+        ({"role": "assistant", "content": "x", "meta": {1: "int key"}}, "'meta'"),
+        ({"role": "assistant", "content": "lone \ud800 surrogate"}, "'content'"),
+        ({"role": "assistant", "content": _deep(100_000)}, "'content'"),
+    ],
+    ids=["object", "int-key", "lone-surrogate", "deep-nesting"],
+)
+async def test_add_message_refuses_what_json_cannot_carry_and_keeps_the_turn(
+    message: dict[str, Any], field: str, tmp_path: Path
+) -> None:
+    """A message that cannot be encoded is refused at ``add_message`` (naming the
+    field); everything else of the turn is saved and the turn ends ``done``."""
+    caught: list[BaseException] = []
+
+    async def agent(turn: Turn) -> None:
+        async with turn.tool("t") as call:
+            call.result = {"ok": True}
+        try:
+            await turn.add_message(message)
+        except TypeError as exc:
+            caught.append(exc)
+        await turn.token("bad token \udfff?")  # refused too
+        await turn.reply("still here")
+
+    async with Runtime(FileStore(tmp_path), agent) as rt:
+        s = rt.new_session()
+        events = await collect(rt, await rt.start_turn(s.session_id, "go"))
+        full = await rt.get_session(s.session_id)
+    assert len(caught) == 1 and field in str(caught[0])
+    assert [e.type for e in events][-2:] == ["error", "stream.end"]  # the bad token
+    contents = [m.get("content") for m in full.messages]
+    assert contents[0] == "go"
+    assert '{"ok":true}' in contents
+    assert not any(m.get("meta") for m in full.messages)
+
+
+async def test_tool_results_json_cannot_carry_are_stored_as_text(tmp_path: Path) -> None:
+    async def agent(turn: Turn) -> None:
+        async with turn.tool("a") as call:
+            call.result = {1: _Opaque()}
+        async with turn.tool("b") as call:
+            call.result = "lone \ud800"
+        await turn.reply("done")
+
+    async with Runtime(FileStore(tmp_path), agent) as rt:
+        s = rt.new_session()
+        events = await collect(rt, await rt.start_turn(s.session_id, "go"))
+        full = await rt.get_session(s.session_id)
+    assert events[-2].type == "done"
+    tool_messages = [m for m in full.messages if m["role"] == "tool"]
+    assert tool_messages[0]["content"].startswith('{"1":"<')
+    assert tool_messages[1]["content"] == "lone \\ud800"
+
+
+async def test_checkpoint_reports_the_messages_its_save_persisted() -> None:
+    """The agent appends while a slow save runs; the ``checkpoint`` event counts only
+    what that save wrote."""
+    written: list[int] = []
+
+    class SlowStore(MemoryStore):
+        async def _write(
+            self, session: Session, *, skip_index: bool, backup: bool, events: Sequence[Event]
+        ) -> None:
+            await super()._write(session, skip_index=skip_index, backup=backup, events=events)
+            if skip_index:
+                written.append(len(session.messages))
+                await anyio.sleep(INTERVAL * 2)
+
+    async def agent(turn: Turn) -> None:
+        for i in range(30):
+            await turn.add_message({"role": "assistant", "content": f"m{i}"})
+            await anyio.sleep(INTERVAL / 5)
+
+    async with Runtime(SlowStore(), agent, checkpoint_interval=INTERVAL) as rt:
+        s = rt.new_session()
+        events = await collect(rt, await rt.start_turn(s.session_id, "go"))
+    reported = [e.data["messages"] for e in events if e.type == "checkpoint"]
+    assert reported, "no checkpoint happened"
+    assert reported == written[: len(reported)]

@@ -194,7 +194,12 @@ class StreamEvents:
         batch = first
         try:
             if not batch:
+                # Resumed at the live head: nothing to replay, so send the hint at once
+                # and wait for the stream to go on (a client that dropped right after
+                # the newest event must be followed, not cut off).
                 yield head
+                head = b""
+                batch = await events.next_batch()
             while batch:
                 shared = events.from_log
                 for i in range(0, len(batch), CHUNK_EVENTS):

@@ -13,15 +13,16 @@ import logging
 import os
 from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import Any
 
 import orjson
 
-from .._exceptions import InvalidSessionId, StoreError
+from .._exceptions import CorruptSession, InvalidSessionId
 from .._session import validate_session_id
 from . import _fileio as fio
 from .abc import RecoveryReport
 
-__all__ = ["recover_directory"]
+__all__ = ["read_backup", "recover_directory"]
 
 logger = logging.getLogger("runtime.stores.files")
 
@@ -34,6 +35,9 @@ def _scan(directory: Path) -> dict[str, set[str]]:
     for entry in os.scandir(directory):
         name = entry.name
         if name.startswith("_"):
+            continue
+        if not entry.is_file():
+            logger.warning("recover: ignoring %s (not a regular file)", entry.path)
             continue
         if name.startswith("."):
             if name.endswith(".tmp"):
@@ -59,6 +63,21 @@ def _restore(directory: Path, sid: str, bak: dict[str, object], gen: int) -> Non
     fio.unlink(directory / f"{sid}.json.bak")
 
 
+def read_backup(directory: Path, sid: str) -> dict[str, Any] | None:
+    """The session's backup if it is whole and holds this session, else ``None``
+    (a damaged one is moved to quarantine first)."""
+    path = directory / f"{sid}.json.bak"
+    try:
+        bak = fio.read_session_file(path)
+    except CorruptSession as exc:
+        fio.quarantine(path, str(exc))
+        return None
+    if bak is not None and bak.get("session_id", sid) != sid:
+        fio.quarantine(path, f"holds session {bak.get('session_id')!r}, not {sid!r}")
+        return None
+    return bak
+
+
 def recover_directory(
     directory: Path,
     tombstones: Collection[str],
@@ -66,7 +85,11 @@ def recover_directory(
     count_and_gen: Callable[[str], tuple[int, int] | None],
 ) -> tuple[RecoveryReport, set[str]]:
     """Recover ``directory``; returns the report and the ids whose files changed or
-    whose index row is missing or dangling (the caller re-indexes those).
+    whose index row is missing or dangling (the caller re-indexes those, and
+    quarantines any that still cannot be read).
+
+    A damaged backup is moved to ``_quarantine/``; a damaged live snapshot with a
+    whole backup is moved there too and the backup restored.
 
     :param count_and_gen: reads a live session's (message count, generation).
     """
@@ -79,28 +102,32 @@ def recover_directory(
         snaps.discard(sid)
         baks.discard(sid)
         changed.add(sid)
-    restored = orphaned = 0
+    restored = orphaned = quarantined = 0
     for sid in sorted(baks):
-        try:
-            bak = fio.read_session_file(directory / f"{sid}.json.bak")
-            live = count_and_gen(sid) if sid in snaps else None
-        except StoreError as exc:
-            logger.error("recover: cannot read session %s: %s", sid, exc)
-            continue
+        changed.add(sid)
+        bak = read_backup(directory, sid)
         if bak is None:
+            quarantined += 1
             continue
+        live: tuple[int, int] | None = None
+        if sid in snaps:
+            try:
+                live = count_and_gen(sid)
+            except CorruptSession as exc:
+                fio.quarantine(directory / f"{sid}.json", str(exc))
+                quarantined += 1
         messages = bak["messages"]
         if live is None:
             fio.unlink(directory / f"{sid}.journal")
-            _restore(directory, sid, bak, int(bak.get("gen") or 0) + 1)
+            _restore(directory, sid, bak, bak.get("gen", 0) + 1)
             snaps.add(sid)
             orphaned += 1
+            restored += 1
         elif live[0] < len(messages):
-            _restore(directory, sid, bak, max(live[1], int(bak.get("gen") or 0)) + 1)
+            _restore(directory, sid, bak, max(live[1], bak.get("gen", 0)) + 1)
             restored += 1
         else:
             fio.unlink(directory / f"{sid}.json.bak")  # superseded by the live file
-        changed.add(sid)
         logger.warning(
             "recover: session %s %s",
             sid,
@@ -113,5 +140,6 @@ def recover_directory(
         "scanned": len(snaps),
         "restored": restored,
         "orphaned_backups": orphaned,
+        "quarantined": quarantined,
     }
     return report, changed

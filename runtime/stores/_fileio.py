@@ -3,30 +3,62 @@ I/O thread or ``anyio.to_thread``).
 
 Atomic replace follows the POSIX recipe: write a temporary file in the same
 directory, fsync it, ``os.replace`` it over the target, fsync the directory.
+
+Files are created ``0600`` and directories ``0700``: sessions hold conversations
+and, in their metadata, whatever a host put there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
+import time
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from .._exceptions import CorruptSession
 
+logger = logging.getLogger("runtime.stores.files")
+
+#: Mode of every file the store creates (before the umask).
+FILE_MODE = 0o600
+#: Mode of every directory the store creates.
+DIR_MODE = 0o700
+#: Folder (inside the sessions directory) where damaged files are moved or copied.
+QUARANTINE = "_quarantine"
+
 __all__ = [
+    "DIR_MODE",
+    "FILE_MODE",
+    "QUARANTINE",
     "AppendFds",
+    "JsonLines",
     "append_durable",
     "atomic_write",
     "decode_session",
+    "field_error",
     "fsync_dir",
+    "json_lines_checked",
+    "quarantine",
     "read_bytes",
     "read_session_file",
     "unlink",
 ]
+
+
+def _named(exc: OSError, path: Path | str) -> OSError:
+    """``exc`` with ``path`` as its file name when it has none (a failed ``write`` or
+    ``fsync`` on a descriptor names no file), so the error says where the disk failed."""
+    if exc.filename is not None:
+        return exc
+    named = OSError(exc.errno, exc.strerror or str(exc), str(path))
+    named.__cause__ = exc
+    return named
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -41,11 +73,13 @@ def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    except OSError as exc:
+        raise _named(exc, directory) from None
     finally:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, sync_dir: bool = True, mode: int = 0o644) -> None:
+def atomic_write(path: Path, data: bytes, *, sync_dir: bool = True, mode: int = FILE_MODE) -> None:
     """Replace ``path`` with ``data``: temp file, fsync, rename, directory fsync.
 
     A crash at any instant leaves the old file or the new one, never a torn one.
@@ -57,6 +91,10 @@ def atomic_write(path: Path, data: bytes, *, sync_dir: bool = True, mode: int = 
     try:
         _write_all(fd, data)
         os.fsync(fd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise _named(exc, tmp) from None
     finally:
         os.close(fd)
     try:
@@ -75,10 +113,12 @@ def append_durable(path: Path, data: bytes, *, created: bool) -> None:
     :param created: the file is known to exist with a durable directory entry; when
         False the directory is fsynced too, so the new name survives a crash.
     """
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
     try:
         _write_all(fd, data)
         os.fdatasync(fd)
+    except OSError as exc:
+        raise _named(exc, path) from None
     finally:
         os.close(fd)
     if not created:
@@ -113,10 +153,13 @@ class AppendFds:
         with self._lock:
             fd = self._fds.pop(key, None)
         if fd is None:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         try:
             _write_all(fd, data)
             os.fdatasync(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise _named(exc, path) from None
         except BaseException:
             os.close(fd)
             raise
@@ -158,9 +201,11 @@ class AppendFds:
 
 def truncate_durable(path: Path) -> None:
     """Create ``path`` empty, or empty it, and fsync it (the caller fsyncs the dir)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
         os.fsync(fd)
+    except OSError as exc:
+        raise _named(exc, path) from None
     finally:
         os.close(fd)
 
@@ -176,17 +221,23 @@ def read_bytes(path: Path | str) -> bytes | None:
     except FileNotFoundError:
         return None
     try:
-        data = os.read(fd, os.fstat(fd).st_size + 1)
-        more = os.read(fd, 1 << 20) if data else b""
-        if not more:
-            return data
-        chunks = [data, more]  # the file grew (or a short read): read to its end
-        while more:
-            more = os.read(fd, 1 << 20)
-            chunks.append(more)
-        return b"".join(chunks)
+        return _read_all(fd)
+    except OSError as exc:
+        raise _named(exc, path) from None
     finally:
         os.close(fd)
+
+
+def _read_all(fd: int) -> bytes:
+    data = os.read(fd, os.fstat(fd).st_size + 1)
+    more = os.read(fd, 1 << 20) if data else b""
+    if not more:
+        return data
+    chunks = [data, more]  # the file grew (or a short read): read to its end
+    while more:
+        more = os.read(fd, 1 << 20)
+        chunks.append(more)
+    return b"".join(chunks)
 
 
 def unlink(path: Path) -> bool:
@@ -200,17 +251,30 @@ def unlink(path: Path) -> bool:
 
 def json_lines(data: bytes) -> list[Any]:
     """Decode JSON lines, ignoring a torn or undecodable tail (see :func:`json_lines_checked`)."""
-    return json_lines_checked(data)[0]
+    return json_lines_checked(data).records
 
 
-def json_lines_checked(data: bytes) -> tuple[list[Any], bool]:
-    """Decode JSON lines; returns them and whether the data was whole.
+class JsonLines(NamedTuple):
+    """Decoded JSON lines: the ``records`` kept; ``clean``, whether nothing was
+    dropped; ``damaged_line``, the 1-based number of an undecodable *complete* line
+    (``None`` when at most a torn tail was dropped); ``dropped``, how many complete
+    lines were dropped (that one and every line after it)."""
+
+    records: list[Any]
+    clean: bool
+    damaged_line: int | None = None
+    dropped: int = 0
+
+
+def json_lines_checked(data: bytes) -> JsonLines:
+    """Decode JSON lines.
 
     A crash during an append can leave the last line partial; it was never
     acknowledged (its fsync did not return), so it is dropped. An undecodable line
-    in the middle also ends the log: what follows it cannot be trusted in order.
-    The flag is ``False`` when something was dropped: a write appended after such a
-    tail would be glued to it and lost, so the caller must rewrite the file first.
+    in the middle also ends the log: what follows it cannot be trusted in order; the
+    result says where (the caller logs it and keeps a copy). ``clean`` is ``False``
+    when something was dropped: a write appended after such a tail would be glued to
+    it and lost, so the caller must rewrite the file first.
     """
     end = data.rfind(b"\n")
     if end > 0:
@@ -225,19 +289,46 @@ def json_lines_checked(data: bytes) -> tuple[list[Any], bool]:
             pass
         else:
             if len(out) == body.count(b"\n") + 1:
-                return out, end == len(data) - 1
+                return JsonLines(out, end == len(data) - 1)
     out = []
     lines = data.split(b"\n")
     complete = lines[:-1]  # the piece after the last newline is torn or empty
     clean = lines[-1] == b""
-    for line in complete:
+    for number, line in enumerate(complete, 1):
         if not line:
             continue
         try:
             out.append(orjson.loads(line))
         except orjson.JSONDecodeError:
-            return out, False
-    return out, clean
+            dropped = sum(1 for rest in complete[number - 1 :] if rest)
+            return JsonLines(out, False, number, dropped)
+    return JsonLines(out, clean)
+
+
+def quarantine(path: Path, reason: str, *, copy: bool = False) -> Path | None:
+    """Move a damaged file aside into ``_quarantine/`` beside it (a name that is
+    never a session), or copy it there with ``copy=True``, and log why. Returns the
+    new path, or ``None`` if the file was already gone.
+
+    :raises OSError: if the folder cannot be made or the file moved.
+    """
+    folder = path.parent / QUARANTINE
+    folder.mkdir(mode=DIR_MODE, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = folder / f"{path.name}.{stamp}.{uuid.uuid4().hex[:8]}"
+    try:
+        if copy:
+            data = read_bytes(path)
+            if data is None:
+                return None
+            atomic_write(target, data)
+        else:
+            os.replace(path, target)
+            fsync_dir(path.parent)
+    except FileNotFoundError:
+        return None
+    logger.error("quarantined %s as %s: %s", path, target, reason)
+    return target
 
 
 def read_session_file(path: Path | str) -> dict[str, Any] | None:
@@ -249,16 +340,49 @@ def read_session_file(path: Path | str) -> dict[str, Any] | None:
     return None if data is None else decode_session(path, data)
 
 
+_NUMBER_FIELDS = ("created_at", "updated_at", "pending_started_at")
+_TEXT_FIELDS = ("session_id", "title", "active_stream_id", "pending_user_message")
+
+
+def field_error(d: dict[str, Any]) -> str | None:
+    """What is wrong with the types of a decoded session's fields, or ``None``."""
+    messages = d.get("messages")
+    if not isinstance(messages, list):
+        return "no 'messages' list"
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            return f"message {i} is a JSON {type(m).__name__}, not an object"
+    for key in _NUMBER_FIELDS:
+        value = d.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            return f"field {key!r} is {value!r}, not a number"
+    for key in _TEXT_FIELDS:
+        value = d.get(key)
+        if value is not None and not isinstance(value, str):
+            return f"field {key!r} is {value!r}, not a string"
+    gen = d.get("gen", 0)
+    if isinstance(gen, bool) or not isinstance(gen, int) or gen < 0:
+        return f"field 'gen' is {gen!r}, not an integer >= 0"
+    metadata = d.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        return f"field 'metadata' is {metadata!r}, not an object"
+    return None
+
+
 def decode_session(path: Path | str, data: bytes) -> dict[str, Any]:
     """Decode the bytes of a snapshot (or ``.bak``) file read from ``path``.
 
-    :raises CorruptSession: naming ``path``, if it is not a JSON object with a
-        ``messages`` list.
+    :raises CorruptSession: naming ``path`` and the rule, if it is not a JSON object
+        with a ``messages`` list of objects and fields of the right types (numbers for
+        times, strings for ids and text, a non-negative integer ``gen``).
     """
     try:
         d = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise CorruptSession(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(d, dict) or not isinstance(d.get("messages"), list):
-        raise CorruptSession(f"{path}: not a session (no 'messages' list)")
+    if not isinstance(d, dict):
+        raise CorruptSession(f"{path}: not a session (a JSON {type(d).__name__}, not an object)")
+    problem = field_error(d)
+    if problem is not None:
+        raise CorruptSession(f"{path}: not a session ({problem})")
     return d

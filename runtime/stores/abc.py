@@ -9,7 +9,9 @@ the backend's ``_write``:
 * ids must match ``[A-Za-z0-9_-]{1,64}`` (:class:`InvalidSessionId`, before any I/O);
 * replacing stored messages with ``[]`` while a stream is pending is refused;
 * a save that shrinks the stored message list asks the backend for a backup;
-* a new session lives in memory only until its first save.
+* a new session lives in memory only until its first save;
+* credentials in ``metadata`` (keys such as ``api_key`` or ``authorization``, at any
+  depth) are replaced by ``"[redacted]"`` before anything reaches the backend.
 """
 
 from __future__ import annotations
@@ -36,16 +38,84 @@ from .._exceptions import (
 )
 from .._session import Session, validate_session_id
 
-__all__ = ["RecoveryReport", "SessionPage", "Store", "StoredInfo"]
+__all__ = [
+    "DEFAULT_REDACT_KEYS",
+    "REDACTED",
+    "RecoveryReport",
+    "SessionPage",
+    "Store",
+    "StoredInfo",
+    "redact",
+]
+
+#: Metadata keys whose values are credentials and never reach storage (compared
+#: case-insensitively, with ``-`` read as ``_``).
+DEFAULT_REDACT_KEYS = frozenset(
+    {
+        "api_key",
+        "apikey",
+        "x_api_key",
+        "authorization",
+        "proxy_authorization",
+        "password",
+        "passwd",
+        "secret",
+        "client_secret",
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "cookie",
+        "set_cookie",
+        "private_key",
+    }
+)
+
+#: What a redacted value is replaced by.
+REDACTED = "[redacted]"
+
+
+def _redact_key(key: str) -> str:
+    return key.lower().replace("-", "_")
+
+
+def redact(value: object, keys: frozenset[str] = DEFAULT_REDACT_KEYS) -> int:
+    """Replace, in place, the values of credential keys in ``value`` (dicts and lists,
+    at any depth) by :data:`REDACTED`; returns how many were replaced.
+
+    :param keys: key names, lower case with ``_`` for ``-``.
+    """
+    count = 0
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and _redact_key(key) in keys:
+                if item not in (None, "", REDACTED):
+                    value[key] = REDACTED
+                    count += 1
+            else:
+                count += redact(item, keys)
+    elif isinstance(value, list):
+        for item in value:
+            count += redact(item, keys)
+    return count
 
 
 class RecoveryReport(TypedDict):
-    """What ``Store.recover()`` did: sessions scanned, live sessions restored from
-    their backup, sessions recreated from an orphan backup."""
+    """What ``Store.recover()`` did.
+
+    :ivar scanned: sessions stored after recovery.
+    :ivar restored: sessions restored from a backup, every one (those recreated from an
+        orphan backup included).
+    :ivar orphaned_backups: of those, sessions recreated from a backup with no live
+        state.
+    :ivar quarantined: damaged files moved aside (a file that cannot be read as a
+        session or backup); each is logged with its reason and affects nothing else.
+    """
 
     scanned: int
     restored: int
     orphaned_backups: int
+    quarantined: int
 
 
 class StoredInfo(NamedTuple):
@@ -119,7 +189,14 @@ class Store(ABC):
     #: idle per-session locks kept at least (pruned once the dict reaches the limit)
     _LOCKS_KEPT = 1024
 
-    def __init__(self) -> None:
+    def __init__(self, *, redact_keys: Iterable[str] | None = None) -> None:
+        """:param redact_keys: metadata keys whose values never reach storage (default
+        :data:`DEFAULT_REDACT_KEYS`; ``()`` turns redaction off)."""
+        self.redact_keys = (
+            DEFAULT_REDACT_KEYS
+            if redact_keys is None
+            else frozenset(_redact_key(k) for k in redact_keys)
+        )
         self._unsaved: dict[str, Session] = {}
         self._opened = False
         self._closed = False
@@ -225,6 +302,9 @@ class Store(ABC):
         :param events: stream events to persist with this save, keyed by their own
             ``stream_id``, so the stream can be replayed after a restart (see
             :meth:`load_events`); events already persisted (by ``seq``) are skipped.
+        Credentials in ``session.metadata`` (see ``redact_keys``) are replaced by
+        :data:`REDACTED` in ``session`` itself first, so no store ever writes them.
+
         :raises MetadataOnlySaveError: for a metadata-only session, before any I/O.
         :raises InvalidSessionId: for a bad id, before any I/O.
         :raises EmptyOverwriteRefused: if stored messages would be replaced by ``[]``
@@ -239,6 +319,8 @@ class Store(ABC):
             )
         self._check_id(session.session_id)
         self._check_open()
+        if session.metadata and self.redact_keys:
+            redact(session.metadata, self.redact_keys)
         lock = self._session_lock(session.session_id)
         await lock.acquire()
         try:

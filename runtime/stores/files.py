@@ -24,24 +24,25 @@ else in anyio's worker pool. Journal descriptors stay open between checkpoints
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from .._config import default_root
 from .._events import Event
-from .._exceptions import InvalidSessionId, StoreError, StoreLocked
+from .._exceptions import CorruptSession, InvalidSessionId, StoreError, StoreLocked
 from .._json import kept
 from .._session import META_FIELDS, Session
 from . import _fileio as fio
 from ._file_index import SessionIndex
-from ._file_recovery import recover_directory
+from ._file_recovery import read_backup, recover_directory
 from ._iothread import IOThread
 from .abc import RecoveryReport, Store, StoredInfo, not_found
 
@@ -62,9 +63,41 @@ This directory is a runtime FileStore (one process at a time; see _lock).
 Names starting with "_" or "." are never sessions. List sessions with: runtime sessions list
 """
 
+T = TypeVar("T")
+
 _FORCE_COMPACT = 1 << 62  # a journal size no checkpoint appends to
 
 _META_KEYS = tuple(k for k in META_FIELDS if k != "updated_at")
+
+
+def os_error(exc: OSError) -> StoreError:
+    """``exc`` as a :class:`StoreError` naming the file and the cause."""
+    code = errno.errorcode.get(exc.errno or 0, "")
+    cause = exc.strerror or str(exc)
+    where = exc.filename if exc.filename is not None else "the store"
+    return StoreError(f"{where}: {cause}" + (f" ({code})" if code else ""))
+
+
+def _journal_record_error(rec: dict[str, Any], count: int) -> str | None:
+    """What is wrong with a decoded journal record of the current generation."""
+    base = rec.get("base")
+    if isinstance(base, bool) or not isinstance(base, int) or not 0 <= base <= count:
+        return f"'base' is {base!r}, not an integer from 0 to {count}"
+    messages = rec.get("messages")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        return "'messages' is not a list of objects"
+    updated_at = rec.get("updated_at")
+    if isinstance(updated_at, bool) or not isinstance(updated_at, int | float):
+        return f"'updated_at' is {updated_at!r}, not a number"
+    meta = rec.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        return f"'meta' is {meta!r}, not an object"
+    events = rec.get("events")
+    if events is not None and not (
+        isinstance(events, list) and isinstance(rec.get("stream_id"), str)
+    ):
+        return "'events' is not a list with a 'stream_id'"
+    return None
 
 
 def _meta(session: Session) -> dict[str, Any]:
@@ -97,15 +130,23 @@ class FileStore(Store):
     :param root: the store root (default ``$RUNTIME_HOME`` or ``./.runtime``).
     :param compact_bytes: a checkpoint compacts instead of appending once the journal
         exceeds this many bytes and the snapshot's size (amortised O(1) per byte).
+    :param redact_keys: metadata keys whose values never reach disk (see
+        :class:`~runtime.stores.abc.Store`).
+
+    The root and ``sessions/`` are created ``0700`` and every file ``0600``.
     :raises StoreLocked: from :meth:`open` if another process holds the root.
     """
 
     exclusive = True  # one process per root (the _lock file)
 
     def __init__(
-        self, root: str | os.PathLike[str] | None = None, *, compact_bytes: int = 4 << 20
+        self,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        compact_bytes: int = 4 << 20,
+        redact_keys: Iterable[str] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(redact_keys=redact_keys)
         self.root = Path(root) if root is not None else default_root()
         self.dir = self.root / "sessions"
         self.compact_bytes = compact_bytes
@@ -119,6 +160,15 @@ class FileStore(Store):
 
     def __repr__(self) -> str:
         return f"FileStore({str(self.root)!r})"
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking file work off the event loop; an ``OSError`` (ENOSPC, EIO,
+        EACCES, ENOTDIR, …) comes out as :class:`StoreError` naming the path and the
+        cause, so callers see one error tree whatever the disk did."""
+        try:
+            return await self._io.run(fn, *args)
+        except OSError as exc:
+            raise os_error(exc) from exc
 
     def _check_id(self, session_id: str) -> str:
         sid = super()._check_id(session_id)
@@ -150,14 +200,17 @@ class FileStore(Store):
     # -- lifecycle -------------------------------------------------------------------
 
     async def _open(self) -> None:
-        await self._io.run(self._open_sync)
+        await self._run(self._open_sync)
 
     def _open_sync(self) -> None:
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(mode=fio.DIR_MODE, exist_ok=True)
+            self.dir.mkdir(mode=fio.DIR_MODE, exist_ok=True)
+            os.chmod(self.dir, fio.DIR_MODE)  # ours alone, even if made by an older version
         except OSError as exc:
             raise StoreError(f"cannot create store directory {self.dir}: {exc}") from exc
-        fd = os.open(self.dir / "_lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.dir / "_lock", os.O_RDWR | os.O_CREAT, fio.FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -165,7 +218,8 @@ class FileStore(Store):
             os.close(fd)
             raise StoreLocked(
                 f"store root {str(self.root)!r} is in use by another process (pid {holder}); "
-                "one process may own a FileStore root at a time (use PostgresStore to share)"
+                "one process may own a FileStore root at a time: stop that process, or "
+                "give this one another root"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
@@ -201,7 +255,7 @@ class FileStore(Store):
             sid = name[:-5]
             try:
                 state = self._read_state_sync(sid)
-            except StoreError as exc:
+            except (StoreError, OSError) as exc:
                 logger.error("skipping unreadable session %s: %s", sid, exc)
                 continue
             if state is not None:
@@ -217,24 +271,46 @@ class FileStore(Store):
         if data is None:
             return None
         d = fio.decode_session(path, data)
+        inner = d.get("session_id", sid)
+        if inner != sid:
+            raise CorruptSession(
+                f"{path}: holds session {inner!r}, not {sid!r} (a snapshot must hold the "
+                "session its file name says; saving it would write to the other session)"
+            )
         gen = d.get("gen", 0)
         messages: list[dict[str, Any]] = d["messages"]
-        journal = fio.read_bytes(self._path(sid, ".journal")) or b""
+        journal_path = self._path(sid, ".journal")
+        journal = fio.read_bytes(journal_path) or b""
         has_events = False
-        records, clean = fio.json_lines_checked(journal)
-        for rec in records:
+        lines = fio.json_lines_checked(journal)
+        clean = lines.clean
+        for number, rec in enumerate(lines.records, 1):
             if not isinstance(rec, dict) or rec.get("gen") != gen:
                 continue
+            problem = _journal_record_error(rec, len(messages))
+            if problem is not None:
+                dropped = len(lines.records) - number + 1
+                self._damaged_journal(journal_path, number, dropped, problem)
+                clean = False
+                break
             del messages[rec["base"] :]
             messages.extend(rec["messages"])
             d["updated_at"] = rec["updated_at"]
             if "meta" in rec:
                 d.update(rec["meta"])
             has_events = has_events or bool(rec.get("events"))
+        else:
+            if lines.damaged_line is not None:
+                self._damaged_journal(
+                    journal_path, lines.damaged_line, lines.dropped, "not valid JSON"
+                )
+        problem = fio.field_error(d)
+        if problem is not None:
+            raise CorruptSession(f"{journal_path}: its records make a bad session ({problem})")
         d.pop("format", None)
         d.pop("gen", None)
         d["message_count"] = len(messages)
-        bak = fio.read_session_file(self._path(sid, ".json.bak"))
+        bak = read_backup(self.dir, sid)  # a damaged one goes to quarantine
         row = {k: d.get(k) for k in META_FIELDS}
         row["message_count"] = len(messages)
         durable = _Durable(
@@ -253,8 +329,19 @@ class FileStore(Store):
         self._durable[sid] = durable
         return d, durable
 
+    def _damaged_journal(self, path: str, line: int, dropped: int, problem: str) -> None:
+        """Log a journal damaged in the middle (not a torn tail) and keep a copy of it
+        in quarantine: the next save compacts and empties the journal, and the lines
+        from the damaged one on cannot be applied in order."""
+        fio.quarantine(
+            Path(path),
+            f"line {line} is damaged ({problem}); it and the {dropped - 1} line(s) after "
+            "it are not applied",
+            copy=True,
+        )
+
     async def _read_state(self, sid: str) -> tuple[dict[str, Any], _Durable] | None:
-        return await self._io.run(self._read_state_sync, sid)
+        return await self._run(self._read_state_sync, sid)
 
     async def _stored_info(self, session_id: str) -> StoredInfo | None:
         d = self._durable.get(session_id)
@@ -298,7 +385,7 @@ class FileStore(Store):
             and d.journal_bytes < max(self.compact_bytes, d.snapshot_bytes)
         ):
             line, after = self._journal_line(session, d, events)
-            await self._io.run(self._append_sync, sid, line, d, after)
+            await self._run(self._append_sync, sid, line, d, after)
             return
         await self._compact(
             session, d, skip_index=skip_index, backup=backup, events=events, untomb=untomb
@@ -377,7 +464,7 @@ class FileStore(Store):
         event_dicts = [e.to_dict() for e in events]  # not Event.json(): see _journal_line
         index_line = b"" if skip_index else self._index.put(row)
         rewrite = None if skip_index else self._index.compaction_due()
-        await self._io.run(
+        await self._run(
             self._compact_sync,
             session.session_id,
             d,
@@ -500,7 +587,7 @@ class FileStore(Store):
                     last = e["seq"]
             return out
 
-        return await self._io.run(read)
+        return await self._run(read)
 
     # -- delete, list, recover -------------------------------------------------------
 
@@ -526,7 +613,7 @@ class FileStore(Store):
             fio.fsync_dir(self.dir)
             self._index.append(line)
 
-        await self._io.run(delete)
+        await self._run(delete)
 
     async def _list_page(self, limit: int, after: tuple[float, str] | None) -> list[Session]:
         return [
@@ -546,7 +633,16 @@ class FileStore(Store):
                 self._durable = {sid: d for sid, d in self._durable.items() if sid not in changed}
                 rows = dict(self._index.rows)
                 for sid in changed:
-                    state = self._read_state_sync(sid)
+                    try:
+                        state = self._read_state_sync(sid)
+                    except CorruptSession as exc:
+                        self._quarantine_session_sync(sid, str(exc))
+                        report["quarantined"] += 1
+                        report["scanned"] -= 1
+                        state = None
+                    except OSError as exc:
+                        logger.error("recover: cannot read session %s: %s", sid, os_error(exc))
+                        state = None
                     if state is None:
                         rows.pop(sid, None)
                     else:
@@ -554,7 +650,15 @@ class FileStore(Store):
                 self._index.replace_all(rows)
             return report
 
-        return await self._io.run(run)
+        return await self._run(run)
+
+    def _quarantine_session_sync(self, sid: str, reason: str) -> None:
+        """Move a session whose snapshot cannot be read (and its journal and events,
+        which mean nothing without it) to quarantine; nothing else is touched."""
+        self._fds.discard(sid)
+        for suffix in (".json", ".journal", ".events.jsonl"):
+            fio.quarantine(Path(self._path(sid, suffix)), reason)
+        self._durable.pop(sid, None)
 
     def _count_and_gen(self, sid: str) -> tuple[int, int] | None:
         state = self._read_state_sync(sid)

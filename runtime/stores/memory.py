@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -58,8 +58,8 @@ class MemoryStore(Store):
         events of each stream.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *, redact_keys: Iterable[str] | None = None) -> None:
+        super().__init__(redact_keys=redact_keys)
         self.sessions: dict[str, Stored] = {}
         self.backups: dict[str, Stored] = {}
         self.tombstones: set[str] = set()
@@ -140,10 +140,16 @@ class MemoryStore(Store):
             if live is None:
                 self.sessions[sid] = bak
                 orphaned += 1
+                restored += 1
             elif live.message_count < bak.message_count:
                 self.sessions[sid] = bak
                 restored += 1
-        return {"scanned": len(self.sessions), "restored": restored, "orphaned_backups": orphaned}
+        return {
+            "scanned": len(self.sessions),
+            "restored": restored,
+            "orphaned_backups": orphaned,
+            "quarantined": 0,
+        }
 
     async def _load_events(self, session_id: str, stream_id: str, after_seq: int) -> list[Event]:
         _last, lines = self.events.get((session_id, stream_id)) or (0, bytearray())

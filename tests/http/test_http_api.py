@@ -464,7 +464,7 @@ async def test_lifespan_enters_and_leaves_the_runtime() -> None:
     assert not rt.running
     async with app.router.lifespan_context(app):
         assert rt.running
-        assert rt.recovery == {"scanned": 0, "restored": 0, "orphaned_backups": 0}
+        assert rt.recovery == {"scanned": 0, "restored": 0, "orphaned_backups": 0, "quarantined": 0}
     assert not rt.running
 
 

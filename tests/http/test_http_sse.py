@@ -329,3 +329,32 @@ async def test_subscriber_behind_the_retained_window_gets_410() -> None:
         assert r.json()["error"] == "subscriber_lagged"
         assert "seq 3" in r.json()["detail"]
         go.set()
+
+
+async def test_resume_at_the_live_head_waits_and_follows_the_stream() -> None:
+    """A client that reconnects with the newest seq of a live stream (it dropped right
+    after the latest event, e.g. while a tool runs) is followed to ``stream.end``."""
+    reached, go = anyio.Event(), anyio.Event()
+    agent = scripted_agent(["a", Notify(reached), WaitFor(go), Reply("b")])
+    async with open_app(agent) as s:
+        sid = (await s.client.post("/api/sessions")).json()["session_id"]
+        stream_id = (
+            await s.client.post(f"/api/sessions/{sid}/turns", json={"message": "x"})
+        ).json()["stream_id"]
+        await reached.wait()
+        head = s.runtime.broker.get(stream_id).last_seq
+
+        def on_chunk(chunk: bytes, disconnect: anyio.Event) -> None:
+            go.set()  # the agent goes on only once the response has started
+
+        status, chunks = await drive_asgi_get(
+            s.app,
+            f"/api/streams/{stream_id}/events",
+            on_chunk,
+            headers=[(b"last-event-id", str(head).encode())],
+        )
+        assert status == 200
+        events = events_of(b"".join(chunks).decode())
+        assert events, "the response ended without following the stream"
+        assert_gapless(events, first=head + 1)
+        assert [e["type"] for e in events][-2:] == ["done", "stream.end"]

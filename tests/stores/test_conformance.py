@@ -159,7 +159,12 @@ class RecoverRestoresBackupsAlways(MemoryStore):
             if sid in self.sessions and bak.blob != self.sessions[sid].blob:
                 self.sessions[sid] = bak
                 restored += 1
-        return {"scanned": len(self.sessions), "restored": restored, "orphaned_backups": 0}
+        return {
+            "scanned": len(self.sessions),
+            "restored": restored,
+            "orphaned_backups": 0,
+            "quarantined": 0,
+        }
 
 
 BROKEN: list[tuple[type[MemoryStore], StoreCheck]] = [

@@ -32,6 +32,7 @@ from runtime import (
     MetadataOnlySaveError,
     Session,
     SessionNotFound,
+    StoreError,
     StoreLocked,
 )
 from runtime.stores.abc import Store
@@ -471,7 +472,7 @@ async def test_failed_checkpoint_write_makes_the_next_save_compact(
 
         monkeypatch.setattr(_fileio, "_write_all", short_write)
         s.messages.append(msg(2))
-        with pytest.raises(OSError, match="No space left"):
+        with pytest.raises(StoreError, match=r"full\.journal: No space left on device \(ENOSPC\)"):
             await store.save(s, skip_index=True)
         journal = sdir(root) / "full.journal"
         assert not journal.read_bytes().endswith(b"\n"), "the fake left no torn fragment"
@@ -588,7 +589,7 @@ async def test_recover_restores_live_file_with_fewer_messages(root: Path) -> Non
 
     async with FileStore(root) as store:
         report = await store.recover()
-        assert report == {"scanned": 1, "restored": 1, "orphaned_backups": 0}
+        assert report == {"scanned": 1, "restored": 1, "orphaned_backups": 0, "quarantined": 0}
         assert contents(await store.load(s.session_id)) == [str(i) for i in range(6)]
         assert await listed(store) == {s.session_id: 6}
     assert not (sdir(root) / f"{s.session_id}.json.bak").exists()
@@ -603,7 +604,12 @@ async def test_recover_keeps_live_file_that_has_more_messages(root: Path) -> Non
         await store.save(s)
     (sdir(root) / f"{s.session_id}.json.bak").write_bytes(bak_body(s.session_id, 2))
     async with FileStore(root) as store:
-        assert await store.recover() == {"scanned": 1, "restored": 0, "orphaned_backups": 0}
+        assert await store.recover() == {
+            "scanned": 1,
+            "restored": 0,
+            "orphaned_backups": 0,
+            "quarantined": 0,
+        }
         assert contents(await store.load(s.session_id)) == [str(i) for i in range(5)]
 
 
@@ -614,7 +620,12 @@ async def test_recover_recreates_session_from_orphan_backup(root: Path) -> None:
     (sdir(root) / f"{sid}.json.bak").write_bytes(bak_body(sid, 4, title="lost"))
 
     async with FileStore(root) as store:
-        assert await store.recover() == {"scanned": 1, "restored": 0, "orphaned_backups": 1}
+        assert await store.recover() == {
+            "scanned": 1,
+            "restored": 1,
+            "orphaned_backups": 1,
+            "quarantined": 0,
+        }
         restored = await store.load(sid)
         assert restored.title == "lost"
         assert contents(restored) == ["0", "1", "2", "3"]
@@ -636,7 +647,12 @@ async def test_recover_never_treats_underscore_files_as_sessions(root: Path) -> 
     planted = {n: (d / n).read_bytes() for n in ("_index.json", "_foo.json", "_bar.json.bak")}
 
     async with FileStore(root) as store:
-        assert await store.recover() == {"scanned": 1, "restored": 0, "orphaned_backups": 0}
+        assert await store.recover() == {
+            "scanned": 1,
+            "restored": 0,
+            "orphaned_backups": 0,
+            "quarantined": 0,
+        }
         assert await listed(store) == {s.session_id: 2}
     for name, data in planted.items():
         assert (d / name).read_bytes() == data, f"{name} was touched"
@@ -654,7 +670,12 @@ async def test_recover_never_resurrects_a_deleted_session(root: Path) -> None:
     (sdir(root) / f"{s.session_id}.json.bak").write_bytes(snapshot)  # put a backup back by hand
 
     async with FileStore(root) as store:
-        assert await store.recover() == {"scanned": 0, "restored": 0, "orphaned_backups": 0}
+        assert await store.recover() == {
+            "scanned": 0,
+            "restored": 0,
+            "orphaned_backups": 0,
+            "quarantined": 0,
+        }
         with pytest.raises(SessionNotFound):
             await store.load(s.session_id)
         assert await listed(store) == {}
@@ -670,10 +691,20 @@ async def test_recover_is_a_noop_on_a_clean_store(root: Path) -> None:
             s.messages.append(msg(n))
             await store.save(s, skip_index=True)
         before = dir_bytes(root)
-        assert await store.recover() == {"scanned": 3, "restored": 0, "orphaned_backups": 0}
+        assert await store.recover() == {
+            "scanned": 3,
+            "restored": 0,
+            "orphaned_backups": 0,
+            "quarantined": 0,
+        }
         assert dir_bytes(root) == before
     async with FileStore(root) as store:
-        assert await store.recover() == {"scanned": 3, "restored": 0, "orphaned_backups": 0}
+        assert await store.recover() == {
+            "scanned": 3,
+            "restored": 0,
+            "orphaned_backups": 0,
+            "quarantined": 0,
+        }
     after = dir_bytes(root)
     del after["_lock"], before["_lock"]  # they hold the owner's pid
     assert after == before

@@ -272,7 +272,7 @@ CASES = {
 
 @pytest.mark.parametrize("data", list(CASES.values()), ids=list(CASES))
 def test_json_lines_one_parse_reads_what_line_by_line_reads(data: bytes) -> None:
-    assert json_lines_checked(data) == per_line(data)
+    assert json_lines_checked(data)[:2] == per_line(data)
 
 
 def test_json_lines_one_parse_matches_line_by_line_on_damaged_files() -> None:
@@ -294,7 +294,13 @@ def test_json_lines_one_parse_matches_line_by_line_on_damaged_files() -> None:
                 data[pos:pos] = rng.choice([b"\n", b",", b"{", b"}", b"]", b'"', b"1,2", b"\n\n"])
             elif pos < len(data):
                 del data[pos]
-        assert json_lines_checked(bytes(data)) == per_line(bytes(data)), bytes(data)
+        assert json_lines_checked(bytes(data))[:2] == per_line(bytes(data)), bytes(data)
+
+
+def test_json_lines_say_where_a_damaged_middle_line_is_and_what_it_dropped() -> None:
+    lines = json_lines_checked(b'{"a":1}\nnot json\n{"a":2}\n\n{"a":3}\n')
+    assert lines == ([{"a": 1}], False, 2, 3)
+    assert json_lines_checked(b'{"a":1}\n{"a":').damaged_line is None  # a torn tail only
 
 
 def test_read_bytes_reads_whole_files_and_none_when_missing(tmp_path: Path) -> None:

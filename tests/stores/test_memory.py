@@ -117,7 +117,12 @@ async def test_recover_recreates_a_session_from_an_orphan_backup(store: MemorySt
     session.messages = session.messages[:1]
     await store.save(session)
     del store.sessions["a"]
-    assert await store.recover() == {"scanned": 1, "restored": 0, "orphaned_backups": 1}
+    assert await store.recover() == {
+        "scanned": 1,
+        "restored": 1,
+        "orphaned_backups": 1,
+        "quarantined": 0,
+    }
     assert (await store.load("a")).message_count == 3
 
 
@@ -126,7 +131,12 @@ async def test_recover_skips_tombstoned_backups(store: MemoryStore) -> None:
     await store.save(_session("a", 3))
     store.backups["a"] = store.sessions.pop("a")
     store.tombstones.add("a")
-    assert await store.recover() == {"scanned": 0, "restored": 0, "orphaned_backups": 0}
+    assert await store.recover() == {
+        "scanned": 0,
+        "restored": 0,
+        "orphaned_backups": 0,
+        "quarantined": 0,
+    }
     assert not await store.exists("a")
 
 
@@ -144,4 +154,9 @@ async def test_nothing_outlives_the_instance() -> None:
         await first.save(_session("a", 1))
     async with MemoryStore() as second:
         assert not await second.exists("a")
-        assert await second.recover() == {"scanned": 0, "restored": 0, "orphaned_backups": 0}
+        assert await second.recover() == {
+            "scanned": 0,
+            "restored": 0,
+            "orphaned_backups": 0,
+            "quarantined": 0,
+        }
