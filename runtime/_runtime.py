@@ -235,6 +235,50 @@ class Runtime:
             raise SessionBusy(session_id, busy)
         await self.store.delete(session_id)
 
+    async def rename_session(self, session_id: str, title: str) -> Session:
+        """Set a session's title and save it; returns the session (metadata only).
+
+        :raises InvalidSessionId: for a bad id, before any I/O.
+        :raises ValueError: if ``title`` is not a string with non-whitespace text.
+        :raises SessionBusy: while a live stream owns it (its final save would write
+            the title the turn started with); rename it after the turn.
+        :raises SessionNotFound: if there is no such session.
+        """
+        validate_session_id(session_id)
+        if not isinstance(title, str) or not title.strip():
+            raise ValueError(f"invalid title {title!r}: must be a string with non-whitespace text")
+        busy = self._busy.get(session_id)
+        if busy is not None:
+            raise SessionBusy(session_id, busy)
+        session = await self.get_session(session_id)
+        if session.active_stream_id is not None:  # a live stream of another node
+            raise SessionBusy(session_id, session.active_stream_id)
+        session.title = title
+        await self.store.save(session)
+        return Session.from_dict(session.meta_dict(), metadata_only=True)
+
+    async def session_streams(self, session_id: str) -> list[dict[str, Any]]:
+        """The streams (turns) of a session, oldest first: ``{stream_id, user_message,
+        started_at, live}`` (``started_at`` in epoch seconds), read from the stored
+        transcript, where each turn's user message carries its ``stream_id``. Turns
+        stored before user messages carried it are not listed. Follow one with
+        :meth:`events`.
+
+        :raises InvalidSessionId: for a bad id, before any I/O.
+        :raises SessionNotFound: if there is no such session.
+        """
+        session = await self.get_session(session_id)
+        return [
+            {
+                "stream_id": m["stream_id"],
+                "user_message": m.get("content"),
+                "started_at": m.get("timestamp"),
+                "live": m["stream_id"] in self._live,
+            }
+            for m in session.messages
+            if m.get("role") == "user" and isinstance(m.get("stream_id"), str)
+        ]
+
     # -- stale stream repair ----------------------------------------------------------------
 
     def is_live(self, stream_id: str) -> bool:
@@ -342,7 +386,9 @@ class Runtime:
                 raise
             # The user message is part of the running transcript from here on, so that
             # checkpoints persist it; repair will not add it twice.
-            session.messages.append({"role": "user", "content": text, "timestamp": now})
+            session.messages.append(
+                {"role": "user", "content": text, "timestamp": now, "stream_id": stream_id}
+            )
             handle = TurnHandle(session_id, stream_id, log)
             turn = Turn(session, log, text, history, metadata=metadata, config=config)
             self._live[stream_id] = handle
@@ -437,6 +483,7 @@ def _mark_interrupted(session: Session) -> None:
                 "content": pending,
                 "_recovered": True,
                 "timestamp": session.pending_started_at,
+                "stream_id": session.active_stream_id,
             }
         )
     marker: Message = {

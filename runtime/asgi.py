@@ -91,8 +91,8 @@ def create_app(
         raise ValueError(f"invalid retry_ms {retry_ms!r}: must be an integer >= 0 (milliseconds)")
     origins = check_origins(cors_origins)
 
-    api = Api(runtime, api_token)
     sse = StreamEvents(runtime, heartbeat=float(heartbeat), retry_ms=retry_ms)
+    api = Api(runtime, api_token, follow=sse.follow)
     chat = AiSdkChat(runtime, heartbeat=float(heartbeat))
     auth = api_token is not None
 
@@ -115,13 +115,18 @@ def create_app(
         ),
         Route(
             sid,
-            by_method(GET=api.guard(api.get_session), DELETE=api.guard(api.delete_session)),
-            methods=["GET", "DELETE"],
+            by_method(
+                GET=api.guard(api.get_session),
+                PATCH=api.guard(api.rename_session),
+                DELETE=api.guard(api.delete_session),
+            ),
+            methods=["GET", "PATCH", "DELETE"],
             name="session",
         ),
         Route(
             sid + "/status", api.guard(api.session_status), methods=["GET"], name="session_status"
         ),
+        Route(sid + "/streams", api.guard(api.session_streams), methods=["GET"]),
         Route(sid + "/turns", api.guard(api.start_turn), methods=["POST"], name="start_turn"),
         Route(
             "/api/streams/{stream_id}/events",

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from .._exceptions import Error, SubscriberLagged
 from .._runtime import Runtime
 from .._session import Session
+from ._chat import optional_object
 from ._errors import ApiError, JSONResponse, from_library_error
 from ._params import parse_flag, parse_limit, read_json_object, session_id_param, stream_id_param
 
@@ -23,8 +24,9 @@ logger = logging.getLogger("runtime.asgi")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
-_NEW_SESSION_FIELDS = frozenset({"title"})
-_TURN_FIELDS = frozenset({"message"})
+_NEW_SESSION_FIELDS = frozenset({"title", "session_id"})
+_TURN_FIELDS = frozenset({"message", "metadata", "config"})
+_PATCH_FIELDS = frozenset({"title"})
 
 
 def by_method(**handlers: Endpoint) -> Endpoint:
@@ -49,10 +51,20 @@ class Api:
 
     :param runtime: the runtime the routes drive.
     :param api_token: bearer token every ``/api`` route requires, or ``None`` for none.
+    :param follow: the SSE response of a stream from its first event, for a start of a
+        turn that asks for ``Accept: text/event-stream`` (send and stream in one
+        request); ``None``: such requests get the 202 JSON answer.
     """
 
-    def __init__(self, runtime: Runtime, api_token: str | None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        api_token: str | None,
+        *,
+        follow: Callable[[str], Response] | None = None,
+    ) -> None:
         self.runtime = runtime
+        self.follow = follow
         self._token = None if api_token is None else api_token.encode()
 
     # -- the guard ----------------------------------------------------------------------
@@ -108,7 +120,8 @@ class Api:
     # -- sessions -------------------------------------------------------------------------
 
     async def create_session(self, request: Request) -> Response:
-        """``POST /api/sessions`` ``{"title"?}`` → 201, the new session. It stays in
+        """``POST /api/sessions`` ``{"title"?, "session_id"?}`` → 201, the new session
+        (with the client's id if given; 409 ``session_exists`` if taken). It stays in
         memory until its first turn but can be fetched by id meanwhile."""
         body = await read_json_object(request, allowed=_NEW_SESSION_FIELDS, empty_ok=True)
         fields: dict[str, Any] = {}
@@ -119,6 +132,15 @@ class Api:
                     400, "invalid_body", f"invalid title {title!r}: must be a non-empty string"
                 )
             fields["title"] = title
+        if "session_id" in body:
+            fields["session_id"] = session_id = body["session_id"]
+            if await self.runtime.store.exists(session_id):  # InvalidSessionId: 400
+                raise ApiError(
+                    409,
+                    "session_exists",
+                    f"session id {session_id!r} is taken: choose another",
+                    session_id=session_id,
+                )
         session = self.runtime.new_session(**fields)
         location = request.url_for("session", session_id=session.session_id).path
         return JSONResponse(session_json(session), status_code=201, headers={"Location": location})
@@ -146,6 +168,27 @@ class Api:
         status = await self.runtime.session_status(session_id_param(request))
         return JSONResponse(status)
 
+    async def rename_session(self, request: Request) -> Response:
+        """``PATCH /api/sessions/{id}`` ``{"title"}`` → the session's metadata; 409
+        while a live stream owns it."""
+        session_id = session_id_param(request)
+        body = await read_json_object(request, allowed=_PATCH_FIELDS, empty_ok=False)
+        if "title" not in body:
+            raise ApiError(400, "invalid_body", "missing field 'title': a non-empty string")
+        try:
+            session = await self.runtime.rename_session(session_id, body["title"])
+        except ValueError as exc:
+            if isinstance(exc, Error):
+                raise
+            raise ApiError(400, "invalid_body", str(exc)) from exc
+        return JSONResponse(session.meta_dict())
+
+    async def session_streams(self, request: Request) -> Response:
+        """``GET /api/sessions/{id}/streams`` → ``{streams: [{stream_id, user_message,
+        started_at, live}]}``, oldest first."""
+        streams = await self.runtime.session_streams(session_id_param(request))
+        return JSONResponse({"streams": streams})
+
     async def delete_session(self, request: Request) -> Response:
         """``DELETE /api/sessions/{id}`` → 204; 409 while a live stream owns it."""
         await self.runtime.delete_session(session_id_param(request))
@@ -154,8 +197,11 @@ class Api:
     # -- turns and streams ----------------------------------------------------------------
 
     async def start_turn(self, request: Request) -> Response:
-        """``POST /api/sessions/{id}/turns`` ``{"message"}`` → 202 ``{stream_id,
-        session_id, pending_started_at}``; 409 with ``active_stream_id`` while busy."""
+        """``POST /api/sessions/{id}/turns`` ``{"message", "metadata"?, "config"?}`` →
+        202 ``{stream_id, session_id, pending_started_at}``, or with ``Accept:
+        text/event-stream`` the turn's events at once (200, SSE); 409 with
+        ``active_stream_id`` while busy. ``metadata`` and ``config`` (JSON objects)
+        reach the agent as ``turn.metadata`` and ``turn.config``."""
         session_id = session_id_param(request)
         body = await read_json_object(request, allowed=_TURN_FIELDS, empty_ok=False)
         if "message" not in body:
@@ -167,7 +213,10 @@ class Api:
                 "invalid_body",
                 f"invalid message {message!r}: must be a string with non-whitespace text",
             )
-        stream_id = await self.runtime.start_turn(session_id, message)
+        extra = {k: optional_object(body, k) for k in ("metadata", "config")}
+        stream_id = await self.runtime.start_turn(session_id, message, **extra)
+        if self.follow is not None and "text/event-stream" in request.headers.get("accept", ""):
+            return self.follow(stream_id)
         body_out = {
             "stream_id": stream_id,
             "session_id": session_id,

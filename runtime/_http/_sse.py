@@ -173,6 +173,15 @@ class StreamEvents:
             sep="\n",
         )
 
+    def follow(self, stream_id: str) -> Response:
+        """A stream from its first event, e.g. one this request just started."""
+        return _EventStream(
+            self._body(stream_id, [], self.runtime.events(stream_id, 0)),
+            ping=self.heartbeat,
+            ping_message_factory=_heartbeat,
+            sep="\n",
+        )
+
     def _newest_live_seq(self, stream_id: str) -> int | None:
         """The newest ``seq`` of a live stream, or ``None`` if it is not live here."""
         if not self.runtime.is_live(stream_id):
