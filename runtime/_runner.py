@@ -49,16 +49,20 @@ class ToolCall:
     """A tool call in progress, from ``async with turn.tool(name, arguments) as call``.
 
     Set :attr:`result` (any JSON-serialisable value; a ``str`` is used as is) before
-    the block ends. ``call_id`` is the OpenAI ``tool_calls[].id``.
+    the block ends. ``call_id`` is the OpenAI ``tool_calls[].id``. Optionally set
+    :attr:`summary`, one short line for people (``"12 modules use TaskGroup"``): it
+    goes out in ``tool.completed`` and terminals show it instead of the result's key
+    figures; the model still gets the whole result.
     """
 
-    __slots__ = ("arguments", "call_id", "name", "result")
+    __slots__ = ("arguments", "call_id", "name", "result", "summary")
 
     def __init__(self, name: str, arguments: dict[str, Any]) -> None:
         self.call_id = "call_" + uuid.uuid4().hex[:24]
         self.name = name
         self.arguments = arguments
         self.result: Any = None
+        self.summary: str | None = None
 
 
 class Turn:
@@ -283,16 +287,16 @@ class Turn:
         self._append(message)
         # Synchronous publish: this also runs while the block unwinds from a cancellation.
         if not self.closed:
-            self._log.publish(
-                ev.TOOL_COMPLETED,
-                {
-                    "call_id": call.call_id,
-                    "name": call.name,
-                    "result": None if error is not None else result,
-                    "error": error,
-                    "duration_s": round(duration, 6),
-                },
-            )
+            data = {
+                "call_id": call.call_id,
+                "name": call.name,
+                "result": None if error is not None else result,
+                "error": error,
+                "duration_s": round(duration, 6),
+            }
+            if isinstance(call.summary, str) and call.summary:
+                data["summary"] = call.summary
+            self._log.publish(ev.TOOL_COMPLETED, data)
 
 
 def _tool_result(result: Any) -> tuple[Any, str]:
@@ -503,7 +507,9 @@ async def run_turn(
                     except Exception as exc:
                         error = exc
                         outcome = "error"
-                        logger.warning("agent failed in session %s: %r", turn.session_id, exc)
+                        logger.warning(
+                            "agent failed in session %s: %r", turn.session_id, exc, exc_info=exc
+                        )
                     finally:
                         stop.set()
             finally:
