@@ -24,7 +24,7 @@ import orjson
 from . import _events as ev
 from ._events import Event
 from ._json import check_json_ready
-from ._session import Message, Session
+from ._session import Message, Session, validate_title
 from .brokers.memory import EventLog
 from .stores.abc import Store
 
@@ -222,10 +222,10 @@ class Turn:
     async def set_title(self, title: str) -> None:
         """Set the session title (saved with the turn); emits ``title`` ``{"title"}``.
 
-        :raises ValueError: for an empty or non-string title.
+        :raises ValueError: for an empty or non-string title, one over 200 characters or
+            one with a control character.
         """
-        if not isinstance(title, str) or not title.strip():
-            raise ValueError(f"invalid title {title!r}: must be a non-empty string")
+        validate_title(title)
         await self._emit(ev.TITLE, {"title": title})  # refuses text JSON cannot carry
         self._session.title = title
         self.title = title
@@ -363,10 +363,15 @@ async def _checkpoint_loop(
     turn: Turn, store: Store, interval: float, stop: anyio.Event, state: dict[str, int]
 ) -> None:
     """The checkpoint coroutine: every ``interval`` seconds, save if the activity
-    counter advanced; exits at once when ``stop`` is set."""
+    counter advanced; exits at once when ``stop`` is set.
+
+    A failed save is announced to subscribers at once (a ``checkpoint`` event with
+    ``error``, ``failures`` and the unchanged ``persisted_seq``) and retried with
+    exponential backoff, up to 32 intervals apart."""
     saved_activity = 0  # the activity counter starts at 0 with the turn
+    failures = 0
     while not stop.is_set():
-        with anyio.move_on_after(interval):
+        with anyio.move_on_after(interval * (1 << min(failures, 5))):
             await stop.wait()
         if stop.is_set():
             return
@@ -375,9 +380,25 @@ async def _checkpoint_loop(
         saved_activity = turn.activity
         try:
             await _checkpoint(turn, store, state)
-        except Exception:  # a failed checkpoint is retried at the next tick
-            logger.exception("checkpoint of session %s failed", turn.session_id)
-            saved_activity = -1
+            failures = 0
+        except Exception as exc:
+            failures += 1
+            saved_activity = -1  # retried at the next tick, whatever the agent does
+            logger.error(
+                "checkpoint of session %s failed (%d in a row)",
+                turn.session_id,
+                failures,
+                exc_info=exc,
+            )
+            turn._publish(
+                ev.CHECKPOINT,
+                {
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "failures": failures,
+                    "retry_in_s": interval * (1 << min(failures, 5)),
+                    "persisted_seq": state["persisted_seq"],
+                },
+            )
 
 
 def _outcome_messages(turn: Turn, outcome: str, error: BaseException | None) -> list[Message]:
@@ -507,7 +528,7 @@ async def run_turn(
                     except Exception as exc:
                         error = exc
                         outcome = "error"
-                        logger.warning(
+                        logger.error(
                             "agent failed in session %s: %r", turn.session_id, exc, exc_info=exc
                         )
                     finally:

@@ -89,6 +89,14 @@ class Runtime:
         self._closed = False
         self.route_table = route_table
         self.route_prune_interval = interval_ok(route_prune_interval, "route_prune_interval")
+        if (
+            isinstance(route_max_age_days, bool)
+            or not isinstance(route_max_age_days, int | float)
+            or route_max_age_days != route_max_age_days  # NaN
+        ):
+            raise ValueError(
+                f"invalid route_max_age_days {route_max_age_days!r}: must be a number of days"
+            )
         self.route_max_age_days = route_max_age_days
         self._background: anyio.CancelScope | None = None
 

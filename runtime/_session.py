@@ -9,7 +9,19 @@ from typing import Any
 
 from ._exceptions import InvalidSessionId, MetadataOnlyError
 
-__all__ = ["Message", "Session", "new_session_id", "validate_session_id"]
+__all__ = [
+    "MAX_TITLE_CHARS",
+    "Message",
+    "Session",
+    "new_session_id",
+    "validate_session_id",
+    "validate_title",
+]
+
+#: Longest session title, in characters.
+MAX_TITLE_CHARS = 200
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 #: An OpenAI chat-completions message dict: ``role``, ``content``, ``tool_calls``,
 #: ``tool_call_id``, ``name``, plus ``timestamp`` and markers such as ``_error``,
@@ -44,6 +56,27 @@ def validate_session_id(session_id: object) -> str:
             f"invalid session id {session_id!r}: must match [A-Za-z0-9_-]{{1,64}}"
         )
     return session_id
+
+
+def validate_title(title: object) -> str:
+    """Return ``title`` if it is a string with visible text, at most
+    :data:`MAX_TITLE_CHARS` characters and no control characters (NUL, newlines, …).
+
+    :raises ValueError: naming the value and the rule.
+    """
+    if not isinstance(title, str) or not title.strip():
+        raise ValueError(f"invalid title {title!r}: must be a non-empty string")
+    if len(title) > MAX_TITLE_CHARS:
+        raise ValueError(
+            f"invalid title {title[:40]!r}…: {len(title)} characters, at most "
+            f"{MAX_TITLE_CHARS} allowed"
+        )
+    bad = _CONTROL.search(title)
+    if bad is not None:
+        raise ValueError(
+            f"invalid title {title[:60]!r}: control character {bad.group()!r} is not allowed"
+        )
+    return title
 
 
 def new_session_id() -> str:

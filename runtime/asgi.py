@@ -14,8 +14,9 @@ never imports this module. Routes (described at ``/openapi.json``)::
     GET    /                                    the demo page
     GET    /openapi.json                        the OpenAPI document
 
-Errors are JSON ``{"error": <code>, "detail": <text>}``: 400 bad input, 401 missing or
-wrong token, 404 unknown, 409 busy.
+Errors are JSON ``{"error": <code>, "detail": <text>}``: 400 bad input or a ``Host``
+not allowed, 401 missing or wrong token, 404 unknown, 409 busy, 413 body too large,
+415 a JSON route's body not sent as ``application/json``, 503 store failure.
 
 Mount it in an existing app (``app.mount("/agent", create_app(rt))``); a mounted app's
 lifespan does not run, so enter the runtime in the host app's lifespan
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -41,6 +43,7 @@ from ._http._agui import AgUiRun
 from ._http._ai_sdk import AiSdkChat
 from ._http._cors import check_origins, cors_middleware
 from ._http._errors import JSONResponse, http_exception, server_error
+from ._http._host import HostCheck, allowed_hosts_from
 from ._http._openapi import openapi_document
 from ._http._routes import Api, by_method
 from ._http._sse import StreamEvents
@@ -59,6 +62,8 @@ def create_app(
     heartbeat: float = 15.0,
     retry_ms: int = 2000,
     cors_origins: Sequence[str] = (),
+    allowed_hosts: Sequence[str] | None = None,
+    send_timeout: float | None = 30.0,
 ) -> Starlette:
     """A Starlette application serving ``runtime`` over HTTP and Server-Sent Events.
 
@@ -75,7 +80,15 @@ def create_app(
     :param retry_ms: reconnection delay hinted to SSE clients, milliseconds (>= 0).
     :param cors_origins: origins (``https://app.example``, or ``*``) whose browser
         pages may call the API (CORS, Starlette's ``CORSMiddleware``); empty: none.
-    :raises ValueError: for an empty ``api_token``, a bad ``heartbeat`` or ``retry_ms``.
+    :param allowed_hosts: ``Host`` names the app answers to (``*`` for any,
+        ``*.example.com`` for subdomains); others get 400 ``invalid_host``, which stops
+        DNS rebinding. Default: ``$RUNTIME_ALLOWED_HOSTS`` (comma-separated), else the
+        loopback names ``localhost``, ``127.0.0.1``, ``[::1]``.
+    :param send_timeout: seconds one SSE write may wait for a client that does not
+        read (finite, > 0), or ``None`` for no limit. A stalled reader is then sent a
+        ``lagged`` ending naming the seq to resume after, and its response closed.
+    :raises ValueError: for an empty ``api_token``, a bad ``heartbeat``, ``retry_ms``,
+        ``allowed_hosts``, ``send_timeout`` or ``cors_origins``.
     """
     if api_token is None:
         api_token = os.environ.get("RUNTIME_API_TOKEN") or None
@@ -91,7 +104,19 @@ def create_app(
         raise ValueError(f"invalid retry_ms {retry_ms!r}: must be an integer >= 0 (milliseconds)")
     origins = check_origins(cors_origins)
 
-    sse = StreamEvents(runtime, heartbeat=float(heartbeat), retry_ms=retry_ms)
+    if send_timeout is not None and (
+        isinstance(send_timeout, bool)
+        or not isinstance(send_timeout, int | float)
+        or not (math.isfinite(send_timeout) and send_timeout > 0)
+    ):
+        raise ValueError(
+            f"invalid send_timeout {send_timeout!r}: must be a finite number of seconds > 0 or None"
+        )
+    hosts = allowed_hosts_from(allowed_hosts)
+
+    sse = StreamEvents(
+        runtime, heartbeat=float(heartbeat), retry_ms=retry_ms, send_timeout=send_timeout
+    )
     api = Api(runtime, api_token, follow=sse.follow)
     chat = AiSdkChat(runtime, heartbeat=float(heartbeat))
     auth = api_token is not None
@@ -159,8 +184,8 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(HostCheck, allowed=hosts), *cors_middleware(origins)],
         exception_handlers={HTTPException: http_exception, 500: server_error},
-        middleware=cors_middleware(origins),
     )
     app.state.runtime = runtime
     return app

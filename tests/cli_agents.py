@@ -50,3 +50,11 @@ async def chat_agent(turn: Turn) -> None:
         f"# Report\n\nYou said **{turn.user_message}**.\n\n"
         f"- history: {len(turn.history)} messages\n- tools: 2\n"
     )
+
+
+async def chatty_agent(turn: Turn) -> None:
+    """Streams 3,000 numbered tokens (about 300 KB of ``--json`` lines, more than a
+    pipe holds) and ends with ``the end``."""
+    for i in range(3000):
+        await turn.token(f"token number {i:05d} ")
+    await turn.reply("the end")

@@ -312,3 +312,28 @@ def test_ctrl_c_cancels_and_keeps_partial_output(home: Path) -> None:
     _, events = run_json(home, ECHO, "after cancel", "--session", sid)
     assert events[-1]["data"]["outcome"] == "done"
     assert show(home, sid)["messages"][-1]["content"] == "after cancel"
+
+
+def test_run_into_a_closed_pipe_finishes_the_turn_without_a_traceback(home: Path) -> None:
+    """``runtime run --json … | head -1``: the reader leaves after one line; the turn
+    still runs to its end and is saved, and nothing but the line is printed."""
+    command = (
+        f"{sys.executable} -m runtime run --json {AGENTS}:chatty_agent go | head -1; "
+        "echo exit=${PIPESTATUS[0]}"
+    )
+    done = subprocess.run(
+        ["bash", "-c", command],
+        cwd=ROOT,
+        env=env_for(home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stderr == "", done.stderr
+    first, status = done.stdout.strip().splitlines()
+    assert status == "exit=0"
+    sid = orjson.loads(first)["session_id"]
+    messages = show(home, sid)["messages"]
+    assert messages[-1]["content"].endswith("the end")
+    assert not any(m.get("type") in ("cancelled", "interrupted") for m in messages)

@@ -13,12 +13,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import pexpect
 import pytest
 from test_cli import AGENTS, ROOT, cli, env_for, json_lines, ok, one_error_line
 
+from runtime import FileStore
+
 sys.path.insert(0, str(ROOT / "tests" / "http"))
-from sse_helpers import ServerProcess, free_port  # noqa: E402
+from sse_helpers import ServerProcess, free_port
 
 CHAT = f"{AGENTS}:chat_agent"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
@@ -175,18 +178,14 @@ def test_prefix_ids_and_ambiguity(home: Path) -> None:
 
 
 def test_ambiguous_prefix_names_the_matches(home: Path) -> None:
-    # two sessions with chosen ids sharing a prefix, made with the public API
-    script = (
-        "import anyio, runtime\n"
-        "async def main():\n"
-        "    async with runtime.FileStore(%r) as store:\n"
-        "        for sid in ('abc-one', 'abc-two'):\n"
-        "            s = store.new_session(session_id=sid, title=sid)\n"
-        "            s.messages.append({'role': 'user', 'content': 'hi'})\n"
-        "            await store.save(s)\n"
-        "anyio.run(main)\n"
-    ) % str(home)
-    subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env_for(home), check=True)
+    async def make() -> None:  # two sessions whose chosen ids share a prefix
+        async with FileStore(home) as store:
+            for sid in ("abc-one", "abc-two"):
+                session = store.new_session(session_id=sid, title=sid)
+                session.messages.append({"role": "user", "content": "hi"})
+                await store.save(session)
+
+    anyio.run(make)
     amb = cli(home, "sessions", "show", "abc")
     assert amb.returncode == 2
     line = one_error_line(amb)

@@ -603,3 +603,55 @@ async def test_checkpoint_reports_the_messages_its_save_persisted() -> None:
     reported = [e.data["messages"] for e in events if e.type == "checkpoint"]
     assert reported, "no checkpoint happened"
     assert reported == written[: len(reported)]
+
+
+@pytest.mark.parametrize("days", ["30", None, float("nan"), True])
+def test_route_max_age_days_is_checked_when_the_runtime_is_built(days: Any) -> None:
+    with pytest.raises(ValueError, match="route_max_age_days"):
+        Runtime(MemoryStore(), tool_agent, route_max_age_days=days)
+
+
+async def test_an_agent_exception_is_logged_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def agent(turn: Turn) -> None:
+        raise KeyError("missing thing")
+
+    async with Runtime(MemoryStore(), agent) as rt:
+        s = rt.new_session()
+        await collect(rt, await rt.start_turn(s.session_id, "go"))
+    failures = [r for r in caplog.records if "agent failed" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is not None
+    assert failures[0].exc_info[0] is KeyError
+
+
+async def test_failing_checkpoints_are_announced_and_retried_with_backoff() -> None:
+    """A store that fails every checkpoint: subscribers see ``checkpoint`` events with
+    the error and the unchanged ``persisted_seq``; the final save still succeeds."""
+
+    class FlakyStore(MemoryStore):
+        async def _write(
+            self, session: Session, *, skip_index: bool, backup: bool, events: Sequence[Event]
+        ) -> None:
+            if skip_index:
+                raise StoreError("disk on fire")
+            await super()._write(session, skip_index=skip_index, backup=backup, events=events)
+
+    async def agent(turn: Turn) -> None:
+        for i in range(12):
+            async with turn.tool("t", {"i": i}) as call:
+                call.result = i
+            await anyio.sleep(INTERVAL)
+        await turn.reply("done")
+
+    async with Runtime(FlakyStore(), agent, checkpoint_interval=INTERVAL) as rt:
+        s = rt.new_session()
+        events = await collect(rt, await rt.start_turn(s.session_id, "go"))
+        full = await rt.get_session(s.session_id)
+    failed = [e.data for e in events if e.type == "checkpoint"]
+    assert failed, "a failing checkpoint was never announced"
+    assert all("disk on fire" in d["error"] and d["persisted_seq"] == 1 for d in failed)
+    assert [d["failures"] for d in failed] == list(range(1, len(failed) + 1))
+    assert [d["retry_in_s"] for d in failed][:2] == [INTERVAL * 2, INTERVAL * 4]
+    assert len(failed) < 12, "retries did not back off"
+    assert events[-2].type == "done" and full.messages[-1]["content"] == "done"

@@ -119,7 +119,7 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "title": {"type": "string", "minLength": 1},
+            "title": {"type": "string", "minLength": 1, "maxLength": 200},
             "session_id": {
                 "type": "string",
                 "pattern": "^[A-Za-z0-9_-]{1,64}$",
@@ -131,7 +131,7 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "required": ["title"],
-        "properties": {"title": {"type": "string", "minLength": 1}},
+        "properties": {"title": {"type": "string", "minLength": 1, "maxLength": 200}},
     },
     "StreamList": {
         "type": "object",
@@ -239,6 +239,7 @@ def _paths(auth: bool) -> dict[str, Any]:
                     "400": _error("Body is not a JSON object, has unknown fields or a bad title."),
                     "401": _UNAUTHORIZED,
                     "413": _error("Body larger than 1 MiB."),
+                    "415": _error("Body not sent as Content-Type: application/json."),
                 },
             },
             "get": {
@@ -365,6 +366,7 @@ def _paths(auth: bool) -> dict[str, Any]:
                     "404": _NO_SESSION,
                     "409": _error("Busy: a live stream owns the session (see active_stream_id)."),
                     "413": _error("Body larger than 1 MiB."),
+                    "415": _error("Body not sent as Content-Type: application/json."),
                 },
             },
         },

@@ -143,9 +143,13 @@ async def read_json_object(
 ) -> dict[str, Any]:
     """The request body as a JSON object whose keys are all in ``allowed``.
 
-    :param empty_ok: an empty body counts as ``{}``.
-    :raises ApiError: 413 ``body_too_large`` over :data:`MAX_BODY_BYTES`; 400
-        ``invalid_body`` for bad JSON, a non-object, or unknown fields.
+    A body must come as ``Content-Type: application/json``: a cross-site page can send
+    ``text/plain`` or form bodies without a CORS preflight, never JSON.
+
+    :param empty_ok: an empty body (of any type) counts as ``{}``.
+    :raises ApiError: 413 ``body_too_large`` over :data:`MAX_BODY_BYTES`; 415
+        ``unsupported_media_type`` for another content type; 400 ``invalid_body`` for
+        bad JSON, a non-object, or unknown fields.
     """
     chunks: list[bytes] = []
     size = 0
@@ -155,9 +159,19 @@ async def read_json_object(
             raise ApiError(413, "body_too_large", f"request body exceeds {MAX_BODY_BYTES} bytes")
         chunks.append(chunk)
     raw = b"".join(chunks)
+    if empty_ok and not raw.strip():
+        return {}
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"invalid Content-Type {content_type!r}: send the body as application/json",
+        )
     if not raw.strip():
-        if empty_ok:
-            return {}
         raise ApiError(400, "invalid_body", "request body is empty: expected a JSON object")
     try:
         body = orjson.loads(raw)

@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from .._exceptions import Error, SubscriberLagged
 from .._runtime import Runtime
-from .._session import Session
+from .._session import Session, validate_title
 from ._chat import optional_object
 from ._errors import ApiError, JSONResponse, from_library_error
 from ._params import parse_flag, parse_limit, read_json_object, session_id_param, stream_id_param
@@ -126,12 +126,10 @@ class Api:
         body = await read_json_object(request, allowed=_NEW_SESSION_FIELDS, empty_ok=True)
         fields: dict[str, Any] = {}
         if "title" in body:
-            title = body["title"]
-            if not isinstance(title, str) or not title.strip():
-                raise ApiError(
-                    400, "invalid_body", f"invalid title {title!r}: must be a non-empty string"
-                )
-            fields["title"] = title
+            try:
+                fields["title"] = validate_title(body["title"])
+            except ValueError as exc:
+                raise ApiError(400, "invalid_body", str(exc)) from exc
         if "session_id" in body:
             fields["session_id"] = session_id = body["session_id"]
             if await self.runtime.store.exists(session_id):  # InvalidSessionId: 400

@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
+import anyio
+import orjson
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
@@ -91,15 +95,45 @@ class BatchEncoder:
         return chunk
 
 
+class _Progress:
+    """How far one response got: the newest ``seq`` whose chunk was sent."""
+
+    __slots__ = ("sent_seq",)
+
+    def __init__(self, sent_seq: int) -> None:
+        self.sent_seq = sent_seq
+
+
+def lagged_ending(resume_after_seq: int, detail: str) -> bytes:
+    """The SSE message that ends a response whose reader cannot keep up: ``event:
+    lagged`` with ``{"error": "subscriber_lagged", "resume_after_seq", "detail"}`` and
+    no ``id:``, so the client's ``Last-Event-ID`` stays the last event it got and a
+    reconnect resumes right after it."""
+    data = orjson.dumps(
+        {"error": "subscriber_lagged", "resume_after_seq": resume_after_seq, "detail": detail}
+    )
+    return b"event: lagged\ndata: " + data + b"\n\n"
+
+
 class _EventStream(EventSourceResponse):
-    """An :class:`EventSourceResponse` that always completes its HTTP response.
+    """An :class:`EventSourceResponse` that always completes its HTTP response, and
+    ends a stalled reader's response.
 
     On server shutdown sse-starlette cancels the body mid-stream and returns without the
     final (empty) body message; uvicorn then logs "ASGI callable returned without
     completing response" and the client sees a truncated chunked body. Completing it
     here gives the client a clean end, after which ``EventSource`` reconnects with its
     ``Last-Event-ID``.
+
+    A client that stops reading blocks every write once the socket buffers are full.
+    With ``send_timeout`` set, a write that waits longer ends the response: the reader
+    is sent (if it still can take it) a :func:`lagged_ending` and may resume; its
+    subscription and buffers are freed either way.
     """
+
+    def __init__(self, *args: Any, progress: _Progress, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.progress = progress
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = completed = False
@@ -112,7 +146,27 @@ class _EventStream(EventSourceResponse):
                 completed = True
             await send(message)
 
-        await super().__call__(scope, receive, tracking_send)
+        try:
+            await super().__call__(scope, receive, tracking_send)
+        except SendTimeoutError:
+            seq = self.progress.sent_seq
+            logger.warning(
+                "SSE reader stalled for %ss: response ended after seq %d", self.send_timeout, seq
+            )
+            with anyio.move_on_after(self.send_timeout or 1.0):
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": lagged_ending(
+                            seq,
+                            f"the client read nothing for {self.send_timeout}s; "
+                            f"reconnect to resume after seq {seq}",
+                        ),
+                        "more_body": False,
+                    }
+                )
+                completed = True
+            return
         if started and not completed:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -133,12 +187,22 @@ class StreamEvents:
     :param runtime: the runtime whose streams are served.
     :param heartbeat: seconds between comment heartbeats (> 0).
     :param retry_ms: reconnection delay hinted to clients, milliseconds (>= 0).
+    :param send_timeout: seconds one write may wait for a client that does not read,
+        or ``None`` for no limit (see :class:`_EventStream`).
     """
 
-    def __init__(self, runtime: Runtime, *, heartbeat: float, retry_ms: int) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        heartbeat: float,
+        retry_ms: int,
+        send_timeout: float | None = None,
+    ) -> None:
         self.runtime = runtime
         self.heartbeat = heartbeat
         self.retry_ms = retry_ms
+        self.send_timeout = send_timeout
         self._encoder = BatchEncoder()
 
     async def __call__(self, request: Request) -> Response:
@@ -166,20 +230,26 @@ class StreamEvents:
             first = await events.next_batch()
             if not first:
                 return Response(status_code=204)
+        progress = _Progress(after_seq)
         return _EventStream(
-            self._body(stream_id, first, events),
+            self._body(stream_id, first, events, progress),
             ping=self.heartbeat,
             ping_message_factory=_heartbeat,
             sep="\n",
+            send_timeout=self.send_timeout,
+            progress=progress,
         )
 
     def follow(self, stream_id: str) -> Response:
         """A stream from its first event, e.g. one this request just started."""
+        progress = _Progress(0)
         return _EventStream(
-            self._body(stream_id, [], self.runtime.events(stream_id, 0)),
+            self._body(stream_id, [], self.runtime.events(stream_id, 0), progress),
             ping=self.heartbeat,
             ping_message_factory=_heartbeat,
             sep="\n",
+            send_timeout=self.send_timeout,
+            progress=progress,
         )
 
     def _newest_live_seq(self, stream_id: str) -> int | None:
@@ -192,7 +262,7 @@ class StreamEvents:
             return None
 
     async def _body(
-        self, stream_id: str, first: list[Event], events: Subscription
+        self, stream_id: str, first: list[Event], events: Subscription, progress: _Progress
     ) -> AsyncIterator[bytes]:
         """The response body: the ``retry:`` hint with the first batch, then one chunk
         per batch until ``stream.end``. A long batch (a replay) goes out in chunks of
@@ -217,8 +287,10 @@ class StreamEvents:
                     if head:
                         chunk, head = head + chunk, b""
                     yield chunk
+                    progress.sent_seq = piece[-1].seq  # the send of that chunk returned
                 batch = await events.next_batch()  # [] after stream.end
         except SubscriberLagged as exc:
-            # The client reconnects with its Last-Event-ID and gets the answer (410) then.
+            # The client reconnects with its Last-Event-ID; what the store still holds
+            # is replayed then, else it is answered 410.
             logger.warning("SSE subscriber of %s lagged: %s", stream_id, exc)
-            yield b": lagged; reconnect to resume\n\n"
+            yield lagged_ending(progress.sent_seq, str(exc))

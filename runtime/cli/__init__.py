@@ -7,14 +7,13 @@ input, 1 for a failure, 130 after Ctrl-C), in the manner of click's ``ClickExcep
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
 from .. import __version__
 from .._exceptions import Error
 from . import _chat, _routes, _run, _serve, _sessions
-from ._common import CLIError
+from ._common import CLIError, stdout_closed
 
 __all__ = ["build_parser", "main"]
 
@@ -63,7 +62,5 @@ def _closed_pipe() -> int:
     """The reader of stdout went away (``runtime sessions show ID | head``): no
     traceback, and no second error when Python flushes stdout at exit (the Python
     docs' recipe, "Note on SIGPIPE"). Exit status 141, as a shell reports SIGPIPE."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+    stdout_closed()
     return 141

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -29,6 +30,7 @@ __all__ = [
     "print_json",
     "resolve_session",
     "setup_logging",
+    "stdout_closed",
     "store_root",
 ]
 
@@ -168,3 +170,12 @@ async def open_sessions(args: argparse.Namespace) -> AsyncIterator[Sessions]:
                 file=sys.stderr,
             )
         yield sessions
+
+
+def stdout_closed() -> None:
+    """The reader of stdout went away (``runtime … | head``): point stdout at
+    ``/dev/null`` so that nothing more fails, not even the flush at exit (the recipe
+    of the Python docs, "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

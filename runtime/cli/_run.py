@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 
@@ -20,9 +21,10 @@ from ._common import (
     add_verbose_option,
     resolve_session,
     setup_logging,
+    stdout_closed,
     store_root,
 )
-from ._display import JsonView, TerminalView
+from ._display import JsonView, TerminalView, View
 
 __all__ = ["register"]
 
@@ -65,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace, agent: Agent, log_hint: str | None) -> int:
-    view = (
+    view: View = (
         JsonView() if args.json else TerminalView(markdown=sys.stdout.isatty(), log_hint=log_hint)
     )
     store = FileStore(store_root(args))
@@ -77,14 +79,22 @@ async def _run(args: argparse.Namespace, agent: Agent, log_hint: str | None) -> 
             session = rt.new_session(title=_title(args.prompt))
         stream_id = await rt.start_turn(session.session_id, args.prompt)
         outcome = "done"
+        shown: View | None = view
         async with anyio.create_task_group() as tg:
             tg.start_soon(_cancel_on_sigint, rt, stream_id)
             async for event in rt.events(stream_id):
-                view.show(event)
+                if shown is not None:
+                    try:
+                        shown.show(event)
+                    except BrokenPipeError:  # `runtime run … | head -1`: the reader left
+                        stdout_closed()
+                        shown = None  # the turn still runs to its end and is saved
                 if event.type == ev.STREAM_END:
                     outcome = str(event.data.get("outcome", "done"))
             tg.cancel_scope.cancel()
-        view.close(session.session_id, outcome)
+        if shown is not None:
+            with contextlib.suppress(BrokenPipeError):
+                shown.close(session.session_id, outcome)
     return _EXIT.get(outcome, 1)
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import re
+import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -133,6 +135,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "repeat for several (default: none)",
     )
     p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a Host name the server answers to (repeatable; '*' for any, "
+        "'*.example.com' for subdomains). Default: $RUNTIME_ALLOWED_HOSTS, else the "
+        "loopback names, plus --host when it names one interface; other hosts get 400, "
+        "which stops DNS rebinding",
+    )
+    p.add_argument(
+        "--send-timeout",
+        type=_positive_seconds,
+        default=30.0,
+        metavar="S",
+        help="seconds an SSE write may wait for a client that reads nothing before its "
+        "response ends with a 'lagged' event (default 30)",
+    )
+    p.add_argument(
         "--log-level",
         default="info",
         choices=["critical", "error", "warning", "info", "debug"],
@@ -168,6 +188,8 @@ def _serve_command(args: argparse.Namespace) -> int:
             heartbeat=args.heartbeat,
             retry_ms=args.retry_ms,
             cors_origins=args.cors_origin,
+            allowed_hosts=_allowed_hosts(args),
+            send_timeout=args.send_timeout,
         )
     except (Error, ValueError) as exc:
         raise CLIError(str(exc)) from exc
@@ -194,13 +216,34 @@ def _serve_command(args: argparse.Namespace) -> int:
     # After Config(), which configures uvicorn's loggers.
     logging.getLogger("uvicorn.access").addFilter(_RedactToken())
     server = uvicorn.Server(config)
+    # uvicorn re-raises the SIGTERM it handled once it has shut down gracefully, so
+    # the process would die by it (exit -15); a graceful stop is a success (exit 0).
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
         server.run()
     except SystemExit:  # uvicorn's way to report a failed startup
         raise CLIError(_startup_failure(startup_errors, args)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if not server.started:
         raise CLIError(_startup_failure(startup_errors, args))
     return 0
+
+
+def _allowed_hosts(args: argparse.Namespace) -> list[str] | None:
+    """``--allowed-host`` values; else ``None`` (the app's default: the environment or
+    the loopback names) plus the bound name when ``--host`` names one interface."""
+    if args.allowed_host:
+        return list(args.allowed_host)
+    if os.environ.get("RUNTIME_ALLOWED_HOSTS", "").strip():
+        return None
+    host = args.host.strip().lower()
+    loopback = ["localhost", "127.0.0.1", "[::1]"]
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        return None  # every interface: name the public host with --allowed-host
+    if host in loopback or host == "::1":
+        return loopback
+    return [*loopback, f"[{host}]" if ":" in host else host]
 
 
 def _startup_failure(errors: list[BaseException], args: argparse.Namespace) -> str:

@@ -56,7 +56,7 @@ async def open_app(
     app = create_app(rt, **app_options)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             yield Served(client, rt, app, store)
 
 
@@ -230,7 +230,7 @@ async def drive_asgi_get(
         "raw_path": path.encode(),
         "query_string": query,
         "root_path": "",
-        "headers": [(b"host", b"test"), *(headers or [])],
+        "headers": [(b"host", b"localhost"), *(headers or [])],
         "client": ("127.0.0.1", 12345),
         "server": ("test", 80),
         "state": {},

@@ -30,7 +30,7 @@ async def test_mounted_under_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     async with app.router.lifespan_context(app):
         assert example.runtime.running
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             assert (await client.get("/health")).json()["ok"] is True
             redirect = await client.get("/agent")
             assert redirect.status_code in (307, 308)
