@@ -4,7 +4,8 @@
 The user message says what to do: ``tokens=N delay=S tool_every=K`` as in
 ``tests/http/sse_agents.py``, plus ``reason=1`` (stream reasoning first), ``fail=1``
 (a failing tool call, then the agent raises) and ``echo=1`` (reply with the turn's
-``metadata`` and ``config`` as JSON, proving they reach the agent).
+``metadata`` and ``config`` as JSON, proving they reach the agent) and ``md=1`` (end with
+a Markdown report that also carries HTML a sanitizer must remove).
 """
 
 from __future__ import annotations
@@ -14,6 +15,14 @@ import json
 import anyio
 
 from runtime import Turn
+
+#: A Markdown answer with a heading, emphasis, code, a list, a table, and two attempts
+#: to run script that the page's sanitizer must drop.
+MARKDOWN_REPORT = (
+    "\n\n# Findings\n\n**Bold claim** with `inline code`.\n\n- first item\n- second item\n\n"
+    "| module | uses |\n|---|---|\n| asyncio | 12 |\n\n"
+    '<img src="x" onerror="window.__xss = 1"> <script>window.__xss = 2</script>\n'
+)
 
 
 def parse(message: str) -> dict[str, float]:
@@ -47,6 +56,8 @@ async def agent(turn: Turn) -> None:
         except ValueError:
             pass
         raise RuntimeError("agent failed on purpose")
+    if spec.get("md"):
+        await turn.token(MARKDOWN_REPORT)
     if spec.get("echo"):
         await turn.token(json.dumps({"metadata": turn.metadata, "config": turn.config}))
     await turn.reply()
