@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from ._fileio import append_durable, atomic_write, field_error, json_lines, read_bytes
+from ._fileio import append_durable, atomic_write, json_lines, read_bytes
 from .abc import sort_key, visible_in_list
 
 __all__ = ["SessionIndex"]
@@ -55,7 +55,8 @@ class SessionIndex:
         for rec in records:
             if not isinstance(rec, dict) or not isinstance(rec.get("session_id"), str):
                 return False
-            if not rec.get("deleted") and field_error(dict(rec, messages=[])) is not None:
+            updated_at = rec.get("updated_at", 0.0)
+            if type(updated_at) is not float and type(updated_at) is not int:
                 return False  # e.g. a string updated_at: it could not be sorted
             if rec.get("deleted"):
                 rows.pop(rec["session_id"], None)
