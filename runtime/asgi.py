@@ -25,7 +25,8 @@ Errors are JSON ``{"error": <code>, "detail": <text>}``: 400 bad input or a ``Ho
 not allowed, 401 missing or wrong token, 404 unknown, 409 busy, 413 body too large,
 415 a JSON route's body not sent as ``application/json``, 503 store failure.
 
-Mount it in an existing app (``app.mount("/agent", create_app(rt))``); a mounted app's
+Mount it in an existing app with :func:`mount` (``mount(app, "/agent", create_app(rt))``),
+which also lists its routes in a FastAPI host's ``/docs``, or ``app.mount(...)``; a mounted app's
 lifespan does not run, so enter the runtime in the host app's lifespan
 (``async with rt: yield``), as ``examples/fastapi_app.py`` does.
 """
@@ -51,12 +52,13 @@ from ._http._ai_sdk import AiSdkChat
 from ._http._cors import check_origins, cors_middleware
 from ._http._errors import JSONResponse, http_exception, server_error
 from ._http._host import HostCheck, allowed_hosts_from
+from ._http._mount import mount
 from ._http._openapi import openapi_document
 from ._http._routes import Api, by_method
 from ._http._sse import StreamEvents
 from ._runtime import Runtime
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "mount"]
 
 #: The demo page's files (package data).
 STATIC_DIR = Path(__file__).parent / "static"
@@ -195,4 +197,5 @@ def create_app(
         exception_handlers={HTTPException: http_exception, 500: server_error},
     )
     app.state.runtime = runtime
+    app.state.openapi_document = lambda root: openapi_document(root, auth=auth)
     return app
