@@ -57,7 +57,7 @@ async def test_fastapi_host_documents_the_routes_with_auth() -> None:
 
 def test_bad_mounts_are_refused() -> None:
     host = FastAPI()
-    with pytest.raises(ValueError, match="not an app made by runtime.asgi.create_app"):
+    with pytest.raises(ValueError, match=r"not an app made by runtime\.asgi\.create_app"):
         mount(host, "/agent", Starlette())
     app = create_app(Runtime(MemoryStore(), agent))
     with pytest.raises(ValueError, match="invalid mount path"):
@@ -72,7 +72,7 @@ def test_a_clash_with_a_host_path_is_named() -> None:
         return {"mine": True}
 
     mount(host, "/agent", create_app(Runtime(MemoryStore(), agent)))
-    with pytest.raises(ValueError, match="'/agent/api/sessions'.*already has that path"):
+    with pytest.raises(ValueError, match=r"'/agent/api/sessions'.*already has that path"):
         host.openapi()
 
 
