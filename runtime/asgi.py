@@ -40,7 +40,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -50,7 +49,7 @@ from starlette.staticfiles import StaticFiles
 from ._http._agui import AgUiRun
 from ._http._ai_sdk import AiSdkChat
 from ._http._cors import check_origins, cors_middleware
-from ._http._errors import JSONResponse, http_exception, server_error
+from ._http._errors import EXCEPTION_HANDLERS, JSONResponse
 from ._http._host import HostCheck, allowed_hosts_from
 from ._http._mount import mount
 from ._http._openapi import openapi_document
@@ -194,7 +193,7 @@ def create_app(
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(HostCheck, allowed=hosts), *cors_middleware(origins)],
-        exception_handlers={HTTPException: http_exception, 500: server_error},
+        exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.runtime = runtime
     app.state.openapi_document = lambda root: openapi_document(root, auth=auth)

@@ -15,7 +15,7 @@ from .._exceptions import Error, SubscriberLagged
 from .._runtime import Runtime
 from .._session import Session, validate_title
 from ._chat import optional_object
-from ._errors import ApiError, JSONResponse, from_library_error
+from ._errors import ApiError, JSONResponse
 from ._params import parse_flag, parse_limit, read_json_object, session_id_param, stream_id_param
 
 __all__ = ["Api", "Endpoint", "by_method", "session_json"]
@@ -98,20 +98,13 @@ class Api:
         )
 
     def guard(self, handler: Endpoint, *, query_token: bool = False) -> Endpoint:
-        """Wrap ``handler``: authorize first, then turn :class:`ApiError` and the
-        library's errors into JSON answers (anything else is a 500)."""
+        """Wrap ``handler`` so that it runs only for an authorized request. Errors it
+        raises (:class:`ApiError`, the library's tree) become JSON answers in the app's
+        exception handlers (:data:`~runtime._http._errors.EXCEPTION_HANDLERS`)."""
 
         async def endpoint(request: Request) -> Response:
-            try:
-                self.authorize(request, query_token=query_token)
-                return await handler(request)
-            except ApiError as exc:
-                return exc.response()
-            except Error as exc:
-                mapped = from_library_error(exc)
-                if mapped is None:
-                    raise
-                return mapped.response()
+            self.authorize(request, query_token=query_token)
+            return await handler(request)
 
         endpoint.__name__ = getattr(handler, "__name__", type(handler).__name__)
         endpoint.__doc__ = handler.__doc__
