@@ -22,7 +22,7 @@ sys.path.insert(0, str(HERE.parent / "http"))
 from sse_helpers import ServerProcess, free_port  # noqa: E402
 from test_browser_demo import ARTIFACTS, _require_browser_stack  # noqa: E402
 
-AGENT = f"{HERE.parent / 'ai_sdk' / 'chat_agents.py'}:agent"
+AGENT = f"{HERE.parent / 'chat_clients' / 'chat_agents.py'}:agent"
 
 
 def test_live_and_reopened_look_the_same_markdown_is_safe_rename_and_delete(

@@ -20,7 +20,7 @@ from sse_helpers import ServerProcess, free_port
 ag_ui = pytest.importorskip("ag_ui.core", reason="pip install -e '.[test]' (ag-ui-protocol)")
 from pydantic import TypeAdapter  # noqa: E402
 
-AGENT = f"{Path(__file__).resolve().parents[1] / 'ai_sdk' / 'chat_agents.py'}:agent"
+AGENT = f"{Path(__file__).resolve().parents[1] / 'chat_clients' / 'chat_agents.py'}:agent"
 EVENT = TypeAdapter(ag_ui.Event)
 
 

@@ -3,7 +3,7 @@
 //
 //   node chat_client.mjs SCENARIO BASE_URL CHAT_ID TEXT
 //
-// Prints one JSON object on stdout; tests/ai_sdk/test_ai_sdk.py checks it.
+// Prints one JSON object on stdout; tests/chat_clients/test_ai_sdk.py checks it.
 import {
   AbstractChat,
   DefaultChatTransport,

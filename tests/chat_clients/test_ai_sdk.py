@@ -35,10 +35,11 @@ def _node() -> str:
     problems = []
     if node is None:
         problems.append("node is missing: apt-get install -y nodejs npm")
-    if not (HERE / "node_modules" / "ai").is_dir():
-        problems.append(f"the ai package is not installed: npm ci --prefix {HERE}")
+    for package in ("ai", "@ag-ui/client"):
+        if not (HERE / "node_modules" / package).is_dir():
+            problems.append(f"{package} is not installed: npm ci --prefix {HERE}")
     if problems:
-        reason = "AI SDK test cannot run: " + "; ".join(problems)
+        reason = "chat client test cannot run: " + "; ".join(problems)
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)

@@ -1,5 +1,5 @@
 """An agent for the chat-protocol tests (AI SDK, AG-UI), served by a real
-``runtime serve tests/ai_sdk/chat_agents.py:agent`` process.
+``runtime serve tests/chat_clients/chat_agents.py:agent`` process.
 
 The user message says what to do: ``tokens=N delay=S tool_every=K`` as in
 ``tests/http/sse_agents.py``, plus ``reason=1`` (stream reasoning first), ``fail=1``
