@@ -154,3 +154,24 @@ def test_bad_cors_origins_are_refused(origins: object) -> None:
     rt = Runtime(MemoryStore(), echo_agent)
     with pytest.raises(ValueError, match="invalid"):
         create_app(rt, cors_origins=origins)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/api/chat", {"id": "c1", "messages": [{"role": "user", "parts": []}]}),
+        ("GET", "/api/chat/c1/stream", None),
+        ("POST", "/api/chat/c1/stop", None),
+        ("GET", "/api/chat/c1", None),
+        ("POST", "/api/agui", {"threadId": "t1", "runId": "r", "messages": []}),
+        ("GET", "/api/sessions/s1/streams", None),
+        ("PATCH", "/api/sessions/s1", {"title": "x"}),
+    ],
+)
+async def test_new_routes_require_the_token(method: str, path: str, body: object) -> None:
+    async with open_app(echo_agent, api_token="s3cret") as s:
+        r = await s.client.request(method, path, json=body)
+        assert r.status_code == 401, r.text
+        assert r.headers["www-authenticate"].startswith("Bearer")
+        assert await s.store.exists("c1") is False
+        assert await s.store.exists("t1") is False
