@@ -114,11 +114,19 @@ class AgUiEvents:
         elif t == ev.MESSAGE:
             self._message(event, out)
         elif t == ev.TOOL_STARTED:
+            # The call belongs to the assistant text streamed just before it, as the
+            # runtime's transcript puts the call in that message (``parentMessageId``).
+            parent = self._open[1] if self._open is not None and self._open[0] == "text" else None
             self._close(out)
             call_id = str(d.get("call_id"))
-            out.append(
-                {"type": "TOOL_CALL_START", "toolCallId": call_id, "toolCallName": d.get("name")}
-            )
+            start = {
+                "type": "TOOL_CALL_START",
+                "toolCallId": call_id,
+                "toolCallName": d.get("name"),
+            }
+            if parent is not None:
+                start["parentMessageId"] = parent
+            out.append(start)
             args = orjson.dumps(d.get("arguments") or {}, default=str).decode()
             out.append({"type": "TOOL_CALL_ARGS", "toolCallId": call_id, "delta": args})
             out.append({"type": "TOOL_CALL_END", "toolCallId": call_id})

@@ -104,6 +104,8 @@ def test_a_turn_as_agui_events(server: ServerProcess) -> None:
     assert text == "w001 w002 w003 w004 "
     starts = [e for e in events if e.type == "TOOL_CALL_START"]
     assert [s.tool_call_name for s in starts] == ["count", "count"]
+    texts = [e.message_id for e in events if e.type == "TEXT_MESSAGE_START"]
+    assert [s.parent_message_id for s in starts] == texts[:2]  # the text before each call
     args = [json.loads(e.delta) for e in events if e.type == "TOOL_CALL_ARGS"]
     assert args == [{"i": 2}, {"i": 4}]
     results = [e for e in events if e.type == "TOOL_CALL_RESULT"]
