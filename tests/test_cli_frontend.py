@@ -227,3 +227,25 @@ def test_no_traceback_when_stdout_closes_early(home: Path) -> None:
     assert "Traceback" not in proc.stderr
     assert "BrokenPipe" not in proc.stderr
     assert proc.stderr == ""
+
+
+def test_session_ids_stay_whole_on_a_narrow_terminal(home: Path) -> None:
+    sid = json_lines(
+        ok(cli(home, "run", CHAT, "a rather long first message " * 3, "--json")).stdout
+    )[0]["session_id"]
+    env = {**env_for(home), "COLUMNS": "60", "LINES": "20", "TERM": "xterm"}
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "runtime", "sessions", "list"],
+        cwd=str(ROOT),
+        env=env,
+        encoding="utf-8",
+        timeout=30,
+        dimensions=(20, 60),
+    )
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    table = plain(child.before)
+    assert sid in table  # the id whole; the title column gives way
+    assert max(len(line) for line in table.splitlines()) <= 60
