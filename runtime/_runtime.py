@@ -12,8 +12,9 @@ import anyio.abc
 
 from . import _events as ev
 from ._exceptions import SessionBusy, StoreClosed
+from ._json import check_json_ready
 from ._runner import Agent, Turn, TurnHandle, interval_ok, run_turn
-from ._session import Message, Session, validate_session_id
+from ._session import Message, Session, validate_session_id, validate_title
 from ._subscription import Subscription, new_stream_id, session_of_stream
 from .brokers.memory import MemoryBroker
 from .stores.abc import RecoveryReport, SessionPage, Store
@@ -247,14 +248,14 @@ class Runtime:
         """Set a session's title and save it; returns the session (metadata only).
 
         :raises InvalidSessionId: for a bad id, before any I/O.
-        :raises ValueError: if ``title`` is not a string with non-whitespace text.
+        :raises ValueError: for a title that is empty, over 200 characters or holds a
+            control character.
         :raises SessionBusy: while a live stream owns it (its final save would write
             the title the turn started with); rename it after the turn.
         :raises SessionNotFound: if there is no such session.
         """
         validate_session_id(session_id)
-        if not isinstance(title, str) or not title.strip():
-            raise ValueError(f"invalid title {title!r}: must be a string with non-whitespace text")
+        validate_title(title)
         busy = self._busy.get(session_id)
         if busy is not None:
             raise SessionBusy(session_id, busy)
@@ -356,6 +357,7 @@ class Runtime:
         :raises InvalidSessionId: for a bad id, before any I/O.
         :raises ValueError: if ``text`` is not a non-empty string, or ``metadata`` or
             ``config`` is neither a dict nor ``None``.
+        :raises TypeError: if ``metadata`` does not encode as plain JSON.
         :raises SessionNotFound: if there is no such session.
         :raises SessionBusy: while a live stream owns the session (HTTP 409).
         """
@@ -365,6 +367,8 @@ class Runtime:
         for name, value in (("metadata", metadata), ("config", config)):
             if value is not None and not isinstance(value, dict):
                 raise ValueError(f"invalid {name} {value!r}: must be a dict or None")
+        if metadata:
+            check_json_ready(metadata, "metadata")  # it is recorded in stream.started
         tg = self._task_group()
         if session_id in self._busy:
             raise SessionBusy(session_id, self._busy[session_id])

@@ -175,3 +175,20 @@ async def test_new_routes_require_the_token(method: str, path: str, body: object
         assert r.headers["www-authenticate"].startswith("Bearer")
         assert await s.store.exists("c1") is False
         assert await s.store.exists("t1") is False
+
+
+async def test_runtime_refuses_metadata_json_cannot_carry_and_bad_titles() -> None:
+    async with Runtime(MemoryStore(), echo_agent) as rt:
+        session = rt.new_session()
+        with pytest.raises(TypeError, match="metadata"):
+            await rt.start_turn(session.session_id, "x", metadata={"when": object()})
+        with pytest.raises(ValueError, match="invalid config"):
+            await rt.start_turn(session.session_id, "x", config=["no"])  # type: ignore[arg-type]
+        assert (await rt.session_status(session.session_id))["active_stream_id"] is None
+        stream_id = await rt.start_turn(session.session_id, "x")
+        await rt.wait_stream(stream_id)
+        for bad in ("", "a\nb", "x" * 201):
+            with pytest.raises(ValueError, match="invalid title"):
+                await rt.rename_session(session.session_id, bad)
+        renamed = await rt.rename_session(session.session_id, "Fine")
+        assert renamed.title == "Fine"
