@@ -264,7 +264,7 @@
       if (m.role === 'user') {
         turn = new TurnView(m.stream_id);
         turn.user(m.content, m.timestamp);
-        turn.setState('done', '');
+        turn.setState('done', 'Done.');
         continue;
       }
       const t = ensure();

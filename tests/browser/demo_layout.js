@@ -20,6 +20,7 @@ const [url, artifactDir] = process.argv.slice(2);
 function layout() {
   return Array.from(document.querySelectorAll('#transcript .turn'), (turn) => ({
     state: turn.dataset.state,
+    status: turn.querySelector('.turn-status').textContent,
     user: turn.querySelector('.bubble.user .body')?.textContent,
     userTime: turn.querySelector('.bubble.user .stamp')?.textContent !== '',
     parts: Array.from(turn.querySelector('.bubble.assistant').children, (c) => {
