@@ -5,6 +5,7 @@ Run it (needs ``pip install 'runtime[server]' fastapi``)::
     python examples/fastapi_app.py            # or: uvicorn examples.fastapi_app:app
     open http://127.0.0.1:8000/agent/         # the demo page
     curl http://127.0.0.1:8000/agent/openapi.json
+    open http://127.0.0.1:8000/docs           # FastAPI's docs list the runtime's routes too
 
 Sessions are stored under ``$RUNTIME_HOME`` (default ``./.runtime``). A mounted app's
 lifespan does not run, so the host app enters the runtime in its own lifespan; the
@@ -21,7 +22,7 @@ import anyio
 from fastapi import FastAPI
 
 from runtime import FileStore, Runtime, Turn
-from runtime.asgi import create_app
+from runtime.asgi import create_app, mount
 
 
 async def agent(turn: Turn) -> None:
@@ -54,7 +55,8 @@ async def health() -> dict[str, Any]:
     return {"ok": True, "runtime": runtime.statistics()}
 
 
-app.mount("/agent", create_app(runtime))
+# Like app.mount("/agent", ...), and the runtime's routes also appear in /docs.
+mount(app, "/agent", create_app(runtime))
 
 
 if __name__ == "__main__":

@@ -99,13 +99,15 @@ class ToolStartedData(TypedDict):
 
 class ToolCompletedData(TypedDict):
     """``tool.completed``: the result (``None`` when the call failed), the error text
-    (``None`` on success) and the call's duration in seconds."""
+    (``None`` on success), the call's duration in seconds, and the tool's own one-line
+    ``summary`` when it set one."""
 
     call_id: str
     name: str
     result: Any
     error: str | None
     duration_s: float
+    summary: NotRequired[str]
 
 
 class MessageData(TypedDict):

@@ -63,6 +63,9 @@ class ToolCall:
     :ivar error: ``None``, or the error text once the call failed
         (``"ValueError: ..."``, ``"cancelled"``).
     :ivar exception: the exception that failed the call, if any.
+    :ivar summary: optional, one short line for people (``"12 modules use TaskGroup"``):
+        it goes out in ``tool.completed`` and terminals show it instead of the result's
+        key figures; the model still gets the whole result.
     """
 
     __slots__ = (
@@ -76,6 +79,7 @@ class ToolCall:
         "exception",
         "name",
         "result",
+        "summary",
     )
 
     def __init__(
@@ -86,6 +90,7 @@ class ToolCall:
         self.arguments = arguments
         self.result: Any = None
         self.error: str | None = None
+        self.summary: str | None = None
         self.exception: BaseException | None = None
         self._turn = turn
         self._group: _ToolGroup | None = None
@@ -199,12 +204,25 @@ class Turn:
         message dicts with private keys; treat as read-only). To send the conversation
         to a model use :meth:`model_messages`.
     :ivar title: the session title when the turn started.
+    :ivar metadata: per-turn JSON object the caller passed to ``start_turn`` (``{}``
+        if none), e.g. what a front end sent along with the message.
+    :ivar config: per-turn settings the caller passed to ``start_turn`` (``{}`` if
+        none), e.g. a model name.
     """
 
     def __init__(
-        self, session: Session, log: StreamLog, user_message: str, history: list[Message]
+        self,
+        session: Session,
+        log: StreamLog,
+        user_message: str,
+        history: list[Message],
+        *,
+        metadata: dict[str, Any] | None = None,
+        config: dict[str, Any] | None = None,
     ) -> None:
         self.session_id = session.session_id
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.config: dict[str, Any] = dict(config or {})
         self.stream_id = log.stream_id
         self.user_message = user_message
         self.history = history
@@ -333,6 +351,8 @@ class Turn:
                 "error": call.error,
                 "duration_s": round(duration, 6),
             }
+            if isinstance(call.summary, str) and call.summary:
+                data["summary"] = _json_text(call.summary)
             self._log.publish(ev.TOOL_COMPLETED, cast("dict[str, Any]", data))
 
     # -- the agent's API --------------------------------------------------------------

@@ -15,8 +15,9 @@ import anyio.abc
 
 from . import _events as ev
 from ._exceptions import SessionBusy, StoreClosed
+from ._json import check_json_ready
 from ._runner import Agent, Turn, TurnHandle, interval_ok, run_turn
-from ._session import Session, validate_session_id
+from ._session import Session, validate_session_id, validate_title
 from ._subscription import Subscription, new_stream_id, session_of_stream
 from .brokers.abc import Broker
 from .repair import is_stale, mark_interrupted, repair
@@ -295,6 +296,50 @@ class Runtime:
             raise SessionBusy(session_id, busy)
         await self.store.delete(session_id)
 
+    async def rename_session(self, session_id: str, title: str) -> Session:
+        """Set a session's title and save it; returns the session (metadata only).
+
+        :raises InvalidSessionId: for a bad id, before any I/O.
+        :raises ValueError: for a title that is empty, over 200 characters or holds a
+            control character.
+        :raises SessionBusy: while a live stream owns it (its final save would write
+            the title the turn started with); rename it after the turn.
+        :raises SessionNotFound: if there is no such session.
+        """
+        validate_session_id(session_id)
+        validate_title(title)
+        busy = self._busy.get(session_id)
+        if busy is not None:
+            raise SessionBusy(session_id, busy)
+        session = await self.get_session(session_id)
+        if session.active_stream_id is not None:  # a live stream of another node
+            raise SessionBusy(session_id, session.active_stream_id)
+        session.title = title
+        await self.store.save(session)
+        return Session.from_dict(session.meta_dict(), metadata_only=True)
+
+    async def session_streams(self, session_id: str) -> list[dict[str, Any]]:
+        """The streams (turns) of a session, oldest first: ``{stream_id, user_message,
+        started_at, live}`` (``started_at`` in epoch seconds), read from the stored
+        transcript, where each turn's user message carries its ``stream_id``. Turns
+        stored before user messages carried it are not listed. Follow one with
+        :meth:`events`.
+
+        :raises InvalidSessionId: for a bad id, before any I/O.
+        :raises SessionNotFound: if there is no such session.
+        """
+        session = await self.get_session(session_id)
+        return [
+            {
+                "stream_id": m["stream_id"],
+                "user_message": m.get("content"),
+                "started_at": m.get("timestamp"),
+                "live": m["stream_id"] in self._live,
+            }
+            for m in session.messages
+            if m.get("role") == "user" and isinstance(m.get("stream_id"), str)
+        ]
+
     # -- stale stream repair ----------------------------------------------------------------
 
     def is_live(self, stream_id: str) -> bool:
@@ -342,19 +387,39 @@ class Runtime:
 
     # -- turns --------------------------------------------------------------------------
 
-    async def start_turn(self, session_id: str, text: str) -> str:
+    async def start_turn(
+        self,
+        session_id: str,
+        text: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> str:
         """Start a turn: save the pending fields (the session's first write if it is
         new), then run the agent in a task. Returns the ``stream_id`` once the stream
         has started.
 
+        :param metadata: per-turn JSON object for the agent (:attr:`Turn.metadata`),
+            e.g. what a front end sends along with the message; recorded in the
+            ``stream.started`` event.
+        :param config: per-turn settings for the agent (:attr:`Turn.config`), e.g. a
+            model name or temperature; not recorded.
+
         :raises InvalidSessionId: for a bad id, before any I/O.
-        :raises ValueError: if ``text`` is not a non-empty string.
+        :raises ValueError: if ``text`` is not a non-empty string, or ``metadata`` or
+            ``config`` is neither a dict nor ``None``.
+        :raises TypeError: if ``metadata`` does not encode as plain JSON.
         :raises SessionNotFound: if there is no such session.
         :raises SessionBusy: while a live stream owns the session (HTTP 409).
         """
         validate_session_id(session_id)
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"invalid message {text!r}: must be a non-empty string")
+        for name, value in (("metadata", metadata), ("config", config)):
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(f"invalid {name} {value!r}: must be a dict or None")
+        if metadata:
+            check_json_ready(metadata, "metadata")  # it is recorded in stream.started
         tg = self._task_group()
         if session_id in self._busy:
             raise SessionBusy(session_id, self._busy[session_id])
@@ -373,9 +438,10 @@ class Runtime:
             session.pending_user_message = text
             session.pending_started_at = now
             log = self.broker.open(stream_id, session_id)
-            started = log.publish(
-                ev.STREAM_STARTED, {"user_message": text, "pending_started_at": now}
-            )
+            started_data: dict[str, Any] = {"user_message": text, "pending_started_at": now}
+            if metadata:
+                started_data["metadata"] = metadata
+            started = log.publish(ev.STREAM_STARTED, started_data)
             lease = self._new_lease()
             try:
                 # Claims the lease in the same write: one writer per session, also
@@ -386,9 +452,11 @@ class Runtime:
                 raise
             # The user message is part of the running transcript from here on, so that
             # checkpoints persist it; repair will not add it twice.
-            session.messages.append({"role": "user", "content": text, "timestamp": now})
+            session.messages.append(
+                {"role": "user", "content": text, "timestamp": now, "stream_id": stream_id}
+            )
             handle = TurnHandle(session_id, stream_id, log, lease)
-            turn = Turn(session, log, text, history)
+            turn = Turn(session, log, text, history, metadata=metadata, config=config)
             self._live[stream_id] = handle
             try:
                 await tg.start(self._run, turn, handle)

@@ -113,6 +113,7 @@ def mark_interrupted(session: Session) -> None:
                 "content": pending,
                 "_recovered": True,
                 "timestamp": session.pending_started_at,
+                "stream_id": session.active_stream_id,
             }
         )
     marker: Message = {

@@ -31,6 +31,27 @@ def sync_agent(turn: Turn) -> None:
     """A plain function: not an agent (the CLI must refuse it)."""
 
 
+async def chat_agent(turn: Turn) -> None:
+    """Answers with a Markdown report: the message, how many messages came before, and
+    the turn's number. ``slow`` streams for 30 s (to be cancelled); ``fail`` raises."""
+    if turn.user_message == "fail":
+        await turn.token("about to fail ")
+        raise RuntimeError("boom in chat agent")
+    if turn.user_message == "slow":
+        for i in range(300):
+            await turn.token(f"slow{i} ")
+            await anyio.sleep(0.1)
+    async with turn.tool("lookup", {"query": turn.user_message, "limit": 5}) as call:
+        call.result = {"matches": 3, "files": ["a.py", "b.py", "c.py"], "text": "x" * 500}
+    async with turn.tool("count_words", {"text": turn.user_message}) as call:
+        call.result = len(turn.user_message.split())
+        call.summary = f"{call.result} words counted"
+    await turn.reply(
+        f"# Report\n\nYou said **{turn.user_message}**.\n\n"
+        f"- history: {len(turn.history)} messages\n- tools: 2\n"
+    )
+
+
 async def chatty_agent(turn: Turn) -> None:
     """Streams 3,000 numbered tokens (about 300 KB of ``--json`` lines, more than a
     pipe holds) and ends with ``the end``."""

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -22,7 +23,14 @@ from .._exceptions import (
     SubscriberLagged,
 )
 
-__all__ = ["ApiError", "JSONResponse", "from_library_error", "http_exception", "server_error"]
+__all__ = [
+    "EXCEPTION_HANDLERS",
+    "ApiError",
+    "JSONResponse",
+    "from_library_error",
+    "http_exception",
+    "server_error",
+]
 
 
 class JSONResponse(Response):
@@ -109,3 +117,28 @@ async def server_error(request: Request, exc: Exception) -> Response:
     return ApiError(
         500, "internal_error", f"unexpected {type(exc).__name__}; see the server log"
     ).response()
+
+
+async def api_error(request: Request, exc: Exception) -> Response:
+    """An :class:`ApiError` raised by a route: its JSON answer."""
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def library_error(request: Request, exc: Exception) -> Response:
+    """An error of the library's tree raised by a route: its HTTP answer, or, for one
+    without (a bug), re-raised to Starlette's server-error handler (logged, JSON 500)."""
+    assert isinstance(exc, Error)
+    mapped = from_library_error(exc)
+    if mapped is None:
+        raise exc
+    return mapped.response()
+
+
+#: Starlette ``exception_handlers`` of the app: the error tree mapped once for every route.
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    ApiError: api_error,
+    Error: library_error,
+    HTTPException: http_exception,
+    500: server_error,
+}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._chat_openapi import CHAT_SCHEMAS, chat_paths
+
 __all__ = ["openapi_document"]
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -116,14 +118,48 @@ _SCHEMAS: dict[str, Any] = {
     "NewSession": {
         "type": "object",
         "additionalProperties": False,
+        "properties": {
+            "title": {"type": "string", "minLength": 1, "maxLength": 200},
+            "session_id": {
+                "type": "string",
+                "pattern": "^[A-Za-z0-9_-]{1,64}$",
+                "description": "Client-chosen id (409 session_exists if taken).",
+            },
+        },
+    },
+    "Rename": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["title"],
         "properties": {"title": {"type": "string", "minLength": 1, "maxLength": 200}},
+    },
+    "StreamList": {
+        "type": "object",
+        "required": ["streams"],
+        "properties": {
+            "streams": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["stream_id", "user_message", "started_at", "live"],
+                    "properties": {
+                        "stream_id": {"type": "string"},
+                        "user_message": {"type": ["string", "null"]},
+                        "started_at": {"type": ["number", "null"]},
+                        "live": {"type": "boolean"},
+                    },
+                },
+            }
+        },
     },
     "NewTurn": {
         "type": "object",
         "additionalProperties": False,
         "required": ["message"],
         "properties": {
-            "message": {"type": "string", "minLength": 1, "description": "Not only whitespace."}
+            "message": {"type": "string", "minLength": 1, "description": "Not only whitespace."},
+            "metadata": {"type": ["object", "null"], "description": "turn.metadata"},
+            "config": {"type": ["object", "null"], "description": "turn.config"},
         },
     },
     "TurnStarted": {
@@ -249,6 +285,23 @@ def _paths(auth: bool) -> dict[str, Any]:
                     "404": _NO_SESSION,
                 },
             },
+            "patch": {
+                "operationId": "rename_session",
+                "summary": "Rename a session.",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Rename"}}
+                    },
+                },
+                "responses": {
+                    "200": _json("The session.", {"$ref": "#/components/schemas/SessionMeta"}),
+                    "400": _error("Invalid session id or title."),
+                    "401": _UNAUTHORIZED,
+                    "404": _NO_SESSION,
+                    "409": _error("A live stream owns the session; rename it after the turn."),
+                },
+            },
             "delete": {
                 "operationId": "delete_session",
                 "summary": "Delete a session (never resurrected by recovery).",
@@ -258,6 +311,19 @@ def _paths(auth: bool) -> dict[str, Any]:
                     "401": _UNAUTHORIZED,
                     "404": _NO_SESSION,
                     "409": _error("A live stream owns the session; cancel it first."),
+                },
+            },
+        },
+        "/api/sessions/{session_id}/streams": {
+            "parameters": [_SESSION_ID],
+            "get": {
+                "operationId": "session_streams",
+                "summary": "The session's streams (turns), oldest first.",
+                "responses": {
+                    "200": _json("Streams.", {"$ref": "#/components/schemas/StreamList"}),
+                    "400": _BAD_ID,
+                    "401": _UNAUTHORIZED,
+                    "404": _NO_SESSION,
                 },
             },
         },
@@ -290,6 +356,11 @@ def _paths(auth: bool) -> dict[str, Any]:
                         "Started; follow Location (the events URL).",
                         {"$ref": "#/components/schemas/TurnStarted"},
                     ),
+                    "200": {
+                        "description": "With Accept: text/event-stream: the turn's events "
+                        "at once, as GET /api/streams/{stream_id}/events sends them.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
                     "400": _error("Invalid session id, or body/message invalid."),
                     "401": _UNAUTHORIZED,
                     "404": _NO_SESSION,
@@ -395,9 +466,9 @@ def openapi_document(server_url: str = "/", *, auth: bool) -> dict[str, Any]:
             ),
         },
         "servers": [{"url": server_url}],
-        "paths": _paths(auth),
+        "paths": {**_paths(auth), **chat_paths()},
         "components": {
-            "schemas": _SCHEMAS,
+            "schemas": {**_SCHEMAS, **CHAT_SCHEMAS},
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "query_token": {"type": "apiKey", "in": "query", "name": "token"},

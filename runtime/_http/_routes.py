@@ -14,7 +14,8 @@ from starlette.responses import Response
 from .._exceptions import Error, SubscriberLagged
 from .._runtime import Runtime
 from .._session import Session, validate_title
-from ._errors import ApiError, JSONResponse, from_library_error
+from ._chat import optional_object
+from ._errors import ApiError, JSONResponse
 from ._owners import OWNER_KEY, Owners
 from ._params import parse_flag, parse_limit, read_json_object, session_id_param, stream_id_param
 
@@ -24,8 +25,9 @@ logger = logging.getLogger("runtime.asgi")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
-_NEW_SESSION_FIELDS = frozenset({"title"})
-_TURN_FIELDS = frozenset({"message"})
+_NEW_SESSION_FIELDS = frozenset({"title", "session_id"})
+_TURN_FIELDS = frozenset({"message", "metadata", "config"})
+_PATCH_FIELDS = frozenset({"title"})
 
 
 def by_method(**handlers: Endpoint) -> Endpoint:
@@ -51,12 +53,21 @@ class Api:
     :param runtime: the runtime the routes drive.
     :param api_token: bearer token every ``/api`` route requires, or ``None`` for none.
     :param owners: per-user isolation (an authentication hook), or ``None``.
+    :param follow: the SSE response of a stream from its first event, for a start of a
+        turn that asks for ``Accept: text/event-stream`` (send and stream in one
+        request); ``None``: such requests get the 202 JSON answer.
     """
 
     def __init__(
-        self, runtime: Runtime, api_token: str | None, owners: Owners | None = None
+        self,
+        runtime: Runtime,
+        api_token: str | None,
+        owners: Owners | None = None,
+        *,
+        follow: Callable[[str], Response] | None = None,
     ) -> None:
         self.runtime = runtime
+        self.follow = follow
         self._token = None if api_token is None else api_token.encode()
         self.owners = owners
 
@@ -91,24 +102,17 @@ class Api:
         )
 
     def guard(self, handler: Endpoint, *, query_token: bool = False) -> Endpoint:
-        """Wrap ``handler``: authorize first, then turn :class:`ApiError` and the
-        library's errors into JSON answers (anything else is a 500)."""
+        """Wrap ``handler`` so that it runs only for an authorized request. Errors it
+        raises (:class:`ApiError`, the library's tree) become JSON answers in the app's
+        exception handlers (:data:`~runtime._http._errors.EXCEPTION_HANDLERS`)."""
 
         async def endpoint(request: Request) -> Response:
-            try:
-                self.authorize(request, query_token=query_token)
-                if self.owners is not None:
-                    principal = await self.owners.principal(request)
-                    request.state.principal = principal
-                    await self.owners.check(request, principal)
-                return await handler(request)
-            except ApiError as exc:
-                return exc.response()
-            except Error as exc:
-                mapped = from_library_error(exc)
-                if mapped is None:
-                    raise
-                return mapped.response()
+            self.authorize(request, query_token=query_token)
+            if self.owners is not None:
+                principal = await self.owners.principal(request)
+                request.state.principal = principal
+                await self.owners.check(request, principal)
+            return await handler(request)
 
         endpoint.__name__ = getattr(handler, "__name__", type(handler).__name__)
         endpoint.__doc__ = handler.__doc__
@@ -117,7 +121,8 @@ class Api:
     # -- sessions -------------------------------------------------------------------------
 
     async def create_session(self, request: Request) -> Response:
-        """``POST /api/sessions`` ``{"title"?}`` → 201, the new session. It stays in
+        """``POST /api/sessions`` ``{"title"?, "session_id"?}`` → 201, the new session
+        (with the client's id if given; 409 ``session_exists`` if taken). It stays in
         memory until its first turn but can be fetched by id meanwhile."""
         body = await read_json_object(request, allowed=_NEW_SESSION_FIELDS, empty_ok=True)
         fields: dict[str, Any] = {}
@@ -126,6 +131,15 @@ class Api:
                 fields["title"] = validate_title(body["title"])
             except ValueError as exc:
                 raise ApiError(400, "invalid_body", str(exc)) from exc
+        if "session_id" in body:
+            fields["session_id"] = session_id = body["session_id"]
+            if await self.runtime.store.exists(session_id):  # InvalidSessionId: 400
+                raise ApiError(
+                    409,
+                    "session_exists",
+                    f"session id {session_id!r} is taken: choose another",
+                    session_id=session_id,
+                )
         if self.owners is not None:
             fields["metadata"] = {OWNER_KEY: request.state.principal}
         session = await self.runtime.create_session(**fields)
@@ -158,6 +172,27 @@ class Api:
         status = await self.runtime.session_status(session_id_param(request))
         return JSONResponse(status)
 
+    async def rename_session(self, request: Request) -> Response:
+        """``PATCH /api/sessions/{id}`` ``{"title"}`` → the session's metadata; 409
+        while a live stream owns it."""
+        session_id = session_id_param(request)
+        body = await read_json_object(request, allowed=_PATCH_FIELDS, empty_ok=False)
+        if "title" not in body:
+            raise ApiError(400, "invalid_body", "missing field 'title': a non-empty string")
+        try:
+            session = await self.runtime.rename_session(session_id, body["title"])
+        except ValueError as exc:
+            if isinstance(exc, Error):
+                raise
+            raise ApiError(400, "invalid_body", str(exc)) from exc
+        return JSONResponse(session.meta_dict())
+
+    async def session_streams(self, request: Request) -> Response:
+        """``GET /api/sessions/{id}/streams`` → ``{streams: [{stream_id, user_message,
+        started_at, live}]}``, oldest first."""
+        streams = await self.runtime.session_streams(session_id_param(request))
+        return JSONResponse({"streams": streams})
+
     async def delete_session(self, request: Request) -> Response:
         """``DELETE /api/sessions/{id}`` → 204; 409 while a live stream owns it."""
         await self.runtime.delete_session(session_id_param(request))
@@ -166,8 +201,11 @@ class Api:
     # -- turns and streams ----------------------------------------------------------------
 
     async def start_turn(self, request: Request) -> Response:
-        """``POST /api/sessions/{id}/turns`` ``{"message"}`` → 202 ``{stream_id,
-        session_id, pending_started_at}``; 409 with ``active_stream_id`` while busy."""
+        """``POST /api/sessions/{id}/turns`` ``{"message", "metadata"?, "config"?}`` →
+        202 ``{stream_id, session_id, pending_started_at}``, or with ``Accept:
+        text/event-stream`` the turn's events at once (200, SSE); 409 with
+        ``active_stream_id`` while busy. ``metadata`` and ``config`` (JSON objects)
+        reach the agent as ``turn.metadata`` and ``turn.config``."""
         session_id = session_id_param(request)
         body = await read_json_object(request, allowed=_TURN_FIELDS, empty_ok=False)
         if "message" not in body:
@@ -179,7 +217,10 @@ class Api:
                 "invalid_body",
                 f"invalid message {message!r}: must be a string with non-whitespace text",
             )
-        stream_id = await self.runtime.start_turn(session_id, message)
+        extra = {k: optional_object(body, k) for k in ("metadata", "config")}
+        stream_id = await self.runtime.start_turn(session_id, message, **extra)
+        if self.follow is not None and "text/event-stream" in request.headers.get("accept", ""):
+            return self.follow(stream_id)
         body_out = {
             "stream_id": stream_id,
             "session_id": session_id,

@@ -240,6 +240,18 @@ class StreamEvents:
             progress=progress,
         )
 
+    def follow(self, stream_id: str) -> Response:
+        """A stream from its first event, e.g. one this request just started."""
+        progress = _Progress(0)
+        return _EventStream(
+            self._body(stream_id, [], self.runtime.events(stream_id, 0), progress),
+            ping=self.heartbeat,
+            ping_message_factory=_heartbeat,
+            sep="\n",
+            send_timeout=self.send_timeout,
+            progress=progress,
+        )
+
     def _newest_live_seq(self, stream_id: str) -> int | None:
         """The newest ``seq`` of a live stream, or ``None`` if it is not live here."""
         if not self.runtime.is_live(stream_id):

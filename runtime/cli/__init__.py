@@ -1,4 +1,4 @@
-"""The ``runtime`` command line: ``run``, ``sessions``, ``routes``, ``serve``.
+"""The ``runtime`` command line: ``run``, ``chat``, ``sessions``, ``routes``, ``serve``.
 
 Every error is one line on stderr and a non-zero exit status (2 for bad usage or
 input, 1 for a failure, 130 after Ctrl-C), in the manner of click's ``ClickException``.
@@ -10,9 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .. import __version__
 from .._exceptions import Error
-from . import _routes, _run, _serve, _sessions
-from ._common import CLIError
+from . import _chat, _routes, _run, _serve, _sessions
+from ._common import CLIError, stdout_closed
 
 __all__ = ["build_parser", "main"]
 
@@ -24,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run AI-agent turns with durable sessions and resumable event streams.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (_run, _sessions, _routes, _serve):
+    parser.add_argument("--version", action="version", version=f"runtime {__version__}")
+    for module in (_run, _chat, _sessions, _routes, _serve):
         module.register(sub)
     return parser
 
@@ -47,4 +49,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("runtime: interrupted", file=sys.stderr)  # noqa: T201
         return 130
+    except BrokenPipeError:
+        return _closed_pipe()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _closed_pipe()
     return code
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away (``runtime sessions show ID | head``): no
+    traceback, and no second error when Python flushes stdout at exit (the Python
+    docs' recipe, "Note on SIGPIPE"). Exit status 141, as a shell reports SIGPIPE."""
+    stdout_closed()
+    return 141

@@ -135,6 +135,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="reconnection delay hinted to SSE clients, milliseconds (default 2000)",
     )
     p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let browser pages from ORIGIN (https://app.example, or *) call the API; "
+        "repeat for several (default: none)",
+    )
+    p.add_argument(
         "--allowed-host",
         action="append",
         default=None,
@@ -187,6 +195,7 @@ def _serve_command(args: argparse.Namespace) -> int:
             api_token=args.token,
             heartbeat=args.heartbeat,
             retry_ms=args.retry_ms,
+            cors_origins=args.cors_origin,
             allowed_hosts=_allowed_hosts(args),
             send_timeout=args.send_timeout,
         )

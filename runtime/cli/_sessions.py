@@ -9,10 +9,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import anyio
+import orjson
 
 from .._session import Session, validate_session_id
-from ..repair import load_repaired
-from ._common import add_store_option, open_store, print_json
+from ._common import add_store_option, open_sessions, open_store, print_json, resolve_session
+from ._display import summarize, tool_call_text
 
 __all__ = ["register"]
 
@@ -30,7 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lp.set_defaults(func=lambda a: anyio.run(_list, a))
 
     sp = ss.add_parser("show", help="show one session (repairs a stale stream first)")
-    sp.add_argument("session_id", metavar="ID")
+    sp.add_argument("session_id", metavar="ID", help="a session id, or a unique prefix of one")
     sp.add_argument("--json", action="store_true", help="print the whole session as JSON")
     add_store_option(sp)
     sp.set_defaults(func=_show_cmd)
@@ -48,8 +49,8 @@ def _when(ts: float | None) -> str:
 
 
 async def _list(args: argparse.Namespace) -> int:
-    async with open_store(args) as store:
-        page = await store.list_sessions(limit=args.limit, cursor=args.cursor)
+    async with open_sessions(args) as sessions:
+        page = await sessions.page(args.limit, args.cursor)
     if args.json:
         print_json(
             {"sessions": [s.meta_dict() for s in page.sessions], "next_cursor": page.next_cursor}
@@ -72,27 +73,44 @@ async def _list(args: argparse.Namespace) -> int:
 
 
 def _table(headers: list[str], rows: Sequence[tuple[str, ...]]) -> None:
+    """A rich table on a terminal (ids never truncated: the title gives way); plain
+    tab-separated lines otherwise, for pipes and scripts."""
     try:
         from rich.console import Console
         from rich.table import Table
     except ImportError:
+        console = None
+    else:
+        console = Console()
+    if console is None or not console.is_terminal:
         for row in [tuple(headers), *rows]:
-            print("  ".join(row))  # noqa: T201
+            sys.stdout.write("\t".join(row) + "\n")
+        sys.stdout.flush()
         return
-    table = Table(*headers)
+    table = Table()
+    for i, header in enumerate(headers):
+        if i == 0:
+            table.add_column(
+                header, no_wrap=True, min_width=max((len(r[0]) for r in rows), default=8)
+            )
+        elif i == 1:
+            table.add_column(header, ratio=1, overflow="fold")
+        else:
+            table.add_column(header, no_wrap=True)
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    console.print(table)
 
 
 def _show_cmd(args: argparse.Namespace) -> int:
-    validate_session_id(args.session_id)
+    validate_session_id(args.session_id)  # before the store is touched
     return anyio.run(_show, args)
 
 
 async def _show(args: argparse.Namespace) -> int:
-    async with open_store(args) as store:
-        session = await load_repaired(store, args.session_id)
+    async with open_sessions(args) as sessions:
+        session_id = await resolve_session(sessions.store, args.session_id)
+        session = await sessions.get(session_id)
     if args.json:
         print_json(session.to_dict())
         return 0
@@ -101,6 +119,17 @@ async def _show(args: argparse.Namespace) -> int:
 
 
 def _print_transcript(session: Session) -> None:
+    """The transcript: a header line per message, tool calls as one line each, the
+    text whole (rendered as Markdown on a terminal)."""
+    try:
+        from rich.console import Console
+        from rich.markdown import Markdown
+    except ImportError:
+        console = None
+    else:
+        console = Console(highlight=False)
+        if not console.is_terminal:
+            console = None
     out = sys.stdout
     out.write(
         f"{session.title}  ({session.session_id}, {session.message_count} messages, "
@@ -113,12 +142,28 @@ def _print_transcript(session: Session) -> None:
         out.write(head + "\n")
         for call in m.get("tool_calls") or ():
             fn: dict[str, Any] = call.get("function", {})
-            out.write(f"  → {fn.get('name')}({fn.get('arguments')})\n")
+            out.write(f"  → {tool_call_text(fn.get('name'), _decoded(fn.get('arguments')))}\n")
         content = m.get("content")
-        if content:
-            text = str(content)
-            out.write((text if len(text) < 2000 else text[:2000] + " …") + "\n")
+        if not content:
+            continue
+        if m.get("role") == "tool":
+            out.write(f"  ← {summarize(_decoded(content))}\n")
+        elif console is not None and m.get("role") == "assistant":
+            out.flush()
+            console.print(Markdown(str(content)))
+        else:
+            out.write(str(content) + "\n")
     out.flush()
+
+
+def _decoded(value: object) -> object:
+    """A JSON string decoded (tool arguments and results are stored as JSON text)."""
+    if isinstance(value, str):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    return value
 
 
 async def _recover(args: argparse.Namespace) -> int:

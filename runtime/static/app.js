@@ -72,11 +72,6 @@
     t.scrollTop = t.scrollHeight;
   }
 
-  function shortJson(value, limit = 400) {
-    const text = typeof value === 'string' ? value : JSON.stringify(value);
-    return text.length > limit ? `${text.slice(0, limit)}…` : text;
-  }
-
   function when(ts) {
     return ts ? new Date(ts * 1000).toLocaleString() : '';
   }
@@ -109,45 +104,199 @@
   }
 
   function markActive() {
+    showSessionActions();
     for (const li of $('sessions').children) {
       li.classList.toggle('active', li.dataset.sessionId === state.sessionId);
     }
   }
 
-  // -- rendering stored messages -------------------------------------------------------------
+  // -- Markdown ---------------------------------------------------------------------------
 
-  function renderMessage(m, toolNodes) {
-    const t = $('transcript');
-    if (m.role === 'tool') {
-      const node = toolNodes.get(m.tool_call_id);
-      const text = `${m.name || 'tool'} → ${shortJson(m.content)}`;
-      if (node) {
-        node.textContent = text;
-        node.dataset.state = m._error ? 'error' : 'ok';
-      } else {
-        const orphan = el('div', 'tool', text);
-        orphan.dataset.state = m._error ? 'error' : 'ok';
-        t.append(orphan);
+  // marked (Markdown to HTML) and DOMPurify (drops anything that could run script) are
+  // vendored in static/vendor/. Without them the text stays plain.
+  function renderMarkdown(node, raw) {
+    if (window.marked && window.DOMPurify) {
+      node.innerHTML = window.DOMPurify.sanitize(window.marked.parse(raw, { gfm: true }));
+    } else {
+      node.textContent = raw;
+    }
+  }
+
+  function clock(ts) {
+    return ts ? new Date(ts * 1000).toLocaleTimeString() : '';
+  }
+
+  function pretty(value) {
+    if (typeof value === 'string') {
+      try { return JSON.stringify(JSON.parse(value), null, 2); } catch { return value; }
+    }
+    return JSON.stringify(value, null, 2);
+  }
+
+  // -- a turn, the same whether it is live or reopened ---------------------------------------
+
+  // One user message and the agent's answer: the user's bubble (with its time), the
+  // assistant's bubble (reasoning, Markdown text parts, collapsible tool steps with their
+  // arguments and result, its time) and a status line.
+  class TurnView {
+    constructor(streamId) {
+      this.streamId = streamId || '';
+      this.root = el('div', 'turn');
+      this.root.dataset.streamId = this.streamId;
+      this.root.dataset.state = 'connecting';
+      this.userSlot = el('div', 'user-slot');
+      this.assistant = el('div', 'bubble assistant');
+      this.stamp = el('time', 'stamp');
+      this.statusLine = el('div', 'turn-status', '');
+      this.part = null; // {node, raw}: the Markdown part tokens go into
+      this.reasoningNode = null;
+      this.tools = new Map();
+      this.reconnects = 0;
+      this.root.append(this.userSlot, this.assistant, this.statusLine);
+      $('transcript').append(this.root);
+    }
+
+    user(text, ts) {
+      const bubble = el('div', 'bubble user');
+      bubble.append(el('div', 'body', text));
+      bubble.append(el('time', 'stamp', clock(ts)));
+      this.userSlot.replaceChildren(bubble);
+    }
+
+    setState(s, text) {
+      this.root.dataset.state = s;
+      const plural = this.reconnects === 1 ? '' : 's';
+      const resumed = this.reconnects ? ` (resumed after ${this.reconnects} reconnect${plural})` : '';
+      this.statusLine.textContent = text + resumed;
+      this.statusLine.classList.toggle('error', s === 'error' || s === 'interrupted');
+    }
+
+    at(ts) {
+      this.stamp.textContent = clock(ts);
+      this.assistant.append(this.stamp); // keeps the time last
+    }
+
+    text(chunk) {
+      if (!this.part) {
+        const node = el('div', 'text md');
+        this.part = { node, raw: '', queued: false };
+        this.assistant.append(node);
       }
-      return;
+      const part = this.part;
+      part.raw += chunk;
+      part.node.dataset.raw = part.raw;
+      if (!part.queued) { // re-render at most once per frame while tokens stream
+        part.queued = true;
+        requestAnimationFrame(() => { part.queued = false; renderMarkdown(part.node, part.raw); });
+      }
     }
-    const bubble = el('div', `bubble ${m.role === 'user' ? 'user' : 'assistant'}`);
-    if (m._error) bubble.classList.add('error');
-    if (m.content) bubble.append(el('span', 'text', m.content));
-    const markers = [];
-    if (m._partial) markers.push('partial');
-    if (m._recovered) markers.push('recovered');
-    if (m.type === 'interrupted') markers.push('interrupted');
-    if (m._cancelled) markers.push('cancelled');
-    if (markers.length) bubble.append(el('span', 'marker', `(${markers.join(', ')})`));
-    for (const call of m.tool_calls || []) {
-      const fn = call.function || {};
-      const node = el('div', 'tool', `${fn.name}(${fn.arguments || ''})`);
+
+    endText() {
+      if (this.part) renderMarkdown(this.part.node, this.part.raw);
+      this.part = null;
+    }
+
+    wholeText(content, marks) {
+      this.endText();
+      this.text(content);
+      const node = this.part.node;
+      this.endText();
+      if (marks && marks.length) node.append(el('span', 'marker', `(${marks.join(', ')})`));
+    }
+
+    reasoning(chunk) {
+      if (!this.reasoningNode) {
+        this.reasoningNode = el('div', 'reasoning');
+        this.assistant.prepend(this.reasoningNode);
+      }
+      this.reasoningNode.append(document.createTextNode(chunk));
+    }
+
+    toolStarted(callId, name, args) {
+      this.endText();
+      const node = el('details', 'tool');
       node.dataset.state = 'running';
-      toolNodes.set(call.id, node);
-      bubble.append(node);
+      node.dataset.callId = callId;
+      const summary = el('summary', '', `${name}`);
+      const argsBlock = el('pre', 'args', pretty(args || {}));
+      node.append(summary, el('div', 'label', 'arguments'), argsBlock);
+      this.tools.set(callId, { node, summary, name });
+      this.assistant.append(node);
     }
-    t.append(bubble);
+
+    toolCompleted(callId, name, outcome) {
+      let tool = this.tools.get(callId);
+      if (!tool) {
+        this.toolStarted(callId, name, {});
+        tool = this.tools.get(callId);
+      }
+      const { node, summary } = tool;
+      const secs = typeof outcome.secs === 'number' ? ` · ${outcome.secs.toFixed(2)} s` : '';
+      const line = outcome.error ? `error: ${outcome.error}` : outcome.summary || '';
+      summary.textContent = `${tool.name}${line ? ` → ${line}` : ''}${secs}`;
+      node.dataset.state = outcome.error ? 'error' : 'ok';
+      node.append(el('div', 'label', outcome.error ? 'error' : 'result'));
+      node.append(el('pre', 'result', outcome.error ? outcome.error : pretty(outcome.result)));
+    }
+  }
+
+  // A one-line summary of a tool result, as the CLI prints it: short values whole, the
+  // sizes of long ones, a few fields of an object.
+  function resultSummary(result) {
+    const short = (v) => v === null || typeof v === 'number' || typeof v === 'boolean'
+      || (typeof v === 'string' && v.length <= 32 && !v.includes('\n'));
+    const size = (v) => (Array.isArray(v) ? `${v.length} items`
+      : typeof v === 'object' ? `${Object.keys(v).length} keys` : `${String(v).length} chars`);
+    if (result === undefined) return '';
+    if (short(result)) return String(result);
+    if (Array.isArray(result) || typeof result !== 'object') return size(result);
+    const fields = Object.entries(result);
+    const shown = fields.slice(0, 4).map(([k, v]) => (short(v) ? `${k}=${v}` : `${k}: ${size(v)}`));
+    return shown.join(', ') + (fields.length > 4 ? ` +${fields.length - 4} more` : '');
+  }
+
+  // Stored messages grouped into turns and drawn with TurnView: each user message opens a
+  // turn; the assistant and tool messages after it fill its assistant bubble.
+  function renderStored(messages) {
+    let turn = null;
+    const ensure = () => turn || (turn = new TurnView(''));
+    for (const m of messages) {
+      if (m.role === 'user') {
+        turn = new TurnView(m.stream_id);
+        turn.user(m.content, m.timestamp);
+        turn.setState('done', 'Done.');
+        continue;
+      }
+      const t = ensure();
+      if (m.role === 'tool') {
+        const error = m._error ? String(m.content).replace(/^error: /, '') : null;
+        let result = m.content;
+        try { result = JSON.parse(m.content); } catch { /* plain text */ }
+        t.toolCompleted(m.tool_call_id, m.name || 'tool', {
+          error, result, summary: resultSummary(result),
+        });
+        t.at(m.timestamp);
+        continue;
+      }
+      const marks = [];
+      if (m._partial) marks.push('partial');
+      if (m._recovered) marks.push('recovered');
+      if (m._cancelled) marks.push('cancelled');
+      if (m.type === 'interrupted') {
+        t.setState('interrupted', 'Interrupted: the server stopped before this turn ended.');
+      } else if (m.type === 'cancelled' || m._cancelled) {
+        t.setState('cancelled', 'Cancelled.');
+      } else if (m._error) {
+        t.setState('error', String(m.content));
+      } else if (m.content) {
+        t.wholeText(m.content, marks);
+      }
+      for (const call of m.tool_calls || []) {
+        const fn = call.function || {};
+        t.toolStarted(call.id, fn.name, fn.arguments);
+      }
+      t.at(m.timestamp);
+    }
   }
 
   // -- opening a session ------------------------------------------------------------------------
@@ -170,11 +319,7 @@
     // While a stream runs, the stored messages include what its checkpoints saved;
     // the stream replay renders that turn instead, so show only what came before it.
     const cut = active && session.pending_started_at;
-    const toolNodes = new Map();
-    for (const m of session.messages) {
-      if (cut && m.timestamp && m.timestamp >= cut) continue;
-      renderMessage(m, toolNodes);
-    }
+    renderStored(session.messages.filter((m) => !(cut && m.timestamp && m.timestamp >= cut)));
     scrollDown();
     if (active) follow(active);
     else setStatus(`${session.message_count} messages`);
@@ -200,6 +345,7 @@
   async function createSession(text) {
     const session = await api('POST', 'api/sessions', { title: titleFrom(text) });
     state.sessionId = session.session_id;
+    showSessionActions();
     $('title').textContent = session.title;
     $('session-id').textContent = session.session_id;
     return session;
@@ -207,101 +353,58 @@
 
   // -- a live turn -----------------------------------------------------------------------------
 
-  class LiveTurn {
+  class LiveTurn extends TurnView {
     constructor(streamId) {
-      this.streamId = streamId;
+      super(streamId);
       this.lastSeq = 0;
-      this.reconnects = 0; // times the EventSource came back after losing the connection
       this.dropped = false;
-      this.root = el('div', 'turn');
-      this.root.dataset.streamId = streamId;
-      this.root.dataset.state = 'connecting';
-      this.assistant = el('div', 'bubble assistant');
-      this.statusLine = el('div', 'turn-status', 'waiting for events…');
-      this.segment = null; // the <span class="text"> tokens go into
-      this.reasoning = null;
-      this.tools = new Map();
-      this.root.append(this.assistant, this.statusLine);
-      $('transcript').append(this.root);
-    }
-
-    setState(s, text) {
-      this.root.dataset.state = s;
-      const plural = this.reconnects === 1 ? '' : 's';
-      const resumed = this.reconnects ? ` (resumed after ${this.reconnects} reconnect${plural})` : '';
-      this.statusLine.textContent = text + resumed;
-      this.statusLine.classList.toggle('error', s === 'error' || s === 'interrupted');
-    }
-
-    text(chunk) {
-      if (!this.segment) {
-        this.segment = el('span', 'text');
-        this.assistant.append(this.segment);
-      }
-      this.segment.append(document.createTextNode(chunk));
+      this.statusLine.textContent = 'waiting for events…';
     }
 
     handle(type, ev) {
       const d = ev.data || {};
       switch (type) {
-        case 'stream.started': {
-          const user = el('div', 'bubble user', d.user_message);
-          this.root.insertBefore(user, this.assistant);
+        case 'stream.started':
+          this.user(d.user_message, d.pending_started_at || ev.ts);
           this.setState('streaming', 'streaming…');
           break;
-        }
         case 'token': this.text(d.text); break;
-        case 'reasoning':
-          if (!this.reasoning) {
-            this.reasoning = el('div', 'reasoning');
-            this.assistant.prepend(this.reasoning);
-          }
-          this.reasoning.append(document.createTextNode(d.text));
+        case 'reasoning': this.reasoning(d.text); break;
+        case 'tool.started': this.toolStarted(d.call_id, d.name, d.arguments); break;
+        case 'tool.completed':
+          this.toolCompleted(d.call_id, d.name, {
+            error: d.error, result: d.result, secs: d.duration_s,
+            summary: d.summary || resultSummary(d.result),
+          });
+          this.at(ev.ts);
           break;
-        case 'tool.started': {
-          this.segment = null;
-          const node = el('div', 'tool', `${d.name}(${shortJson(d.arguments || {})})`);
-          node.dataset.state = 'running';
-          node.dataset.callId = d.call_id;
-          this.tools.set(d.call_id, node);
-          this.assistant.append(node);
-          break;
-        }
-        case 'tool.completed': {
-          const node = this.tools.get(d.call_id);
-          if (!node) break;
-          const outcome = d.error ? `error: ${d.error}` : shortJson(d.result);
-          const secs = typeof d.duration_s === 'number' ? ` (${d.duration_s.toFixed(2)} s)` : '';
-          node.textContent = `${d.name} → ${outcome}${secs}`;
-          node.dataset.state = d.error ? 'error' : 'ok';
-          break;
-        }
         case 'message': {
           const m = d.message || {};
-          const streamed = this.segment && m.role === 'assistant'
-            && m.content === this.segment.textContent;
-          if (streamed) this.segment = null; // the streamed text is now a finished message
-          else if (m.role !== 'tool' && m.content) {
-            this.segment = null;
-            this.assistant.append(el('div', 'bubble', m.content));
-          }
+          if (this.part && m.role === 'assistant' && m.content === this.part.raw) this.endText();
+          else if (m.role === 'assistant' && m.content) this.wholeText(m.content);
+          this.at(ev.ts);
           break;
         }
-        case 'checkpoint': this.setState('streaming', `saved (${d.messages} messages)`); break;
+        case 'checkpoint':
+          if (!d.error) this.setState('streaming', `saved (${d.messages} messages)`);
+          break;
         case 'title':
           $('title').textContent = d.title;
           break;
         case 'usage': this.usage = d; break;
         case 'error':
+          this.endText();
           if (d.type === 'interrupted') {
             this.setState('interrupted', 'Interrupted: the server stopped before this turn ended.');
           } else {
-            this.setState('error', `Error: ${d.message || d.type}`);
+            const kind = d.error_type ? `${d.error_type}: ` : '';
+            this.setState('error', `Error: ${kind}${d.message || d.type}`);
           }
           break;
-        case 'cancelled': this.setState('cancelled', 'Cancelled.'); break;
-        case 'done': this.setState('done', 'Done.'); break;
+        case 'cancelled': this.endText(); this.setState('cancelled', 'Cancelled.'); break;
+        case 'done': this.endText(); this.at(ev.ts); this.setState('done', 'Done.'); break;
         case 'stream.end':
+          this.endText();
           if (this.root.dataset.state === 'streaming') this.setState('done', 'Ended.');
           this.root.dataset.ended = 'true';
           break;
@@ -418,7 +521,40 @@
     }
   }
 
+  async function rename() {
+    if (!state.sessionId) return;
+    const title = window.prompt('New title', $('title').textContent);
+    if (title === null || !title.trim()) return;
+    try {
+      const s = await api('PATCH', `api/sessions/${enc(state.sessionId)}`, { title: title.trim() });
+      $('title').textContent = s.title;
+      setStatus('Renamed.');
+      loadSessions();
+    } catch (err) {
+      setStatus(`Could not rename: ${err.message}`);
+    }
+  }
+
+  async function remove() {
+    if (!state.sessionId) return;
+    if (!window.confirm(`Delete "${$('title').textContent}"? This cannot be undone.`)) return;
+    try {
+      await api('DELETE', `api/sessions/${enc(state.sessionId)}`);
+      newSession();
+      setStatus('Deleted.');
+      loadSessions();
+    } catch (err) {
+      setStatus(`Could not delete: ${err.message}`);
+    }
+  }
+
+  function showSessionActions() {
+    $('rename').hidden = $('delete').hidden = !state.sessionId;
+  }
+
   $('composer').addEventListener('submit', send);
+  $('rename').addEventListener('click', rename);
+  $('delete').addEventListener('click', remove);
   $('message').addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) $('composer').requestSubmit();
   });

@@ -142,6 +142,11 @@ class FileStore(Store):
         exceeds this many bytes and the snapshot's size (amortised O(1) per byte).
     :param redact_keys: metadata keys whose values never reach disk (see
         :class:`~runtime.stores.abc.Store`).
+    :param read_only: open without the lock, beside the process that owns the root
+        (e.g. ``runtime serve``), to read sessions: nothing is created or written, every
+        write raises :class:`StoreError`, and a stream is not assumed dead because this
+        process does not run it (``exclusive`` is false). Reads see what the owner has
+        made durable; the session list is the index as it was when opened.
 
     The root and ``sessions/`` are created ``0700`` and every file ``0600``.
     :raises StoreLocked: from :meth:`open` if another process holds the root.
@@ -155,8 +160,11 @@ class FileStore(Store):
         *,
         compact_bytes: int = 4 << 20,
         redact_keys: Iterable[str] | None = None,
+        read_only: bool = False,
     ) -> None:
         super().__init__(redact_keys=redact_keys)
+        self.read_only = read_only
+        self.exclusive = not read_only
         self.root = Path(root) if root is not None else default_root()
         self.dir = self.root / "sessions"
         self.compact_bytes = compact_bytes
@@ -210,7 +218,18 @@ class FileStore(Store):
     # -- lifecycle -------------------------------------------------------------------
 
     async def _open(self) -> None:
-        await self._run(self._open_sync)
+        await self._run(self._open_read_only_sync if self.read_only else self._open_sync)
+
+    def _open_read_only_sync(self) -> None:
+        if not self.dir.is_dir():
+            raise StoreError(f"no FileStore at {str(self.root)!r}: {self.dir} is not a directory")
+        self._load_tombstones_sync()
+        if not self._index.load():
+            self._index._set(self._scan_rows_sync())  # in memory only
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise StoreError(f"store root {str(self.root)!r} was opened read-only")
 
     def _open_sync(self) -> None:
         faults.install_from_env()  # a crash-torture child's kill step (see faults.py)
@@ -238,12 +257,7 @@ class FileStore(Store):
         readme = self.dir / "_README"
         if not readme.exists():
             fio.atomic_write(readme, _README.encode())
-        for rec in fio.json_lines(fio.read_bytes(self.dir / "_deleted.jsonl") or b""):
-            if isinstance(rec, dict) and isinstance(rec.get("session_id"), str):
-                if rec.get("undeleted"):
-                    self._tombstones.discard(rec["session_id"])
-                else:
-                    self._tombstones.add(rec["session_id"])
+        self._load_tombstones_sync()
         existed = self._index.path.exists()
         if not self._index.load():
             if existed:
@@ -257,7 +271,19 @@ class FileStore(Store):
         if fd is not None:
             os.close(fd)  # releases the flock; closing an fd does not block
 
+    def _load_tombstones_sync(self) -> None:
+        for rec in fio.json_lines(fio.read_bytes(self.dir / "_deleted.jsonl") or b""):
+            if isinstance(rec, dict) and isinstance(rec.get("session_id"), str):
+                if rec.get("undeleted"):
+                    self._tombstones.discard(rec["session_id"])
+                else:
+                    self._tombstones.add(rec["session_id"])
+
     def _rebuild_index_sync(self) -> None:
+        self._index.replace_all(self._scan_rows_sync())
+
+    def _scan_rows_sync(self) -> dict[str, dict[str, Any]]:
+        """The index rows of every readable session file."""
         rows: dict[str, dict[str, Any]] = {}
         for entry in os.scandir(self.dir):
             name = entry.name
@@ -271,7 +297,7 @@ class FileStore(Store):
                 continue
             if state is not None:
                 rows[sid] = state[1].row
-        self._index.replace_all(rows)
+        return rows
 
     # -- reading ---------------------------------------------------------------------
 
@@ -385,6 +411,7 @@ class FileStore(Store):
     async def _write(
         self, session: Session, *, skip_index: bool, backup: bool, events: Sequence[Event]
     ) -> None:
+        self._writable()
         sid = session.session_id
         d = self._durable.get(sid)
         untomb = sid in self._tombstones
@@ -633,6 +660,7 @@ class FileStore(Store):
     # -- delete, list, recover -------------------------------------------------------
 
     async def _delete(self, session_id: str) -> None:
+        self._writable()
         line = self._index.remove(session_id)
         self._tombstones.add(session_id)
         self._durable.pop(session_id, None)
@@ -665,6 +693,8 @@ class FileStore(Store):
         return self._index.has_visible_after(last.updated_at, last.session_id)
 
     async def _recover(self) -> RecoveryReport:
+        self._writable()
+
         def run() -> RecoveryReport:
             self._fds.clear()  # recovery may replace journals
             report, changed = recover_directory(

@@ -200,7 +200,11 @@ class _Checker:
                 self.bad("lost", f"stream {stream_id}: acknowledged event seq {seq} not replayed")
                 break
         end = replayed[-2] if len(replayed) > 1 else replayed[-1]
-        markers = [m for m in messages if m.get("stream_id") == stream_id]
+        markers = [
+            m
+            for m in messages
+            if m.get("type") == "interrupted" and m.get("stream_id") == stream_id
+        ]
         segment = _segment(messages, s.prompt or "")
         if end["type"] == "error" and end["data"].get("type") == "interrupted":
             if s.finished:

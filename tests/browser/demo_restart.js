@@ -56,7 +56,8 @@ async function runScenario(page, mode) {
     [streamId, tokenText(RESTART_AT)],
     { timeout: WAIT_MS },
   );
-  const beforeRestart = await turn.locator('.text').allTextContents();
+  // The raw streamed text (the page shows it rendered as Markdown).
+  const beforeRestart = await turn.locator('.text').evaluateAll((els) => els.map((e) => e.dataset.raw));
   await ask({ need: 'restart', mode, streamId });
   // The page reconnects on its own (EventSource + Last-Event-ID) and gets to the end
   // (or its EventSource gives up, which the test then reports).
@@ -77,7 +78,7 @@ async function runScenario(page, mode) {
       turnState: node.dataset.state,
       reconnects: Number(node.dataset.reconnects || 0),
       statusLine: node.querySelector('.turn-status').textContent,
-      texts: Array.from(node.querySelectorAll('.text'), (el) => el.textContent),
+      texts: Array.from(node.querySelectorAll('.text'), (el) => el.dataset.raw),
       seqs: demo.events.filter((e) => e.streamId === sid).map((e) => e.seq),
       types: demo.events.filter((e) => e.streamId === sid).map((e) => e.type),
       anomalies: demo.anomalies.filter((a) => a.streamId === sid),

@@ -41,6 +41,18 @@ async def test_mounted_under_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             assert (await client.get("/agent/static/app.js")).status_code == 200
             doc = (await client.get("/agent/openapi.json")).json()
             assert doc["servers"] == [{"url": "/agent"}]
+            host_doc = (await client.get("/openapi.json")).json()
+            assert "/health" in host_doc["paths"]
+            for path in doc["paths"]:  # every runtime route, under the mount prefix
+                assert ("/agent" + path if path != "/" else "/agent/") in host_doc["paths"]
+            turns = host_doc["paths"]["/agent/api/sessions/{session_id}/turns"]["post"]
+            assert turns["tags"] == ["runtime"]
+            ref = turns["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            assert ref == "#/components/schemas/RuntimeNewTurn"
+            assert "RuntimeNewTurn" in host_doc["components"]["schemas"]
+            docs_page = await client.get("/docs")
+            assert docs_page.status_code == 200
+            assert "/openapi.json" in docs_page.text
 
             created = await client.post("/agent/api/sessions", json={"title": "mounted"})
             assert created.status_code == 201

@@ -75,7 +75,8 @@ async def test_document_lists_every_route_with_params_and_errors() -> None:
                 if path.startswith("/api"):
                     assert "401" in op["responses"], (path, method)
                     assert "400" in op["responses"], (path, method)
-                if PARAM.search(path):
+                if PARAM.search(path) and not path.endswith("/stream"):
+                    # (the AI SDK resume route answers 204 for an unknown chat)
                     assert "404" in op["responses"], (path, method)
                 if method in ("post",) and "requestBody" in op:
                     media = op["requestBody"]["content"]["application/json"]
