@@ -240,7 +240,12 @@ class AgUiRun:
         for key in ("state", "context", "tools"):
             if body.get(key) not in (None, [], {}):
                 metadata[key] = body[key]
-        session_id = await chat_session(self.runtime, body.get("threadId"), "threadId")
+        session_id = await chat_session(
+            self.runtime,
+            body.get("threadId"),
+            "threadId",
+            getattr(request.state, "principal", None),
+        )
         stream_id = await self.runtime.start_turn(
             session_id, text, metadata=metadata, config=config
         )

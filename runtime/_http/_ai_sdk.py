@@ -301,7 +301,9 @@ class AiSdkChat:
         text, message_meta = _last_user_text(body.get("messages"))
         metadata = optional_object(body, "metadata") or message_meta
         config = optional_object(body, "config")
-        session_id = await chat_session(self.runtime, body.get("id"), "id")
+        session_id = await chat_session(
+            self.runtime, body.get("id"), "id", getattr(request.state, "principal", None)
+        )
         stream_id = await self.runtime.start_turn(
             session_id, text, metadata=metadata, config=config
         )

@@ -14,25 +14,37 @@ from typing import Any
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from .._exceptions import SessionNotFound
 from .._runtime import Runtime
 from .._session import validate_session_id
 from ._errors import ApiError
+from ._owners import OWNER_KEY, owner_of
 
 __all__ = ["chat_session", "optional_object", "sse_response"]
 
 
-async def chat_session(runtime: Runtime, chat_id: object, field: str) -> str:
+async def chat_session(
+    runtime: Runtime, chat_id: object, field: str, principal: str | None = None
+) -> str:
     """The session id for a client's conversation id: the id itself, checked against
     ``[A-Za-z0-9_-]{1,64}``; a new (in-memory) session is made if none exists yet.
 
+    :param principal: the caller, when the app isolates users: a new session is
+        recorded as theirs, and another principal's session is not found.
     :raises ApiError: 400 ``invalid_body`` naming ``field`` for a bad id.
+    :raises SessionNotFound: for another principal's session (404, as for any id).
     """
     try:
         session_id = validate_session_id(chat_id)
     except ValueError as exc:
         raise ApiError(400, "invalid_body", f"invalid {field}: {exc}") from exc
     if not await runtime.store.exists(session_id):
-        runtime.new_session(session_id=session_id)
+        metadata = None if principal is None else {OWNER_KEY: principal}
+        await runtime.create_session(session_id=session_id, metadata=metadata)
+    elif principal is not None and (
+        owner_of(await runtime.store.load_metadata(session_id)) != principal
+    ):
+        raise SessionNotFound(f"no session {session_id!r}")
     return session_id
 
 

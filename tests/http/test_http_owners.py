@@ -188,3 +188,43 @@ async def test_the_shared_token_stays_the_default(tmp_path: Path) -> None:
             auth = {"Authorization": "Bearer s3cret"}
             r = await c.post("/api/sessions", json={"title": "t"}, headers=auth)
             assert r.status_code == 201 and OWNER_KEY not in r.json()["metadata"]
+
+
+async def test_the_chat_protocol_routes_serve_only_the_owner(tmp_path: Path) -> None:
+    """The AI SDK and AG-UI routes name the session in the body (the chat id, the
+    thread id) or the path: another principal's session is 404 there too, and a chat
+    a principal opens is theirs."""
+    ui_message = {"id": "m1", "role": "user", "parts": [{"type": "text", "text": "hi"}]}
+    async with served(tmp_path) as (client, _):
+        sid = await new_session(client, ALICE, "alice's")
+        await finished_turn(client, ALICE, sid)
+        agui = {
+            "threadId": sid,
+            "runId": "r1",
+            "messages": [{"id": "m1", "role": "user", "content": "hi"}],
+            "state": {},
+            "tools": [],
+            "context": [],
+            "forwardedProps": {},
+        }
+        for method, url, body in [
+            ("PATCH", f"/api/sessions/{sid}", {"title": "bob's now"}),
+            ("GET", f"/api/sessions/{sid}/streams", None),
+            ("GET", f"/api/chat/{sid}", None),
+            ("GET", f"/api/chat/{sid}/stream", None),
+            ("POST", f"/api/chat/{sid}/stop", None),
+            ("POST", "/api/chat", {"id": sid, "messages": [ui_message]}),
+            ("POST", "/api/agui", agui),
+        ]:
+            r = await client.request(method, url, json=body, headers=BOB)
+            assert r.status_code == 404, (method, url, r.text)
+        r = await client.get(f"/api/sessions/{sid}", headers=ALICE)
+        assert r.json()["title"] == "alice's"
+        assert [m["content"] for m in r.json()["messages"]] == ["go", "hi"]
+        r = await client.post(
+            "/api/chat", json={"id": "bobs_chat", "messages": [ui_message]}, headers=BOB
+        )
+        assert r.status_code == 200, r.text
+        r = await client.get("/api/sessions/bobs_chat", headers=BOB)
+        assert r.json()["metadata"][OWNER_KEY] == "bob"
+        assert (await client.get("/api/sessions/bobs_chat", headers=ALICE)).status_code == 404
