@@ -15,7 +15,7 @@ listener in one task group, whichever ends first cancels the other).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import anyio
@@ -40,6 +40,27 @@ logger = logging.getLogger("runtime.asgi")
 
 #: Most events sent in one body chunk (a replay of a long stream is split).
 CHUNK_EVENTS = 256
+#: Most bytes of event JSON in one body chunk (a chunk holds at least one event). What a
+#: stalled reader's connection can pin in the server's transport buffer is about this.
+CHUNK_BYTES = 64 * 1024
+
+
+def chunk_pieces(batch: Sequence[Event]) -> Iterator[Sequence[Event]]:
+    """``batch`` cut into consecutive pieces of at most :data:`CHUNK_EVENTS` events and
+    :data:`CHUNK_BYTES` bytes of JSON (a larger single event is a piece of its own).
+    The cut depends only on the events, so subscribers reading the same batch get the
+    same pieces (and share their encoding)."""
+    if len(batch) == 1:
+        yield batch
+        return
+    start = size = 0
+    for i, event in enumerate(batch):
+        n = len(event.json())
+        if i > start and (i - start >= CHUNK_EVENTS or size + n > CHUNK_BYTES):
+            yield batch[start:i]
+            start, size = i, 0
+        size += n
+    yield batch[start:] if start else batch
 
 
 def _heartbeat() -> ServerSentEvent:
@@ -265,8 +286,9 @@ class StreamEvents:
         self, stream_id: str, first: list[Event], events: Subscription, progress: _Progress
     ) -> AsyncIterator[bytes]:
         """The response body: the ``retry:`` hint with the first batch, then one chunk
-        per batch until ``stream.end``. A long batch (a replay) goes out in chunks of
-        :data:`CHUNK_EVENTS` events, each sent (and flow-controlled) before the next is
+        per batch until ``stream.end``. A long batch (a replay) goes out in pieces
+        (:func:`chunk_pieces`: at most :data:`CHUNK_EVENTS` events and
+        :data:`CHUNK_BYTES` bytes), each sent (and flow-controlled) before the next is
         encoded."""
         encode = self._encoder.encode
         head = b"retry: %d\n\n" % self.retry_ms
@@ -281,8 +303,7 @@ class StreamEvents:
                 batch = await events.next_batch()
             while batch:
                 shared = events.from_log
-                for i in range(0, len(batch), CHUNK_EVENTS):
-                    piece = batch if len(batch) <= CHUNK_EVENTS else batch[i : i + CHUNK_EVENTS]
+                for piece in chunk_pieces(batch):
                     chunk = encode(piece, shared=shared)
                     if head:
                         chunk, head = head + chunk, b""

@@ -18,7 +18,7 @@ from sse_helpers import drive_asgi_get, events_of, open_app
 
 from runtime import Event, MemoryStore, Session, StreamNotFound, SubscriberLagged
 from runtime._events import encode_sse
-from runtime._http._sse import CHUNK_EVENTS, BatchEncoder
+from runtime._http._sse import CHUNK_BYTES, CHUNK_EVENTS, BatchEncoder
 from runtime._subscription import Subscription
 from runtime.brokers.memory import EventLog, MemoryBroker
 from runtime.testing import Notify, Reply, WaitFor, scripted_agent
@@ -336,3 +336,29 @@ async def test_when_the_reading_subscriber_leaves_the_others_read_for_themselves
         published = publish_tokens(log, 2)
     assert got == published
     assert leader.last_seq == 0
+
+
+async def test_a_replay_of_large_events_goes_out_in_chunks_bounded_by_bytes() -> None:
+    """16 KiB tokens: a chunk holds at most CHUNK_BYTES of event JSON (plus one event),
+    so a reader that stalls pins little of the server's memory."""
+    tokens = [f"{i:05d}" + "x" * (16 * 1024) for i in range(40)]
+    async with open_app(scripted_agent([*tokens, Reply()])) as s:
+        sid = (await s.client.post("/api/sessions")).json()["session_id"]
+        stream_id = (
+            await s.client.post(f"/api/sessions/{sid}/turns", json={"message": "x"})
+        ).json()["stream_id"]
+        await s.runtime.wait_stream(stream_id)
+        with anyio.fail_after(20):
+            status, chunks = await drive_asgi_get(
+                s.app, f"/api/streams/{stream_id}/events", lambda chunk, disconnect: None
+            )
+    assert status == 200
+    per_chunk = [(len(c), events_of(c.decode())) for c in chunks]
+    assert len(per_chunk) >= 40 * 16 * 1024 // CHUNK_BYTES
+    # several events share a chunk only within the byte bound (SSE framing adds ~60
+    # bytes an event); one event larger than it (the whole reply's message) goes alone
+    assert all(size <= CHUNK_BYTES + 256 * len(evs) for size, evs in per_chunk if len(evs) > 1)
+    assert max(len(evs) for _, evs in per_chunk) < 16
+    flat = [e for _, evs in per_chunk for e in evs]
+    assert [e["seq"] for e in flat] == list(range(1, len(flat) + 1))
+    assert [e["data"]["text"] for e in flat if e["type"] == "token"] == tokens
