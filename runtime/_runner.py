@@ -547,11 +547,8 @@ def _tool_result(result: Any) -> tuple[Any, str]:
     tool returned: a value JSON cannot carry becomes its best text form, so a bad
     result never makes the turn unsaveable."""
     if isinstance(result, str):
-        try:
-            orjson.dumps(result)
-        except TypeError:  # a lone surrogate
-            result = result.encode("utf-8", "backslashreplace").decode()
-        return result, result
+        text = _json_text(result)
+        return text, text
     try:
         return result, orjson.dumps(result).decode()
     except TypeError:
