@@ -61,6 +61,8 @@ class _Runtime:
         await self.store.aclose()
         self.store = self._cls(self.root)
         await self.store.open()
+        # later appends go through the new instance, as a restarted process's would
+        self.session = await self.store.load(self.session.session_id)
 
     async def load(self) -> int:
         session = await self.store.load(self.session.session_id)

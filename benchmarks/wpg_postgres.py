@@ -348,7 +348,9 @@ async def run(ctx: Context) -> Result:
         floor = median(await _floor_insert(floor_db, max(cfg.append_reps * 3, 30)))
         selects = {
             n: median(
-                await _floor_select(_with_db(base, await dbs.new()), history(n), cfg.load_reps)
+                await _floor_select(
+                    _with_db(base, await dbs.new()), history(n), cfg.load_reps * cfg.passes
+                )
             )
             for n in sizes
         }
@@ -360,11 +362,13 @@ async def run(ctx: Context) -> Result:
                 if why is not None:
                     notes[name] = why
                     continue
-                reps = cfg.append_reps
+                reps = cfg.append_reps * cfg.passes
                 if name == "langgraph_pg":
-                    reps = min(reps, cfg.langgraph_reps_cap.get(n, reps))
+                    reps = min(reps, cfg.langgraph_reps(n) * cfg.passes)
                 url = _with_db(base, await dbs.new())
-                cells[name][n] = await _cell(name, url, base, n, cfg.warmup, reps, cfg.load_reps)
+                cells[name][n] = await _cell(
+                    name, url, base, n, cfg.warmup, reps, cfg.load_reps * cfg.passes
+                )
         listing = await _listing(_with_db(base, await dbs.new()), cfg.store_sizes, cfg.list_reps)
     finally:
         await dbs.drop_all()

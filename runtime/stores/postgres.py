@@ -43,6 +43,7 @@ from .abc import (
     HeldLease,
     Lease,
     RecoveryReport,
+    SaveDelta,
     SaveRequest,
     Store,
     StoredInfo,
@@ -498,7 +499,13 @@ class PostgresStore(Store):
     # -- writing ---------------------------------------------------------------------
 
     async def _write(
-        self, session: Session, *, skip_index: bool, backup: bool, events: Sequence[Event]
+        self,
+        session: Session,
+        *,
+        skip_index: bool,
+        backup: bool,
+        events: Sequence[Event],
+        delta: SaveDelta | None = None,
     ) -> None:  # pragma: no cover - _save is overridden; kept for the ABC
         raise NotImplementedError("PostgresStore writes in _save")
 
@@ -519,7 +526,7 @@ class PostgresStore(Store):
             if (
                 request.skip_index
                 and request.lease_mode == "renew"
-                and sid in self._counts
+                and (sid in self._counts or request.delta is not None)
                 and await self._retry(lambda: self._checkpoint_cas(session, request, events))
             ):
                 return
@@ -542,14 +549,16 @@ class PostgresStore(Store):
     ) -> bool:
         """The checkpoint fast path (:data:`_CHECKPOINT`); False if it did not apply."""
         sid = session.session_id
-        guess = self._counts[sid]
+        delta = request.delta
+        guess = self._counts[sid] if delta is None else delta.base
         if request.touch_updated_at:
             session.updated_at = time.time()
         messages = session.messages
         count = len(messages)
         if count < guess:
             return False
-        start = max(0, guess - 1)
+        # the delta says which stored message changed; else the last may have
+        start = max(0, guess - 1) if delta is None else delta.keep
         bodies = [orjson.dumps(m).decode() for m in messages[start:]]
         lease = request.lease
         async with self._conn() as con:
@@ -606,6 +615,8 @@ class PostgresStore(Store):
         count = len(messages)
         stored = 0 if row is None else row[0]
         start = max(0, min(stored, count) - 1) if request.skip_index and row is not None else 0
+        if request.delta is not None:
+            start = request.delta.keep  # plan_save checked it against the stored count
         bodies = [orjson.dumps(m).decode() for m in messages[start:]]
         meta = _meta_json(session)
         fields = (

@@ -36,7 +36,7 @@ from runtime import (
     StoreLocked,
 )
 from runtime.stores import faults
-from runtime.stores.abc import Store
+from runtime.stores.abc import SaveDelta, Store
 from runtime.stores.files import FileStore
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: runtime/ lives here
@@ -187,15 +187,47 @@ async def test_skip_index_save_appends_to_journal_only(store: FileStore, root: P
     sizes = []
     for i in range(2, 5):
         s.messages.append(msg(i))
-        await store.save(s, skip_index=True)
+        await store.save(s, skip_index=True, delta=SaveDelta.appended(i))
         sizes.append(journal.stat().st_size)
 
     assert sizes == sorted(sizes) and sizes[0] > 0 and len(set(sizes)) == 3  # appended, grows
     lines = journal.read_bytes().splitlines()
     assert len(lines) == 3
-    assert [orjson.loads(line)["messages"] for line in lines] == [[msg(2)], [msg(3)], [msg(4)]]
+    records = [orjson.loads(line) for line in lines]
+    assert [r["messages"] for r in records] == [[msg(2)], [msg(3)], [msg(4)]]
+    assert [r["base"] for r in records] == [2, 3, 4]
+    assert all("meta" not in r for r in records), "the delta named no changed field"
     assert snap.read_bytes() == snap_before, "a checkpoint must not rewrite the snapshot"
     assert (sdir(root) / "_index.jsonl").read_bytes() == index_before
+
+
+async def test_journal_line_holds_what_the_delta_names(store: FileStore, root: Path) -> None:
+    """Without a delta a checkpoint rewrites the last stored message and every field
+    (either may have changed in place); with one, only what it names."""
+    s = store.new_session(title="cp")
+    s.messages.extend(msgs(2))
+    await store.save(s)
+    journal = sdir(root) / f"{s.session_id}.journal"
+
+    s.messages[-1]["content"] = "edited in place"
+    s.messages.append(msg(2))
+    await store.save(s, skip_index=True)
+    s.messages[-1]["content"] = "edited again"
+    s.title = "renamed"
+    await store.save(s, skip_index=True, delta=SaveDelta(3, 2, frozenset({"title"})))
+
+    first, second = (orjson.loads(line) for line in journal.read_bytes().splitlines())
+    assert first["base"] == 1 and [m["content"] for m in first["messages"]] == [
+        "edited in place",
+        "2",
+    ]
+    assert first["meta"]["title"] == "cp" and "workspace" in first["meta"]
+    assert second["base"] == 2 and [m["content"] for m in second["messages"]] == ["edited again"]
+    assert second["meta"] == {"title": "renamed"}
+    await store.aclose()
+    async with FileStore(root) as again:
+        loaded = await again.load(s.session_id)
+    assert loaded.to_dict() == s.to_dict()
 
 
 @pytest.mark.parametrize("skip_index", [False, True], ids=["full", "checkpoint"])
@@ -435,7 +467,7 @@ async def test_checkpoints_follow_the_journal_through_compaction_and_delete(root
         await store.save(s)  # compaction: journal emptied
         s.messages.append(msg(4))
         await store.save(s, skip_index=True)
-        assert [rec["messages"] for rec in journal_lines(root, "kept")] == [[msg(4)]]
+        assert [rec["messages"][-1] for rec in journal_lines(root, "kept")] == [msg(4)]
         assert contents(read_back(root, "kept")) == list("01234")
 
         await store.delete("kept")
@@ -444,7 +476,7 @@ async def test_checkpoints_follow_the_journal_through_compaction_and_delete(root
         await store.save(s)
         s.messages.append(msg(11))
         await store.save(s, skip_index=True)
-        assert [rec["messages"] for rec in journal_lines(root, "kept")] == [[msg(11)]]
+        assert [rec["messages"][-1] for rec in journal_lines(root, "kept")] == [msg(11)]
     assert contents(await load_fresh(root, "kept")) == ["10", "11"]
 
 
@@ -538,10 +570,10 @@ async def test_cancelled_checkpoint_finishes_its_line_before_it_raises(
             with pytest.raises(asyncio.CancelledError):
                 await task
         monkeypatch.setattr(os, "fdatasync", real_fdatasync)
-        assert [rec["messages"] for rec in journal_lines(root, "cancel")] == [[msg(1)]]
+        assert [rec["messages"][-1] for rec in journal_lines(root, "cancel")] == [msg(1)]
         s.messages.append(msg(2))
         await store.save(s, skip_index=True)
-        assert [rec["messages"] for rec in journal_lines(root, "cancel")] == [[msg(1)], [msg(2)]]
+        assert [rec["messages"][-1] for rec in journal_lines(root, "cancel")] == [msg(1), msg(2)]
     assert contents(await load_fresh(root, "cancel")) == ["0", "1", "2"]
 
 
