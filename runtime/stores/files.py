@@ -511,7 +511,6 @@ class FileStore(Store):
         # missing from list_sessions() until its next full save or a restart
         index = not skip_index or d is None
         index_line = self._index.put(row) if index else b""
-        rewrite = self._index.compaction_due() if index else None
         await self._run(
             self._compact_sync,
             session.session_id,
@@ -523,7 +522,6 @@ class FileStore(Store):
             event_dicts,
             untomb,
             index_line,
-            rewrite,
         )
 
     def _compact_sync(
@@ -537,7 +535,6 @@ class FileStore(Store):
         events: list[dict[str, Any]],
         untomb: bool,
         index_line: bytes,
-        rewrite: list[dict[str, Any]] | None,
     ) -> None:
         self._fds.discard(sid)  # the journal is emptied below: no descriptor outlives that
         if untomb:
@@ -582,8 +579,8 @@ class FileStore(Store):
             journal_events=False,
             events_id=events_id,
         )
-        if index_line or rewrite is not None:
-            self._index.append(index_line, rewrite)
+        if index_line:
+            self._index.append(index_line)
 
     # -- events ----------------------------------------------------------------------
 
@@ -700,11 +697,11 @@ class FileStore(Store):
         def run() -> RecoveryReport:
             self._fds.clear()  # recovery may replace journals
             report, changed = recover_directory(
-                self.dir, self._tombstones, self._index.rows, self._count_and_gen
+                self.dir, self._tombstones, self._index.ids(), self._count_and_gen
             )
             if changed:
                 self._durable = {sid: d for sid, d in self._durable.items() if sid not in changed}
-                rows = dict(self._index.rows)
+                rows = self._index.all_rows()
                 for sid in changed:
                     try:
                         state = self._read_state_sync(sid)

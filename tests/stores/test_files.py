@@ -73,7 +73,9 @@ def read_json(path: Path) -> Any:
 
 
 def index_rows(root: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in (sdir(root) / "_index.jsonl").read_bytes().splitlines()]
+    """The rows of ``_index.jsonl`` in file order (its snapshot's, then its log's)."""
+    lines = (sdir(root) / "_index.jsonl").read_bytes().splitlines()
+    return [row for row in map(orjson.loads, lines) if "session_id" in row]
 
 
 def append_bytes(path: Path, data: bytes) -> None:
@@ -769,6 +771,58 @@ async def test_index_is_rebuilt_on_open(root: Path, damage: str) -> None:
         ids[0]: 1,
         ids[1]: 3,
     }
+
+
+async def test_index_compaction_racing_saves_loses_no_row(root: Path) -> None:
+    """Rounds of concurrent full saves of 300 sessions: their index appends run on the
+    store's I/O thread and anyio's worker threads at once, and the log grows past the
+    compaction threshold while other appends are in flight. A fresh store (which reads
+    only ``_index.jsonl``) lists every session with the count of its last save."""
+    expected: dict[str, int] = {}
+    async with FileStore(root) as store:
+        sessions = [store.new_session(title=f"t{i}") for i in range(300)]
+
+        async def grow(s: Session, n: int) -> None:
+            s.messages.append(msg(n))
+            await store.save(s)
+            expected[s.session_id] = len(s.messages)
+
+        for n in range(6):
+            async with anyio.create_task_group() as tg:
+                for s in sessions:
+                    tg.start_soon(grow, s, n)
+        assert await listed(store) == expected
+    head = (sdir(root) / "_index.jsonl").read_bytes().split(b"\n", 1)[0]
+    assert orjson.loads(head)["index_format"] == 1, "the log was never compacted"
+    async with FileStore(root) as again:
+        assert await listed(again) == expected
+        assert again.statistics()["sessions_indexed"] == 300
+
+
+async def test_index_snapshot_rows_read_lazily_match_the_saved_ones(root: Path) -> None:
+    """After a compaction the rows come from the snapshot (parsed when first listed);
+    updates and deletes made after it (the log) override them at the next open."""
+    async with FileStore(root) as store:
+        sessions = [store.new_session(title=f"t{i}") for i in range(1100)]
+        for i, s in enumerate(sessions):
+            s.messages.extend(msgs(1 + i % 3))
+            await store.save(s, touch_updated_at=False)
+        sessions[0].messages.append(msg(7))
+        sessions[0].title = "after the snapshot"
+        await store.save(sessions[0])
+        await store.delete(sessions[1].session_id)
+    async with FileStore(root) as again:
+        rows = {}
+        cursor = None
+        while True:
+            page = await again.list_sessions(limit=1000, cursor=cursor)
+            rows.update({s.session_id: (s.title, s.message_count) for s in page.sessions})
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+    want = {s.session_id: (s.title, len(s.messages)) for s in sessions[2:]}
+    want[sessions[0].session_id] = ("after the snapshot", 2)
+    assert rows == want
 
 
 async def test_ids_starting_with_underscore_are_refused_before_any_io(root: Path) -> None:
