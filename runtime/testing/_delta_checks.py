@@ -40,9 +40,10 @@ async def check_delta_save_matches_full_save(
     factory: StoreFactory, *, reopen: Reopen | None = None
 ) -> None:
     """Two sessions live through the same turn: one saved with the deltas a runner
-    passes (messages appended; the last message growing in place, ``keep = base - 1``;
-    changed fields named; the final full save naming the pending fields), the other
-    with plain saves. Both load the same after every step and after a restart.
+    passes (messages appended, no field named but a new ``updated_at``; the last
+    message growing in place, ``keep = base - 1``; changed fields named; the final full
+    save naming the pending fields), the other with plain saves. Both load the same
+    (``load()`` and ``load_metadata()``) after every step and after a restart.
 
     Rule: ``Store.save`` docstring (``delta``) and :class:`~runtime.SaveDelta`: a delta
     says what changed; the stored state is the one a full save gives.
@@ -65,8 +66,14 @@ async def check_delta_save_matches_full_save(
             b = _comparable(await _stored(store, pair[1].session_id))
             _equal(a, b, f"delta save vs full save, {what}")
             _equal(a, _comparable(pair[1].to_dict()), f"stored state {what}")
+            meta = await store.load_metadata(pair[0].session_id)
+            _equal(meta.updated_at, pair[1].updated_at, f"load_metadata().updated_at {what}")
 
-        step(lambda s: s.messages.append({"role": "assistant", "content": "Sear"}))
+        def append(s: Session) -> None:
+            s.messages.append({"role": "assistant", "content": "Sear"})
+            s.updated_at += 5.0  # always written, though the delta names no field
+
+        step(append)
         await _both(store, pair, SaveDelta.appended(2), skip_index=True)
         await compare("after an append")
 
