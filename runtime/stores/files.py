@@ -339,7 +339,8 @@ class FileStore(Store):
                 self._damaged_journal(
                     journal_path, lines.damaged_line, lines.dropped, "not valid JSON"
                 )
-        problem = fio.field_error(d)
+        # the journal's messages were checked record by record; its fields are not yet
+        problem = fio.field_error(d, messages=False) if lines.records else None
         if problem is not None:
             raise CorruptSession(f"{journal_path}: its records make a bad session ({problem})")
         d.pop("format", None)
