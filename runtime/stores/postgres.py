@@ -43,7 +43,6 @@ from .abc import (
     HeldLease,
     Lease,
     RecoveryReport,
-    SaveDelta,
     SaveRequest,
     Store,
     StoredInfo,
@@ -506,13 +505,7 @@ class PostgresStore(Store):
     # -- writing ---------------------------------------------------------------------
 
     async def _write(
-        self,
-        session: Session,
-        *,
-        skip_index: bool,
-        backup: bool,
-        events: Sequence[Event],
-        delta: SaveDelta | None = None,
+        self, session: Session, *, skip_index: bool, backup: bool, events: Sequence[Event]
     ) -> None:  # pragma: no cover - _save is overridden; kept for the ABC
         raise NotImplementedError("PostgresStore writes in _save")
 
