@@ -799,6 +799,52 @@ async def test_index_compaction_racing_saves_loses_no_row(root: Path) -> None:
         assert again.statistics()["sessions_indexed"] == 300
 
 
+async def test_an_index_append_during_a_compaction_is_kept(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The save that makes the index log long enough compacts it; the compaction is held
+    just before its rename while another session's first save runs on a second thread
+    and reaches its index append. Both sessions are listed, also by a fresh store."""
+    async with FileStore(root) as store:
+        limiter = anyio.Semaphore(32)
+
+        async def first_save(s: Session) -> None:
+            async with limiter:
+                s.messages.append(msg(0))
+                await store.save(s)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(1024):  # one log line each: the next line compacts
+                tg.start_soon(first_save, store.new_session(title=f"t{i}"))
+
+        compacting, release = threading.Event(), threading.Event()
+        real_replace = os.replace
+
+        def held_replace(src: Any, dst: Any) -> None:
+            if Path(dst).name == "_index.jsonl" and not release.is_set():
+                compacting.set()
+                release.wait(30)
+            real_replace(src, dst)
+
+        monkeypatch.setattr(os, "replace", held_replace)
+        one, two = store.new_session(title="one"), store.new_session(title="two")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first_save, one)
+            assert await anyio.to_thread.run_sync(compacting.wait, 30)
+            tg.start_soon(first_save, two)  # the store's I/O thread is held: another thread
+            with anyio.fail_after(30):
+                while not (sdir(root) / f"{two.session_id}.json").exists():
+                    await anyio.sleep(0.01)
+            release.set()
+        monkeypatch.setattr(os, "replace", real_replace)
+        listed_now = await listed(store)  # the newest 1000: "one" and "two" among them
+    async with FileStore(root) as again:
+        listed_again = await listed(again)
+        assert again.statistics()["sessions_indexed"] == 1026
+    for s in (one, two):
+        assert listed_now[s.session_id] == listed_again[s.session_id] == 1
+
+
 async def test_index_snapshot_rows_read_lazily_match_the_saved_ones(root: Path) -> None:
     """After a compaction the rows come from the snapshot (parsed when first listed);
     updates and deletes made after it (the log) override them at the next open."""
