@@ -11,9 +11,11 @@ On disk, ``_index.jsonl`` is a compacted snapshot followed by a log:
 
 Opening reads the header and the log and keeps the snapshot's rows as bytes: a row is
 parsed the first time it is read (a page of the listing), so ``open()`` costs the
-header (a few columns) plus the log, not a parse of every row. In memory: the parsed
-rows by id, the snapshot rows not parsed yet, and the sort keys kept in order, so a
-page is a binary search and a slice (O(log S + page)).
+header (a few columns, turned into keys by C loops) plus the log, not a parse of every
+row. In memory: the sort keys kept in order, ``(-updated_at, id, position)`` with the
+row's position in the snapshot (-1 for a row saved since), the rows saved since by id,
+and the snapshot rows parsed so far by position; a page is a binary search and a slice
+(O(log S + page)). The id -> position map a save needs is built at the first save.
 
 Compaction merges the log into a new snapshot (temp file, fsync, rename) once the log
 holds more than ``1024 + rows / 8`` lines. It reads the file itself, not memory, and
@@ -25,8 +27,10 @@ about to be replaced.
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 from itertools import accumulate
+from operator import neg
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -74,9 +78,10 @@ def _columns(head: Any) -> tuple[list[str], list[float], list[int]] | None:
         return None
     if not len(ids) == len(updated) == len(lengths):
         return None
-    if not all(type(s) is str for s in ids) or not all(type(n) is int for n in lengths):
+    # one pass in C per column (a set of the element types)
+    if set(map(type, ids)) - {str} or set(map(type, lengths)) - {int}:
         return None
-    if not all(type(u) is float or type(u) is int for u in updated):
+    if set(map(type, updated)) - {float, int}:
         return None
     return ids, updated, lengths
 
@@ -131,6 +136,13 @@ def _line(row: Row) -> bytes:
     return orjson.dumps(row) + b"\n"
 
 
+Key = tuple[float, str, int]  # (-updated_at, id, position in the snapshot or -1)
+
+
+def _key(row: Row, sid: str) -> Key:
+    return (-row.get("updated_at", 0.0), sid, -1)
+
+
 class SessionIndex:
     """Rows of metadata (``Session.meta_dict()`` form) for every stored session.
 
@@ -141,12 +153,15 @@ class SessionIndex:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._rows: dict[str, Row] = {}  # parsed rows
-        self._pos: dict[str, int] = {}  # snapshot rows not parsed yet: id -> position
-        self._snap = memoryview(b"")
-        self._offsets: list[int] = [0]
+        self._rows: dict[str, Row] = {}  # rows saved (or logged) since the snapshot
+        self._gone: set[str] = set()  # snapshot ids saved or deleted since
+        self._ids: list[str] = []  # the snapshot's columns
         self._updated: list[float] = []
-        self._keys: list[tuple[float, str]] = []
+        self._offsets: list[int] = [0]
+        self._snap = memoryview(b"")
+        self._parsed: dict[int, Row] = {}  # snapshot rows parsed so far, by position
+        self._pos: dict[str, int] | None = None  # id -> snapshot position, when needed
+        self._keys: list[Key] = []
         self._file_lock = threading.Lock()  # appends vs compaction
         self._lines = 0  # log lines after the snapshot (under _file_lock)
         self._snap_rows = 0
@@ -163,23 +178,18 @@ class SessionIndex:
         if parsed is None:
             return False
         ids, updated = parsed.ids, parsed.updated
-        self._snap = memoryview(parsed.data)
-        self._offsets = parsed.offsets
-        self._updated = updated
-        self._pos = dict(zip(ids, range(len(ids)), strict=True))
-        self._rows = {}
-        keys = [(-u, sid) for u, sid in zip(updated, ids, strict=True)]
+        self._reset(ids, updated, parsed.offsets, memoryview(parsed.data))
+        keys = list(zip(map(neg, updated), ids, range(len(ids)), strict=True))
         if parsed.log:
             for rec in parsed.log:
                 sid = rec["session_id"]
-                self._pos.pop(sid, None)
+                self._gone.add(sid)
                 if rec.get("deleted"):
                     self._rows.pop(sid, None)
                 else:
                     self._rows[sid] = rec
-            touched = {rec["session_id"] for rec in parsed.log}
-            keys = [k for k in keys if k[1] not in touched]
-            keys += [sort_key(r.get("updated_at", 0.0), sid) for sid, r in self._rows.items()]
+            keys = [k for k in keys if k[1] not in self._gone]
+            keys += [_key(r, sid) for sid, r in self._rows.items()]
             keys.sort()
         self._keys = keys
         with self._file_lock:
@@ -187,14 +197,17 @@ class SessionIndex:
             self._snap_rows = len(ids)
         return True
 
+    def _reset(
+        self, ids: list[str], updated: list[float], offsets: list[int], snap: memoryview
+    ) -> None:
+        self._rows, self._gone, self._parsed, self._pos = {}, set(), {}, None
+        self._ids, self._updated, self._offsets, self._snap = ids, updated, offsets, snap
+
     def _set(self, rows: dict[str, Row]) -> None:
         """Every row, in memory only (parsed, no snapshot behind them)."""
+        self._reset([], [], [0], memoryview(b""))
         self._rows = rows
-        self._pos = {}
-        self._snap = memoryview(b"")
-        self._offsets = [0]
-        self._updated = []
-        self._keys = sorted(sort_key(r.get("updated_at", 0.0), sid) for sid, r in rows.items())
+        self._keys = sorted(_key(r, sid) for sid, r in rows.items())
 
     def replace_all(self, rows: dict[str, Row]) -> None:
         """Set every row and rewrite the file as a snapshot of them (blocking, atomic)."""
@@ -230,60 +243,75 @@ class SessionIndex:
         self._lines = 0
         self._snap_rows = len(entries)
 
-    # -- updates (memory in the event loop; the returned line is written by append) --
+    # -- rows ------------------------------------------------------------------------
+
+    def _snapshot_row(self, pos: int) -> Row:
+        """The snapshot's row at ``pos``, parsed at its first read.
+
+        :raises StoreError: if it cannot be decoded.
+        """
+        row = self._parsed.get(pos)
+        if row is None:
+            sid = self._ids[pos]
+            try:
+                row = orjson.loads(self._snap[self._offsets[pos] : self._offsets[pos + 1]])
+            except orjson.JSONDecodeError as exc:
+                raise StoreError(
+                    f"{self.path}: the row of session {sid!r} is damaged ({exc}); delete the "
+                    "file to have it rebuilt at the next open"
+                ) from exc
+            if not isinstance(row, dict):
+                raise StoreError(f"{self.path}: the row of session {sid!r} is not an object")
+            self._parsed[pos] = row
+        return row
+
+    def _position(self, sid: str) -> int | None:
+        """The snapshot position of a row not saved or deleted since, else None."""
+        if sid in self._gone:
+            return None
+        if self._pos is None:
+            self._pos = dict(zip(self._ids, range(len(self._ids)), strict=True))
+        return self._pos.get(sid)
 
     def get(self, sid: str) -> Row | None:
-        """The row of ``sid`` (parsed from the snapshot at its first read), or None.
+        """The row of ``sid``, or None.
 
-        :raises StoreError: if the snapshot's row cannot be decoded.
+        :raises StoreError: as :meth:`_snapshot_row`.
         """
         row = self._rows.get(sid)
         if row is not None:
             return row
-        i = self._pos.get(sid)
-        if i is None:
-            return None
-        try:
-            row = orjson.loads(self._snap[self._offsets[i] : self._offsets[i + 1]])
-        except orjson.JSONDecodeError as exc:
-            raise StoreError(
-                f"{self.path}: the row of session {sid!r} is damaged ({exc}); delete the "
-                "file to have it rebuilt at the next open"
-            ) from exc
-        if not isinstance(row, dict):
-            raise StoreError(f"{self.path}: the row of session {sid!r} is not an object")
-        del self._pos[sid]
-        self._rows[sid] = row
-        return row
+        pos = self._position(sid)
+        return None if pos is None else self._snapshot_row(pos)
 
-    def _key(self, sid: str) -> tuple[float, str] | None:
-        row = self._rows.get(sid)
-        if row is not None:
-            return sort_key(row.get("updated_at", 0.0), sid)
-        i = self._pos.get(sid)
-        return None if i is None else (-self._updated[i], sid)
+    # -- updates (memory in the event loop; the returned line is written by append) --
 
     def _unkey(self, sid: str) -> None:
-        key = self._key(sid)
-        if key is not None:
-            i = bisect.bisect_left(self._keys, key)
-            if i < len(self._keys) and self._keys[i] == key:
-                del self._keys[i]
+        row = self._rows.get(sid)
+        if row is not None:
+            key = _key(row, sid)
+        else:
+            pos = self._position(sid)
+            if pos is None:
+                return
+            key = (-self._updated[pos], sid, pos)
+            self._gone.add(sid)
+        i = bisect.bisect_left(self._keys, key)
+        if i < len(self._keys) and self._keys[i] == key:
+            del self._keys[i]
 
     def put(self, row: Row) -> bytes:
         """Record a row in memory; returns the line for :meth:`append`."""
         sid = row["session_id"]
         self._unkey(sid)
-        self._pos.pop(sid, None)
         self._rows[sid] = row
-        bisect.insort(self._keys, sort_key(row.get("updated_at", 0.0), sid))
+        bisect.insort(self._keys, _key(row, sid))
         return _line(row)
 
     def remove(self, sid: str) -> bytes:
         """Forget a row in memory; returns the line for :meth:`append`."""
         self._unkey(sid)
         self._rows.pop(sid, None)
-        self._pos.pop(sid, None)
         return _line({"session_id": sid, "deleted": True})
 
     def append(self, lines: bytes) -> None:
@@ -300,11 +328,14 @@ class SessionIndex:
     def page(self, limit: int, after: tuple[float, str] | None) -> list[Row]:
         """Up to ``limit`` visible rows sorting after the cursor key ``after``."""
         keys = self._keys
-        start = 0 if after is None else bisect.bisect_right(keys, sort_key(*after))
+        start = 0
+        if after is not None:
+            start = bisect.bisect_right(keys, (*sort_key(*after), math.inf))
         out: list[Row] = []
         for i in range(start, len(keys)):
-            row = self.get(keys[i][1])
-            if row is not None and _visible(row):
+            _, sid, pos = keys[i]
+            row = self._rows[sid] if pos < 0 else self._snapshot_row(pos)
+            if _visible(row):
                 out.append(row)
                 if len(out) == limit:
                     break
@@ -316,19 +347,20 @@ class SessionIndex:
 
     def ids(self) -> set[str]:
         """The ids of every indexed session."""
-        return self._rows.keys() | self._pos.keys()
+        return {k[1] for k in self._keys}
 
     def all_rows(self) -> dict[str, Row]:
-        """Every row, parsed (a copy of the mapping).
+        """Every row, parsed (a new mapping).
 
         :raises StoreError: as :meth:`get`.
         """
-        for sid in list(self._pos):
-            self.get(sid)
-        return dict(self._rows)
+        return {
+            sid: self._rows[sid] if pos < 0 else self._snapshot_row(pos)
+            for _, sid, pos in self._keys
+        }
 
     def __contains__(self, sid: object) -> bool:
-        return sid in self._rows or sid in self._pos
+        return isinstance(sid, str) and self.get(sid) is not None
 
     def __len__(self) -> int:
-        return len(self._rows) + len(self._pos)
+        return len(self._keys)
