@@ -3,7 +3,7 @@ server in the same run (``RUNTIME_BENCH_POSTGRES_DSN``, else ``RUNTIME_TEST_POST
 skipped without either).
 
 * W1: append one message to a session of N and make it durable: PostgresStore's
-  checkpoint (``save(skip_index=True)``), LangGraph ``AsyncPostgresSaver`` (one
+  checkpoint (``save(skip_index=True, delta=...)``, as the runner makes it), LangGraph ``AsyncPostgresSaver`` (one
   ``ainvoke`` per message), the OpenAI Agents SDK ``SQLAlchemySession`` on asyncpg
   (``add_items``), and the floor: a bare one-row ``INSERT`` + ``COMMIT`` on asyncpg.
 * W2: bytes of WAL the server wrote per append (``pg_current_wal_lsn`` around it).
@@ -108,8 +108,12 @@ class _Runtime:
         await self.store.save(self.session)
 
     async def append(self, message: dict[str, Any]) -> None:
+        from runtime.stores.abc import SaveDelta
+
+        base = len(self.session.messages)
         self.session.messages.append(message)
-        await self.store.save(self.session, skip_index=True)
+        # the runner's checkpoint: one message appended, no field changed
+        await self.store.save(self.session, skip_index=True, delta=SaveDelta.appended(base))
 
     async def load(self) -> int:
         return len((await self.store.load(self.session.session_id)).messages)
