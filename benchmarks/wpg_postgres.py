@@ -3,9 +3,10 @@ server in the same run (``RUNTIME_BENCH_POSTGRES_DSN``, else ``RUNTIME_TEST_POST
 skipped without either).
 
 * W1: append one message to a session of N and make it durable: PostgresStore's
-  checkpoint (``save(skip_index=True, delta=...)``, as the runner makes it), LangGraph ``AsyncPostgresSaver`` (one
-  ``ainvoke`` per message), the OpenAI Agents SDK ``SQLAlchemySession`` on asyncpg
-  (``add_items``), and the floor: a bare one-row ``INSERT`` + ``COMMIT`` on asyncpg.
+  checkpoint (``save(skip_index=True, delta=...)``, as the runner makes it), LangGraph
+  ``AsyncPostgresSaver`` (one ``ainvoke`` per message), the OpenAI Agents SDK
+  ``SQLAlchemySession`` on asyncpg (``add_items``), and the floor: a bare one-row
+  ``INSERT`` + ``COMMIT`` on asyncpg.
 * W2: bytes of WAL the server wrote per append (``pg_current_wal_lsn`` around it).
 * W3: full load of the session, against a bare ``SELECT`` of the same message rows.
 * W7: first page of 50 and a full listing of S sessions.
