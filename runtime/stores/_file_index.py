@@ -27,6 +27,7 @@ about to be replaced.
 from __future__ import annotations
 
 import bisect
+import logging
 import math
 import threading
 from itertools import accumulate
@@ -41,6 +42,8 @@ from ._fileio import append_durable, atomic_write, json_lines, read_bytes
 from .abc import sort_key, visible_in_list
 
 __all__ = ["SessionIndex"]
+
+logger = logging.getLogger("runtime.stores.files")
 
 Row = dict[str, Any]
 
@@ -226,7 +229,11 @@ class SessionIndex:
     def _compact_locked(self) -> None:
         parsed = _parse(read_bytes(self.path) or b"")
         if parsed is None:
-            return  # damaged on disk: the next open rebuilds it from the sessions
+            # damaged on disk: the next open rebuilds it from the sessions; until then
+            # try again only after as many lines again, not at every append
+            logger.warning("session index %s is damaged: not compacted", self.path)
+            self._lines = 0
+            return
         changed: dict[str, Row | None] = {}
         for rec in parsed.log:
             changed[rec["session_id"]] = None if rec.get("deleted") else rec
