@@ -57,7 +57,8 @@ def _instructions(tree: Path, mode: str, k: int, n: int) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         probe = Path(tmp) / "probe.py"
         probe.write_text(_PROBE)
-        env = {**os.environ, "PYTHONPATH": str(tree), "TMPDIR": tmp}
+        # no .pyc written: a first run that compiled the tree would count the compiler
+        env = {**os.environ, "PYTHONPATH": str(tree), "TMPDIR": tmp, "PYTHONDONTWRITEBYTECODE": "1"}
         out = subprocess.run(
             [
                 "valgrind",
