@@ -3,6 +3,8 @@ broker, and against broken brokers to show that each check catches its violation
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from runtime._events import Event
@@ -87,3 +89,24 @@ async def test_check_catches_broken_broker(
 ) -> None:
     with pytest.raises(AssertionError):
         await check(broken)
+
+
+# -- RedisEventLog on a real server ---------------------------------------------------
+
+
+def _redis_factory() -> Any:
+    from redis_server import new_prefix, redis_url
+
+    from runtime.brokers.redis import RedisEventLog
+
+    url, prefix = redis_url(), new_prefix()
+
+    def factory(*, retention: float = 300.0, max_events: int = 100_000) -> RedisEventLog:
+        return RedisEventLog(url, prefix=prefix, retention=retention, max_events=max_events)
+
+    return factory
+
+
+@pytest.mark.parametrize("check", EVENT_LOG_CHECKS, ids=lambda c: c.__name__)
+async def test_redis_event_log(check: EventLogCheck) -> None:
+    await check(_redis_factory())
