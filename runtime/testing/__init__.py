@@ -74,15 +74,15 @@ from ._event_log_checks import EventLogCheck as EventLogCheck
 from ._event_log_checks import (
     check_append_refuses_gaps_and_bad_data as check_append_refuses_gaps_and_bad_data,
 )
-from ._event_log_checks import check_publish_and_read_in_order as check_publish_and_read_in_order
-from ._event_log_checks import (
-    check_readers_wait_and_all_get_every_event as check_readers_wait_and_all_get_every_event,
-)
 from ._event_log_checks import (
     check_attach_from_another_process as check_attach_from_another_process,
 )
 from ._event_log_checks import (
     check_cancel_request_reaches_owner as check_cancel_request_reaches_owner,
+)
+from ._event_log_checks import check_publish_and_read_in_order as check_publish_and_read_in_order
+from ._event_log_checks import (
+    check_readers_wait_and_all_get_every_event as check_readers_wait_and_all_get_every_event,
 )
 from ._event_log_checks import check_retention_and_drop as check_retention_and_drop
 from ._event_log_checks import (

@@ -323,8 +323,10 @@ async def check_cancel_request_reaches_owner(factory: BrokerFactory) -> None:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(owner.serve_cancel_requests, node, handler)
                 with anyio.fail_after(10):
-                    while not await other.request_cancel("s-cancel", node):
-                        await anyio.sleep(0.02)  # until the subscription is in place
+                    while True:  # until the subscription is in place
+                        if await other.request_cancel("s-cancel", node):
+                            break
+                        await anyio.sleep(0.02)
                     await got.wait()
                 tg.cancel_scope.cancel()
             _equal(received[:1], ["s-cancel"], "cancel requests received")
