@@ -131,7 +131,7 @@ class Runtime:
             )
         self.route_max_age_days = route_max_age_days
         self._background: anyio.CancelScope | None = None
-        self._listener = anyio.CancelScope()
+        self._listener: anyio.CancelScope | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -172,6 +172,7 @@ class Runtime:
             if handle is not None:
                 handle.cancel()
 
+        assert self._listener is not None
         with self._listener:
             await self.broker.serve_cancel_requests(self.node_id, cancel_local)
 
@@ -204,7 +205,8 @@ class Runtime:
                 await self._drain(self.shutdown_grace if exc is None else 0.0)
             if self._background is not None:
                 self._background.cancel()
-            self._listener.cancel()
+            if self._listener is not None:
+                self._listener.cancel()
             try:
                 return await tg.__aexit__(exc_type, exc, tb)
             except BaseExceptionGroup as group:
