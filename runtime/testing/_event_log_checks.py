@@ -273,7 +273,10 @@ async def check_attach_from_another_process(factory: BrokerFactory) -> None:
         await log.flush()
         other = factory()
         try:
-            view = await other.attach(stream_id)
+            try:
+                view = await other.attach(stream_id)
+            except StreamNotFound as exc:
+                raise AssertionError(f"a second broker cannot attach to the stream: {exc}") from exc
             _require(view.remote, "a stream another process runs is remote")
             _equal(view.session_id, "sess", "the session of an attached stream")
             _equal(await view.read(0), published, "events read from another process")
