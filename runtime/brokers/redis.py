@@ -197,7 +197,7 @@ class _OwnedLog(StreamLog):
         """Wait until Redis has every published event, or return as soon as Redis is
         unreachable (the buffer is sent in the background once it is back)."""
         broker = self._broker
-        while self.sent_seq < self.last_seq and not broker.degraded:
+        while self._outbox and not broker.degraded:  # emptied once Redis confirmed them
             await broker._sent.wait()
 
 
@@ -545,7 +545,7 @@ class RedisEventLog(Broker):
                 continue
             try:
                 await self._send_round()
-            except _UNREACHABLE as exc:
+            except (*_UNREACHABLE, RedisError) as exc:  # e.g. refused auth: retried the same
                 if not self._degraded:
                     logger.warning("Redis unreachable, buffering events: %s", exc)
                 self._degraded = True
