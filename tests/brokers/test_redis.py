@@ -6,6 +6,8 @@ Each test skips without its server, and fails under ``CI=true``."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -130,3 +132,41 @@ async def test_redis_going_away_keeps_the_turn_and_the_store_fills_the_hole(
             assert [e.type for e in rest[-2:]] == ["done", "stream.end"]
             tokens = "".join(e.data["text"] for e in seen + rest if e.type == "token")
             assert tokens == "".join(f"w{i:03d} " for i in range(1, 201))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"url": "http://127.0.0.1:6379"}, "url"),
+        ({"prefix": "two words"}, "prefix"),
+        ({"max_events": 0}, "max_events"),
+        ({"buffer_events": True}, "buffer_events"),
+        ({"retention": -1.0}, "retention"),
+        ({"live_ttl": 0}, "live_ttl"),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_parameter(kwargs: dict[str, Any], named: str) -> None:
+    url = kwargs.pop("url", "redis://127.0.0.1:1/0")
+    with pytest.raises(ValueError, match=f"invalid {named} "):
+        RedisEventLog(url, **kwargs)
+
+
+def test_serve_refuses_an_event_log_that_is_not_redis(tmp_path: Path) -> None:
+    """The CLI's one-line error, before anything is started or written."""
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "runtime", "serve", "tests/http/sse_agents.py:scripted"),
+            *("--store", str(tmp_path / "store"), "--event-log", "http://cache:6379"),
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "runtime: error: invalid --event-log 'http://cache:6379': must be a "
+        "redis://host:port/db URL"
+    )
+    assert not (tmp_path / "store").exists()
