@@ -17,19 +17,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from postgres_server import server_from_env
 
 URL_VAR = "RUNTIME_TEST_REDIS_URL"
 
 
 def redis_url() -> str:
     """The URL, or skip (fail under ``CI=true``) naming the variable."""
-    url = os.environ.get(URL_VAR)
-    if not url:
-        reason = f"{URL_VAR} is not set: no Redis server for this test"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason + " (CI=true: .ci/run must start one)")
-        pytest.skip(reason)
-    return url
+    return server_from_env(URL_VAR, "Redis")
 
 
 def new_prefix() -> str:
