@@ -276,7 +276,12 @@ class _RemoteLog(StreamLog):
         while True:
             window = self._window
             if window is None or after_seq < window.base:
-                return await self._read_range(after_seq)
+                events = await self._read_range(after_seq)
+                if events:
+                    return events
+                if window is not None:  # the entries before the window are gone
+                    raise SubscriberLagged(self.stream_id, after_seq + 1, window.base + 1)
+                continue  # nothing after the resume point yet: wait at the head
             if after_seq < window.last:
                 return window.slice(after_seq, window.last)
             if window.closed:
@@ -469,8 +474,8 @@ class RedisEventLog(Broker):
         if session is None:
             raise StreamNotFound(f"no live or retained stream {stream_id!r}")
         remote = _RemoteLog(self, stream_id, session.decode())
-        if len(self._remote) >= 10_000:  # views are cheap to rebuild: keep few
-            self._remote.clear()
+        if len(self._remote) >= 1_000:  # forget the views of ended streams
+            self._remote = {k: v for k, v in self._remote.items() if not v.closed}
         self._remote[stream_id] = remote
         return remote
 

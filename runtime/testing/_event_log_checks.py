@@ -253,7 +253,8 @@ async def check_subscribe_while_publishing(factory: BrokerFactory) -> None:
 async def check_attach_from_another_process(factory: BrokerFactory) -> None:
     """On a shared backend, a second broker (another process) attaches to a stream the
     first runs: it reads every sent event, cannot publish or append (only the owner
-    allocates ``seq``: ``RuntimeError``), and sees ``stream.end``; an unknown stream is
+    allocates ``seq``: ``RuntimeError``), and sees ``stream.end``, also when it resumed
+    at the newest event and waited there; an unknown stream is
     :class:`~runtime.StreamNotFound`. On a backend that is not shared, ``attach`` is
     ``get``.
 
@@ -286,8 +287,21 @@ async def check_attach_from_another_process(factory: BrokerFactory) -> None:
                         view.publish("token", {"text": "forged"})
                     else:
                         view.append(Event(6, stream_id, "sess", "token", {}, 0.0))
-            end = log.publish("stream.end", {"outcome": "done"})
-            await log.flush()
+            third = factory()  # a third process resumes at the head, before the end
+            at_head: list[Event] = []
+
+            async def resume_at_head() -> None:
+                at_head.extend(await (await third.attach(stream_id)).read(5))
+
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(resume_at_head)
+                    await anyio.sleep(0.1)  # let it wait at the head (either order passes)
+                    end = log.publish("stream.end", {"outcome": "done"})
+                    await log.flush()
+            finally:
+                await third.aclose()
+            _equal(_seqs(at_head), [end.seq], "a read at the head, from another process")
             _equal(_seqs(await view.read(5)), [end.seq], "the end, read from another process")
             _equal(await view.read(end.seq), [], "read() past stream.end")
             with _raises(StreamNotFound, "attach() of an unknown stream"):
