@@ -232,7 +232,9 @@ async def _w4(ctx: Context, url: str, res: Result) -> Table:
 
 
 async def _start_node(cmd: list[str]) -> tuple[Any, int]:
-    proc = await anyio.open_process(cmd, env=_env())
+    proc = await anyio.open_process(
+        cmd, env=_env(), stderr=None
+    )  # a log nobody reads must not fill a pipe
     with anyio.fail_after(60):
         line = await _line(proc)
     return proc, int(line.split()[1])

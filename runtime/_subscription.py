@@ -23,7 +23,7 @@ import anyio
 
 from . import _events as ev
 from ._events import Event
-from ._exceptions import StreamNotFound, SubscriberLagged
+from ._exceptions import SessionNotFound, StreamNotFound, SubscriberLagged
 from ._session import validate_session_id
 from .brokers.abc import Broker, StreamLog
 from .stores.abc import Store
@@ -190,9 +190,12 @@ class Subscription:
         with anyio.move_on_after(self._liveness):
             return await log.read(self.last_seq)
         session_id = session_of_stream(self.stream_id)
-        if self._on_dead_stream is not None:
-            await self._on_dead_stream(session_id)  # repairs it once the lease expired
-        meta = await self._store.load_metadata(session_id)
+        try:
+            if self._on_dead_stream is not None:
+                await self._on_dead_stream(session_id)  # repairs it once the lease expired
+            meta = await self._store.load_metadata(session_id)
+        except SessionNotFound:  # a store that does not hold the stream's session
+            return None  # cannot tell: the log is all there is
         if meta.active_stream_id != self.stream_id:
             self._durable = True
         return None
