@@ -15,14 +15,16 @@ class Config:
     quick: bool
     #: W1-W3 history sizes N.
     sizes: tuple[int, ...]
-    #: timed appends per (system, N) in W1/W2, after ``warmup`` untimed ones.
+    #: W1-W3 interleaved passes: in each, every system (and the floors) in turn.
+    passes: int
+    #: timed appends per (system, N) and pass in W1/W2, after ``warmup`` untimed ones.
     append_reps: int
     warmup: int
-    #: LangGraph's appends are capped at large N (each rewrites the whole history).
+    #: LangGraph's appends per pass are capped at large N (each rewrites the history).
     langgraph_reps_cap: dict[int, int]
-    #: timed full loads per (system, N) in W3.
+    #: timed full loads per (system, N) and pass in W3.
     load_reps: int
-    #: repetitions of the 1-byte write+fsync floor (measured before and after W1).
+    #: repetitions of the 1-byte write+fsync floor per N and pass.
     floor_reps: int
     #: W4 events per pass, passes per system, producer yields every N events.
     w4_events: int
@@ -47,11 +49,12 @@ class Config:
         return cls(
             quick=False,
             sizes=(100, 1_000, 10_000, 50_000),
-            append_reps=30,
+            passes=5,
+            append_reps=8,
             warmup=2,
-            langgraph_reps_cap={10_000: 30, 50_000: 5},
-            load_reps=10,
-            floor_reps=300,
+            langgraph_reps_cap={10_000: 6, 50_000: 1},
+            load_reps=2,
+            floor_reps=60,
             w4_events=200_000,
             w4_passes=5,
             w4_yield_every=100,
@@ -72,11 +75,12 @@ class Config:
         return cls(
             quick=True,
             sizes=(100, 1_000),
-            append_reps=10,
+            passes=2,
+            append_reps=5,
             warmup=1,
-            langgraph_reps_cap={100: 5, 1_000: 5},
-            load_reps=3,
-            floor_reps=100,
+            langgraph_reps_cap={100: 3, 1_000: 3},
+            load_reps=2,
+            floor_reps=30,
             w4_events=50_000,
             w4_passes=2,
             w4_yield_every=100,
@@ -93,7 +97,7 @@ class Config:
         )
 
     def langgraph_reps(self, n: int) -> int:
-        """Timed LangGraph appends at history size ``n``."""
+        """Timed LangGraph appends per pass at history size ``n``."""
         return min(self.append_reps, self.langgraph_reps_cap.get(n, self.append_reps))
 
 

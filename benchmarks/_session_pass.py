@@ -1,11 +1,14 @@
 """The measuring pass behind W1, W2 and W3 (run once, shared by the three tables).
 
-For each N and each system: build a session of N messages, make ``warmup`` untimed
-appends, then ``reps`` timed appends of one ~1.1 KiB tool result, each durable when
-it returns (W1), recording the bytes the process handed to ``write()`` and the bytes
-it sent to storage around each append (W2); then reopen and time full loads (W3).
-The 1-byte write+fsync floor is measured before and after, in the same run.
-Every system's files live in a temp dir removed as soon as its cell is done.
+For each N: build every system's session of N messages (each in its own temp dir)
+and make ``warmup`` untimed appends; then ``passes`` interleaved passes. Each pass
+measures the 1-byte write+fsync floor, then every system in turn (the order rotates
+from pass to pass) making ``reps`` timed appends of one ~1.1 KiB tool result, each
+durable when it returns (W1), with the bytes the process handed to ``write()`` and
+sent to storage around each append (W2); then the ``orjson.loads`` baseline and every
+system's full load through a reopened instance (W3). Ratios are taken pass by pass
+against the floor or baseline of the same pass (see :mod:`benchmarks._passes`).
+Every system's files live in a temp dir removed as soon as its N is done.
 """
 
 from __future__ import annotations
@@ -19,36 +22,39 @@ from pathlib import Path
 import orjson
 
 from ._config import Context
+from ._passes import rotated
 from ._shapes import appended_message, history, json_size
 from ._stats import dir_size, io_counters, now_ms
-from ._systems import SESSION_SYSTEMS, make_system, system_missing
+from ._systems import SESSION_SYSTEMS, SessionSystem, make_system, system_missing
 
 __all__ = ["Cell", "SessionPass", "fsync_floor", "session_pass"]
 
 
 @dataclass
 class Cell:
-    """Raw samples of one (system, N)."""
+    """Raw samples of one (system, N): timings one list per pass, bytes pooled."""
 
-    append_ms: list[float] = field(default_factory=list)
+    append_ms: list[list[float]] = field(default_factory=list)
     wchar: list[int] = field(default_factory=list)
     write_bytes: list[int] = field(default_factory=list)
     growth: list[int] = field(default_factory=list)
-    load_ms: list[float] = field(default_factory=list)
+    load_ms: list[list[float]] = field(default_factory=list)
     build_s: float = 0.0
     peak_disk_bytes: int = 0
 
 
 @dataclass
 class SessionPass:
-    """Everything the pass measured."""
+    """Everything the pass measured; ``floor_ms`` and ``orjson_ms`` per N, one list per
+    pass, aligned with the cells' passes."""
 
-    floor_ms: list[float]
+    floor_ms: dict[int, list[list[float]]]
     cells: dict[str, dict[int, Cell]]
-    orjson_ms: dict[int, list[float]]
+    orjson_ms: dict[int, list[list[float]]]
     notes: dict[str, str]
     appended_bytes: int
     reps: dict[str, dict[int, int]]
+    passes: int
 
 
 def fsync_floor(directory: Path, reps: int) -> list[float]:
@@ -70,45 +76,56 @@ def fsync_floor(directory: Path, reps: int) -> list[float]:
     return samples
 
 
-async def _measure(
-    name: str, workdir: Path, base: list[dict[str, object]], warmup: int, reps: int, load_reps: int
-) -> Cell:
-    cell = Cell()
-    system = make_system(name, workdir)
-    try:
+@dataclass
+class _Running:
+    """One system under measurement at one N."""
+
+    name: str
+    system: SessionSystem
+    workdir: Path
+    reps: int
+    cell: Cell
+    appended: int = 0
+
+
+async def _appends(r: _Running, reps: int, *, timed: bool) -> None:
+    samples: list[float] = []
+    for _ in range(reps):
+        msg = appended_message(r.appended)
+        if not timed:
+            await r.system.append(msg)
+            r.appended += 1
+            continue
+        size0 = dir_size(r.workdir)
+        io0 = io_counters()
         t0 = now_ms()
-        await system.build(list(base))
-        cell.build_s = (now_ms() - t0) / 1000.0
+        await r.system.append(msg)
+        elapsed = now_ms() - t0
+        io1 = io_counters()
+        size1 = dir_size(r.workdir)
+        r.appended += 1
+        samples.append(elapsed)
+        r.cell.growth.append(size1 - size0)
+        r.cell.peak_disk_bytes = max(r.cell.peak_disk_bytes, size1)
+        if io0 is not None and io1 is not None:
+            r.cell.wchar.append(io1[0] - io0[0])
+            r.cell.write_bytes.append(io1[1] - io0[1])
+    if timed:
+        r.cell.append_ms.append(samples)
+
+
+async def _loads(r: _Running, n: int, reps: int) -> None:
+    await r.system.reopen()
+    expected = n + r.appended
+    samples = []
+    for _ in range(reps):
         gc.collect()
-        for i in range(warmup):
-            await system.append(appended_message(i))
-        for i in range(warmup, warmup + reps):
-            msg = appended_message(i)
-            size0 = dir_size(workdir)
-            io0 = io_counters()
-            t0 = now_ms()
-            await system.append(msg)
-            elapsed = now_ms() - t0
-            io1 = io_counters()
-            size1 = dir_size(workdir)
-            cell.append_ms.append(elapsed)
-            cell.growth.append(size1 - size0)
-            cell.peak_disk_bytes = max(cell.peak_disk_bytes, size1)
-            if io0 is not None and io1 is not None:
-                cell.wchar.append(io1[0] - io0[0])
-                cell.write_bytes.append(io1[1] - io0[1])
-        await system.reopen()
-        expected = len(base) + warmup + reps
-        for _ in range(load_reps):
-            gc.collect()
-            t0 = now_ms()
-            count = await system.load()
-            cell.load_ms.append(now_ms() - t0)
-            if count != expected:
-                raise RuntimeError(f"{name} loaded {count} messages, expected {expected}")
-    finally:
-        await system.close()
-    return cell
+        t0 = now_ms()
+        count = await r.system.load()
+        samples.append(now_ms() - t0)
+        if count != expected:
+            raise RuntimeError(f"{r.name} loaded {count} messages, expected {expected}")
+    r.cell.load_ms.append(samples)
 
 
 def _orjson_baseline(directory: Path, messages: list[dict[str, object]], reps: int) -> list[float]:
@@ -129,6 +146,46 @@ def _orjson_baseline(directory: Path, messages: list[dict[str, object]], reps: i
     return samples
 
 
+async def _size(ctx: Context, n: int, systems: list[str], sp: SessionPass, log: bool) -> None:
+    cfg = ctx.config
+    base = history(n)
+    running: list[_Running] = []
+    try:
+        for name in systems:
+            reps = cfg.langgraph_reps(n) if name == "langgraph_sqlite" else cfg.append_reps
+            workdir = ctx.tmp / f"w123-{name}-{n}"
+            workdir.mkdir()
+            r = _Running(name, make_system(name, workdir), workdir, reps, Cell())
+            running.append(r)
+            t0 = now_ms()
+            await r.system.build(list(base))
+            r.cell.build_s = (now_ms() - t0) / 1000.0
+            await _appends(r, cfg.warmup, timed=False)
+            sp.cells[name][n] = r.cell
+            sp.reps[name][n] = reps * cfg.passes
+        sp.floor_ms[n], sp.orjson_ms[n] = [], []
+        for p in range(cfg.passes):
+            if log:
+                print(f"  W1-W3 N={n} pass {p + 1}/{cfg.passes}", flush=True)
+            gc.collect()
+            sp.floor_ms[n].append(fsync_floor(ctx.tmp, cfg.floor_reps))
+            for r in rotated(running, p):
+                await _appends(r, r.reps, timed=True)
+            total = cfg.warmup + (p + 1) * cfg.append_reps
+            extra = [appended_message(i) for i in range(total)]
+            sp.orjson_ms[n].append(_orjson_baseline(ctx.tmp, base + extra, cfg.load_reps))
+            for r in rotated(running, p):
+                await _loads(r, n, cfg.load_reps)
+    finally:
+        for r in running:
+            try:
+                await r.system.close()
+            finally:
+                shutil.rmtree(r.workdir, ignore_errors=True)
+    del base
+    gc.collect()
+
+
 async def session_pass(ctx: Context, *, log: bool = True) -> SessionPass:
     """Run (or return the cached) W1-W3 pass."""
     cached = ctx.cache.get("session_pass")
@@ -141,30 +198,16 @@ async def session_pass(ctx: Context, *, log: bool = True) -> SessionPass:
         if reason is not None:
             notes[name] = reason
     systems = [n for n in SESSION_SYSTEMS if n not in notes]
-    floor = fsync_floor(ctx.tmp, cfg.floor_reps)
-    cells: dict[str, dict[int, Cell]] = {name: {} for name in systems}
-    reps_used: dict[str, dict[int, int]] = {name: {} for name in systems}
-    orjson_ms: dict[int, list[float]] = {}
+    sp = SessionPass(
+        floor_ms={},
+        cells={name: {} for name in systems},
+        orjson_ms={},
+        notes=notes,
+        appended_bytes=json_size(appended_message(0)),
+        reps={name: {} for name in systems},
+        passes=cfg.passes,
+    )
     for n in cfg.sizes:
-        base = history(n)
-        for name in systems:
-            reps = cfg.langgraph_reps(n) if name == "langgraph_sqlite" else cfg.append_reps
-            workdir = ctx.tmp / f"w123-{name}-{n}"
-            workdir.mkdir()
-            if log:
-                print(f"  W1-W3 {name} N={n} ({reps} appends)", flush=True)
-            try:
-                cells[name][n] = await _measure(
-                    name, workdir, base, cfg.warmup, reps, cfg.load_reps
-                )
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)
-            reps_used[name][n] = reps
-        extra = [appended_message(i) for i in range(cfg.warmup + cfg.append_reps)]
-        orjson_ms[n] = _orjson_baseline(ctx.tmp, base + extra, cfg.load_reps)
-        del base
-        gc.collect()
-    floor += fsync_floor(ctx.tmp, cfg.floor_reps)
-    result = SessionPass(floor, cells, orjson_ms, notes, json_size(appended_message(0)), reps_used)
-    ctx.cache["session_pass"] = result
-    return result
+        await _size(ctx, n, systems, sp, log)
+    ctx.cache["session_pass"] = sp
+    return sp

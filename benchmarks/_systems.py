@@ -36,16 +36,19 @@ class SessionSystem(Protocol):
 
 class _Runtime:
     """``runtime.stores.files.FileStore``: full ``save()`` to build, then each append is
-    ``save(session, skip_index=True)`` (the checkpoint path); loads go through a fresh
-    store instance opened on the same root."""
+    ``save(session, skip_index=True, delta=SaveDelta.appended(n))`` (the checkpoint
+    path, with the delta the runner passes); loads go through a fresh store instance
+    opened on the same root."""
 
     def __init__(self, workdir: Path) -> None:
+        from runtime.stores.abc import SaveDelta
         from runtime.stores.files import FileStore
 
         self._cls = FileStore
         self.root = workdir / "store"
         self.store: Any = FileStore(self.root)
         self.session: Any = None
+        self._delta = SaveDelta.appended
 
     async def build(self, messages: list[dict[str, Any]]) -> None:
         await self.store.open()
@@ -54,13 +57,17 @@ class _Runtime:
         await self.store.save(self.session)
 
     async def append(self, message: dict[str, Any]) -> None:
+        base = len(self.session.messages)
         self.session.messages.append(message)
-        await self.store.save(self.session, skip_index=True)
+        # what the runner's checkpoint passes: one message appended, no field changed
+        await self.store.save(self.session, skip_index=True, delta=self._delta(base))
 
     async def reopen(self) -> None:
         await self.store.aclose()
         self.store = self._cls(self.root)
         await self.store.open()
+        # later appends go through the new instance, as a restarted process's would
+        self.session = await self.store.load(self.session.session_id)
 
     async def load(self) -> int:
         session = await self.store.load(self.session.session_id)

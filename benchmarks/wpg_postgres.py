@@ -3,16 +3,19 @@ server in the same run (``RUNTIME_BENCH_POSTGRES_DSN``, else ``RUNTIME_TEST_POST
 skipped without either).
 
 * W1: append one message to a session of N and make it durable: PostgresStore's
-  checkpoint (``save(skip_index=True)``), LangGraph ``AsyncPostgresSaver`` (one
-  ``ainvoke`` per message), the OpenAI Agents SDK ``SQLAlchemySession`` on asyncpg
-  (``add_items``), and the floor: a bare one-row ``INSERT`` + ``COMMIT`` on asyncpg.
+  checkpoint (``save(skip_index=True, delta=...)``, as the runner makes it), LangGraph
+  ``AsyncPostgresSaver`` (one ``ainvoke`` per message), the OpenAI Agents SDK
+  ``SQLAlchemySession`` on asyncpg (``add_items``), and the floor: a bare one-row
+  ``INSERT`` + ``COMMIT`` on asyncpg.
 * W2: bytes of WAL the server wrote per append (``pg_current_wal_lsn`` around it).
 * W3: full load of the session, against a bare ``SELECT`` of the same message rows.
 * W7: first page of 50 and a full listing of S sessions.
 * W8: ``recover()`` over S sessions.
 
-Each system gets its own database, created and dropped here; passes interleave the
-systems; medians are reported with ratios to the floors of the same run.
+Each system gets its own database, created and dropped here. At each N every system is
+built once, then measured in interleaved passes (the order rotates each pass), each pass
+starting with the INSERT floor; cells are medians over passes with their spread, and the
+ratios are taken pass by pass against the floors of the same pass (:mod:`._passes`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ._config import Context
 from ._labels import size_label
-from ._report import Result, Table, fmt, fmt_ratio
+from ._passes import fmt_spread, over_passes, pass_medians, ratio_by_pass, rotated, spread_note
+from ._report import Result, Table, fmt
 from ._shapes import appended_message, history
 from ._stats import median, now_ms
 
@@ -108,8 +112,12 @@ class _Runtime:
         await self.store.save(self.session)
 
     async def append(self, message: dict[str, Any]) -> None:
+        from runtime.stores.abc import SaveDelta
+
+        base = len(self.session.messages)
         self.session.messages.append(message)
-        await self.store.save(self.session, skip_index=True)
+        # the runner's checkpoint: one message appended, no field changed
+        await self.store.save(self.session, skip_index=True, delta=SaveDelta.appended(base))
 
     async def load(self) -> int:
         return len((await self.store.load(self.session.session_id)).messages)
@@ -202,72 +210,94 @@ _FACTORIES: dict[str, Callable[[str], Any]] = {
 }
 
 
-async def _floor_insert(url: str, reps: int) -> list[float]:
-    """A bare one-row INSERT + COMMIT (autocommit) of the appended message, on asyncpg."""
-    import asyncpg
-    import orjson
+class _Floors:
+    """The two floors on connections kept open: a bare one-row INSERT + COMMIT
+    (autocommit) of the appended message, and a bare SELECT of N message rows (JSON
+    text) with ``orjson.loads`` of each."""
 
-    con = await asyncpg.connect(url)
-    try:
-        await con.execute("CREATE TABLE floor (id serial PRIMARY KEY, body text NOT NULL)")
-        body = orjson.dumps(appended_message(0)).decode()
-        await con.execute("INSERT INTO floor (body) VALUES ($1)", body)
-        out = []
-        for _ in range(reps):
-            t0 = now_ms()
-            await con.execute("INSERT INTO floor (body) VALUES ($1)", body)
-            out.append(now_ms() - t0)
-        return out
-    finally:
-        await con.close()
+    def __init__(self) -> None:
+        self.insert_con: Any = None
+        self.select_con: Any = None
+        self._body = ""
 
+    async def open(self, insert_url: str, select_url: str, messages: list[dict[str, Any]]) -> None:
+        import asyncpg
+        import orjson
 
-async def _floor_select(url: str, messages: list[dict[str, Any]], reps: int) -> list[float]:
-    """A bare SELECT of N message rows (JSON text) and ``orjson.loads`` of each."""
-    import asyncpg
-    import orjson
-
-    con = await asyncpg.connect(url)
-    try:
-        await con.execute("CREATE TABLE rows (idx integer PRIMARY KEY, body text NOT NULL)")
-        await con.copy_records_to_table(
+        self.insert_con = await asyncpg.connect(insert_url)
+        await self.insert_con.execute(
+            "CREATE TABLE IF NOT EXISTS floor (id serial PRIMARY KEY, body text NOT NULL)"
+        )
+        self._body = orjson.dumps(appended_message(0)).decode()
+        await self.insert_con.execute("INSERT INTO floor (body) VALUES ($1)", self._body)
+        self.select_con = await asyncpg.connect(select_url)
+        await self.select_con.execute(
+            "CREATE TABLE rows (idx integer PRIMARY KEY, body text NOT NULL)"
+        )
+        await self.select_con.copy_records_to_table(
             "rows", records=[(i, orjson.dumps(m).decode()) for i, m in enumerate(messages)]
         )
+
+    async def inserts(self, reps: int) -> list[float]:
         out = []
         for _ in range(reps):
             t0 = now_ms()
-            rows = await con.fetch("SELECT body FROM rows ORDER BY idx")
+            await self.insert_con.execute("INSERT INTO floor (body) VALUES ($1)", self._body)
+            out.append(now_ms() - t0)
+        return out
+
+    async def selects(self, reps: int) -> list[float]:
+        import orjson
+
+        out = []
+        for _ in range(reps):
+            t0 = now_ms()
+            rows = await self.select_con.fetch("SELECT body FROM rows ORDER BY idx")
             [orjson.loads(r[0]) for r in rows]
             out.append(now_ms() - t0)
         return out
-    finally:
-        await con.close()
+
+    async def close(self) -> None:
+        for con in (self.insert_con, self.select_con):
+            if con is not None:
+                await con.close()
 
 
-async def _cell(
-    name: str, url: str, base_dsn: str, n: int, warmup: int, reps: int, load_reps: int
-) -> dict[str, list[float]]:
-    system = _FACTORIES[name](url)
-    out: dict[str, list[float]] = {"append": [], "wal": [], "load": []}
-    try:
-        await system.build(history(n))
-        for i in range(warmup + reps):
+class _Cell:
+    """One system at one N: built once, then measured a batch per pass."""
+
+    def __init__(self, name: str, system: Any, reps: int) -> None:
+        self.name = name
+        self.system = system
+        self.reps = reps
+        self.appended = 0
+        self.append: list[list[float]] = []
+        self.wal: list[float] = []
+        self.load: list[list[float]] = []
+
+    async def appends(self, base_dsn: str, reps: int, *, timed: bool = True) -> None:
+        samples = []
+        for _ in range(reps):
             before = await _wal_lsn(base_dsn)
             t0 = now_ms()
-            await system.append(appended_message(i))
+            await self.system.append(appended_message(self.appended))
             elapsed = now_ms() - t0
-            if i >= warmup:
-                out["append"].append(elapsed)
-                out["wal"].append(await _wal_lsn(base_dsn) - before)
-        for _ in range(load_reps):
+            self.appended += 1
+            if timed:
+                samples.append(elapsed)
+                self.wal.append(await _wal_lsn(base_dsn) - before)
+        if timed:
+            self.append.append(samples)
+
+    async def loads(self, n: int, reps: int) -> None:
+        samples = []
+        for _ in range(reps):
             t0 = now_ms()
-            count = await system.load()
-            out["load"].append(now_ms() - t0)
-            if count != n + warmup + reps:
-                raise RuntimeError(f"{name} loaded {count} messages, expected {n + warmup + reps}")
-    finally:
-        await system.close()
-    return out
+            count = await self.system.load()
+            samples.append(now_ms() - t0)
+            if count != n + self.appended:
+                raise RuntimeError(f"{self.name} loaded {count} messages, not {n + self.appended}")
+        self.load.append(samples)
 
 
 async def _listing(url: str, sizes: tuple[int, ...], reps: int) -> dict[int, dict[str, float]]:
@@ -343,73 +373,135 @@ async def run(ctx: Context) -> Result:
     cfg = ctx.config
     sizes = cfg.sizes
     dbs = _Databases(base)
+    notes = {name: why for name in SYSTEMS if (why := _missing(name)) is not None}
+    floors: dict[int, list[list[float]]] = {}
+    selects: dict[int, list[list[float]]] = {}
+    cells: dict[str, dict[int, _Cell]] = {name: {} for name in SYSTEMS if name not in notes}
     try:
-        floor_db = _with_db(base, await dbs.new())
-        floor = median(await _floor_insert(floor_db, max(cfg.append_reps * 3, 30)))
-        selects = {
-            n: median(
-                await _floor_select(_with_db(base, await dbs.new()), history(n), cfg.load_reps)
-            )
-            for n in sizes
-        }
-        cells: dict[str, dict[int, dict[str, list[float]]]] = {s: {} for s in SYSTEMS}
-        notes: dict[str, str] = {}
+        insert_db = _with_db(base, await dbs.new())
         for n in sizes:
-            for name in SYSTEMS:  # interleaved: every system at one N before the next N
-                why = _missing(name)
-                if why is not None:
-                    notes[name] = why
-                    continue
-                reps = cfg.append_reps
-                if name == "langgraph_pg":
-                    reps = min(reps, cfg.langgraph_reps_cap.get(n, reps))
-                url = _with_db(base, await dbs.new())
-                cells[name][n] = await _cell(name, url, base, n, cfg.warmup, reps, cfg.load_reps)
+            await _size(ctx, base, dbs, insert_db, n, cells, floors, selects)
         listing = await _listing(_with_db(base, await dbs.new()), cfg.store_sizes, cfg.list_reps)
     finally:
         await dbs.drop_all()
+    _tables(ctx, res, floors, selects, cells, notes, listing)
+    return res
+
+
+async def _size(
+    ctx: Context,
+    base: str,
+    dbs: _Databases,
+    insert_db: str,
+    n: int,
+    cells: dict[str, dict[int, _Cell]],
+    floors: dict[int, list[list[float]]],
+    selects: dict[int, list[list[float]]],
+) -> None:
+    """Every system at one N in interleaved passes (the order rotates each pass)."""
+    cfg = ctx.config
+    floor = _Floors()
+    running: list[_Cell] = []
+    try:
+        await floor.open(insert_db, _with_db(base, await dbs.new()), history(n))
+        for name in cells:
+            reps = cfg.langgraph_reps(n) if name == "langgraph_pg" else cfg.append_reps
+            cell = _Cell(name, _FACTORIES[name](_with_db(base, await dbs.new())), reps)
+            running.append(cell)
+            await cell.system.build(history(n))
+            await cell.appends(base, cfg.warmup, timed=False)
+            cells[name][n] = cell
+        floors[n], selects[n] = [], []
+        for p in range(cfg.passes):
+            print(f"  WPG N={n} pass {p + 1}/{cfg.passes}", flush=True)
+            floors[n].append(await floor.inserts(max(cfg.append_reps * 3, 24)))
+            for cell in rotated(running, p):
+                await cell.appends(base, cell.reps)
+            selects[n].append(await floor.selects(cfg.load_reps))
+            for cell in rotated(running, p):
+                await cell.loads(n, cfg.load_reps)
+    finally:
+        await floor.close()
+        for cell in running:
+            await cell.system.close()
+
+
+def _tables(
+    ctx: Context,
+    res: Result,
+    floors: dict[int, list[list[float]]],
+    selects: dict[int, list[list[float]]],
+    cells: dict[str, dict[int, _Cell]],
+    notes: dict[str, str],
+    listing: dict[int, dict[str, float]],
+) -> None:
+    cfg = ctx.config
+    sizes = cfg.sizes
+    first, last = sizes[0], sizes[-1]
+    floor = {n: over_passes(pass_medians(floors[n])) for n in sizes}
+    select = {n: over_passes(pass_medians(selects[n])) for n in sizes}
     res.extra = {
-        "floor_insert_ms": floor,
-        "select_ms": {str(n): v for n, v in selects.items()},
+        "floor_insert_ms": {str(n): f.to_json() for n, f in floor.items()},
+        "select_ms": {str(n): f.to_json() for n, f in select.items()},
         "listing": {str(n): v for n, v in listing.items()},
+        "passes": cfg.passes,
     }
+    res.notes.update(notes)
     cols = [
         "system",
         *(f"N={size_label(n)}" for n in sizes),
         f"{size_label(sizes[-1])}/{size_label(sizes[0])}",
     ]
     w1 = Table(
-        "WPG W1 append + durable on PostgreSQL (median ms; x = ratio to INSERT+COMMIT)", cols
+        "WPG W1 append + durable on PostgreSQL (median ms ~spread; x = ratio to INSERT+COMMIT, "
+        "pass by pass)",
+        cols,
     )
-    w1.add(LABELS["floor"], fmt(floor))
+    w1.add(LABELS["floor"], *(fmt_spread(floor[n]) for n in sizes))
     w2 = Table("WPG W2 WAL bytes per append (median)", cols[:-1])
-    w3 = Table("WPG W3 full load on PostgreSQL (median ms; x = ratio to the bare SELECT)", cols)
-    w3.add(LABELS["select"], *(fmt(selects[n]) for n in sizes))
+    w3 = Table(
+        "WPG W3 full load on PostgreSQL (median ms ~spread; x = ratio to the bare SELECT, "
+        "pass by pass)",
+        cols,
+    )
+    w3.add(LABELS["select"], *(fmt_spread(select[n]) for n in sizes))
     for name in SYSTEMS:
         if name in notes:
             for t in (w1, w2, w3):
                 t.add(LABELS[name], notes[name])
             continue
-        app = {n: median(cells[name][n]["append"]) for n in sizes}
-        wal = {n: median(cells[name][n]["wal"]) for n in sizes}
-        load = {n: median(cells[name][n]["load"]) for n in sizes}
+        by_n = cells[name]
+        app = {n: over_passes(pass_medians(by_n[n].append)) for n in sizes}
+        load = {n: over_passes(pass_medians(by_n[n].load)) for n in sizes}
+        wal = {n: median(by_n[n].wal) for n in sizes}
+        app_x = {n: ratio_by_pass(by_n[n].append, floors[n]) for n in sizes}
+        load_x = {n: ratio_by_pass(by_n[n].load, selects[n]) for n in sizes}
         res.systems[name] = {
-            str(n): {"append_ms": app[n], "wal_bytes": wal[n], "load_ms": load[n]} for n in sizes
+            str(n): {
+                "append_ms": app[n].to_json(),
+                "append_x_floor": app_x[n].to_json(),
+                "wal_bytes": wal[n],
+                "load_ms": load[n].to_json(),
+                "load_x_select": load_x[n].to_json(),
+            }
+            for n in sizes
         }
         w1.add(
             LABELS[name],
-            *(f"{fmt(app[n])} ({fmt_ratio(app[n] / floor)})" for n in sizes),
-            fmt_ratio(app[sizes[-1]] / app[sizes[0]]),
+            *(f"{fmt_spread(app[n])} ({fmt_spread(app_x[n], ratio=True)})" for n in sizes),
+            fmt_spread(ratio_by_pass(by_n[last].append, by_n[first].append), ratio=True),
         )
         w2.add(LABELS[name], *(f"{wal[n]:,.0f}" for n in sizes))
         w3.add(
             LABELS[name],
-            *(f"{fmt(load[n])} ({fmt_ratio(load[n] / selects[n])})" for n in sizes),
-            fmt_ratio(load[sizes[-1]] / load[sizes[0]]),
+            *(f"{fmt_spread(load[n])} ({fmt_spread(load_x[n], ratio=True)})" for n in sizes),
+            fmt_spread(ratio_by_pass(by_n[last].load, by_n[first].load), ratio=True),
         )
+    w1.footnotes.append(spread_note(cfg.passes))
     w1.footnotes.append(
-        f"{cfg.append_reps} timed appends per cell after {cfg.warmup} untimed (LangGraph capped "
-        "at large N); each system on its own database of one server; the floor is autocommit"
+        f"{cfg.append_reps} timed appends per cell and pass after {cfg.warmup} untimed "
+        "(LangGraph capped at large N); each system on its own database of one server; the "
+        "floor is autocommit, measured at the start of each pass"
     )
     w7 = Table(
         "WPG W7/W8 PostgresStore listing and recover() (median ms)",
@@ -418,4 +510,3 @@ async def run(ctx: Context) -> Result:
     for s, row in listing.items():
         w7.add(size_label(s), fmt(row["page"]), fmt(row["all"]), fmt(row["recover"]))
     res.tables.extend([w1, w2, w3, w7])
-    return res

@@ -36,6 +36,7 @@ from ._session import Message as Message
 from ._session import Session as Session
 from ._transcript import model_messages as model_messages
 from .stores.abc import RecoveryReport as RecoveryReport
+from .stores.abc import SaveDelta as SaveDelta
 from .stores.abc import SessionPage as SessionPage
 from .stores.abc import Store as Store
 from .stores.files import FileStore as FileStore
@@ -63,6 +64,7 @@ __all__ = [
     "Outcome",
     "RecoveryReport",
     "Runtime",
+    "SaveDelta",
     "Session",
     "SessionBusy",
     "SessionNotFound",

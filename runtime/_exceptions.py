@@ -126,8 +126,10 @@ class CorruptSession(StoreError):
 
 
 class WriteConflict(StoreError):
-    """A conditional write (``Store.write_document`` with ``expected_version``) found a
-    version another writer made; nothing was written. Read again and retry."""
+    """A conditional write found a state another writer made; nothing was written:
+    ``Store.write_document`` with an ``expected_version`` that is not the stored one, or
+    ``Store.save`` with a :class:`~runtime.stores.abc.SaveDelta` whose ``base`` is not
+    the stored message count. Read again and retry (a save: without the delta)."""
 
 
 class StoreClosed(Error, RuntimeError):

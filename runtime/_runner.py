@@ -23,12 +23,12 @@ import orjson
 
 from . import _events as ev
 from ._events import Event
-from ._exceptions import LeaseLost
+from ._exceptions import LeaseLost, WriteConflict
 from ._json import check_json_ready
 from ._session import Message, Session, validate_title
 from ._transcript import model_messages as to_model_messages
 from .brokers.abc import StreamLog
-from .stores.abc import Lease, Store
+from .stores.abc import Lease, SaveDelta, Store
 
 __all__ = ["Agent", "ToolCall", "Turn", "TurnHandle", "run_turn"]
 
@@ -583,7 +583,65 @@ class TurnHandle:
             self.scope.cancel()
 
 
-async def _checkpoint(turn: Turn, store: Store, state: dict[str, int], lease: Lease | None) -> None:
+#: Fields the final save changes besides the title.
+_FINAL_FIELDS = frozenset({"active_stream_id", "pending_user_message", "pending_started_at"})
+
+
+def _delta(
+    turn: Turn, state: dict[str, Any], fields: frozenset[str] = frozenset()
+) -> SaveDelta | None:
+    """What changed since the turn's last durable write: the messages after the ones
+    counted then, the last of those again if it was still open (a streamed reply that
+    grows in place, a tool-call message that more calls may join), the title if the
+    agent set it, and ``fields``. ``None`` while the runner does not know what is
+    stored (before its first save, after a failed one): the store then writes the last
+    stored message and every field again."""
+    base = state.get("count")
+    if base is None:
+        return None
+    session = turn._session
+    keep = base - 1 if state["open_last"] else base
+    if keep > len(session.messages):  # the list shrank under the runner
+        return None
+    if session.title != state["title"]:
+        fields = fields | {"title"}
+    return SaveDelta(base, keep, fields)
+
+
+def _saved(turn: Turn, state: dict[str, Any], count: int) -> None:
+    """Record what a save made durable: ``count`` messages (counted as it started)."""
+    session = turn._session
+    last = session.messages[count - 1] if 0 < count <= len(session.messages) else None
+    group = turn._group
+    state["count"] = count
+    state["open_last"] = last is not None and (
+        last is turn._partial or (group is not None and last is group.message)
+    )
+    state["title"] = session.title
+
+
+async def _save_delta(
+    turn: Turn, store: Store, state: dict[str, Any], delta: SaveDelta | None, **kwargs: Any
+) -> None:
+    """``store.save`` with ``delta``; a delta the store refuses (it was computed against
+    another stored state, nothing was written) is dropped and the save made without
+    it. Any other failure forgets what is stored, so the next save carries no delta."""
+    count = turn._session.message_count
+    try:
+        try:
+            await store.save(turn._session, delta=delta, **kwargs)
+        except WriteConflict as exc:
+            if delta is None:
+                raise
+            logger.warning("session %s: saving without the delta: %s", turn.session_id, exc)
+            await store.save(turn._session, **kwargs)
+    except BaseException:
+        state.pop("count", None)
+        raise
+    _saved(turn, state, count)
+
+
+async def _checkpoint(turn: Turn, store: Store, state: dict[str, Any], lease: Lease | None) -> None:
     """One checkpoint: persist the running session and the new events (renewing the
     lease in the same write), then announce it."""
     turn._materialize_partial()
@@ -593,7 +651,9 @@ async def _checkpoint(turn: Turn, store: Store, state: dict[str, int], lease: Le
     # Counted before the save: the agent goes on appending while it runs, and the
     # event must not claim messages the save never saw.
     messages = turn._session.message_count
-    await store.save(turn._session, skip_index=True, events=events, lease=lease)
+    await _save_delta(
+        turn, store, state, _delta(turn, state), skip_index=True, events=events, lease=lease
+    )
     state["persisted_seq"] = up_to
     data: ev.CheckpointData = {
         "messages": messages,
@@ -608,7 +668,7 @@ async def _checkpoint_loop(
     store: Store,
     interval: float,
     stop: anyio.Event,
-    state: dict[str, int],
+    state: dict[str, Any],
     handle: TurnHandle,
 ) -> None:
     """The checkpoint coroutine: every ``interval`` seconds, save if the activity
@@ -660,7 +720,7 @@ async def _checkpoint_loop(
 async def _try_checkpoint(
     turn: Turn,
     store: Store,
-    state: dict[str, int],
+    state: dict[str, Any],
     lease: Lease | None,
     interval: float,
     failures: int,
@@ -732,7 +792,7 @@ async def _final_save(
     store: Store,
     outcome: ev.Outcome,
     error: BaseException | None,
-    state: dict[str, int],
+    state: dict[str, Any],
     save_timeout: float,
     lease: Lease | None = None,
 ) -> None:
@@ -740,6 +800,7 @@ async def _final_save(
     the same write), then publish the end. A turn whose lease was lost writes nothing
     and ends with ``error`` ``{"type": "lease_lost"}``."""
     session = turn._session
+    delta = _delta(turn, state, _FINAL_FIELDS)  # before the draft is finished in place
     for message in _outcome_messages(turn, outcome, error):
         session.messages.append(message)
     session.active_stream_id = None
@@ -770,7 +831,9 @@ async def _final_save(
         try:
             if outcome == "lease_lost":
                 raise error if isinstance(error, LeaseLost) else LeaseLost(turn.session_id)
-            await store.save(session, events=events, lease=lease, lease_mode="release")
+            await _save_delta(
+                turn, store, state, delta, events=events, lease=lease, lease_mode="release"
+            )
             saved = True
         except LeaseLost as exc:
             logger.error("turn %s ends without saving: %s", turn.stream_id, exc)
@@ -841,7 +904,7 @@ async def run_turn(
     A cancellation from outside the turn (runtime shutdown) still gets the shielded
     final save and is then re-raised.
     """
-    state = {"persisted_seq": turn._log.last_seq}  # stream.started was saved by start_turn
+    state: dict[str, Any] = {"persisted_seq": turn._log.last_seq}  # saved by start_turn
     stop = anyio.Event()
     outcome: ev.Outcome = "done"
     error: BaseException | None = None

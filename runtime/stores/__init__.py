@@ -6,9 +6,10 @@ Backends are imported lazily so that optional drivers load only when used.
 from __future__ import annotations
 
 from .abc import RecoveryReport as RecoveryReport
+from .abc import SaveDelta as SaveDelta
 from .abc import SessionPage as SessionPage
 from .abc import Store as Store
 from .files import FileStore as FileStore
 from .memory import MemoryStore as MemoryStore
 
-__all__ = ["FileStore", "MemoryStore", "RecoveryReport", "SessionPage", "Store"]
+__all__ = ["FileStore", "MemoryStore", "RecoveryReport", "SaveDelta", "SessionPage", "Store"]

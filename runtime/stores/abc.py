@@ -13,7 +13,9 @@ the backend's ``_write``:
 * credentials in ``metadata`` (keys such as ``api_key`` or ``authorization``, at any
   depth) are replaced by ``"[redacted]"`` before anything reaches the backend;
 * a write of a running turn carries its :class:`Lease` and is fenced: it happens only
-  while the stored lease has the same token (:class:`~runtime.LeaseLost` otherwise).
+  while the stored lease has the same token (:class:`~runtime.LeaseLost` otherwise);
+* a save that says what changed (:class:`SaveDelta`) is applied only to the stored
+  state it was computed against (:class:`~runtime.WriteConflict` otherwise).
 
 The check and the write are one backend operation (:meth:`Store._save`): the default
 runs both under an in-process lock, which is enough for a store that one process owns
@@ -49,15 +51,17 @@ from .._exceptions import (
     StoreClosed,
     WriteConflict,
 )
-from .._session import Session, validate_session_id
+from .._session import META_FIELDS, Session, validate_session_id
 
 __all__ = [
     "DEFAULT_REDACT_KEYS",
+    "DELTA_FIELDS",
     "REDACTED",
     "Lease",
     "LeaseMode",
     "LeaseState",
     "RecoveryReport",
+    "SaveDelta",
     "SaveRequest",
     "SessionPage",
     "Store",
@@ -102,15 +106,71 @@ class HeldLease(NamedTuple):
     expires_in: float
 
 
+#: Session fields a :class:`SaveDelta` may name (``updated_at`` is always written).
+DELTA_FIELDS = frozenset(META_FIELDS) - {"session_id", "updated_at"}
+
+
+@dataclass(frozen=True, slots=True)
+class SaveDelta:
+    """What changed in a session since its last durable write, told by the writer
+    (the runner's checkpoints) so a backend writes only that, instead of finding it
+    out by comparing the new state with the stored one.
+
+    :ivar base: the message count the store holds durably now. A save whose stored
+        count differs is refused with :class:`~runtime.WriteConflict` and writes
+        nothing: the delta was computed against another state.
+    :ivar keep: the stored messages left as they are: ``base`` when messages were only
+        appended, ``base - 1`` when the last stored message was changed in place (a
+        streamed reply growing, a tool call joining its group), lower to replace more.
+        ``session.messages[keep:]`` are written after them.
+    :ivar fields: the session fields (names from :data:`DELTA_FIELDS`) changed since;
+        the others keep their stored values. ``updated_at`` is always written.
+
+    A backend may still write more (FileStore's compacting save writes everything).
+    """
+
+    base: int
+    keep: int
+    fields: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        for name in ("base", "keep"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"invalid SaveDelta {name} {value!r}: must be an int >= 0")
+        if self.keep > self.base:
+            raise ValueError(
+                f"invalid SaveDelta keep {self.keep}: must not exceed base {self.base}"
+            )
+        if not isinstance(self.fields, frozenset):
+            raise ValueError(f"invalid SaveDelta fields {self.fields!r}: must be a frozenset")
+        unknown = sorted(self.fields - DELTA_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"invalid SaveDelta fields {unknown!r}: must be among {sorted(DELTA_FIELDS)}"
+            )
+
+    @classmethod
+    def appended(cls, base: int, fields: Iterable[str] = ()) -> SaveDelta:
+        """Messages appended after the ``base`` stored ones, nothing else changed in them."""
+        return cls(base, base, frozenset(fields))
+
+
 @dataclass(frozen=True)
 class SaveRequest:
-    """The arguments of one :meth:`Store.save`, handed to :meth:`Store._save`."""
+    """The arguments of one :meth:`Store.save`, handed to :meth:`Store._save`.
+
+    ``delta`` is ``None`` for a save that does not say what changed: a backend then
+    writes the whole session, or (a checkpoint) everything from the last stored message
+    on and every field.
+    """
 
     skip_index: bool
     touch_updated_at: bool
     events: Sequence[Event]
     lease: Lease | None
     lease_mode: LeaseMode
+    delta: SaveDelta | None = None
 
 
 @contextmanager
@@ -166,8 +226,17 @@ def plan_save(session: Session, info: StoredInfo | None, request: SaveRequest) -
     whether the previous state must be backed up (a shrinking save). Returns that.
 
     :raises EmptyOverwriteRefused: naming the session and the stored message count.
+    :raises WriteConflict: a ``request.delta`` whose ``base`` is not the stored count.
     """
     count = len(session.messages)
+    delta = request.delta
+    if delta is not None:
+        stored = 0 if info is None else info.message_count
+        if delta.base != stored:
+            raise WriteConflict(
+                f"refusing the save of session {session.session_id!r}: its delta counts "
+                f"{delta.base} stored messages (base), the store holds {stored}"
+            )
     if info is not None and count == 0 and info.message_count > 0:
         pending = (
             session.active_stream_id,
@@ -323,10 +392,13 @@ class Store(ABC):
         (PostgresStore): leases live in the backend and :meth:`share_new_session`
         makes a new session visible to the others. Capability flag read by
         :mod:`runtime.testing`.
+    :cvar writes_deltas: True if the backend's ``_write`` takes ``delta=`` (see
+        :class:`SaveDelta`); the ABC checks a delta against the stored count either way.
     """
 
     exclusive: bool = False
     shared: bool = False
+    writes_deltas: bool = False
 
     #: idle per-session locks kept at least (pruned once the dict reaches the limit)
     _LOCKS_KEPT = 1024
@@ -458,6 +530,7 @@ class Store(ABC):
         events: Sequence[Event] = (),
         lease: Lease | None = None,
         lease_mode: LeaseMode = "renew",
+        delta: SaveDelta | None = None,
     ) -> None:
         """Save ``session`` atomically and durably: when this returns, a crash at any
         instant leaves the new state; before, the old one. Never a torn one. The checks
@@ -479,13 +552,20 @@ class Store(ABC):
             ``lease.ttl`` (checkpoints); ``"release"`` requires it and frees it (the
             final save); ``"repair"`` takes a free or expired lease and frees it in the
             same write (closing a dead stream).
+        :param delta: what changed since the last durable write (see :class:`SaveDelta`),
+            so the backend writes only that; ``None`` (a full save): the backend finds
+            out or writes everything. With a delta, only ``session.messages[delta.keep:]``
+            and ``delta.fields`` are guaranteed to be written besides ``updated_at``.
 
         Credentials in ``session.metadata`` (see ``redact_keys``) are replaced by
         :data:`REDACTED` in ``session`` itself first, so no store ever writes them.
 
         :raises MetadataOnlySaveError: for a metadata-only session, before any I/O.
         :raises InvalidSessionId: for a bad id, before any I/O.
-        :raises ValueError: for an unknown ``lease_mode``, before any I/O.
+        :raises ValueError: for an unknown ``lease_mode``, or a ``delta`` whose ``keep``
+            exceeds the session's message count, before any I/O.
+        :raises WriteConflict: a ``delta`` whose ``base`` is not the stored message
+            count; nothing was written.
         :raises EmptyOverwriteRefused: if stored messages would be replaced by ``[]``
             while a stream is pending (active stream or pending message, stored or new).
         :raises SessionBusy: a ``claim``/``repair`` while another process holds an
@@ -503,10 +583,15 @@ class Store(ABC):
         self._check_id(session.session_id)
         if lease_mode not in _LEASE_MODES:
             raise ValueError(f"invalid lease_mode {lease_mode!r}: must be one of {_LEASE_MODES}")
+        if delta is not None and delta.keep > len(session.messages):
+            raise ValueError(
+                f"invalid delta keep {delta.keep} for session {session.session_id!r}: "
+                f"must not exceed its {len(session.messages)} messages"
+            )
         self._check_open()
         if session.metadata and self.redact_keys:
             redact(session.metadata, self.redact_keys)
-        request = SaveRequest(skip_index, touch_updated_at, events, lease, lease_mode)
+        request = SaveRequest(skip_index, touch_updated_at, events, lease, lease_mode, delta)
         await self._save(session, request)
         self._unsaved.pop(session.session_id, None)
 
@@ -533,7 +618,11 @@ class Store(ABC):
             )
             backup = plan_save(session, info, request)
             await self._write(
-                session, skip_index=request.skip_index, backup=backup, events=request.events
+                session,
+                skip_index=request.skip_index,
+                backup=backup,
+                events=request.events,
+                **({"delta": request.delta} if self.writes_deltas else {}),
             )
             if request.lease is not None:
                 if request.lease_mode in ("claim", "renew"):
@@ -761,7 +850,10 @@ class Store(ABC):
         self, session: Session, *, skip_index: bool, backup: bool, events: Sequence[Event]
     ) -> None:
         """Persist ``session`` atomically and durably; keep a backup of the previous
-        state first when ``backup``."""
+        state first when ``backup``. A backend whose class sets :attr:`writes_deltas`
+        also gets ``delta=`` (a :class:`SaveDelta` already checked against the stored
+        count, or ``None``) and may write only what it names; writing the whole
+        session is always correct."""
 
     @abstractmethod
     async def _load(self, session_id: str) -> Session:

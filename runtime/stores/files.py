@@ -45,14 +45,13 @@ import orjson
 from .._config import default_root
 from .._events import Event
 from .._exceptions import CorruptSession, InvalidSessionId, StoreError, StoreLocked
-from .._json import kept
 from .._session import META_FIELDS, Session
 from . import _fileio as fio
 from . import faults
 from ._file_index import SessionIndex
 from ._file_recovery import read_backup, recover_directory
 from ._iothread import IOThread
-from .abc import RecoveryReport, Store, StoredInfo, not_found
+from .abc import RecoveryReport, SaveDelta, Store, StoredInfo, not_found
 
 __all__ = ["FileStore"]
 
@@ -119,8 +118,6 @@ class _Durable:
 
     gen: int
     count: int
-    last: bytes | None  # the last message, encoded: detects an in-place change of it
-    meta: bytes  # encoded fields but updated_at: detects metadata changes
     row: dict[str, Any]  # the session's metadata row (index form)
     bak_count: int | None  # messages in <id>.json.bak, None if there is none
     journal_bytes: int
@@ -153,6 +150,7 @@ class FileStore(Store):
     """
 
     exclusive = True  # one process per root (the _lock file)
+    writes_deltas = True  # a checkpoint journals only what the SaveDelta names
 
     def __init__(
         self,
@@ -341,7 +339,8 @@ class FileStore(Store):
                 self._damaged_journal(
                     journal_path, lines.damaged_line, lines.dropped, "not valid JSON"
                 )
-        problem = fio.field_error(d)
+        # the journal's messages were checked record by record; its fields are not yet
+        problem = fio.field_error(d, messages=False) if lines.records else None
         if problem is not None:
             raise CorruptSession(f"{journal_path}: its records make a bad session ({problem})")
         d.pop("format", None)
@@ -354,8 +353,6 @@ class FileStore(Store):
         durable = _Durable(
             gen=gen,
             count=len(messages),
-            last=kept(orjson.dumps(messages[-1])) if messages else None,
-            meta=kept(orjson.dumps({k: d.get(k) for k in _META_KEYS})),
             row=row,
             bak_count=None if bak is None else len(bak["messages"]),
             # a torn tail (crash mid-append) forces the next save to compact: an append
@@ -409,7 +406,13 @@ class FileStore(Store):
     # -- writing ---------------------------------------------------------------------
 
     async def _write(
-        self, session: Session, *, skip_index: bool, backup: bool, events: Sequence[Event]
+        self,
+        session: Session,
+        *,
+        skip_index: bool,
+        backup: bool,
+        events: Sequence[Event],
+        delta: SaveDelta | None = None,
     ) -> None:
         self._writable()
         sid = session.session_id
@@ -424,7 +427,7 @@ class FileStore(Store):
             and not untomb
             and d.journal_bytes < max(self.compact_bytes, d.snapshot_bytes)
         ):
-            line, after = self._journal_line(session, d, events)
+            line, after = self._journal_line(session, d, events, delta)
             await self._run(self._append_sync, sid, line, d, after)
             return
         await self._compact(
@@ -432,41 +435,43 @@ class FileStore(Store):
         )
 
     def _journal_line(
-        self, session: Session, d: _Durable, events: Sequence[Event]
+        self, session: Session, d: _Durable, events: Sequence[Event], delta: SaveDelta | None
     ) -> tuple[bytes, _Durable]:
         """Encode a checkpoint record (in the event loop, so the agent cannot change the
-        messages under it) and the durable state it leads to."""
+        messages under it) and the durable state it leads to.
+
+        The record holds what ``delta`` says changed (already checked against ``d``);
+        without one, the last stored message and every field are written again, as
+        either may have changed in place."""
         messages = session.messages
-        n, c = len(messages), d.count
-        base = 0
-        if c:
-            base = c if orjson.dumps(messages[c - 1]) == d.last else c - 1
-        # each new message is encoded once: for the line and, the last one, as ``last``
-        encoded = [orjson.dumps(m) for m in messages[base:]]
+        n = len(messages)
+        if delta is None:
+            base = max(d.count - 1, 0)
+            meta: dict[str, Any] | None = _meta(session)
+        else:
+            base = delta.keep
+            meta = {k: getattr(session, k) for k in delta.fields} if delta.fields else None
         rec: dict[str, Any] = {
             "gen": d.gen,
             "base": base,
-            "messages": [orjson.Fragment(m) for m in encoded],
+            "messages": messages[base:],
             "updated_at": session.updated_at,
         }
-        meta = _meta(session)
-        meta_bytes = orjson.dumps(meta)
-        if meta_bytes != d.meta:
+        if meta is not None:
             rec["meta"] = meta
-            meta_bytes = kept(meta_bytes)
-        else:
-            meta_bytes = d.meta
         if events:
             rec["stream_id"] = events[0].stream_id
             # not Event.json(): its cache would pin orjson's buffer on every retained event
             rec["events"] = [e.to_dict() for e in events]
         line = orjson.dumps(rec) + b"\n"
-        row = dict(meta, updated_at=session.updated_at, message_count=n)
+        row = dict(d.row)
+        if meta is not None:
+            row.update(meta)
+        row["updated_at"] = session.updated_at
+        row["message_count"] = n
         after = _Durable(
             gen=d.gen,
             count=n,
-            last=kept(encoded[-1]) if encoded else d.last if n else None,
-            meta=meta_bytes,
             row=row,
             bak_count=d.bak_count,
             journal_bytes=d.journal_bytes + len(line),
@@ -507,7 +512,6 @@ class FileStore(Store):
         # missing from list_sessions() until its next full save or a restart
         index = not skip_index or d is None
         index_line = self._index.put(row) if index else b""
-        rewrite = self._index.compaction_due() if index else None
         await self._run(
             self._compact_sync,
             session.session_id,
@@ -519,7 +523,6 @@ class FileStore(Store):
             event_dicts,
             untomb,
             index_line,
-            rewrite,
         )
 
     def _compact_sync(
@@ -533,7 +536,6 @@ class FileStore(Store):
         events: list[dict[str, Any]],
         untomb: bool,
         index_line: bytes,
-        rewrite: list[dict[str, Any]] | None,
     ) -> None:
         self._fds.discard(sid)  # the journal is emptied below: no descriptor outlives that
         if untomb:
@@ -571,8 +573,6 @@ class FileStore(Store):
         self._durable[sid] = _Durable(
             gen=gen,
             count=len(messages),
-            last=kept(orjson.dumps(messages[-1])) if messages else None,
-            meta=kept(orjson.dumps(meta)),
             row=row,
             bak_count=bak_count,
             journal_bytes=0,
@@ -580,8 +580,8 @@ class FileStore(Store):
             journal_events=False,
             events_id=events_id,
         )
-        if index_line or rewrite is not None:
-            self._index.append(index_line, rewrite)
+        if index_line:
+            self._index.append(index_line)
 
     # -- events ----------------------------------------------------------------------
 
@@ -698,11 +698,11 @@ class FileStore(Store):
         def run() -> RecoveryReport:
             self._fds.clear()  # recovery may replace journals
             report, changed = recover_directory(
-                self.dir, self._tombstones, self._index.rows, self._count_and_gen
+                self.dir, self._tombstones, self._index.ids(), self._count_and_gen
             )
             if changed:
                 self._durable = {sid: d for sid, d in self._durable.items() if sid not in changed}
-                rows = dict(self._index.rows)
+                rows = self._index.all_rows()
                 for sid in changed:
                     try:
                         state = self._read_state_sync(sid)

@@ -129,12 +129,13 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
 
 _NOW = "extract(epoch from clock_timestamp())"
 
-# One statement, so one snapshot: the metadata row first (idx -1), then the messages in
+# One statement, so one snapshot: the metadata row first (idx -1, with the updated_at
+# column, which a checkpoint updates without rewriting ``meta``), then the messages in
 # order, each decoded on its own (no server-side aggregation of the whole history).
 _LOAD = """
-SELECT -1 AS idx, meta AS body FROM sessions WHERE session_id = $1
+SELECT -1 AS idx, meta AS body, updated_at FROM sessions WHERE session_id = $1
 UNION ALL
-SELECT idx, body FROM messages WHERE session_id = $1
+SELECT idx, body, NULL FROM messages WHERE session_id = $1
 ORDER BY idx
 """
 
@@ -178,13 +179,15 @@ SELECT 1
 """
 
 # The checkpoint fast path: one autocommit statement, a compare-and-set on the row. It
-# applies only when the row still holds the message count this process last wrote
-# ($12), the checkpoint does not shrink the list, no backup row waits, and the stored
-# lease token is the writer's ($9; NULL: not fenced, lease untouched). Otherwise it
-# changes nothing and returns 0, and the transaction path decides (and raises).
+# applies only when the row still holds the message count this process last wrote or
+# the delta names ($12), the checkpoint does not shrink the list, no backup row waits,
+# and the stored lease token is the writer's ($9; NULL: not fenced, lease untouched).
+# Otherwise it changes nothing and returns 0, and the transaction path decides (and
+# raises). $2 NULL keeps the metadata JSON: a delta that names no field changed only
+# the counters and updated_at, which have their own columns.
 _CHECKPOINT = f"""
 WITH u AS (
-  UPDATE sessions SET meta = $2, title = $3, updated_at = $4, message_count = $5,
+  UPDATE sessions SET meta = coalesce($2, meta), title = $3, updated_at = $4, message_count = $5,
          active_stream_id = $6, pending_user_message = $7, visible = $8,
          lease_expires = CASE WHEN $9::text IS NULL THEN lease_expires
                          ELSE {_NOW} + $10::float8 END
@@ -432,6 +435,7 @@ class PostgresStore(Store):
             return await self._draft(session_id)
         d: dict[str, Any] = orjson.loads(rows[0][1])
         d["session_id"] = session_id
+        d["updated_at"] = rows[0][2]
         d["messages"] = [orjson.loads(r[1]) for r in rows[1:]]
         return Session.from_dict(d)
 
@@ -439,14 +443,17 @@ class PostgresStore(Store):
         async def op() -> Any:
             async with self._conn() as con:
                 return await con.fetchrow(
-                    "SELECT meta, message_count FROM sessions WHERE session_id = $1", session_id
+                    "SELECT meta, message_count, updated_at FROM sessions WHERE session_id = $1",
+                    session_id,
                 )
 
         row = await self._retry(op)
         if row is None:
             draft = await self._draft(session_id)
             return Session.from_dict(draft.meta_dict(), metadata_only=True)
-        return _session_from(session_id, row[0], row[1], None)
+        session = _session_from(session_id, row[0], row[1], None)
+        session.updated_at = row[2]  # the column: a checkpoint may leave meta's copy behind
+        return session
 
     async def _list_page(self, limit: int, after: tuple[float, str] | None) -> list[Session]:
         updated, sid = after if after is not None else (None, "")
@@ -519,7 +526,7 @@ class PostgresStore(Store):
             if (
                 request.skip_index
                 and request.lease_mode == "renew"
-                and sid in self._counts
+                and (sid in self._counts or request.delta is not None)
                 and await self._retry(lambda: self._checkpoint_cas(session, request, events))
             ):
                 return
@@ -542,21 +549,23 @@ class PostgresStore(Store):
     ) -> bool:
         """The checkpoint fast path (:data:`_CHECKPOINT`); False if it did not apply."""
         sid = session.session_id
-        guess = self._counts[sid]
+        delta = request.delta
+        guess = self._counts[sid] if delta is None else delta.base
         if request.touch_updated_at:
             session.updated_at = time.time()
         messages = session.messages
         count = len(messages)
         if count < guess:
             return False
-        start = max(0, guess - 1)
+        # the delta says which stored message changed; else the last may have
+        start = max(0, guess - 1) if delta is None else delta.keep
         bodies = [orjson.dumps(m).decode() for m in messages[start:]]
         lease = request.lease
         async with self._conn() as con:
             applied = await con.fetchval(
                 _CHECKPOINT,
                 sid,
-                _meta_json(session),
+                None if delta is not None and not delta.fields else _meta_json(session),
                 session.title,
                 session.updated_at,
                 count,
@@ -606,6 +615,8 @@ class PostgresStore(Store):
         count = len(messages)
         stored = 0 if row is None else row[0]
         start = max(0, min(stored, count) - 1) if request.skip_index and row is not None else 0
+        if request.delta is not None:
+            start = request.delta.keep  # plan_save checked it against the stored count
         bodies = [orjson.dumps(m).decode() for m in messages[start:]]
         meta = _meta_json(session)
         fields = (

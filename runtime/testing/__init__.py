@@ -1,6 +1,7 @@
 """Public test helpers: the store and event-log conformance suites and scripted agents.
 
-One concept per module: ``_store_checks`` (the persistence contract), ``_lease_checks``
+One concept per module: ``_store_checks`` (the persistence contract), ``_delta_checks``
+(saves that say what changed), ``_lease_checks``
 (leases, racing writers, cancelled saves, new sessions shared between processes),
 ``_conformance`` (the whole store suite and its runner), ``_event_log_checks`` (the
 event-log seam) and ``_agents`` (scripted agents). Everything public is re-exported here.
@@ -68,6 +69,8 @@ from ._agents import WaitFor as WaitFor
 from ._agents import scripted_agent as scripted_agent
 from ._conformance import STORE_CHECKS as STORE_CHECKS
 from ._conformance import run_store_conformance as run_store_conformance
+from ._delta_checks import check_delta_save_matches_full_save as check_delta_save_matches_full_save
+from ._delta_checks import check_wrong_delta_refused as check_wrong_delta_refused
 from ._event_log_checks import EVENT_LOG_CHECKS as EVENT_LOG_CHECKS
 from ._event_log_checks import BrokerFactory as BrokerFactory
 from ._event_log_checks import EventLogCheck as EventLogCheck
@@ -149,6 +152,8 @@ __all__ = [
     "check_concurrent_saves_never_torn",
     "check_cancelled_save_is_old_or_new",
     "check_new_session_sharing",
+    "check_delta_save_matches_full_save",
+    "check_wrong_delta_refused",
     "STORE_CHECKS",
     "AddMessage",
     "Notify",

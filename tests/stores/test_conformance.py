@@ -4,6 +4,7 @@ and run against broken backends to show that each check catches its rule's viola
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +13,7 @@ import pytest
 
 from runtime._events import Event
 from runtime._session import Session
-from runtime.stores.abc import RecoveryReport, SaveRequest, Store, plan_save
+from runtime.stores.abc import RecoveryReport, SaveDelta, SaveRequest, Store, plan_save
 from runtime.stores.files import FileStore
 from runtime.stores.memory import MemoryStore, Stored
 from runtime.testing import (
@@ -22,6 +23,7 @@ from runtime.testing import (
     check_concurrent_claims_one_wins,
     check_concurrent_saves_never_torn,
     check_delete_is_never_recovered,
+    check_delta_save_matches_full_save,
     check_events_round_trip,
     check_expired_lease_can_be_taken_over,
     check_lease_claim_renew_release,
@@ -33,6 +35,7 @@ from runtime.testing import (
     check_recover_clean_store_is_noop,
     check_shrinking_save_keeps_backup,
     check_skip_index_save_is_durable,
+    check_wrong_delta_refused,
     run_store_conformance,
 )
 
@@ -230,7 +233,40 @@ class TornWrites(MemoryStore):
         await self._write(torn, skip_index=request.skip_index, backup=False, events=())
 
 
+class IgnoresDeltaKeep(MemoryStore):
+    """Applies a delta as if messages were only appended: a change in place of the last
+    stored message (``keep = base - 1``) is lost."""
+
+    writes_deltas = True
+
+    async def _write(
+        self,
+        session: Session,
+        *,
+        skip_index: bool,
+        backup: bool,
+        events: Sequence[Event],
+        delta: SaveDelta | None = None,
+    ) -> None:
+        old = self.sessions.get(session.session_id)
+        if delta is not None and old is not None:
+            kept = old.to_dict()["messages"][: delta.base]
+            d = session.to_dict()
+            d["messages"] = kept + session.messages[delta.base :]
+            session = Session.from_dict(d)
+        await super()._write(session, skip_index=skip_index, backup=backup, events=events)
+
+
+class AppliesStaleDeltas(MemoryStore):
+    """Drops the delta before the conditional write, so a wrong base is never seen."""
+
+    async def _save(self, session: Session, request: SaveRequest) -> None:
+        await super()._save(session, dataclasses.replace(request, delta=None))
+
+
 BROKEN: list[tuple[type[MemoryStore], StoreCheck]] = [
+    (IgnoresDeltaKeep, check_delta_save_matches_full_save),
+    (AppliesStaleDeltas, check_wrong_delta_refused),
     (NoFencing, check_lease_claim_renew_release),
     (LeasesNeverExpire, check_expired_lease_can_be_taken_over),
     (CheckThenWrite, check_concurrent_claims_one_wins),

@@ -36,7 +36,7 @@ from runtime import (
     StoreLocked,
 )
 from runtime.stores import faults
-from runtime.stores.abc import Store
+from runtime.stores.abc import SaveDelta, Store
 from runtime.stores.files import FileStore
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: runtime/ lives here
@@ -73,7 +73,9 @@ def read_json(path: Path) -> Any:
 
 
 def index_rows(root: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in (sdir(root) / "_index.jsonl").read_bytes().splitlines()]
+    """The rows of ``_index.jsonl`` in file order (its snapshot's, then its log's)."""
+    lines = (sdir(root) / "_index.jsonl").read_bytes().splitlines()
+    return [row for row in map(orjson.loads, lines) if "session_id" in row]
 
 
 def append_bytes(path: Path, data: bytes) -> None:
@@ -187,15 +189,47 @@ async def test_skip_index_save_appends_to_journal_only(store: FileStore, root: P
     sizes = []
     for i in range(2, 5):
         s.messages.append(msg(i))
-        await store.save(s, skip_index=True)
+        await store.save(s, skip_index=True, delta=SaveDelta.appended(i))
         sizes.append(journal.stat().st_size)
 
     assert sizes == sorted(sizes) and sizes[0] > 0 and len(set(sizes)) == 3  # appended, grows
     lines = journal.read_bytes().splitlines()
     assert len(lines) == 3
-    assert [orjson.loads(line)["messages"] for line in lines] == [[msg(2)], [msg(3)], [msg(4)]]
+    records = [orjson.loads(line) for line in lines]
+    assert [r["messages"] for r in records] == [[msg(2)], [msg(3)], [msg(4)]]
+    assert [r["base"] for r in records] == [2, 3, 4]
+    assert all("meta" not in r for r in records), "the delta named no changed field"
     assert snap.read_bytes() == snap_before, "a checkpoint must not rewrite the snapshot"
     assert (sdir(root) / "_index.jsonl").read_bytes() == index_before
+
+
+async def test_journal_line_holds_what_the_delta_names(store: FileStore, root: Path) -> None:
+    """Without a delta a checkpoint rewrites the last stored message and every field
+    (either may have changed in place); with one, only what it names."""
+    s = store.new_session(title="cp")
+    s.messages.extend(msgs(2))
+    await store.save(s)
+    journal = sdir(root) / f"{s.session_id}.journal"
+
+    s.messages[-1]["content"] = "edited in place"
+    s.messages.append(msg(2))
+    await store.save(s, skip_index=True)
+    s.messages[-1]["content"] = "edited again"
+    s.title = "renamed"
+    await store.save(s, skip_index=True, delta=SaveDelta(3, 2, frozenset({"title"})))
+
+    first, second = (orjson.loads(line) for line in journal.read_bytes().splitlines())
+    assert first["base"] == 1 and [m["content"] for m in first["messages"]] == [
+        "edited in place",
+        "2",
+    ]
+    assert first["meta"]["title"] == "cp" and "workspace" in first["meta"]
+    assert second["base"] == 2 and [m["content"] for m in second["messages"]] == ["edited again"]
+    assert second["meta"] == {"title": "renamed"}
+    await store.aclose()
+    async with FileStore(root) as again:
+        loaded = await again.load(s.session_id)
+    assert loaded.to_dict() == s.to_dict()
 
 
 @pytest.mark.parametrize("skip_index", [False, True], ids=["full", "checkpoint"])
@@ -435,7 +469,7 @@ async def test_checkpoints_follow_the_journal_through_compaction_and_delete(root
         await store.save(s)  # compaction: journal emptied
         s.messages.append(msg(4))
         await store.save(s, skip_index=True)
-        assert [rec["messages"] for rec in journal_lines(root, "kept")] == [[msg(4)]]
+        assert [rec["messages"][-1] for rec in journal_lines(root, "kept")] == [msg(4)]
         assert contents(read_back(root, "kept")) == list("01234")
 
         await store.delete("kept")
@@ -444,7 +478,7 @@ async def test_checkpoints_follow_the_journal_through_compaction_and_delete(root
         await store.save(s)
         s.messages.append(msg(11))
         await store.save(s, skip_index=True)
-        assert [rec["messages"] for rec in journal_lines(root, "kept")] == [[msg(11)]]
+        assert [rec["messages"][-1] for rec in journal_lines(root, "kept")] == [msg(11)]
     assert contents(await load_fresh(root, "kept")) == ["10", "11"]
 
 
@@ -538,10 +572,10 @@ async def test_cancelled_checkpoint_finishes_its_line_before_it_raises(
             with pytest.raises(asyncio.CancelledError):
                 await task
         monkeypatch.setattr(os, "fdatasync", real_fdatasync)
-        assert [rec["messages"] for rec in journal_lines(root, "cancel")] == [[msg(1)]]
+        assert [rec["messages"][-1] for rec in journal_lines(root, "cancel")] == [msg(1)]
         s.messages.append(msg(2))
         await store.save(s, skip_index=True)
-        assert [rec["messages"] for rec in journal_lines(root, "cancel")] == [[msg(1)], [msg(2)]]
+        assert [rec["messages"][-1] for rec in journal_lines(root, "cancel")] == [msg(1), msg(2)]
     assert contents(await load_fresh(root, "cancel")) == ["0", "1", "2"]
 
 
@@ -737,6 +771,104 @@ async def test_index_is_rebuilt_on_open(root: Path, damage: str) -> None:
         ids[0]: 1,
         ids[1]: 3,
     }
+
+
+async def test_index_compaction_racing_saves_loses_no_row(root: Path) -> None:
+    """Rounds of concurrent full saves of 300 sessions: their index appends run on the
+    store's I/O thread and anyio's worker threads at once, and the log grows past the
+    compaction threshold while other appends are in flight. A fresh store (which reads
+    only ``_index.jsonl``) lists every session with the count of its last save."""
+    expected: dict[str, int] = {}
+    async with FileStore(root) as store:
+        sessions = [store.new_session(title=f"t{i}") for i in range(300)]
+
+        async def grow(s: Session, n: int) -> None:
+            s.messages.append(msg(n))
+            await store.save(s)
+            expected[s.session_id] = len(s.messages)
+
+        for n in range(6):
+            async with anyio.create_task_group() as tg:
+                for s in sessions:
+                    tg.start_soon(grow, s, n)
+        assert await listed(store) == expected
+    head = (sdir(root) / "_index.jsonl").read_bytes().split(b"\n", 1)[0]
+    assert orjson.loads(head)["index_format"] == 1, "the log was never compacted"
+    async with FileStore(root) as again:
+        assert await listed(again) == expected
+        assert again.statistics()["sessions_indexed"] == 300
+
+
+async def test_an_index_append_during_a_compaction_is_kept(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The save that makes the index log long enough compacts it; the compaction is held
+    just before its rename while another session's first save runs on a second thread
+    and reaches its index append. Both sessions are listed, also by a fresh store."""
+    async with FileStore(root) as store:
+        limiter = anyio.Semaphore(32)
+
+        async def first_save(s: Session) -> None:
+            async with limiter:
+                s.messages.append(msg(0))
+                await store.save(s)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(1024):  # one log line each: the next line compacts
+                tg.start_soon(first_save, store.new_session(title=f"t{i}"))
+
+        compacting, release = threading.Event(), threading.Event()
+        real_replace = os.replace
+
+        def held_replace(src: Any, dst: Any) -> None:
+            if Path(dst).name == "_index.jsonl" and not release.is_set():
+                compacting.set()
+                release.wait(30)
+            real_replace(src, dst)
+
+        monkeypatch.setattr(os, "replace", held_replace)
+        one, two = store.new_session(title="one"), store.new_session(title="two")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first_save, one)
+            assert await anyio.to_thread.run_sync(compacting.wait, 30)
+            tg.start_soon(first_save, two)  # the store's I/O thread is held: another thread
+            with anyio.fail_after(30):
+                while not (sdir(root) / f"{two.session_id}.json").exists():
+                    await anyio.sleep(0.01)
+            release.set()
+        monkeypatch.setattr(os, "replace", real_replace)
+        listed_now = await listed(store)  # the newest 1000: "one" and "two" among them
+    async with FileStore(root) as again:
+        listed_again = await listed(again)
+        assert again.statistics()["sessions_indexed"] == 1026
+    for s in (one, two):
+        assert listed_now[s.session_id] == listed_again[s.session_id] == 1
+
+
+async def test_index_snapshot_rows_read_lazily_match_the_saved_ones(root: Path) -> None:
+    """After a compaction the rows come from the snapshot (parsed when first listed);
+    updates and deletes made after it (the log) override them at the next open."""
+    async with FileStore(root) as store:
+        sessions = [store.new_session(title=f"t{i}") for i in range(1100)]
+        for i, s in enumerate(sessions):
+            s.messages.extend(msgs(1 + i % 3))
+            await store.save(s, touch_updated_at=False)
+        sessions[0].messages.append(msg(7))
+        sessions[0].title = "after the snapshot"
+        await store.save(sessions[0])
+        await store.delete(sessions[1].session_id)
+    async with FileStore(root) as again:
+        rows = {}
+        cursor = None
+        while True:
+            page = await again.list_sessions(limit=1000, cursor=cursor)
+            rows.update({s.session_id: (s.title, s.message_count) for s in page.sessions})
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+    want = {s.session_id: (s.title, len(s.messages)) for s in sessions[2:]}
+    want[sessions[0].session_id] = ("after the snapshot", 2)
+    assert rows == want
 
 
 async def test_ids_starting_with_underscore_are_refused_before_any_io(root: Path) -> None:

@@ -1,0 +1,104 @@
+"""The runner's checkpoints tell the store what changed (``SaveDelta``), and what a
+FileStore journals from those deltas is what the turn holds, read back from disk at
+every step of a turn: a streamed reply materialised and growing in place, a tool-call
+message joining its group, a new title, the final save."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from runtime import Event, FileStore, Runtime, SaveDelta, Session, Turn
+
+
+class RecordingFileStore(FileStore):
+    """A FileStore that records the delta of every save and announces each checkpoint
+    (``skip_index``) save once it is durable."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.saves: list[tuple[bool, SaveDelta | None, int]] = []
+        self.checkpointed = anyio.Event()
+
+    async def save(self, session: Session, **kwargs: Any) -> None:
+        count = len(session.messages)
+        await super().save(session, **kwargs)
+        skip = bool(kwargs.get("skip_index"))
+        self.saves.append((skip, kwargs.get("delta"), count))
+        if skip:
+            self.checkpointed.set()
+            self.checkpointed = anyio.Event()
+
+
+async def collect(rt: Runtime, stream_id: str) -> list[Event]:
+    with anyio.fail_after(20):
+        return [e async for e in rt.events(stream_id)]
+
+
+async def test_checkpoint_deltas_journal_what_the_turn_holds(tmp_path: Path) -> None:
+    store = RecordingFileStore(tmp_path)
+    seen: list[list[dict[str, Any]]] = []
+
+    async def on_disk(turn: Turn) -> None:
+        """Wait for the next checkpoint, then read the session back from the files."""
+        await store.checkpointed.wait()
+        async with FileStore(tmp_path, read_only=True) as reader:
+            seen.append((await reader.load(turn.session_id)).messages)
+
+    async def agent(turn: Turn) -> None:
+        await turn.token("Hel")
+        await on_disk(turn)  # the draft materialised as a _partial message
+        await turn.token("lo")
+        await on_disk(turn)  # that message grew in place
+        async with turn.tool("grep", {"q": "x"}) as call:
+            await on_disk(turn)  # the draft finished as the tool-call message
+            async with turn.tool("wc", {"q": "y"}) as second:
+                await on_disk(turn)  # a second call joined the group: same message
+                second.result = 2
+            call.result = 1
+        await turn.set_title("named")
+        await turn.add_message({"role": "assistant", "content": "after the tools"})
+        await on_disk(turn)  # tool results and the new message appended; the title
+        await turn.add_message({"role": "assistant", "content": "one more"})
+        await on_disk(turn)  # appended only: the last stored message was finished
+        await turn.reply("done")
+
+    async with Runtime(store, agent, checkpoint_interval=0.01) as rt:
+        s = rt.new_session()
+        events = await collect(rt, await rt.start_turn(s.session_id, "go"))
+    assert events[-2].type == "done"
+
+    assert [m.get("content") for m in seen[0][-2:]] == ["go", "Hel"]
+    assert seen[0][-1]["_partial"] is True
+    assert [m.get("content") for m in seen[1][-2:]] == ["go", "Hello"]
+    assert "_partial" not in seen[2][-1] and len(seen[2][-1]["tool_calls"]) == 1
+    assert seen[2][-1]["content"] == "Hello" and len(seen[2]) == len(seen[1])
+    assert [c["function"]["name"] for c in seen[3][-1]["tool_calls"]] == ["grep", "wc"]
+    assert [m["role"] for m in seen[4][-4:]] == ["assistant", "tool", "tool", "assistant"]
+
+    checkpoints = [(delta, count) for skip, delta, count in store.saves if skip]
+    # the runner knows what is stored from its first save of the turn on
+    assert checkpoints[0][0] is None
+    assert all(delta is not None for delta, _ in checkpoints[1:])
+    for (_, before), (delta, _) in pairwise(checkpoints):
+        assert delta is not None and delta.base == before
+    kinds = {(d.base - d.keep) for d, _ in checkpoints[1:] if d is not None}
+    assert kinds == {0, 1}, "appends and in-place changes of the last message"
+    assert any(d is not None and "title" in d.fields for d, _ in checkpoints)
+
+    final_skip, final_delta, _ = store.saves[-1]
+    assert not final_skip and final_delta is not None
+    assert {"active_stream_id", "pending_user_message"} <= final_delta.fields
+
+    async with FileStore(tmp_path) as again:
+        loaded = await again.load(s.session_id)
+    assert loaded.title == "named" and loaded.active_stream_id is None
+    assert [m.get("content") for m in seen[5][-2:]] == ["after the tools", "one more"]
+    assert [m.get("content") for m in loaded.messages][-3:] == [
+        "after the tools",
+        "one more",
+        "done",
+    ]
