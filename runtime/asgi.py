@@ -41,21 +41,20 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import FileResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from ._http._agui import AgUiRun
 from ._http._ai_sdk import AiSdkChat
 from ._http._cors import check_origins, cors_middleware
-from ._http._errors import EXCEPTION_HANDLERS, JSONResponse
+from ._http._errors import EXCEPTION_HANDLERS
 from ._http._host import HostCheck, allowed_hosts_from
 from ._http._mount import mount
 from ._http._openapi import openapi_document
 from ._http._owners import OWNER_KEY, Authenticate, Owners
-from ._http._routes import Api, by_method
+from ._http._routes import Api
 from ._http._sse import StreamEvents
+from ._http._table import Pages, build_routes
 from ._runtime import Runtime
 
 __all__ = ["OWNER_KEY", "Authenticate", "create_app", "mount"]
@@ -148,57 +147,10 @@ def create_app(
     chat = AiSdkChat(runtime, heartbeat=float(heartbeat))
     auth = api_token is not None or authenticate is not None
 
-    async def openapi(request: Request) -> Response:
-        root = request.scope.get("root_path") or "/"
-        return JSONResponse(openapi_document(root, auth=auth))
-
-    async def index(request: Request) -> Response:
-        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
-
-    sid = "/api/sessions/{session_id}"
-    routes: list[BaseRoute] = [
-        Route("/", index, methods=["GET"], name="index"),
-        Route("/openapi.json", openapi, methods=["GET"], name="openapi"),
-        Route(
-            "/api/sessions",
-            by_method(GET=api.guard(api.list_sessions), POST=api.guard(api.create_session)),
-            methods=["GET", "POST"],
-            name="sessions",
-        ),
-        Route(
-            sid,
-            by_method(
-                GET=api.guard(api.get_session),
-                PATCH=api.guard(api.rename_session),
-                DELETE=api.guard(api.delete_session),
-            ),
-            methods=["GET", "PATCH", "DELETE"],
-            name="session",
-        ),
-        Route(
-            sid + "/status", api.guard(api.session_status), methods=["GET"], name="session_status"
-        ),
-        Route(sid + "/streams", api.guard(api.session_streams), methods=["GET"]),
-        Route(sid + "/turns", api.guard(api.start_turn), methods=["POST"], name="start_turn"),
-        Route(
-            "/api/streams/{stream_id}/events",
-            api.guard(sse, query_token=True),
-            methods=["GET"],
-            name="stream_events",
-        ),
-        Route(
-            "/api/streams/{stream_id}/cancel",
-            api.guard(api.cancel_stream),
-            methods=["POST"],
-            name="cancel_stream",
-        ),
-        Route("/api/chat", api.guard(chat.send), methods=["POST"], name="chat"),
-        Route("/api/chat/{session_id}", api.guard(chat.messages), methods=["GET"]),
-        Route("/api/chat/{session_id}/stream", api.guard(chat.resume), methods=["GET"]),
-        Route("/api/chat/{session_id}/stop", api.guard(chat.stop), methods=["POST"]),
-        Route("/api/agui", api.guard(AgUiRun(runtime, heartbeat=heartbeat)), methods=["POST"]),
-        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
-    ]
+    pages = Pages(STATIC_DIR, lambda root: openapi_document(root, auth=auth))
+    agui = AgUiRun(runtime, heartbeat=float(heartbeat))
+    routes = build_routes((api, chat, sse, agui, pages), api.guard)
+    routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -215,5 +167,5 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.runtime = runtime
-    app.state.openapi_document = lambda root: openapi_document(root, auth=auth)
+    app.state.openapi_document = pages.document
     return app
