@@ -80,7 +80,8 @@ def _response(reply: Reply | str) -> dict[str, Any]:
         if reply.media == "application/json":
             media["schema"] = {"type": "object"}
         if reply.item is not None:
-            media["itemSchema"] = _ref(reply.item)
+            # OpenAPI 3.2 names this itemSchema; 3.1 allows it only as an extension.
+            media["x-itemSchema"] = _ref(reply.item)
         out["content"] = {reply.media: media}
     return out
 
@@ -100,9 +101,8 @@ def _operation(op: Op, auth: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"operationId": op.name, "summary": op.summary}
     if op.description:
         out["description"] = op.description
-    params = [_PATH_PARAMS[name] for name in path_params] + list(op.params)
-    if params:
-        out["parameters"] = [_parameter(p) for p in params]
+    if op.params:
+        out["parameters"] = [_parameter(p) for p in op.params]
     if op.body is not None:
         out["requestBody"] = {
             "required": not op.body_optional,
@@ -122,7 +122,13 @@ def _document(server_url: str, auth: bool, operations: tuple[Op, ...]) -> dict[s
 
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
-        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, auth)
+        item = paths.get(op.path)
+        if item is None:
+            item = paths[op.path] = {}
+            names = _PLACEHOLDER.findall(op.path)
+            if names:  # path parameters, shared by the path's operations
+                item["parameters"] = [_parameter(_PATH_PARAMS[name]) for name in names]
+        item[op.method.lower()] = _operation(op, auth)
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
