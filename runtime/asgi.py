@@ -1,25 +1,10 @@
 """The HTTP/SSE edge: a Starlette application over a :class:`~runtime.Runtime`.
 
-Needs the ``server`` extra (Starlette, sse-starlette, uvicorn); ``import runtime``
-never imports this module. Routes (described at ``/openapi.json``)::
-
-    POST   /api/sessions                        new session (201), {"title"?, "session_id"?}
-    GET    /api/sessions?limit=&cursor=         page of sessions
-    GET    /api/sessions/{id}[?metadata_only=1] one session (stale streams repaired)
-    PATCH  /api/sessions/{id}                   {"title"}: rename; 409 while a turn runs
-    GET    /api/sessions/{id}/status            {active_stream_id, live, pending_…}
-    GET    /api/sessions/{id}/streams           the session's streams, oldest first
-    DELETE /api/sessions/{id}                   204; 409 while a live stream owns it
-    POST   /api/sessions/{id}/turns             {"message", "metadata"?, "config"?} -> 202
-                                                {stream_id, …} (or the SSE events at once
-                                                with Accept: text/event-stream); 409 busy
-    GET    /api/streams/{stream_id}/events      Server-Sent Events, resumable
-    POST   /api/streams/{stream_id}/cancel      cancel a live turn
-    POST   /api/chat, GET /api/chat/{id}[/stream], POST /api/chat/{id}/stop
-                                                the Vercel AI SDK's UI message stream
-    POST   /api/agui                            AG-UI (RunAgentInput in, events out)
-    GET    /                                    the demo page
-    GET    /openapi.json                        the OpenAPI document
+Needs the ``server`` extra (Starlette, sse-starlette, uvicorn, pydantic); ``import runtime``
+never imports this module. The routes (sessions, turns, resumable SSE streams, cancel,
+the Vercel AI SDK's ``/api/chat``, AG-UI's ``/api/agui``, the demo page and
+``/openapi.json``) are listed once, in ``runtime._http._table.OPERATIONS``, from which
+both the app's routes and its OpenAPI document are made; read them at ``/openapi.json``.
 
 Errors are JSON ``{"error": <code>, "detail": <text>}``: 400 bad input or a ``Host``
 not allowed, 401 missing or wrong token, 404 unknown, 409 busy, 413 body too large,

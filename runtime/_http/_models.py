@@ -99,7 +99,7 @@ class Answer(BaseModel):
 
 
 class NewSession(Body):
-    """``POST /api/sessions``: all optional; an empty body is ``{}``."""
+    """A new session; both fields are optional and an empty body counts as {}."""
 
     error_codes: ClassVar[dict[str, str]] = {"session_id": "invalid_session_id"}
 
@@ -110,13 +110,13 @@ class NewSession(Body):
 
 
 class Rename(Body):
-    """``PATCH /api/sessions/{session_id}``."""
+    """A session's new title."""
 
     title: Title
 
 
 class NewTurn(Body):
-    """``POST /api/sessions/{session_id}/turns``."""
+    """A user message that starts a turn, with optional per-turn metadata and config."""
 
     message: Text
     metadata: JsonObject | None = Field(None, description="turn.metadata")
@@ -124,7 +124,7 @@ class NewTurn(Body):
 
 
 class ChatRequest(Body):
-    """The Vercel AI SDK's ``POST /api/chat`` body (``DefaultChatTransport``)."""
+    """The Vercel AI SDK's chat request (what DefaultChatTransport sends)."""
 
     id: SessionId = Field(description="The chat id, which is the session id.")
     messages: list[JsonObject] = Field(
@@ -137,7 +137,7 @@ class ChatRequest(Body):
 
 
 class RunAgentInput(Body):
-    """AG-UI ``RunAgentInput``; the last message (role user) starts the turn."""
+    """AG-UI RunAgentInput; the last message (role user) starts the turn."""
 
     threadId: SessionId
     runId: str = Field(min_length=1)
