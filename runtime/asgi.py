@@ -1,25 +1,10 @@
 """The HTTP/SSE edge: a Starlette application over a :class:`~runtime.Runtime`.
 
-Needs the ``server`` extra (Starlette, sse-starlette, uvicorn); ``import runtime``
-never imports this module. Routes (described at ``/openapi.json``)::
-
-    POST   /api/sessions                        new session (201), {"title"?, "session_id"?}
-    GET    /api/sessions?limit=&cursor=         page of sessions
-    GET    /api/sessions/{id}[?metadata_only=1] one session (stale streams repaired)
-    PATCH  /api/sessions/{id}                   {"title"}: rename; 409 while a turn runs
-    GET    /api/sessions/{id}/status            {active_stream_id, live, pending_…}
-    GET    /api/sessions/{id}/streams           the session's streams, oldest first
-    DELETE /api/sessions/{id}                   204; 409 while a live stream owns it
-    POST   /api/sessions/{id}/turns             {"message", "metadata"?, "config"?} -> 202
-                                                {stream_id, …} (or the SSE events at once
-                                                with Accept: text/event-stream); 409 busy
-    GET    /api/streams/{stream_id}/events      Server-Sent Events, resumable
-    POST   /api/streams/{stream_id}/cancel      cancel a live turn
-    POST   /api/chat, GET /api/chat/{id}[/stream], POST /api/chat/{id}/stop
-                                                the Vercel AI SDK's UI message stream
-    POST   /api/agui                            AG-UI (RunAgentInput in, events out)
-    GET    /                                    the demo page
-    GET    /openapi.json                        the OpenAPI document
+Needs the ``server`` extra (Starlette, sse-starlette, uvicorn, pydantic); ``import runtime``
+never imports this module. The routes (sessions, turns, resumable SSE streams, cancel,
+the Vercel AI SDK's ``/api/chat``, AG-UI's ``/api/agui``, the demo page and
+``/openapi.json``) are listed once, in ``runtime._http._table.OPERATIONS``, from which
+both the app's routes and its OpenAPI document are made; read them at ``/openapi.json``.
 
 Errors are JSON ``{"error": <code>, "detail": <text>}``: 400 bad input or a ``Host``
 not allowed, 401 missing or wrong token, 404 unknown, 409 busy, 413 body too large,
@@ -41,21 +26,20 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import FileResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from ._http._agui import AgUiRun
 from ._http._ai_sdk import AiSdkChat
 from ._http._cors import check_origins, cors_middleware
-from ._http._errors import EXCEPTION_HANDLERS, JSONResponse
+from ._http._errors import EXCEPTION_HANDLERS
 from ._http._host import HostCheck, allowed_hosts_from
 from ._http._mount import mount
 from ._http._openapi import openapi_document
 from ._http._owners import OWNER_KEY, Authenticate, Owners
-from ._http._routes import Api, by_method
+from ._http._routes import Api
 from ._http._sse import StreamEvents
+from ._http._table import Pages, build_routes
 from ._runtime import Runtime
 
 __all__ = ["OWNER_KEY", "Authenticate", "create_app", "mount"]
@@ -148,57 +132,10 @@ def create_app(
     chat = AiSdkChat(runtime, heartbeat=float(heartbeat))
     auth = api_token is not None or authenticate is not None
 
-    async def openapi(request: Request) -> Response:
-        root = request.scope.get("root_path") or "/"
-        return JSONResponse(openapi_document(root, auth=auth))
-
-    async def index(request: Request) -> Response:
-        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
-
-    sid = "/api/sessions/{session_id}"
-    routes: list[BaseRoute] = [
-        Route("/", index, methods=["GET"], name="index"),
-        Route("/openapi.json", openapi, methods=["GET"], name="openapi"),
-        Route(
-            "/api/sessions",
-            by_method(GET=api.guard(api.list_sessions), POST=api.guard(api.create_session)),
-            methods=["GET", "POST"],
-            name="sessions",
-        ),
-        Route(
-            sid,
-            by_method(
-                GET=api.guard(api.get_session),
-                PATCH=api.guard(api.rename_session),
-                DELETE=api.guard(api.delete_session),
-            ),
-            methods=["GET", "PATCH", "DELETE"],
-            name="session",
-        ),
-        Route(
-            sid + "/status", api.guard(api.session_status), methods=["GET"], name="session_status"
-        ),
-        Route(sid + "/streams", api.guard(api.session_streams), methods=["GET"]),
-        Route(sid + "/turns", api.guard(api.start_turn), methods=["POST"], name="start_turn"),
-        Route(
-            "/api/streams/{stream_id}/events",
-            api.guard(sse, query_token=True),
-            methods=["GET"],
-            name="stream_events",
-        ),
-        Route(
-            "/api/streams/{stream_id}/cancel",
-            api.guard(api.cancel_stream),
-            methods=["POST"],
-            name="cancel_stream",
-        ),
-        Route("/api/chat", api.guard(chat.send), methods=["POST"], name="chat"),
-        Route("/api/chat/{session_id}", api.guard(chat.messages), methods=["GET"]),
-        Route("/api/chat/{session_id}/stream", api.guard(chat.resume), methods=["GET"]),
-        Route("/api/chat/{session_id}/stop", api.guard(chat.stop), methods=["POST"]),
-        Route("/api/agui", api.guard(AgUiRun(runtime, heartbeat=heartbeat)), methods=["POST"]),
-        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
-    ]
+    pages = Pages(STATIC_DIR, lambda root: openapi_document(root, auth=auth))
+    agui = AgUiRun(runtime, heartbeat=float(heartbeat))
+    routes = build_routes((api, chat, sse, agui, pages), api.guard)
+    routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -215,5 +152,5 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.runtime = runtime
-    app.state.openapi_document = lambda root: openapi_document(root, auth=auth)
+    app.state.openapi_document = pages.document
     return app

@@ -56,6 +56,32 @@ def test_version() -> None:
     assert re.fullmatch(r"runtime \d+\.\d+\.\d+\S*\n", done.stdout)
 
 
+def test_shell_completion_offers_the_subcommands(tmp_path: Path) -> None:
+    """The bash script of ``--print-completion bash``, loaded in a real bash, completes
+    ``runtime <TAB>`` and ``runtime sessions <TAB>``."""
+    script = tmp_path / "runtime.bash"
+    script.write_text(ok(cli(Path("/nonexistent"), "--print-completion", "bash")).stdout)
+
+    def complete(*words: str) -> list[str]:
+        line = "; ".join(
+            [
+                f"source {script}",
+                f"COMP_WORDS=(runtime {' '.join(words)} '')",
+                f"COMP_CWORD={len(words) + 1}",
+                f"_shtab_runtime runtime '' {words[-1] if words else 'runtime'}",
+                'printf "%s\\n" "${COMPREPLY[@]}"',
+            ]
+        )
+        done = subprocess.run(["bash", "-c", line], capture_output=True, text=True, check=True)
+        return done.stdout.split()
+
+    assert set(complete()) >= {"run", "chat", "sessions", "serve"}
+    assert set(complete("sessions")) >= {"list", "show", "recover"}
+    bad = cli(Path("/nonexistent"), "--print-completion", "fish")
+    assert bad.returncode == 2
+    assert "fish" in bad.stderr
+
+
 def test_chat_turns_cancel_with_ctrl_c_quit_with_ctrl_d_and_continue(home: Path) -> None:
     child = spawn(home, "chat", CHAT)
     child.expect("you> ")

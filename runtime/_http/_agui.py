@@ -19,7 +19,7 @@ Message ids are ``<stream_id>:<seq>``, so a replay gives the same ids.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -29,31 +29,11 @@ from starlette.responses import Response
 from .. import _events as ev
 from .._events import Event
 from .._exceptions import SubscriberLagged
-from .._runtime import Runtime
-from ._chat import chat_session, optional_object, sse_response
+from ._chat import ChatProtocol, data_line
 from ._errors import ApiError
-from ._params import read_json_object
+from ._models import RunAgentInput
 
 __all__ = ["AgUiEvents", "AgUiRun"]
-
-_INPUT_FIELDS = frozenset(
-    {
-        "threadId",
-        "runId",
-        "parentRunId",
-        "protocolVersion",
-        "state",
-        "messages",
-        "tools",
-        "context",
-        "forwardedProps",
-        "resume",
-    }
-)
-
-
-def _encode(value: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=str) + b"\n\n"
 
 
 class AgUiEvents:
@@ -185,14 +165,12 @@ def _tool_result(event: Event) -> dict[str, Any]:
     }
 
 
-def _user_text(messages: object) -> str:
-    """The text of the last AG-UI message, which must be the user's: a string, or
-    the ``text`` of its ``text`` parts.
+def _user_text(messages: list[dict[str, Any]]) -> str:
+    """The text of the last AG-UI message (of a non-empty list), which must be the
+    user's: a string, or the ``text`` of its ``text`` parts.
 
     :raises ApiError: 400 ``invalid_body`` naming what is wrong.
     """
-    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
-        raise ApiError(400, "invalid_body", "invalid messages: must be a non-empty array")
     last = messages[-1]
     if last.get("role") != "user":
         raise ApiError(
@@ -216,49 +194,28 @@ def _user_text(messages: object) -> str:
     return content
 
 
-class AgUiRun:
-    """The AG-UI endpoint over one runtime.
+class AgUiRun(ChatProtocol):
+    """The AG-UI endpoint over one runtime (its sessions are the threads)."""
 
-    :param runtime: the runtime whose sessions are the threads.
-    :param heartbeat: seconds between SSE comment heartbeats.
-    """
-
-    def __init__(self, runtime: Runtime, *, heartbeat: float) -> None:
-        self.runtime = runtime
-        self.heartbeat = heartbeat
-
-    async def __call__(self, request: Request) -> Response:
+    async def __call__(self, request: Request, body: RunAgentInput) -> Response:
         """``POST /api/agui`` (RunAgentInput) → the run as AG-UI events over SSE;
         409 ``session_busy`` while the thread has a live turn."""
-        body = await read_json_object(request, allowed=_INPUT_FIELDS, empty_ok=False)
-        run_id = body.get("runId")
-        if not isinstance(run_id, str) or not run_id:
-            raise ApiError(400, "invalid_body", f"invalid runId {run_id!r}: a non-empty string")
-        text = _user_text(body.get("messages"))
-        config = optional_object(body, "forwardedProps")
-        metadata: dict[str, Any] = {"run_id": run_id}
+        text = _user_text(body.messages)
+        metadata: dict[str, Any] = {"run_id": body.runId}
         for key in ("state", "context", "tools"):
-            if body.get(key) not in (None, [], {}):
-                metadata[key] = body[key]
-        session_id = await chat_session(
-            self.runtime,
-            body.get("threadId"),
-            "threadId",
-            getattr(request.state, "principal", None),
+            value = getattr(body, key)
+            if value not in (None, [], {}):
+                metadata[key] = value
+        session_id, stream_id = await self.start(
+            request, body.threadId, text, metadata=metadata, config=body.forwardedProps
         )
-        stream_id = await self.runtime.start_turn(
-            session_id, text, metadata=metadata, config=config
-        )
-        return sse_response(
-            self._body(stream_id, AgUiEvents(session_id, run_id)), heartbeat=self.heartbeat
-        )
+        events_out = AgUiEvents(session_id, body.runId)
 
-    async def _body(self, stream_id: str, events_out: AgUiEvents) -> AsyncIterator[bytes]:
-        events = self.runtime.events(stream_id, 0)
-        try:
-            while batch := await events.next_batch():
-                out = [_encode(e) for event in batch for e in events_out.feed(event)]
-                if out:
-                    yield b"".join(out)
-        except SubscriberLagged as exc:
-            yield _encode({"type": "RUN_ERROR", "message": str(exc), "code": "subscriber_lagged"})
+        def render(batch: Sequence[Event]) -> bytes:
+            return b"".join([data_line(e) for event in batch for e in events_out.feed(event)])
+
+        return self.stream(stream_id, render, _lagged)
+
+
+def _lagged(exc: SubscriberLagged) -> bytes:
+    return data_line({"type": "RUN_ERROR", "message": str(exc), "code": "subscriber_lagged"})

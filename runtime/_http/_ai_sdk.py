@@ -26,7 +26,7 @@ The resume route replays the whole turn, which is what the SDK's
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -36,24 +36,18 @@ from starlette.responses import Response
 from .. import _events as ev
 from .._events import Event
 from .._exceptions import SubscriberLagged
-from .._runtime import Runtime
 from .._session import Message
-from ._chat import chat_session, optional_object, sse_response
+from ._chat import ChatProtocol, data_line
 from ._errors import ApiError, JSONResponse
-from ._params import json_type, read_json_object, session_id_param
+from ._models import ChatRequest
+from ._params import session_id_param
 
 __all__ = ["AiSdkChat", "UIMessageChunks", "ui_messages"]
 
 #: The response header that marks a UI message stream.
 STREAM_HEADERS = {"x-vercel-ai-ui-message-stream": "v1", "x-accel-buffering": "no"}
 
-_BODY_FIELDS = frozenset({"id", "messages", "trigger", "messageId", "metadata", "config"})
-_TRIGGERS = frozenset({"submit-message", "regenerate-message"})
 _DONE = b"data: [DONE]\n\n"
-
-
-def _chunk(value: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=str) + b"\n\n"
 
 
 class UIMessageChunks:
@@ -240,22 +234,19 @@ def ui_messages(messages: list[Message]) -> list[dict[str, Any]]:
 # -- the endpoints --------------------------------------------------------------------------
 
 
-def _last_user_text(messages: object) -> tuple[str, dict[str, Any] | None]:
-    """The text of the last UI message (which must be the user's) and its metadata.
+def _last_user_text(messages: list[dict[str, Any]]) -> tuple[str, dict[str, Any] | None]:
+    """The text of the last UI message (of a non-empty list), which must be the
+    user's, and its metadata.
 
     :raises ApiError: 400 ``invalid_body`` naming what is wrong.
     """
-    if not isinstance(messages, list) or not messages:
-        raise ApiError(
-            400, "invalid_body", "invalid messages: must be a non-empty array of UI messages"
-        )
     last = messages[-1]
-    if not isinstance(last, dict) or last.get("role") != "user":
+    if last.get("role") != "user":
         raise ApiError(
             400,
             "invalid_body",
             "invalid messages: the last message must be a UI message with role 'user', "
-            f"not {json_type(last) if not isinstance(last, dict) else repr(last.get('role'))}",
+            f"not {last.get('role')!r}",
         )
     parts = last.get("parts")
     if not isinstance(parts, list):
@@ -275,37 +266,16 @@ def _last_user_text(messages: object) -> tuple[str, dict[str, Any] | None]:
     return text, meta if isinstance(meta, dict) else None
 
 
-class AiSdkChat:
-    """The AI SDK endpoints over one runtime.
+class AiSdkChat(ChatProtocol):
+    """The AI SDK endpoints over one runtime (its sessions are the chats)."""
 
-    :param runtime: the runtime whose sessions are the chats.
-    :param heartbeat: seconds between SSE comment heartbeats.
-    """
-
-    def __init__(self, runtime: Runtime, *, heartbeat: float) -> None:
-        self.runtime = runtime
-        self.heartbeat = heartbeat
-
-    async def send(self, request: Request) -> Response:
+    async def send(self, request: Request, body: ChatRequest) -> Response:
         """``POST /api/chat``: start a turn with the last user message and stream it.
 
         409 ``session_busy`` while the chat has a live turn."""
-        body = await read_json_object(request, allowed=_BODY_FIELDS, empty_ok=False)
-        trigger = body.get("trigger", "submit-message")
-        if trigger not in _TRIGGERS:
-            raise ApiError(
-                400,
-                "invalid_body",
-                f"invalid trigger {trigger!r}: must be 'submit-message' or 'regenerate-message'",
-            )
-        text, message_meta = _last_user_text(body.get("messages"))
-        metadata = optional_object(body, "metadata") or message_meta
-        config = optional_object(body, "config")
-        session_id = await chat_session(
-            self.runtime, body.get("id"), "id", getattr(request.state, "principal", None)
-        )
-        stream_id = await self.runtime.start_turn(
-            session_id, text, metadata=metadata, config=config
+        text, message_meta = _last_user_text(body.messages)
+        _, stream_id = await self.start(
+            request, body.id, text, metadata=body.metadata or message_meta, config=body.config
         )
         return self._stream(stream_id)
 
@@ -336,18 +306,17 @@ class AiSdkChat:
         return JSONResponse({"id": session.session_id, "messages": ui_messages(session.messages)})
 
     def _stream(self, stream_id: str) -> Response:
-        return sse_response(self._body(stream_id), heartbeat=self.heartbeat, headers=STREAM_HEADERS)
-
-    async def _body(self, stream_id: str) -> AsyncIterator[bytes]:
         chunks = UIMessageChunks()
-        events = self.runtime.events(stream_id, 0)
-        try:
-            while batch := await events.next_batch():
-                out = [_chunk(c) for e in batch for c in chunks.feed(e)]
-                if batch[-1].type == ev.STREAM_END:
-                    out.append(_DONE)
-                if out:
-                    yield b"".join(out)
-        except SubscriberLagged as exc:
-            # The client may call the resume route, which replays the turn from the store.
-            yield _chunk({"type": "error", "errorText": f"subscriber lagged: {exc}"})
+
+        def render(batch: Sequence[Event]) -> bytes:
+            out = [data_line(c) for e in batch for c in chunks.feed(e)]
+            if batch[-1].type == ev.STREAM_END:
+                out.append(_DONE)
+            return b"".join(out)
+
+        return self.stream(stream_id, render, _lagged, STREAM_HEADERS)
+
+
+def _lagged(exc: SubscriberLagged) -> bytes:
+    # The client may call the resume route, which replays the turn from the store.
+    return data_line({"type": "error", "errorText": f"subscriber lagged: {exc}"})

@@ -9,35 +9,34 @@ client's copy is ignored.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
+import orjson
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
 
-from .._exceptions import SessionNotFound
+from .._events import Event
+from .._exceptions import SessionNotFound, SubscriberLagged
 from .._runtime import Runtime
-from .._session import validate_session_id
-from ._errors import ApiError
 from ._owners import OWNER_KEY, owner_of
 
-__all__ = ["chat_session", "optional_object", "sse_response"]
+__all__ = ["ChatProtocol", "chat_session", "data_line", "sse_response"]
 
 
-async def chat_session(
-    runtime: Runtime, chat_id: object, field: str, principal: str | None = None
-) -> str:
-    """The session id for a client's conversation id: the id itself, checked against
-    ``[A-Za-z0-9_-]{1,64}``; a new (in-memory) session is made if none exists yet.
+def data_line(value: dict[str, Any]) -> bytes:
+    """One SSE message ``data: <JSON>`` (the chat protocols send no ``id:``/``event:``)."""
+    return b"data: " + orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=str) + b"\n\n"
+
+
+async def chat_session(runtime: Runtime, session_id: str, principal: str | None = None) -> str:
+    """The session of a client's conversation id (already validated as a session id);
+    a new (in-memory) session is made if none exists yet.
 
     :param principal: the caller, when the app isolates users: a new session is
         recorded as theirs, and another principal's session is not found.
-    :raises ApiError: 400 ``invalid_body`` naming ``field`` for a bad id.
     :raises SessionNotFound: for another principal's session (404, as for any id).
     """
-    try:
-        session_id = validate_session_id(chat_id)
-    except ValueError as exc:
-        raise ApiError(400, "invalid_body", f"invalid {field}: {exc}") from exc
     if not await runtime.store.exists(session_id):
         metadata = None if principal is None else {OWNER_KEY: principal}
         await runtime.create_session(session_id=session_id, metadata=metadata)
@@ -46,21 +45,6 @@ async def chat_session(
     ):
         raise SessionNotFound(f"no session {session_id!r}")
     return session_id
-
-
-def optional_object(body: Mapping[str, Any], field: str) -> dict[str, Any] | None:
-    """``body[field]`` if it is a JSON object, ``None`` if absent or null.
-
-    :raises ApiError: 400 ``invalid_body`` for any other JSON type.
-    """
-    value = body.get(field)
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise ApiError(
-            400, "invalid_body", f"invalid {field} {value!r}: must be a JSON object or null"
-        )
-    return value
 
 
 def _ping() -> ServerSentEvent:
@@ -76,3 +60,61 @@ def sse_response(
     return EventSourceResponse(
         body, ping=heartbeat, ping_message_factory=_ping, sep="\n", headers=dict(headers or {})
     )
+
+
+class ChatProtocol:
+    """What a chat-protocol endpoint does around its own event mapping: start a turn
+    in the conversation's session, and answer a stream's events rendered in the
+    protocol's format.
+
+    :param runtime: the runtime whose sessions are the conversations.
+    :param heartbeat: seconds between SSE comment heartbeats.
+    """
+
+    def __init__(self, runtime: Runtime, *, heartbeat: float) -> None:
+        self.runtime = runtime
+        self.heartbeat = heartbeat
+
+    async def start(
+        self,
+        request: Request,
+        chat_id: str,
+        text: str,
+        *,
+        metadata: dict[str, Any] | None,
+        config: dict[str, Any] | None,
+    ) -> tuple[str, str]:
+        """Start a turn with ``text`` in the session of ``chat_id`` (made on first use,
+        the caller's when users are isolated) → ``(session_id, stream_id)``.
+
+        :raises SessionBusy: while the session has a live turn (409).
+        """
+        principal = getattr(request.state, "principal", None)
+        session_id = await chat_session(self.runtime, chat_id, principal)
+        stream_id = await self.runtime.start_turn(
+            session_id, text, metadata=metadata, config=config
+        )
+        return session_id, stream_id
+
+    def stream(
+        self,
+        stream_id: str,
+        render: Callable[[Sequence[Event]], bytes],
+        lagged: Callable[[SubscriberLagged], bytes],
+        headers: Mapping[str, str] | None = None,
+    ) -> EventSourceResponse:
+        """The SSE response of a stream from its first event: ``render(batch)`` per
+        batch of events (skipped when empty), ``lagged(exc)`` to end a response whose
+        subscriber fell behind."""
+
+        async def body() -> AsyncIterator[bytes]:
+            events = self.runtime.events(stream_id, 0)
+            try:
+                while batch := await events.next_batch():
+                    chunk = render(batch)
+                    if chunk:
+                        yield chunk
+            except SubscriberLagged as exc:
+                yield lagged(exc)
+
+        return sse_response(body(), heartbeat=self.heartbeat, headers=headers)

@@ -1,460 +1,134 @@
-"""The OpenAPI 3.1 description of the HTTP API, served at ``/openapi.json``."""
+"""The OpenAPI 3.1 document served at ``/openapi.json``, generated from the route table
+(:data:`runtime._http._table.OPERATIONS`) and the pydantic models it names."""
 
 from __future__ import annotations
 
+import copy
+import re
+from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
-from ._chat_openapi import CHAT_SCHEMAS, chat_paths
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from . import _models as m
+from ._table import OPERATIONS, Op, Param, Reply
 
 __all__ = ["openapi_document"]
 
-_ERROR = {"$ref": "#/components/schemas/Error"}
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
-
-
-def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-_UNAUTHORIZED = _error("Missing or wrong bearer token (only when a token is configured).")
-_BAD_ID = _error("Invalid session id (must match [A-Za-z0-9_-]{1,64}).")
-_NO_SESSION = _error("No such session.")
-_UNAVAILABLE = _error("The runtime is not running or the store failed.")
-
-_SESSION_ID = {
-    "name": "session_id",
-    "in": "path",
-    "required": True,
-    "description": "Session id.",
-    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+_REF = "#/components/schemas/{model}"
+_PATH_PARAMS = {
+    "session_id": Param(
+        "session_id",
+        "path",
+        {"type": "string", "pattern": m.SESSION_ID_PATTERN},
+        "Session id (the chat id of the chat protocols).",
+    ),
+    "stream_id": Param(
+        "stream_id",
+        "path",
+        {"type": "string", "pattern": m.STREAM_ID_PATTERN},
+        "Stream id, as returned by POST /api/sessions/{session_id}/turns.",
+    ),
 }
-_STREAM_ID = {
-    "name": "stream_id",
-    "in": "path",
-    "required": True,
-    "description": "Stream id, as returned by POST /api/sessions/{session_id}/turns.",
-    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"},
+_PLACEHOLDER = re.compile(r"{(\w+)}")
+_AUTOMATIC = {
+    401: "Missing or wrong bearer token (only when a token is configured).",
+    413: "Body larger than 1 MiB.",
+    415: "Body not sent as Content-Type: application/json.",
 }
 
-_SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error", "detail"],
-        "properties": {
-            "error": {"type": "string", "description": "Stable machine code."},
-            "detail": {"type": "string", "description": "What was wrong, naming the value."},
-            "active_stream_id": {"type": "string", "description": "409 only."},
-            "session_id": {"type": "string", "description": "409 only."},
-        },
-    },
-    "Message": {
-        "type": "object",
-        "description": "An OpenAI chat-completions message plus timestamp and markers.",
-        "required": ["role"],
-        "properties": {
-            "role": {"type": "string"},
-            "content": {"type": ["string", "null"]},
-            "tool_calls": {"type": "array", "items": {"type": "object"}},
-            "tool_call_id": {"type": "string"},
-            "name": {"type": "string"},
-            "timestamp": {"type": ["number", "null"]},
-        },
-        "additionalProperties": True,
-    },
-    "SessionMeta": {
-        "type": "object",
-        "required": ["session_id", "title", "created_at", "updated_at", "message_count"],
-        "properties": {
-            "session_id": {"type": "string"},
-            "title": {"type": "string"},
-            "model": {"type": ["string", "null"]},
-            "model_provider": {"type": ["string", "null"]},
-            "workspace": {"type": ["string", "null"]},
-            "created_at": {"type": "number", "description": "Epoch seconds."},
-            "updated_at": {"type": "number", "description": "Epoch seconds."},
-            "active_stream_id": {"type": ["string", "null"]},
-            "pending_user_message": {"type": ["string", "null"]},
-            "pending_started_at": {"type": ["number", "null"]},
-            "metadata": {"type": "object"},
-            "message_count": {"type": "integer"},
-        },
-    },
-    "Session": {
-        "allOf": [
-            {"$ref": "#/components/schemas/SessionMeta"},
-            {
-                "type": "object",
-                "properties": {
-                    "messages": {
-                        "type": "array",
-                        "items": {"$ref": "#/components/schemas/Message"},
-                        "description": "Absent when metadata_only=1.",
-                    }
-                },
-            },
-        ]
-    },
-    "SessionPage": {
-        "type": "object",
-        "required": ["sessions", "next_cursor"],
-        "properties": {
-            "sessions": {"type": "array", "items": {"$ref": "#/components/schemas/SessionMeta"}},
-            "next_cursor": {"type": ["string", "null"]},
-        },
-    },
-    "Status": {
-        "type": "object",
-        "required": ["active_stream_id", "live", "pending_user_message", "pending_started_at"],
-        "properties": {
-            "active_stream_id": {"type": ["string", "null"]},
-            "live": {"type": "boolean"},
-            "pending_user_message": {"type": ["string", "null"]},
-            "pending_started_at": {"type": ["number", "null"]},
-        },
-    },
-    "NewSession": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "title": {"type": "string", "minLength": 1, "maxLength": 200},
-            "session_id": {
-                "type": "string",
-                "pattern": "^[A-Za-z0-9_-]{1,64}$",
-                "description": "Client-chosen id (409 session_exists if taken).",
-            },
-        },
-    },
-    "Rename": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["title"],
-        "properties": {"title": {"type": "string", "minLength": 1, "maxLength": 200}},
-    },
-    "StreamList": {
-        "type": "object",
-        "required": ["streams"],
-        "properties": {
-            "streams": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["stream_id", "user_message", "started_at", "live"],
-                    "properties": {
-                        "stream_id": {"type": "string"},
-                        "user_message": {"type": ["string", "null"]},
-                        "started_at": {"type": ["number", "null"]},
-                        "live": {"type": "boolean"},
-                    },
-                },
-            }
-        },
-    },
-    "NewTurn": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["message"],
-        "properties": {
-            "message": {"type": "string", "minLength": 1, "description": "Not only whitespace."},
-            "metadata": {"type": ["object", "null"], "description": "turn.metadata"},
-            "config": {"type": ["object", "null"], "description": "turn.config"},
-        },
-    },
-    "TurnStarted": {
-        "type": "object",
-        "required": ["stream_id", "session_id", "pending_started_at"],
-        "properties": {
-            "stream_id": {"type": "string"},
-            "session_id": {"type": "string"},
-            "pending_started_at": {"type": ["number", "null"], "description": "Epoch seconds."},
-        },
-    },
-    "CancelResult": {
-        "type": "object",
-        "required": ["stream_id", "session_id", "cancelled"],
-        "properties": {
-            "stream_id": {"type": "string"},
-            "session_id": {"type": "string"},
-            "cancelled": {"type": "boolean", "description": "False if the stream had ended."},
-        },
-    },
-    "Event": {
-        "type": "object",
-        "description": "The JSON in each SSE data: line.",
-        "required": ["seq", "stream_id", "session_id", "type", "data", "ts"],
-        "properties": {
-            "seq": {"type": "integer", "minimum": 1},
-            "stream_id": {"type": "string"},
-            "session_id": {"type": "string"},
-            "type": {
-                "type": "string",
-                "enum": [
-                    "stream.started",
-                    "token",
-                    "reasoning",
-                    "tool.started",
-                    "tool.completed",
-                    "message",
-                    "checkpoint",
-                    "title",
-                    "usage",
-                    "error",
-                    "cancelled",
-                    "done",
-                    "stream.end",
-                ],
-            },
-            "data": {"type": "object"},
-            "ts": {"type": "number", "description": "Epoch seconds."},
-        },
-    },
-}
 
-_SSE_DESCRIPTION = """\
-Server-Sent Events. First `retry: <ms>`, then one message per event:
-`id: <seq>`, `event: <type>`, `data: <Event JSON>`; a `: heartbeat` comment while idle.
-The response ends after `stream.end`. Resume with the `Last-Event-ID` header (wins) or
-`?after_seq=`: exactly the events with a greater seq, no duplicates, no gaps. A stream
-whose process died (server restart) replays its persisted events, then `error`
-`{"type": "interrupted"}`, then `stream.end`. Disconnecting never cancels the turn."""
+def _parameter(p: Param) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": p.name, "in": p.where, "schema": dict(p.schema)}
+    if p.where == "path":
+        out["required"] = True
+    if p.description:
+        out["description"] = p.description
+    return out
 
 
-def _paths(auth: bool) -> dict[str, Any]:
-    sec_events: list[dict[str, list[str]]] = [{"bearer": []}, {"query_token": []}] if auth else []
-    return {
-        "/api/sessions": {
-            "post": {
-                "operationId": "create_session",
-                "summary": "Create a session (kept in memory until its first turn).",
-                "requestBody": {
-                    "required": False,
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/NewSession"}}
-                    },
-                },
-                "responses": {
-                    "201": _json("The new session.", {"$ref": "#/components/schemas/Session"}),
-                    "400": _error("Body is not a JSON object, has unknown fields or a bad title."),
-                    "401": _UNAUTHORIZED,
-                    "413": _error("Body larger than 1 MiB."),
-                    "415": _error("Body not sent as Content-Type: application/json."),
-                },
-            },
-            "get": {
-                "operationId": "list_sessions",
-                "summary": "List sessions, newest first; empty Untitled sessions are hidden.",
-                "parameters": [
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
-                    },
-                    {
-                        "name": "cursor",
-                        "in": "query",
-                        "description": "next_cursor of the previous page.",
-                        "schema": {"type": "string"},
-                    },
-                ],
-                "responses": {
-                    "200": _json("One page.", {"$ref": "#/components/schemas/SessionPage"}),
-                    "400": _error("Invalid limit or cursor."),
-                    "401": _UNAUTHORIZED,
-                },
-            },
-        },
-        "/api/sessions/{session_id}": {
-            "parameters": [_SESSION_ID],
-            "get": {
-                "operationId": "get_session",
-                "summary": "Get a session; a stale stream is repaired through a full load.",
-                "parameters": [
-                    {
-                        "name": "metadata_only",
-                        "in": "query",
-                        "description": "1/true: omit messages.",
-                        "schema": {"type": "string", "enum": ["0", "1", "true", "false"]},
-                    }
-                ],
-                "responses": {
-                    "200": _json("The session.", {"$ref": "#/components/schemas/Session"}),
-                    "400": _error("Invalid session id or metadata_only value."),
-                    "401": _UNAUTHORIZED,
-                    "404": _NO_SESSION,
-                },
-            },
-            "patch": {
-                "operationId": "rename_session",
-                "summary": "Rename a session.",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Rename"}}
-                    },
-                },
-                "responses": {
-                    "200": _json("The session.", {"$ref": "#/components/schemas/SessionMeta"}),
-                    "400": _error("Invalid session id or title."),
-                    "401": _UNAUTHORIZED,
-                    "404": _NO_SESSION,
-                    "409": _error("A live stream owns the session; rename it after the turn."),
-                },
-            },
-            "delete": {
-                "operationId": "delete_session",
-                "summary": "Delete a session (never resurrected by recovery).",
-                "responses": {
-                    "204": {"description": "Deleted."},
-                    "400": _BAD_ID,
-                    "401": _UNAUTHORIZED,
-                    "404": _NO_SESSION,
-                    "409": _error("A live stream owns the session; cancel it first."),
-                },
-            },
-        },
-        "/api/sessions/{session_id}/streams": {
-            "parameters": [_SESSION_ID],
-            "get": {
-                "operationId": "session_streams",
-                "summary": "The session's streams (turns), oldest first.",
-                "responses": {
-                    "200": _json("Streams.", {"$ref": "#/components/schemas/StreamList"}),
-                    "400": _BAD_ID,
-                    "401": _UNAUTHORIZED,
-                    "404": _NO_SESSION,
-                },
-            },
-        },
-        "/api/sessions/{session_id}/status": {
-            "parameters": [_SESSION_ID],
-            "get": {
-                "operationId": "session_status",
-                "summary": "Stream status of a session.",
-                "responses": {
-                    "200": _json("Status.", {"$ref": "#/components/schemas/Status"}),
-                    "400": _BAD_ID,
-                    "401": _UNAUTHORIZED,
-                    "404": _NO_SESSION,
-                },
-            },
-        },
-        "/api/sessions/{session_id}/turns": {
-            "parameters": [_SESSION_ID],
-            "post": {
-                "operationId": "start_turn",
-                "summary": "Send a user message; the agent runs in the background.",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/NewTurn"}}
-                    },
-                },
-                "responses": {
-                    "202": _json(
-                        "Started; follow Location (the events URL).",
-                        {"$ref": "#/components/schemas/TurnStarted"},
-                    ),
-                    "200": {
-                        "description": "With Accept: text/event-stream: the turn's events "
-                        "at once, as GET /api/streams/{stream_id}/events sends them.",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                    },
-                    "400": _error("Invalid session id, or body/message invalid."),
-                    "401": _UNAUTHORIZED,
-                    "404": _NO_SESSION,
-                    "409": _error("Busy: a live stream owns the session (see active_stream_id)."),
-                    "413": _error("Body larger than 1 MiB."),
-                    "415": _error("Body not sent as Content-Type: application/json."),
-                },
-            },
-        },
-        "/api/streams/{stream_id}/events": {
-            "parameters": [_STREAM_ID],
-            "get": {
-                "operationId": "stream_events",
-                "summary": "Follow a stream as Server-Sent Events (resumable).",
-                "description": _SSE_DESCRIPTION,
-                "security": sec_events,
-                "parameters": [
-                    {
-                        "name": "Last-Event-ID",
-                        "in": "header",
-                        "description": "Resume after this seq (wins over after_seq).",
-                        "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
-                    },
-                    {
-                        "name": "after_seq",
-                        "in": "query",
-                        "description": "Resume after this seq.",
-                        "schema": {"type": "integer", "minimum": 0},
-                    },
-                    {
-                        "name": "token",
-                        "in": "query",
-                        "description": "The API token, for EventSource (cannot send headers).",
-                        "schema": {"type": "string"},
-                    },
-                ],
-                "responses": {
-                    "200": {
-                        "description": _SSE_DESCRIPTION,
-                        "content": {
-                            "text/event-stream": {
-                                "schema": {"type": "string"},
-                                "itemSchema": {"$ref": "#/components/schemas/Event"},
-                            }
-                        },
-                    },
-                    "204": {"description": "The stream ended and has no event after the seq."},
-                    "400": _error("Invalid stream id, Last-Event-ID or after_seq."),
-                    "401": _UNAUTHORIZED,
-                    "404": _error("No live, retained or persisted stream with this id."),
-                    "410": _error("The events after the seq are no longer retained."),
-                },
-            },
-        },
-        "/api/streams/{stream_id}/cancel": {
-            "parameters": [_STREAM_ID],
-            "post": {
-                "operationId": "cancel_stream",
-                "summary": "Cancel a live turn (partial output kept); returns after its save.",
-                "responses": {
-                    "200": _json("Result.", {"$ref": "#/components/schemas/CancelResult"}),
-                    "400": _error("Invalid stream id."),
-                    "401": _UNAUTHORIZED,
-                    "404": _error("No such stream."),
-                },
-            },
-        },
-        "/": {
-            "get": {
-                "operationId": "demo_page",
-                "summary": "The demo page (HTML).",
-                "security": [],
-                "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}},
-            }
-        },
-        "/openapi.json": {
-            "get": {
-                "operationId": "openapi",
-                "summary": "This document.",
-                "security": [],
-                "responses": {"200": _json("OpenAPI 3.1", {"type": "object"})},
-            }
-        },
-    }
+def _models(operations: Sequence[Op]) -> list[type[BaseModel]]:
+    found: list[type[BaseModel]] = [m.Error]
+    for op in operations:
+        candidates: list[type[BaseModel] | None] = [op.body]
+        for reply in op.responses.values():
+            if isinstance(reply, Reply):
+                candidates += [reply.model, reply.item]
+        found += [c for c in candidates if c is not None and c not in found]
+    return found
 
 
-def openapi_document(server_url: str = "/", *, auth: bool) -> dict[str, Any]:
-    """The OpenAPI 3.1 document.
+def _schemas(models: list[type[BaseModel]]) -> dict[str, Any]:
+    _, top = models_json_schema([(model, "validation") for model in models], ref_template=_REF)
+    return dict(top.get("$defs", {}))
 
-    :param server_url: where the app is mounted (``root_path`` or ``/``).
-    :param auth: whether a bearer token is configured (then ``/api`` requires it).
-    """
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": _REF.format(model=model.__name__)}
+
+
+def _response(reply: Reply | str) -> dict[str, Any]:
+    if isinstance(reply, str):
+        return {"description": reply, "content": {"application/json": {"schema": _ref(m.Error)}}}
+    out: dict[str, Any] = {"description": reply.description}
+    if reply.model is not None:
+        out["content"] = {"application/json": {"schema": _ref(reply.model)}}
+    elif reply.media is not None:
+        media: dict[str, Any] = {"schema": {"type": "string"}}
+        if reply.media == "application/json":
+            media["schema"] = {"type": "object"}
+        if reply.item is not None:
+            # OpenAPI 3.2 names this itemSchema; 3.1 allows it only as an extension.
+            media["x-itemSchema"] = _ref(reply.item)
+        out["content"] = {reply.media: media}
+    return out
+
+
+def _operation(op: Op, auth: bool) -> dict[str, Any]:
+    path_params = _PLACEHOLDER.findall(op.path)
+    responses: dict[int, Reply | str] = dict(op.responses)
+    if op.auth != "none":
+        responses.setdefault(401, _AUTOMATIC[401])
+    if op.body is not None:
+        responses.setdefault(400, "Invalid body.")
+        responses.setdefault(413, _AUTOMATIC[413])
+        responses.setdefault(415, _AUTOMATIC[415])
+    if path_params:
+        names = " or ".join(p.replace("_", " ") for p in path_params)
+        responses.setdefault(400, f"Invalid {names}.")
+    out: dict[str, Any] = {"operationId": op.name, "summary": op.summary}
+    if op.description:
+        out["description"] = op.description
+    if op.params:
+        out["parameters"] = [_parameter(p) for p in op.params]
+    if op.body is not None:
+        out["requestBody"] = {
+            "required": not op.body_optional,
+            "content": {"application/json": {"schema": _ref(op.body)}},
+        }
+    out["responses"] = {str(code): _response(r) for code, r in sorted(responses.items())}
+    if op.auth == "none":
+        out["security"] = []
+    elif op.auth == "query":
+        out["security"] = [{"bearer": []}, {"query_token": []}] if auth else []
+    return out
+
+
+@cache
+def _document(server_url: str, auth: bool, operations: tuple[Op, ...]) -> dict[str, Any]:
     from .. import __version__
 
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        item = paths.get(op.path)
+        if item is None:
+            item = paths[op.path] = {}
+            names = _PLACEHOLDER.findall(op.path)
+            if names:  # path parameters, shared by the path's operations
+                item["parameters"] = [_parameter(_PATH_PARAMS[name]) for name in names]
+        item[op.method.lower()] = _operation(op, auth)
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -466,9 +140,9 @@ def openapi_document(server_url: str = "/", *, auth: bool) -> dict[str, Any]:
             ),
         },
         "servers": [{"url": server_url}],
-        "paths": {**_paths(auth), **chat_paths()},
+        "paths": paths,
         "components": {
-            "schemas": {**_SCHEMAS, **CHAT_SCHEMAS},
+            "schemas": _schemas(_models(operations)),
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "query_token": {"type": "apiKey", "in": "query", "name": "token"},
@@ -478,3 +152,15 @@ def openapi_document(server_url: str = "/", *, auth: bool) -> dict[str, Any]:
     if auth:
         doc["security"] = [{"bearer": []}]
     return doc
+
+
+def openapi_document(
+    server_url: str = "/", *, auth: bool, operations: Sequence[Op] = OPERATIONS
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``operations`` (a fresh copy; built once per
+    arguments).
+
+    :param server_url: where the app is mounted (``root_path`` or ``/``).
+    :param auth: whether a bearer token (or the ``authenticate`` hook) guards ``/api``.
+    """
+    return copy.deepcopy(_document(server_url, auth, tuple(operations)))

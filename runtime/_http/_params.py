@@ -1,36 +1,32 @@
-"""Validation of request input: query parameters, headers and JSON bodies.
+"""Validation of path parameters, query parameters and headers (request bodies go
+through their pydantic models, :mod:`runtime._http._models`).
 
-Every check raises :class:`ApiError` (400/413) naming the value and the rule, before
-the runtime is touched.
+These stay small functions rather than models: the SSE route, which a fan-out hits
+once per subscriber, reads only these, and they cost next to nothing. Every check
+raises :class:`ApiError` (400) naming the value and the rule, before the runtime is
+touched.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
 
-import orjson
 from starlette.requests import Request
 
 from .._session import validate_session_id
 from ._errors import ApiError
+from ._models import STREAM_ID_PATTERN
 
 __all__ = [
-    "MAX_BODY_BYTES",
-    "json_type",
     "parse_flag",
     "parse_limit",
-    "read_json_object",
     "resume_after",
     "session_id_param",
     "stream_id_param",
 ]
 
-#: Largest accepted request body, in bytes.
-MAX_BODY_BYTES = 1 << 20
-
 _DIGITS = re.compile(r"[0-9]{1,18}")
-_STREAM_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_STREAM_ID = re.compile(STREAM_ID_PATTERN)
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
@@ -121,72 +117,3 @@ def parse_flag(request: Request, name: str) -> bool:
     raise ApiError(
         400, f"invalid_{name}", f"invalid {name} {raw!r}: must be one of 1, true, 0, false"
     )
-
-
-def json_type(value: object) -> str:
-    """The JSON name of a decoded value's type: object, array, string, number, …"""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list):
-        return "array"
-    return "string" if isinstance(value, str) else type(value).__name__
-
-
-async def read_json_object(
-    request: Request, *, allowed: frozenset[str], empty_ok: bool
-) -> dict[str, Any]:
-    """The request body as a JSON object whose keys are all in ``allowed``.
-
-    A body must come as ``Content-Type: application/json``: a cross-site page can send
-    ``text/plain`` or form bodies without a CORS preflight, never JSON.
-
-    :param empty_ok: an empty body (of any type) counts as ``{}``.
-    :raises ApiError: 413 ``body_too_large`` over :data:`MAX_BODY_BYTES`; 415
-        ``unsupported_media_type`` for another content type; 400 ``invalid_body`` for
-        bad JSON, a non-object, or unknown fields.
-    """
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ApiError(413, "body_too_large", f"request body exceeds {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    if empty_ok and not raw.strip():
-        return {}
-    content_type = request.headers.get("content-type", "")
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media != "application/json" and not (
-        media.startswith("application/") and media.endswith("+json")
-    ):
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            f"invalid Content-Type {content_type!r}: send the body as application/json",
-        )
-    if not raw.strip():
-        raise ApiError(400, "invalid_body", "request body is empty: expected a JSON object")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_body", f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise ApiError(
-            400, "invalid_body", f"request body must be a JSON object, not {json_type(body)}"
-        )
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise ApiError(
-            400,
-            "invalid_body",
-            f"unknown field(s) {', '.join(map(repr, unknown))}: allowed are "
-            f"{', '.join(sorted(allowed))}",
-        )
-    return body

@@ -11,34 +11,19 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .._exceptions import Error, SubscriberLagged
+from .._exceptions import SubscriberLagged
 from .._runtime import Runtime
-from .._session import Session, validate_title
-from ._chat import optional_object
+from .._session import Session
 from ._errors import ApiError, JSONResponse
+from ._models import NewSession, NewTurn, Rename
 from ._owners import OWNER_KEY, Owners
-from ._params import parse_flag, parse_limit, read_json_object, session_id_param, stream_id_param
+from ._params import parse_flag, parse_limit, session_id_param, stream_id_param
 
-__all__ = ["Api", "Endpoint", "by_method", "session_json"]
+__all__ = ["Api", "Endpoint", "session_json"]
 
 logger = logging.getLogger("runtime.asgi")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-_NEW_SESSION_FIELDS = frozenset({"title", "session_id"})
-_TURN_FIELDS = frozenset({"message", "metadata", "config"})
-_PATCH_FIELDS = frozenset({"title"})
-
-
-def by_method(**handlers: Endpoint) -> Endpoint:
-    """One endpoint for several methods of one path (``GET=…, POST=…``), so that a 405
-    lists every allowed method in its ``Allow`` header."""
-
-    async def endpoint(request: Request) -> Response:
-        method = "GET" if request.method == "HEAD" else request.method
-        return await handlers[method](request)
-
-    return endpoint
 
 
 def session_json(session: Session) -> dict[str, Any]:
@@ -120,20 +105,16 @@ class Api:
 
     # -- sessions -------------------------------------------------------------------------
 
-    async def create_session(self, request: Request) -> Response:
+    async def create_session(self, request: Request, body: NewSession) -> Response:
         """``POST /api/sessions`` ``{"title"?, "session_id"?}`` → 201, the new session
         (with the client's id if given; 409 ``session_exists`` if taken). It stays in
         memory until its first turn but can be fetched by id meanwhile."""
-        body = await read_json_object(request, allowed=_NEW_SESSION_FIELDS, empty_ok=True)
         fields: dict[str, Any] = {}
-        if "title" in body:
-            try:
-                fields["title"] = validate_title(body["title"])
-            except ValueError as exc:
-                raise ApiError(400, "invalid_body", str(exc)) from exc
-        if "session_id" in body:
-            fields["session_id"] = session_id = body["session_id"]
-            if await self.runtime.store.exists(session_id):  # InvalidSessionId: 400
+        if body.title is not None:
+            fields["title"] = body.title
+        if body.session_id is not None:
+            fields["session_id"] = session_id = body.session_id
+            if await self.runtime.store.exists(session_id):
                 raise ApiError(
                     409,
                     "session_exists",
@@ -143,7 +124,7 @@ class Api:
         if self.owners is not None:
             fields["metadata"] = {OWNER_KEY: request.state.principal}
         session = await self.runtime.create_session(**fields)
-        location = request.url_for("session", session_id=session.session_id).path
+        location = request.url_for("get_session", session_id=session.session_id).path
         return JSONResponse(session_json(session), status_code=201, headers={"Location": location})
 
     async def list_sessions(self, request: Request) -> Response:
@@ -172,19 +153,10 @@ class Api:
         status = await self.runtime.session_status(session_id_param(request))
         return JSONResponse(status)
 
-    async def rename_session(self, request: Request) -> Response:
+    async def rename_session(self, request: Request, body: Rename) -> Response:
         """``PATCH /api/sessions/{id}`` ``{"title"}`` → the session's metadata; 409
         while a live stream owns it."""
-        session_id = session_id_param(request)
-        body = await read_json_object(request, allowed=_PATCH_FIELDS, empty_ok=False)
-        if "title" not in body:
-            raise ApiError(400, "invalid_body", "missing field 'title': a non-empty string")
-        try:
-            session = await self.runtime.rename_session(session_id, body["title"])
-        except ValueError as exc:
-            if isinstance(exc, Error):
-                raise
-            raise ApiError(400, "invalid_body", str(exc)) from exc
+        session = await self.runtime.rename_session(session_id_param(request), body.title)
         return JSONResponse(session.meta_dict())
 
     async def session_streams(self, request: Request) -> Response:
@@ -200,25 +172,16 @@ class Api:
 
     # -- turns and streams ----------------------------------------------------------------
 
-    async def start_turn(self, request: Request) -> Response:
+    async def start_turn(self, request: Request, body: NewTurn) -> Response:
         """``POST /api/sessions/{id}/turns`` ``{"message", "metadata"?, "config"?}`` →
         202 ``{stream_id, session_id, pending_started_at}``, or with ``Accept:
         text/event-stream`` the turn's events at once (200, SSE); 409 with
         ``active_stream_id`` while busy. ``metadata`` and ``config`` (JSON objects)
         reach the agent as ``turn.metadata`` and ``turn.config``."""
         session_id = session_id_param(request)
-        body = await read_json_object(request, allowed=_TURN_FIELDS, empty_ok=False)
-        if "message" not in body:
-            raise ApiError(400, "invalid_body", "missing field 'message': a non-empty string")
-        message = body["message"]
-        if not isinstance(message, str) or not message.strip():
-            raise ApiError(
-                400,
-                "invalid_body",
-                f"invalid message {message!r}: must be a string with non-whitespace text",
-            )
-        extra = {k: optional_object(body, k) for k in ("metadata", "config")}
-        stream_id = await self.runtime.start_turn(session_id, message, **extra)
+        stream_id = await self.runtime.start_turn(
+            session_id, body.message, metadata=body.metadata, config=body.config
+        )
         if self.follow is not None and "text/event-stream" in request.headers.get("accept", ""):
             return self.follow(stream_id)
         body_out = {

@@ -26,9 +26,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     parser.add_argument("--version", action="version", version=f"runtime {__version__}")
+    parser.add_argument(
+        "--print-completion",
+        choices=("bash", "zsh", "tcsh"),
+        action=_PrintCompletion,
+        help="print the shell completion script and exit, e.g. "
+        "'runtime --print-completion bash > ~/.local/share/bash-completion/completions/runtime'",
+    )
     for module in (_run, _chat, _sessions, _routes, _serve):
         module.register(sub)
     return parser
+
+
+class _PrintCompletion(argparse.Action):
+    """``--print-completion SHELL``: the completion script shtab generates from the
+    parser (subcommands, options, their choices). shtab is imported only here."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[object] | None,
+        option_string: str | None = None,
+    ) -> None:
+        try:
+            import shtab
+        except ImportError:
+            parser.exit(2, "runtime: error: --print-completion needs shtab: pip install shtab\n")
+        print(shtab.complete(parser, shell=str(values)))  # noqa: T201
+        parser.exit(0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

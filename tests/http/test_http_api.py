@@ -511,7 +511,7 @@ async def test_shutdown_gives_live_turns_the_grace_then_cancels_keeping_partial_
 def test_import_runtime_does_not_import_the_server_stack() -> None:
     code = (
         "import sys, runtime; "
-        "bad = [m for m in ('starlette', 'sse_starlette', 'uvicorn', 'runtime.asgi') "
+        "bad = [m for m in ('starlette', 'sse_starlette', 'uvicorn', 'pydantic', 'runtime.asgi') "
         "if m in sys.modules]; "
         "assert not bad, bad"
     )

@@ -1,5 +1,7 @@
-"""``/openapi.json`` describes every route, its parameters, bodies and error
-responses, and real responses validate against its schemas."""
+"""``/openapi.json`` (generated from the route table and the body models) describes
+every route the app serves, with exactly the methods it answers, its parameters,
+bodies and error responses; it is a valid OpenAPI 3.1 document, and real responses
+validate against its schemas."""
 
 from __future__ import annotations
 
@@ -7,9 +9,13 @@ import re
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
+import pytest
+import schemathesis
 from sse_helpers import events_of, open_app
 from starlette.routing import Route
 
+from runtime import EventType
 from runtime.testing import Reply, Tool, scripted_agent
 
 PARAM = re.compile(r"{(\w+)}")
@@ -46,20 +52,17 @@ async def test_document_lists_every_route_with_params_and_errors() -> None:
         assert doc["servers"] == [{"url": "/"}]
         assert "security" not in doc  # no token configured
 
-        app_ops = {
-            (route.path, method.lower())
-            for route in s.app.routes
-            if isinstance(route, Route)
-            for method in (route.methods or ())
-            if method != "HEAD"
-        }
-        doc_ops = {
-            (path, method)
-            for path, item in doc["paths"].items()
-            for method in item
-            if method != "parameters"
-        }
-        assert doc_ops == app_ops
+        assert {r.path for r in s.app.routes if isinstance(r, Route)} == set(doc["paths"])
+        for path, item in doc["paths"].items():
+            # The methods the app answers on the path, as its 405 lists them.
+            concrete = PARAM.sub("x", path)
+            r = await s.client.request("TRACE", concrete)
+            assert r.status_code == 405, (path, r.text)
+            assert r.json()["error"] == "method_not_allowed"
+            served = set(r.headers["allow"].split(", ")) - {"HEAD"}
+            assert served == {m.upper() for m in item if m != "parameters"}, path
+            if "get" in item:
+                assert "HEAD" in r.headers["allow"]
 
         operation_ids = []
         for path, item in doc["paths"].items():
@@ -123,3 +126,42 @@ async def test_real_responses_match_the_schemas() -> None:
             validate(doc, event, "Event")
         busy_or_bad = await s.client.post(f"/api/sessions/{sid}/turns", json={"message": " "})
         validate(doc, busy_or_bad.json(), "Error")
+
+
+async def test_document_is_valid_openapi_3_1() -> None:
+    async with open_app(api_token="t") as s:
+        doc = (await s.client.get("/openapi.json")).json()
+    schemathesis.openapi.from_dict(doc).validate()  # the OpenAPI 3.1 meta-schema
+    broken = {**doc, "paths": {**doc["paths"], "/api/sessions": {"get": {"responses": 5}}}}
+    with pytest.raises(jsonschema_rs.ValidationError):
+        schemathesis.openapi.from_dict(broken).validate()
+
+
+async def test_body_schemas_come_from_the_models_and_match_validation() -> None:
+    """What the schema of a body forbids, the route refuses (400), naming the field."""
+    async with open_app() as s:
+        doc = (await s.client.get("/openapi.json")).json()
+        turn = doc["components"]["schemas"]["NewTurn"]
+        assert turn["additionalProperties"] is False
+        assert turn["required"] == ["message"]
+        sid = (await s.client.post("/api/sessions")).json()["session_id"]
+        for body, field in [
+            ({"message": "x", "config": [1]}, "config"),
+            ({"message": "x", "metadata": 3}, "metadata"),
+            ({"message": True}, "message"),
+        ]:
+            with pytest.raises(jsonschema.ValidationError):
+                validate(doc, body, "NewTurn")
+            r = await s.client.post(f"/api/sessions/{sid}/turns", json=body)
+            assert r.status_code == 400, r.text
+            assert r.json()["error"] == "invalid_body"
+            assert r.json()["detail"].startswith(f"invalid {field} "), r.json()
+        chat = doc["components"]["schemas"]["ChatRequest"]
+        assert chat["properties"]["trigger"]["enum"] == ["submit-message", "regenerate-message"]
+        assert chat["properties"]["id"]["pattern"] == "^[A-Za-z0-9_-]{1,64}$"
+        nested = {"id": "c1", "messages": [{"role": "user", "parts": []}, 7]}
+        r = await s.client.post("/api/chat", json=nested)
+        assert r.status_code == 400
+        assert r.json()["detail"] == "invalid messages[1] 7: must be a JSON object"
+        event_types = doc["components"]["schemas"]["EventType"]["enum"]
+        assert set(event_types) == {str(t) for t in EventType}

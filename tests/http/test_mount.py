@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+import schemathesis
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from test_http_openapi import refs, resolve
@@ -40,6 +41,7 @@ async def test_fastapi_host_documents_the_routes_with_auth() -> None:
     assert {"/users/{user_id}", "/agent/api/sessions", "/agent/api/chat", "/agent/"} <= served(doc)
     for ref in refs(doc):
         resolve(doc, ref)  # every reference resolves in the merged document
+    schemathesis.openapi.from_dict(doc).validate()  # still a valid OpenAPI 3.1 document
     schemes = doc["components"]["securitySchemes"]
     assert set(schemes) >= {"runtime_bearer", "runtime_query_token"}
     sessions = doc["paths"]["/agent/api/sessions"]["get"]
