@@ -26,6 +26,7 @@ from ._exceptions import StoreError as StoreError
 from ._exceptions import StoreLocked as StoreLocked
 from ._exceptions import StreamNotFound as StreamNotFound
 from ._exceptions import SubscriberLagged as SubscriberLagged
+from ._exceptions import ToolCallNotFound as ToolCallNotFound
 from ._exceptions import WriteConflict as WriteConflict
 from ._runner import Agent as Agent
 from ._runner import ToolCall as ToolCall
@@ -37,6 +38,7 @@ from ._transcript import model_messages as model_messages
 from .stores.abc import RecoveryReport as RecoveryReport
 from .stores.abc import SessionPage as SessionPage
 from .stores.abc import Store as Store
+from .stores.abc import ToolCallRecord as ToolCallRecord
 from .stores.files import FileStore as FileStore
 from .stores.memory import MemoryStore as MemoryStore
 
@@ -72,6 +74,8 @@ __all__ = [
     "StreamNotFound",
     "SubscriberLagged",
     "ToolCall",
+    "ToolCallNotFound",
+    "ToolCallRecord",
     "Turn",
     "WriteConflict",
     "model_messages",

@@ -8,6 +8,7 @@ keeps working for callers who do not know this library::
     ├── InvalidSessionId(Error, ValueError)        a session id breaks [A-Za-z0-9_-]{1,64}
     ├── SessionNotFound(Error, LookupError)        no session has that id
     ├── StreamNotFound(Error, LookupError)         no stream has that id (live or retained)
+    ├── ToolCallNotFound(Error, LookupError)       no tool call with that id is in the ledger
     ├── SessionBusy(Error)                         a live stream already owns the session
     ├── LeaseLost(Error)                           another process took the session's lease
     ├── MetadataOnlyError(Error, RuntimeError)     messages of a metadata-only session were read
@@ -46,6 +47,7 @@ __all__ = [
     "StoreLocked",
     "StreamNotFound",
     "SubscriberLagged",
+    "ToolCallNotFound",
     "WriteConflict",
 ]
 
@@ -64,6 +66,11 @@ class SessionNotFound(Error, LookupError):
 
 class StreamNotFound(Error, LookupError):
     """No live or retained stream has the given id."""
+
+
+class ToolCallNotFound(Error, LookupError):
+    """The tool ledger holds no intent for the tool call a result was recorded for
+    (``Store.record_tool_result`` before ``Store.record_tool_call``); nothing was written."""
 
 
 class SessionBusy(Error):

@@ -8,7 +8,8 @@ from __future__ import annotations
 from .abc import RecoveryReport as RecoveryReport
 from .abc import SessionPage as SessionPage
 from .abc import Store as Store
+from .abc import ToolCallRecord as ToolCallRecord
 from .files import FileStore as FileStore
 from .memory import MemoryStore as MemoryStore
 
-__all__ = ["FileStore", "MemoryStore", "RecoveryReport", "SessionPage", "Store"]
+__all__ = ["FileStore", "MemoryStore", "RecoveryReport", "SessionPage", "Store", "ToolCallRecord"]

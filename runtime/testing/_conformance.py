@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ._lease_checks import LEASE_CHECKS
+from ._ledger_checks import LEDGER_CHECKS
 from ._store_checks import BASIC_CHECKS, Reopen, StoreCheck, StoreFactory
 
 #: Every check, in a stable order; each is ``async (factory, *, reopen=None) -> None``.
 STORE_CHECKS: tuple[StoreCheck, ...] = (
     *BASIC_CHECKS,
     *LEASE_CHECKS,
+    *LEDGER_CHECKS,
 )
 
 
