@@ -684,10 +684,11 @@ class FileStore(Store):
         ledger = self._ledgers.get(session_id)  # cached: no hop to the I/O thread
         if ledger is None:
             ledger = await self._run(self._ledger_sync, session_id)
-        return ledger.records.get((stream_id, call_id))
+        record = ledger.records.get((stream_id, call_id))
+        return None if record is None else record.copy()  # the cache shares nothing
 
     async def _ledger_put(self, record: ToolCallRecord) -> None:
-        await self._run(self._ledger_put_sync, record, encode_record(record))
+        await self._run(self._ledger_put_sync, record.copy(), encode_record(record))
 
     def _ledger_put_sync(self, record: ToolCallRecord, line: bytes) -> None:
         sid = record.session_id
@@ -716,7 +717,7 @@ class FileStore(Store):
         ledger = self._ledgers.get(session_id)
         if ledger is None:
             ledger = await self._run(self._ledger_sync, session_id)
-        return [r for (stream, _), r in ledger.records.items() if stream == stream_id]
+        return [r.copy() for (stream, _), r in ledger.records.items() if stream == stream_id]
 
     # -- delete, list, recover -------------------------------------------------------
 
