@@ -161,6 +161,10 @@ class ToolCallRecord:
             "finished_at": self.finished_at,
         }
 
+    def copy(self) -> ToolCallRecord:
+        """A record that shares no ``arguments`` or ``result`` object with this one."""
+        return ToolCallRecord.from_dict(orjson.loads(orjson.dumps(self.to_dict())))
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ToolCallRecord:
         """Inverse of :meth:`to_dict`.
