@@ -23,6 +23,7 @@ from ._session import Message, Session
 from .stores.abc import ToolCallRecord
 
 __all__ = [
+    "OUTCOME_UNKNOWN",
     "RESUME_KEY",
     "SEQ_SLACK",
     "SEQ_WINDOW",
