@@ -190,6 +190,8 @@ def prepare_resume(
     stream_id: str,
     events: list[Event],
     records: list[ToolCallRecord],
+    *,
+    final: bool = False,
 ) -> ResumePlan:
     """Rebuild the interrupted turn ``stream_id`` in ``session.messages`` so its agent
     can continue it; returns what the resumed turn needs.
@@ -204,6 +206,10 @@ def prepare_resume(
     backup that ``recover()`` would restore): the dropped draft's place is kept as an
     empty ``_partial`` slot, unless a pending group must stay last; a repaired turn whose
     marker and draft are both dropped may still lose one place.
+
+    :param final: the turn is not resumed but ended (``resume_exhausted``): keep the
+        draft, fold the ledger in after it, answer the calls left open with "outcome
+        unknown" results, and put the repair's marker (if any) back last.
     """
     messages = session.messages
     before = len(messages)
@@ -233,9 +239,10 @@ def prepare_resume(
     user.pop("_recovered", None)
     plan = ResumePlan(user_message=str(user.get("content") or text or ""))
     # the repair's marker, then the unfinished draft
+    marker = None
     if messages[-1].get("type") == "interrupted" and len(messages) - 1 > user_at:
-        messages.pop()
-    if messages[-1].get("_partial") and len(messages) - 1 > user_at:
+        marker = messages.pop()
+    if messages[-1].get("_partial") and len(messages) - 1 > user_at and not final:
         messages.pop()
 
     completed_events = {
@@ -339,6 +346,18 @@ def prepare_resume(
     close_if_complete()
     # A call in the checkpointed transcript had its tool.started saved in the same
     # write as its message; only the folded calls' events may have been lost.
+    if final:
+        if group is not None:
+            for spec in group["tool_calls"]:
+                call_id, name = spec.get("id"), spec.get("function", {}).get("name", "")
+                res = known(call_id)
+                if res is None:
+                    res = (outcome_unknown(by_id.get(call_id), call_id, name), None)
+                plan.results[call_id] = res
+                messages.append(_tool_message(call_id, name, res[0], res[1]))
+        if marker is not None:
+            messages.append(marker)
+        return plan
     plan.pending = group
     if group is None and len(messages) < before:
         plan.slot = {"role": "assistant", "content": "", "_partial": True, "timestamp": time.time()}

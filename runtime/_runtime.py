@@ -598,11 +598,12 @@ class Runtime:
         first = max(record["seq_reserved"], last_durable) + DEAD_END_SEQS + 1
         attempt = record["attempt"] + 1
         lease = self._new_lease()
-        if attempt > self.max_resume_attempts:
-            await self._exhaust(session, stream_id, record["attempt"], first, lease)
-            return stream_id
         ledger = self.store.supports_tool_ledger
         records = await self.store.tool_calls(session_id, stream_id) if ledger else []
+        if attempt > self.max_resume_attempts:
+            prepare_resume(session, stream_id, events, records, final=True)
+            await self._exhaust(session, stream_id, record["attempt"], first, lease)
+            return stream_id
         plan = prepare_resume(session, stream_id, events, records)
         started = next((e for e in events if e.type == ev.STREAM_STARTED), None)
         turn_metadata = started.data.get("metadata") if started is not None else None
