@@ -22,7 +22,6 @@ from typing import Self
 from . import _events as ev
 from ._events import Event
 from ._exceptions import StreamNotFound, SubscriberLagged
-from ._resume import record_of
 from ._session import validate_session_id
 from .brokers.abc import Broker, StreamLog
 from .stores.abc import Store
@@ -203,7 +202,6 @@ class Subscription:
         events = await self._store.load_events(session_id, self.stream_id, 0)
         if not events:
             raise StreamNotFound(f"no live, retained or persisted stream {self.stream_id!r}")
-        reserved = 0
         if self._on_dead_stream is not None and events[-1].type != ev.STREAM_END:
             await self._on_dead_stream(session_id)
             try:
@@ -213,17 +211,14 @@ class Subscription:
             else:
                 self._durable, self._done = False, False
                 return None
-            meta = await self._store.load_metadata(session_id)
-            record = record_of(meta, self.stream_id)
-            if record is not None:
-                reserved = record["seq_reserved"]
         out = [e for e in events if e.seq > self.last_seq]
         last = events[-1]
         if last.type != ev.STREAM_END:
-            # Number the ending after whatever this subscriber already saw live and after
-            # the seqs the dead process may have used (its reservation): it may have run
-            # ahead of the last checkpoint, and readers must still learn the stream died.
-            base = max(last.seq, self.last_seq, reserved)
+            # Number the ending after whatever this subscriber already saw live: it may
+            # have run ahead of the last checkpoint, and must still learn the stream died.
+            # (At most the dead attempt's seq reservation: a resume starts after it and
+            # after these two seqs.)
+            base = max(last.seq, self.last_seq)
             ts = time.time()
             data = {
                 "type": "interrupted",

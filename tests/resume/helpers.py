@@ -103,3 +103,56 @@ def finish(proc: subprocess.Popen[str], timeout: float = 180) -> dict[str, Any]:
 def comparable(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Messages without what differs between two runs: times and stream ids."""
     return [{k: v for k, v in m.items() if k not in ("timestamp", "stream_id")} for m in messages]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def serve(
+    store: Path, agent: str, port: int, log: Path, environ: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """``runtime serve AGENT --resume auto`` (uvicorn) on 127.0.0.1:``port``, once it
+    answers ``/openapi.json``; its output goes to ``log``."""
+    import httpx
+
+    command = [
+        sys.executable,
+        "-m",
+        "runtime",
+        "serve",
+        agent,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--store",
+        str(store),
+        "--resume",
+        "auto",
+        "--checkpoint-interval",
+        "0.2",
+        "--heartbeat",
+        "0.5",
+        "--log-level",
+        "warning",
+    ]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            command, cwd=ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, log.read_text(errors="replace")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=1.0).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, log.read_text(errors="replace")
+        time.sleep(0.05)
