@@ -732,6 +732,9 @@ class Turn:
             return
         if self._pending.pop(call.call_id, None) is not None:
             self._done_calls[call.call_id] = call
+        if not isinstance(call.arguments, dict):  # nothing can run: nothing to record
+            await call.fail(f"the arguments are not a JSON object: {call.arguments!r}")
+            return
         store = self._store
         ledger = store is not None and store.supports_tool_ledger
         record: ToolCallRecord | None = None
@@ -756,8 +759,6 @@ class Turn:
                 await self._settle_unknown(call, tool, record)
                 return
         try:
-            if not isinstance(call.arguments, dict):
-                raise TypeError(f"the arguments are not a JSON object: {call.arguments!r}")
             result = await tool(call.arguments)
         except Exception as exc:
             await self._record_outcome(call, None, exc, ledger)
