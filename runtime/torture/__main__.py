@@ -77,9 +77,16 @@ def main(argv: list[str] | None = None) -> int:
 def _resume_main(args: argparse.Namespace, console: Any, started: float) -> int:
     from ._resume import RESUME_CATEGORIES, ResumeTrial, run_resume_trials
 
+    done = [0, 0]  # trials, violations
+
     def report(result: ResumeTrial) -> None:
         for v in result.violations:
             console.print(f"[red]{v.category}[/red] {v.detail} (seed {result.seed})")
+        done[0] += 1
+        done[1] += len(result.violations)
+        if done[0] % 50 == 0:
+            elapsed = time.monotonic() - started
+            console.print(f"{done[0]} trials, {done[1]} violations, {elapsed:.0f} s")
 
     try:
         summary = run_resume_trials(
