@@ -95,7 +95,7 @@ def test_cli_discard_gives_the_turn_up(tmp_path: Path) -> None:
 
 def test_http_resume_route(tmp_path: Path) -> None:
     environ = env(
-        RESUME_SIDE_EFFECTS=str(tmp_path / "effects"), RESUME_STEPS="6", RESUME_STEP_DELAY="0.1"
+        RESUME_SIDE_EFFECTS=str(tmp_path / "effects"), RESUME_STEPS="6", RESUME_STEP_DELAY="0.4"
     )
     store, session_id = _killed_turn(tmp_path, environ)
     port = free_port()
@@ -112,6 +112,14 @@ def test_http_resume_route(tmp_path: Path) -> None:
             assert r.headers["location"] == f"/api/streams/{stream_id}/events"
             busy = client.post(f"/api/sessions/{session_id}/resume")
             assert busy.status_code == 409 and busy.json()["error"] == "session_busy"
+            # the AI SDK's resume route replays the active turn: the resume is a data part
+            with client.stream("GET", f"/api/chat/{session_id}/stream") as chat:
+                chunks = [
+                    json.loads(line[6:]) for line in chat.iter_lines() if line.startswith("data: {")
+                ]
+            marks = [c for c in chunks if c["type"] == "data-stream-resumed"]
+            assert len(marks) == 1 and marks[0]["data"]["attempt"] == 1
+            assert chunks[-1] == {"type": "finish", "finishReason": "stop"}
             with client.stream("GET", r.headers["location"]) as events:
                 body = "".join(events.iter_text())
             assert "event: stream.resumed" in body and "event: stream.end" in body
