@@ -13,23 +13,30 @@ from ._check import CATEGORIES
 from ._trial import Summary, TrialResult, run_trials
 
 
-def _table(summary: Summary, seconds: float) -> object:
+def _table(title: str, rows: list[tuple[str, int]], categories: dict[str, int]) -> object:
+    """The summary table: ``rows`` of counts, then each violation category (red if any)."""
     from rich.table import Table
 
-    table = Table(title=f"crash torture: {len(summary.results)} trials in {seconds:.0f} s")
+    table = Table(title=title)
     table.add_column("measure")
     table.add_column("count", justify="right")
-    table.add_row("trials", str(len(summary.results)))
-    for phase, n in sorted(summary.kills_by_phase().items()):
-        table.add_row(
-            f"killed at {phase}" if phase != "none" else "finished before the kill", str(n)
-        )
-    counts = summary.by_category()
-    for category in CATEGORIES:
-        table.add_row(
-            category, str(counts.get(category, 0)), style="red" if counts.get(category) else None
-        )
+    for name, n in rows:
+        table.add_row(name, str(n))
+    for category, n in categories.items():
+        table.add_row(category, str(n), style="red" if n else None)
     return table
+
+
+def _crash_table(summary: Summary, seconds: float) -> object:
+    rows = [("trials", len(summary.results))]
+    for phase, n in sorted(summary.kills_by_phase().items()):
+        rows.append((f"killed at {phase}" if phase != "none" else "finished before the kill", n))
+    counts = summary.by_category()
+    return _table(
+        f"crash torture: {len(summary.results)} trials in {seconds:.0f} s",
+        rows,
+        {c: counts.get(c, 0) for c in CATEGORIES},
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
-    console.print(_table(summary, time.monotonic() - started))
+    console.print(_crash_table(summary, time.monotonic() - started))
     return 1 if summary.violations else 0
 
 
@@ -96,20 +103,11 @@ def _resume_main(args: argparse.Namespace, console: Any, started: float) -> int:
         sys.stderr.write(f"error: {exc}\n")
         return 2
     seconds = time.monotonic() - started
-    from rich.table import Table
-
-    table = Table(title=f"resume torture: {len(summary.results)} trials in {seconds:.0f} s")
-    table.add_column("measure")
-    table.add_column("count", justify="right")
-    table.add_row("trials", str(len(summary.results)))
-    table.add_row("kills", str(summary.kills()))
-    for outcome, n in sorted(summary.outcomes().items()):
-        table.add_row(f"ended {outcome}", str(n))
+    rows = [("trials", len(summary.results)), ("kills", summary.kills())]
+    rows += [(f"ended {outcome}", n) for outcome, n in sorted(summary.outcomes().items())]
     counts = summary.by_category()
-    for category in RESUME_CATEGORIES:
-        n = counts.get(category, 0)
-        table.add_row(category, str(n), style="red" if n else None)
-    console.print(table)
+    title = f"resume torture: {len(summary.results)} trials in {seconds:.0f} s"
+    console.print(_table(title, rows, {c: counts.get(c, 0) for c in RESUME_CATEGORIES}))
     outcomes = summary.outcomes()
     console.print(
         f"resume torture: {len(summary.results)} trials, {summary.kills()} kills, "

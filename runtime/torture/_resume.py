@@ -26,7 +26,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,10 +45,9 @@ from .._exceptions import SessionNotFound
 from .._runner import Turn
 from .._runtime import Runtime
 from .._tools import Tool
-from ..stores import faults
 from ..stores.files import FileStore
 from ._check import Violation
-from ._trial import KILL_STEPS
+from ._trial import KILL_STEPS, run_killed
 
 __all__ = ["RESUME_CATEGORIES", "ResumeSummary", "run_resume_trials"]
 
@@ -180,48 +178,15 @@ class _Run:
 def _start(
     root: Path, seed: int, effects: Path, session_id: str | None, run: int, spec: str
 ) -> _Run:
-    env = dict(os.environ)
-    env.pop(faults.ENV_VAR, None)
-    if spec:
-        env[faults.ENV_VAR] = spec
-    args = [sys.executable, "-m", "runtime.torture._resume", "child", str(root), str(seed)]
+    args = ["-m", "runtime.torture._resume", "child", str(root), str(seed)]
     args += [str(effects), session_id or "-", str(run)]
-    return _wait(args, env, spec, seed, run)
-
-
-def _wait(args: list[str], env: dict[str, str], spec: str, seed: int, run: int) -> _Run:
     rng = random.Random(seed * 7 + run)
     delay: float | None = None
     if not spec and (run == 0 or rng.random() < 0.35):
-        delay = rng.uniform(0.0, 0.6)
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    chunks: list[bytes] = []
-    spoke = threading.Event()  # the child printed something: it has started its work
-
-    def read() -> None:
-        stdout = proc.stdout
-        assert stdout is not None
-        for chunk in iter(lambda: os.read(stdout.fileno(), 65536), b""):
-            chunks.append(chunk)
-            spoke.set()
-        spoke.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    if delay is not None:  # the instant is counted from the child's first output
-        spoke.wait(_CHILD_TIMEOUT)
-    try:
-        proc.wait(timeout=delay if delay is not None else _CHILD_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=_CHILD_TIMEOUT)
-    reader.join(_CHILD_TIMEOUT)
-    assert proc.stderr is not None and proc.stdout is not None
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    proc.stdout.close()
+        delay = rng.uniform(0.0, 0.6)  # counted from the child's first output
+    out, code, err = run_killed(args, spec, delay, from_output=True)
     session_id, events, exited = None, [], False
-    for line in b"".join(chunks).splitlines():
+    for line in out.splitlines():
         try:
             record = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -232,7 +197,7 @@ def _wait(args: list[str], env: dict[str, str], spec: str, seed: int, run: int) 
             events.append(record["event"])
         elif record["kind"] == "exit":
             exited = True
-    return _Run(proc.returncode, exited, session_id, events, err)
+    return _Run(code, exited, session_id, events, err)
 
 
 @dataclass

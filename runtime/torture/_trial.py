@@ -87,26 +87,38 @@ def _plan(rng: random.Random) -> tuple[str, float | None]:
 
 
 def _run_child(root: Path, seed: int, spec: str, delay: float | None) -> tuple[bytes, int, str]:
+    args = ["-m", "runtime.torture._child", "--root", str(root), "--seed", str(seed)]
+    return run_killed(args, spec, delay)
+
+
+def run_killed(
+    args: list[str], spec: str, delay: float | None, *, from_output: bool = False
+) -> tuple[bytes, int, str]:
+    """Run ``python ARGS`` with the fault spec ``spec`` (if any) and SIGKILL it after
+    ``delay`` seconds (counted from its first output if ``from_output``), or let it end
+    within :data:`CHILD_TIMEOUT`; returns (stdout, exit status, stderr)."""
     env = dict(os.environ)
     env.pop(faults.ENV_VAR, None)
     if spec:
         env[faults.ENV_VAR] = spec
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runtime.torture._child", "--root", str(root), "--seed", str(seed)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        [sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     chunks: list[bytes] = []
+    spoke = threading.Event()
 
     def read() -> None:
         stdout = proc.stdout
         assert stdout is not None
         for chunk in iter(lambda: os.read(stdout.fileno(), 65536), b""):
             chunks.append(chunk)
+            spoke.set()
+        spoke.set()
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
+    if delay is not None and from_output:
+        spoke.wait(CHILD_TIMEOUT)
     try:
         proc.wait(timeout=delay if delay is not None else CHILD_TIMEOUT)
     except subprocess.TimeoutExpired:
