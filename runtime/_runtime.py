@@ -622,15 +622,7 @@ class Runtime:
             "disregard_after": disregard_after(events),
             "reason": "process_restart",
         }
-        event = log.publish(ev.STREAM_RESUMED, dict(resumed))
-        self._busy[session_id] = stream_id
-        try:
-            await self.store.save(session, events=[event], lease=lease, lease_mode="claim")
-        except BaseException:
-            self.broker.drop(stream_id)
-            if self._busy.get(session_id) == stream_id:
-                del self._busy[session_id]
-            raise
+        log.publish(ev.STREAM_RESUMED, dict(resumed))
         user_at = next(
             i
             for i in range(len(session.messages) - 1, -1, -1)
@@ -649,7 +641,18 @@ class Runtime:
             lease=lease,
             attempt=attempt,
         )
+        # The tool events the durable log lacks are published now, and saved with the
+        # claim: the turn's checkpoints start after them.
         turn._resume_from(plan, records)
+        self._busy[session_id] = stream_id
+        try:
+            events = log.events_between(first - 1, log.last_seq)
+            await self.store.save(session, events=events, lease=lease, lease_mode="claim")
+        except BaseException:
+            self.broker.drop(stream_id)
+            if self._busy.get(session_id) == stream_id:
+                del self._busy[session_id]
+            raise
         self._live[stream_id] = handle
         try:
             await tg.start(self._run, turn, handle)
