@@ -934,7 +934,8 @@ class Store(ABC):
 
         If the ledger already holds ``(session_id, stream_id, call_id)`` that record
         comes back unchanged (nothing is written): its ``state`` tells a resumed turn
-        that the call already started (``"started"``: outcome unknown) or finished.
+        that the call already started (``"started"``: outcome unknown) or finished, and
+        its ``attempt`` which attempt started it (a new record carries ``attempt``).
 
         :param arguments: the arguments as the turn got them: a JSON-ready ``dict`` or a
             ``str`` kept verbatim.
