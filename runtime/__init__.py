@@ -19,6 +19,7 @@ from ._exceptions import InvalidSessionId as InvalidSessionId
 from ._exceptions import LeaseLost as LeaseLost
 from ._exceptions import MetadataOnlyError as MetadataOnlyError
 from ._exceptions import MetadataOnlySaveError as MetadataOnlySaveError
+from ._exceptions import NothingToResume as NothingToResume
 from ._exceptions import SessionBusy as SessionBusy
 from ._exceptions import SessionNotFound as SessionNotFound
 from ._exceptions import StoreClosed as StoreClosed
@@ -28,12 +29,15 @@ from ._exceptions import StreamNotFound as StreamNotFound
 from ._exceptions import SubscriberLagged as SubscriberLagged
 from ._exceptions import ToolCallNotFound as ToolCallNotFound
 from ._exceptions import WriteConflict as WriteConflict
+from ._resume import OUTCOME_UNKNOWN as OUTCOME_UNKNOWN
+from ._resume import outcome_unknown as outcome_unknown
 from ._runner import Agent as Agent
 from ._runner import ToolCall as ToolCall
 from ._runner import Turn as Turn
 from ._runtime import Runtime as Runtime
 from ._session import Message as Message
 from ._session import Session as Session
+from ._tools import Tool as Tool
 from ._transcript import model_messages as model_messages
 from .stores.abc import RecoveryReport as RecoveryReport
 from .stores.abc import SessionPage as SessionPage
@@ -60,6 +64,8 @@ __all__ = [
     "Message",
     "MetadataOnlyError",
     "MetadataOnlySaveError",
+    "NothingToResume",
+    "OUTCOME_UNKNOWN",
     "Outcome",
     "RecoveryReport",
     "Runtime",
@@ -73,10 +79,12 @@ __all__ = [
     "StoreLocked",
     "StreamNotFound",
     "SubscriberLagged",
+    "Tool",
     "ToolCall",
     "ToolCallNotFound",
     "ToolCallRecord",
     "Turn",
     "WriteConflict",
     "model_messages",
+    "outcome_unknown",
 ]

@@ -86,6 +86,19 @@ class SessionBusy(Error):
         self.active_stream_id = active_stream_id
 
 
+class NothingToResume(Error):
+    """``Runtime.resume`` found no interrupted turn in the session: its last turn ended
+    (or was discarded, or a new one started), or was started by a runtime that kept no
+    resume record. Nothing was written.
+
+    :ivar session_id: the session.
+    """
+
+    def __init__(self, session_id: str, detail: str) -> None:
+        super().__init__(f"session {session_id!r} has no interrupted turn to resume: {detail}")
+        self.session_id = session_id
+
+
 class LeaseLost(Error):
     """A write of a running turn was fenced off: the session's lease is no longer held
     under the writer's token (it expired and another process claimed it, or a repair

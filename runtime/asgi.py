@@ -13,6 +13,9 @@ never imports this module. Routes (described at ``/openapi.json``)::
     POST   /api/sessions/{id}/turns             {"message", "metadata"?, "config"?} -> 202
                                                 {stream_id, …} (or the SSE events at once
                                                 with Accept: text/event-stream); 409 busy
+    POST   /api/sessions/{id}/resume            continue an interrupted turn -> 202
+                                                {stream_id, session_id}; 409 busy or
+                                                nothing_to_resume
     GET    /api/streams/{stream_id}/events      Server-Sent Events, resumable
     POST   /api/streams/{stream_id}/cancel      cancel a live turn
     POST   /api/chat, GET /api/chat/{id}[/stream], POST /api/chat/{id}/stop
@@ -180,6 +183,7 @@ def create_app(
         ),
         Route(sid + "/streams", api.guard(api.session_streams), methods=["GET"]),
         Route(sid + "/turns", api.guard(api.start_turn), methods=["POST"], name="start_turn"),
+        Route(sid + "/resume", api.guard(api.resume_turn), methods=["POST"], name="resume_turn"),
         Route(
             "/api/streams/{stream_id}/events",
             api.guard(sse, query_token=True),

@@ -113,6 +113,30 @@ _SCHEMAS: dict[str, Any] = {
             "live": {"type": "boolean"},
             "pending_user_message": {"type": ["string", "null"]},
             "pending_started_at": {"type": ["number", "null"]},
+            "interrupted": {
+                "description": "The last turn's process stopped: resumable with POST "
+                "/api/sessions/{session_id}/resume (null otherwise).",
+                "oneOf": [
+                    {"type": "null"},
+                    {
+                        "type": "object",
+                        "required": ["stream_id", "attempt", "attempts_left"],
+                        "properties": {
+                            "stream_id": {"type": "string"},
+                            "attempt": {"type": "integer", "minimum": 0},
+                            "attempts_left": {"type": "integer", "minimum": 0},
+                        },
+                    },
+                ],
+            },
+        },
+    },
+    "TurnResumed": {
+        "type": "object",
+        "required": ["stream_id", "session_id"],
+        "properties": {
+            "stream_id": {"type": "string", "description": "The SAME stream as before."},
+            "session_id": {"type": "string"},
         },
     },
     "NewSession": {
@@ -192,6 +216,7 @@ _SCHEMAS: dict[str, Any] = {
                 "type": "string",
                 "enum": [
                     "stream.started",
+                    "stream.resumed",
                     "token",
                     "reasoning",
                     "tool.started",
@@ -367,6 +392,26 @@ def _paths(auth: bool) -> dict[str, Any]:
                     "409": _error("Busy: a live stream owns the session (see active_stream_id)."),
                     "413": _error("Body larger than 1 MiB."),
                     "415": _error("Body not sent as Content-Type: application/json."),
+                },
+            },
+        },
+        "/api/sessions/{session_id}/resume": {
+            "parameters": [_SESSION_ID],
+            "post": {
+                "operationId": "resume_turn",
+                "summary": "Continue the session's interrupted turn (same stream, next attempt).",
+                "responses": {
+                    "202": _json(
+                        "Resumed; follow Location with Last-Event-ID to go on where you were.",
+                        {"$ref": "#/components/schemas/TurnResumed"},
+                    ),
+                    "400": _BAD_ID,
+                    "401": _UNAUTHORIZED,
+                    "404": _NO_SESSION,
+                    "409": _error(
+                        "session_busy: a live stream owns the session; nothing_to_resume: "
+                        "the last turn is not an interrupted one."
+                    ),
                 },
             },
         },
