@@ -24,8 +24,8 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from sse_helpers import REPO, ServerProcess, free_port
-from test_two_nodes import database, read_until, start_turn, wait_for
+from sse_helpers import REPO, ServerProcess
+from test_two_nodes import database, read_until, start_turn, started_nodes, wait_for
 
 from runtime.stores.postgres import PostgresStore
 
@@ -63,23 +63,7 @@ def effects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def nodes(tmp_path: Path, database: str, effects: Path) -> Iterator[list[ServerProcess]]:
-    started = [
-        ServerProcess(
-            database,  # type: ignore[arg-type]
-            free_port(),
-            tmp_path / f"node-{n}.log",
-            *NODE_OPTIONS,
-            agent=AGENT,
-        )
-        for n in "ab"
-    ]
-    for node in started:
-        node.start()
-    yield started
-    for node in started:
-        if node.proc is not None and node.proc.poll() is None:
-            node.proc.send_signal(signal.SIGCONT)
-        node.kill()
+    yield from started_nodes(tmp_path, database, *NODE_OPTIONS, agent=AGENT)
 
 
 def ran(effects: Path) -> list[str]:
