@@ -209,9 +209,11 @@ def tool_call_record_error(d: object) -> str | None:
     attempt = d.get("attempt", 0)
     if isinstance(attempt, bool) or not isinstance(attempt, int):
         return f"'attempt' is {attempt!r}, not an integer"
-    for key in ("started_at", "finished_at"):
-        value = d.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float | None):
+    for key, optional in (("started_at", False), ("finished_at", True)):
+        value = d.get(key, 0.0)
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
             return f"{key!r} is {value!r}, not a number"
     return None
 

@@ -225,7 +225,15 @@ async def test_a_store_without_a_ledger_names_the_class_and_the_flag() -> None:
 def test_record_round_trips_through_its_dict_and_refuses_bad_shapes() -> None:
     record = ToolCallRecord("s", "st", "c1", "grep", {"a": [1]}, "completed", {"n": 1}, None, 2)
     assert ToolCallRecord.from_dict(record.to_dict()) == record
-    for field, bad in (("state", "running"), ("attempt", "1"), ("arguments", 5), ("name", None)):
+    bad_fields = (
+        ("state", "running"),
+        ("attempt", "1"),
+        ("arguments", 5),
+        ("name", None),
+        ("started_at", None),
+        ("finished_at", "now"),
+    )
+    for field, bad in bad_fields:
         with pytest.raises(ValueError, match=f"'{field}' is {bad!r}"):
             ToolCallRecord.from_dict({**record.to_dict(), field: bad})
 
