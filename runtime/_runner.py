@@ -309,6 +309,7 @@ class Turn:
                     call.result = record.result
                     published = call.call_id in plan.durable_completed
                     call._complete(record.error, publish=not published)
+                    self._done_calls[call.call_id] = call
                 else:
                     self._pending[call.call_id] = call
         if plan.slot is not None:
@@ -322,11 +323,19 @@ class Turn:
         first run."""
         return list(self._pending.values())
 
+    def resumed_call(self, call_id: str) -> ToolCall | None:
+        """The call ``call_id`` if it was made before this turn was resumed (completed,
+        or pending until settled), else ``None``. A scripted agent that replays its
+        steps uses it to skip what it already said before such a call: that text is in
+        the transcript."""
+        return self._done_calls.get(call_id) or self._pending.get(call_id)
+
     def _settle_pending(self) -> None:
         """Answer the resumed calls the agent left with an "outcome unknown" result (a
         completed ledger record was applied when the turn resumed)."""
         pending, self._pending = self._pending, {}
         for call in pending.values():
+            self._done_calls[call.call_id] = call
             if not call.done:
                 call.replayed = True
                 record = self._ledger.get(call.call_id)
@@ -721,7 +730,11 @@ class Turn:
         """
         if call.done:
             return
-        self._pending.pop(call.call_id, None)
+        if self._pending.pop(call.call_id, None) is not None:
+            self._done_calls[call.call_id] = call
+        if not isinstance(call.arguments, dict):  # nothing can run: nothing to record
+            await call.fail(f"the arguments are not a JSON object: {call.arguments!r}")
+            return
         store = self._store
         ledger = store is not None and store.supports_tool_ledger
         record: ToolCallRecord | None = None
@@ -746,8 +759,6 @@ class Turn:
                 await self._settle_unknown(call, tool, record)
                 return
         try:
-            if not isinstance(call.arguments, dict):
-                raise TypeError(f"the arguments are not a JSON object: {call.arguments!r}")
             result = await tool(call.arguments)
         except Exception as exc:
             await self._record_outcome(call, None, exc, ledger)

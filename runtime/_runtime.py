@@ -628,6 +628,8 @@ class Runtime:
             await self.store.save(session, events=[event], lease=lease, lease_mode="claim")
         except BaseException:
             self.broker.drop(stream_id)
+            if self._busy.get(session_id) == stream_id:
+                del self._busy[session_id]
             raise
         user_at = next(
             i

@@ -675,7 +675,11 @@ class FileStore(Store):
                     last = e["seq"]
             return out
 
-        return await self._run(read)
+        # Under the session's save lock: a full save replaces the events file, then
+        # empties the journal; a read of the old file and the emptied journal (the save
+        # running in another thread between the two reads) would miss the journal's events.
+        async with self._session_lock(session_id):
+            return await self._run(read)
 
     # -- the tool ledger: <id>.ledger.jsonl (see _file_ledger) ------------------------
 

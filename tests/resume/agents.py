@@ -50,10 +50,10 @@ async def steps(turn: Turn) -> None:
         call = await turn.call_tool(SQUARE, {"step": i}, call_id=f"step-{i}")
         ran = not call.replayed
         results.append(call.result)
-    lines = [f"step {r['step']}: {r['square']}" for r in results]
-    for line in lines:
-        await turn.token(line + "\n")
-    await turn.reply(f"total: {sum(r['square'] for r in results)}")
+    known = [r for r in results if "square" in r]  # not "outcome unknown" results
+    for i, r in enumerate(results, 1):
+        await turn.token(f"step {i}: {r.get('square', r.get('status'))}\n")
+    await turn.reply(f"total: {sum(r['square'] for r in known)}")
 
 
 async def _charge(amount: int) -> dict[str, str]:

@@ -115,7 +115,12 @@ def free_port() -> int:
 
 
 def serve(
-    store: Path, agent: str, port: int, log: Path, environ: dict[str, str]
+    store: Path,
+    agent: str,
+    port: int,
+    log: Path,
+    environ: dict[str, str],
+    resume: str = "auto",
 ) -> subprocess.Popen[bytes]:
     """``runtime serve AGENT --resume auto`` (uvicorn) on 127.0.0.1:``port``, once it
     answers ``/openapi.json``; its output goes to ``log``."""
@@ -134,7 +139,7 @@ def serve(
         "--store",
         str(store),
         "--resume",
-        "auto",
+        resume,
         "--checkpoint-interval",
         "0.2",
         "--heartbeat",
