@@ -65,9 +65,7 @@ async def _no_agent(turn: object) -> None:
 
 
 async def _resume(args: argparse.Namespace, agent: Agent, log_hint: str | None) -> int:
-    async with Runtime(
-        open_store(args), agent, max_resume_attempts=args.max_resume_attempts
-    ) as rt:
+    async with Runtime(open_store(args), agent, max_resume_attempts=args.max_resume_attempts) as rt:
         session_id = await resolve_session(rt.store, args.session)
         if args.discard:
             discarded = await rt.discard(session_id)

@@ -14,10 +14,10 @@ gets wins, as in every store.
   line is a whole record, not a delta of the one before, so skipping one loses at
   most that change (a result: the call then reads ``started``, outcome unknown).
 * The file keeps the ledgers of the session's latest streams: once it holds
-  :data:`STREAMS_MAX` streams, the first record of another rewrites it with the
-  latest :data:`STREAMS_KEPT`, that one included (one rewrite, a temporary file, an
-  ``fsync`` and a rename, per ``STREAMS_MAX - STREAMS_KEPT + 1`` turns). A resumed turn
-  needs only its own stream's ledger, the latest.
+  ``2 * keep`` streams, the first record of another rewrites it with the latest
+  ``keep``, that one included (one rewrite, a temporary file, an ``fsync`` and a
+  rename, per ``keep + 1`` turns). A resumed turn needs only its own stream's ledger,
+  the latest.
 
 The functions here block; the store calls them on its I/O thread.
 """
@@ -33,14 +33,9 @@ import orjson
 from . import _fileio as fio
 from .abc import ToolCallRecord, tool_call_record_error
 
-__all__ = ["STREAMS_KEPT", "STREAMS_MAX", "Ledger", "encode_record", "read_ledger"]
+__all__ = ["Ledger", "encode_record", "read_ledger"]
 
 logger = logging.getLogger("runtime.stores.files")
-
-#: streams whose records a rewrite keeps (the latest, by their first record)
-STREAMS_KEPT = 4
-#: streams the file may hold before the first record of another rewrites it
-STREAMS_MAX = 8
 
 
 @dataclass(slots=True)
@@ -68,17 +63,18 @@ class Ledger:
             self.streams.append(record.stream_id)
         self.records[key] = record
 
-    def needs_rewrite(self, record: ToolCallRecord) -> bool:
-        """True if ``record`` must go in by a rewrite, not an append."""
+    def needs_rewrite(self, record: ToolCallRecord, keep: int) -> bool:
+        """True if ``record`` must go in by a rewrite, not an append (``keep``: the
+        streams a pruning rewrite keeps)."""
         return not self.clean or (
-            record.stream_id not in self.streams and len(self.streams) >= STREAMS_MAX
+            record.stream_id not in self.streams and len(self.streams) >= 2 * keep
         )
 
-    def rewritten(self, record: ToolCallRecord) -> Ledger:
-        """A clean copy with ``record`` folded in, holding the latest
-        :data:`STREAMS_KEPT` streams if it would exceed :data:`STREAMS_MAX`."""
+    def rewritten(self, record: ToolCallRecord, keep: int) -> Ledger:
+        """A clean copy with ``record`` folded in, holding only the latest ``keep``
+        streams if it would hold more than ``2 * keep``."""
         streams = [*self.streams, record.stream_id]
-        kept = set(streams[-STREAMS_KEPT:] if len(set(streams)) > STREAMS_MAX else streams)
+        kept = set(streams[-keep:] if len(set(streams)) > 2 * keep else streams)
         out = Ledger(exists=True)
         for r in (*self.records.values(), record):
             if r.stream_id in kept:

@@ -113,6 +113,9 @@ _TOOL_CALL_STATES = ("started", "completed", "failed")
 
 _STREAM_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
+#: ``(session_id, stream_id, call_id)``: a tool call's key in the ledger.
+CallKey = tuple[str, str, str]
+
 
 @dataclass(frozen=True, slots=True)
 class ToolCallRecord:
@@ -206,9 +209,11 @@ def tool_call_record_error(d: object) -> str | None:
     attempt = d.get("attempt", 0)
     if isinstance(attempt, bool) or not isinstance(attempt, int):
         return f"'attempt' is {attempt!r}, not an integer"
-    for key in ("started_at", "finished_at"):
-        value = d.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float | None):
+    for key, optional in (("started_at", False), ("finished_at", True)):
+        value = d.get(key, 0.0)
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
             return f"{key!r} is {value!r}, not a number"
     return None
 
@@ -934,7 +939,8 @@ class Store(ABC):
 
         If the ledger already holds ``(session_id, stream_id, call_id)`` that record
         comes back unchanged (nothing is written): its ``state`` tells a resumed turn
-        that the call already started (``"started"``: outcome unknown) or finished.
+        that the call already started (``"started"``: outcome unknown) or finished, and
+        its ``attempt`` which attempt started it (a new record carries ``attempt``).
 
         :param arguments: the arguments as the turn got them: a JSON-ready ``dict`` or a
             ``str`` kept verbatim.
@@ -994,7 +1000,7 @@ class Store(ABC):
         check_call_ids(stream_id, call_id)
         value = _tool_result(call_id, result, error)
         self._check_open()
-        return await self._finish_tool_call(session_id, stream_id, call_id, value, error, lease)
+        return await self._finish_tool_call((session_id, stream_id, call_id), value, error, lease)
 
     async def tool_calls(self, session_id: str, stream_id: str) -> list[ToolCallRecord]:
         """Every ledger record of a stream of this session, in the order the calls
@@ -1020,27 +1026,21 @@ class Store(ABC):
         return await self._ledger_change(key, lease, lambda stored: stored or record)
 
     async def _finish_tool_call(
-        self,
-        session_id: str,
-        stream_id: str,
-        call_id: str,
-        result: Any,
-        error: str | None,
-        lease: Lease | None,
+        self, key: CallKey, result: Any, error: str | None, lease: Lease | None
     ) -> ToolCallRecord:
         """Record a result unless the call has one (see :meth:`_start_tool_call`);
         :class:`ToolCallNotFound` without an intent."""
 
         def finish(stored: ToolCallRecord | None) -> ToolCallRecord:
             if stored is None:
-                raise tool_call_not_found(session_id, stream_id, call_id)
+                raise tool_call_not_found(*key)
             return finish_tool_call(stored, result, error)
 
-        return await self._ledger_change((session_id, stream_id, call_id), lease, finish)
+        return await self._ledger_change(key, lease, finish)
 
     async def _ledger_change(
         self,
-        key: tuple[str, str, str],
+        key: CallKey,
         lease: Lease | None,
         change: Callable[[ToolCallRecord | None], ToolCallRecord],
     ) -> ToolCallRecord:

@@ -147,6 +147,10 @@ class FileStore(Store):
         exceeds this many bytes and the snapshot's size (amortised O(1) per byte).
     :param redact_keys: metadata keys whose values never reach disk (see
         :class:`~runtime.stores.abc.Store`).
+    :param ledger_streams: tool ledgers kept per session: those of the latest
+        ``ledger_streams`` streams at least; once ``<id>.ledger.jsonl`` holds twice as
+        many, the first record of another stream rewrites it without the older ones
+        (a resumed turn needs only the latest stream's). At least 1.
     :param read_only: open without the lock, beside the process that owns the root
         (e.g. ``runtime serve``), to read sessions: nothing is created or written, every
         write raises :class:`StoreError`, and a stream is not assumed dead because this
@@ -167,8 +171,14 @@ class FileStore(Store):
         compact_bytes: int = 4 << 20,
         redact_keys: Iterable[str] | None = None,
         read_only: bool = False,
+        ledger_streams: int = 4,
     ) -> None:
         super().__init__(redact_keys=redact_keys)
+        if isinstance(ledger_streams, bool) or not isinstance(ledger_streams, int):
+            raise ValueError(f"invalid ledger_streams {ledger_streams!r}: must be an integer >= 1")
+        if ledger_streams < 1:
+            raise ValueError(f"invalid ledger_streams {ledger_streams!r}: must be an integer >= 1")
+        self.ledger_streams = ledger_streams
         self.read_only = read_only
         self.exclusive = not read_only
         self.root = Path(root) if root is not None else default_root()
@@ -699,10 +709,10 @@ class FileStore(Store):
         ledger = self._ledger_sync(sid)
         path = self._ledger(sid)
         try:
-            if ledger.needs_rewrite(record):
+            if ledger.needs_rewrite(record, self.ledger_streams):
                 # a torn tail or damaged line to drop, or streams to prune
                 self._fds.discard(_ledger_key(sid))
-                ledger = ledger.rewritten(record)
+                ledger = ledger.rewritten(record, self.ledger_streams)
                 fio.atomic_write(path, ledger.encode())
                 self._ledgers[sid] = ledger
             elif not ledger.exists:

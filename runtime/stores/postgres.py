@@ -49,6 +49,7 @@ from .._events import Event
 from .._exceptions import SessionBusy, SessionNotFound, StoreError, WriteConflict
 from .._session import META_FIELDS, Session
 from .abc import (
+    CallKey,
     HeldLease,
     Lease,
     RecoveryReport,
@@ -786,7 +787,7 @@ class PostgresStore(Store):
     # -- the tool ledger ---------------------------------------------------------------
 
     async def _ledger_write(
-        self, sql: str, key: tuple[str, str, str], args: tuple[Any, ...], lease: Lease | None
+        self, sql: str, key: CallKey, args: tuple[Any, ...], lease: Lease | None
     ) -> ToolCallRecord | None:
         """Run a ledger write (:data:`_START_TOOL_CALL`, :data:`_FINISH_TOOL_CALL`) and
         return the record it wrote, else the stored one (``None``: no record).
@@ -816,7 +817,7 @@ class PostgresStore(Store):
         found = written if written is not None else existing
         return None if found is None else _tool_call(sid, key[1], found)
 
-    async def _tool_call_row(self, key: tuple[str, str, str]) -> Any:
+    async def _tool_call_row(self, key: CallKey) -> Any:
         async def op() -> Any:
             async with self._conn() as con:
                 return await con.fetchrow(
@@ -840,15 +841,8 @@ class PostgresStore(Store):
         return found
 
     async def _finish_tool_call(
-        self,
-        session_id: str,
-        stream_id: str,
-        call_id: str,
-        result: Any,
-        error: str | None,
-        lease: Lease | None,
+        self, key: CallKey, result: Any, error: str | None, lease: Lease | None
     ) -> ToolCallRecord:
-        key = (session_id, stream_id, call_id)
         args = (
             "completed" if error is None else "failed",
             None if error is not None else orjson.dumps(result).decode(),
@@ -857,7 +851,7 @@ class PostgresStore(Store):
         )
         found = await self._ledger_write(_FINISH_TOOL_CALL, key, args, lease)
         if found is None:
-            raise tool_call_not_found(session_id, stream_id, call_id)
+            raise tool_call_not_found(*key)
         return found
 
     async def _tool_calls(self, session_id: str, stream_id: str) -> list[ToolCallRecord]:

@@ -8,6 +8,8 @@ then knows it cannot promise at-most-once tool calls) and stops there.
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -23,6 +25,7 @@ from ._store_checks import (
     _raises,
     _require,
     _session,
+    _Stores,
     _stores,
 )
 
@@ -63,6 +66,22 @@ async def _saved(store: Store, session_id: str = "ledgered") -> None:
     await store.save(_session(session_id=session_id, messages=_messages(2)))
 
 
+@asynccontextmanager
+async def _ledger_stores(
+    factory: StoreFactory, reopen: Reopen | None, *sessions: str
+) -> AsyncIterator[tuple[_Stores, Store] | None]:
+    """The check's stores and a fresh store holding ``sessions``, or ``None`` if the
+    store has no ledger (after requiring its ledger methods to refuse)."""
+    async with _stores(factory, reopen) as stores:
+        store = await stores.fresh()
+        if not await _ledger_store(store):
+            yield None
+            return
+        for session_id in sessions:
+            await _saved(store, session_id)
+        yield stores, store
+
+
 def _fields(record: ToolCallRecord) -> dict[str, Any]:
     """A record's fields without its timestamps (checked separately)."""
     d = record.to_dict()
@@ -85,11 +104,10 @@ async def check_tool_ledger_round_trip(
     Rule: ``Store.record_tool_call`` / ``record_tool_result`` / ``tool_calls``
     docstrings: intent and result are durable before the tool runs and when it ends.
     """
-    async with _stores(factory, reopen) as stores:
-        store = await stores.fresh()
-        if not await _ledger_store(store):
+    async with _ledger_stores(factory, reopen, "ledgered") as opened:
+        if opened is None:
             return
-        await _saved(store)
+        stores, store = opened
         started = await store.record_tool_call("ledgered", "s1", "z-last-id", "grep", _ARGS)
         _equal(
             _fields(started),
@@ -164,11 +182,10 @@ async def check_tool_ledger_first_record_wins(
     so a resumed turn learns that the call already started or finished and never
     runs it twice; the first result wins.
     """
-    async with _stores(factory, reopen) as stores:
-        store = await stores.fresh()
-        if not await _ledger_store(store):
+    async with _ledger_stores(factory, reopen, "ledgered") as opened:
+        if opened is None:
             return
-        await _saved(store)
+        stores, store = opened
         first = await store.record_tool_call("ledgered", "s1", "c1", "grep", _ARGS)
         again = await store.record_tool_call("ledgered", "s1", "c1", "rm", "{}", attempt=1)
         _equal(again, first, "a second intent of a started call")
@@ -221,11 +238,10 @@ async def check_tool_ledger_result_needs_intent(
     Rule: ``Store.record_tool_result`` docstring (a result belongs to a recorded
     intent) and DESIGN.md, "Persistence contract" (no file or row before real state).
     """
-    async with _stores(factory, reopen) as stores:
-        store = await stores.fresh()
-        if not await _ledger_store(store):
+    async with _ledger_stores(factory, reopen, "ledgered") as opened:
+        if opened is None:
             return
-        await _saved(store)
+        stores, store = opened
         await store.record_tool_call("ledgered", "s1", "known", "grep", {})
         for stream, call in (("s1", "unknown"), ("s2", "known")):
             with _raises(ToolCallNotFound, f"a result for {stream}/{call} without intent"):
@@ -260,11 +276,10 @@ async def check_tool_ledger_refuses_bad_input(
     Rule: CONVENTIONS (bad input: a clear error naming the value and the rule, nothing
     written); ``Store.record_tool_call`` docstring.
     """
-    async with _stores(factory, reopen) as stores:
-        store = await stores.fresh()
-        if not await _ledger_store(store):
+    async with _ledger_stores(factory, reopen, "ledgered") as opened:
+        if opened is None:
             return
-        await _saved(store)
+        stores, store = opened
         started = await store.record_tool_call("ledgered", "s1", "c1", "grep", _ARGS)
         bad_intents: list[tuple[type[Exception], str, tuple[Any, ...], dict[str, Any]]] = [
             (InvalidSessionId, "'bad/id'", ("bad/id", "s1", "c9", "grep", {}), {}),
@@ -309,10 +324,10 @@ async def check_tool_ledger_is_fenced(
     Rule: DESIGN.md, "Scale-out" (every write of a running turn carries its lease
     token; a zombie overwrites nothing) and ``Store.record_tool_call`` docstring.
     """
-    async with _stores(factory, reopen) as stores:
-        store = await stores.fresh()
-        if not await _ledger_store(store):
+    async with _ledger_stores(factory, reopen) as opened:
+        if opened is None:
             return
+        stores, store = opened
         session = _session(session_id="fenced", messages=_messages(2), active_stream_id="s1")
         a, b = _lease("node-a"), _lease("node-b")
         await store.save(session, touch_updated_at=False, lease=a, lease_mode="claim")
@@ -345,10 +360,10 @@ async def check_tool_ledger_deleted_with_session(
     Rule: ``Store.delete`` docstring (the session is gone, and ``recover()`` never brings
     it back) and DESIGN.md, "Persistence contract".
     """
-    async with _stores(factory, reopen) as stores:
-        store = await stores.fresh()
-        if not await _ledger_store(store):
+    async with _ledger_stores(factory, reopen) as opened:
+        if opened is None:
             return
+        stores, store = opened
         await _saved(store, "doomed")
         await _saved(store, "kept")
         for sid in ("doomed", "kept"):
@@ -388,11 +403,10 @@ async def check_tool_ledger_cancelled_write_is_whole(
     Rule: ``Store.record_tool_call`` docstring (the intent is durable, or absent) with
     anyio's cancellation semantics, as for ``Store.save``.
     """
-    async with _stores(factory, reopen) as stores:
-        store = await stores.fresh()
-        if not await _ledger_store(store):
+    async with _ledger_stores(factory, reopen, "ledgered") as opened:
+        if opened is None:
             return
-        await _saved(store)
+        stores, store = opened
         delays = [0.0, 0.0001, 0.0003, 0.001, 0.002, 0.004, 0.008, 0.02]
         seen: dict[str, dict[str, Any] | None] = {}
         for i, delay in enumerate(delays):

@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from runtime import MemoryStore, Store, ToolCallNotFound, ToolCallRecord
-from runtime.stores.abc import Lease, new_tool_call
+from runtime.stores.abc import CallKey, Lease, new_tool_call
 from runtime.testing import (
     STORE_CHECKS,
     StoreCheck,
@@ -64,39 +64,25 @@ class OverwritesIntents(MemoryStore):
 
 class LastResultWins(MemoryStore):
     async def _finish_tool_call(
-        self,
-        session_id: str,
-        stream_id: str,
-        call_id: str,
-        result: Any,
-        error: str | None,
-        lease: Lease | None,
+        self, key: CallKey, result: Any, error: str | None, lease: Lease | None
     ) -> ToolCallRecord:
-        stored = await self._ledger_get(session_id, stream_id, call_id)
+        stored = await self._ledger_get(*key)
         if stored is not None and stored.state != "started":
             from dataclasses import replace
 
             await self._ledger_put(replace(stored, state="started", result=None, error=None))
-        return await super()._finish_tool_call(session_id, stream_id, call_id, result, error, lease)
+        return await super()._finish_tool_call(key, result, error, lease)
 
 
 class ResultWithoutIntent(MemoryStore):
     """Records a result even when no intent was recorded (an intent made up)."""
 
     async def _finish_tool_call(
-        self,
-        session_id: str,
-        stream_id: str,
-        call_id: str,
-        result: Any,
-        error: str | None,
-        lease: Lease | None,
+        self, key: CallKey, result: Any, error: str | None, lease: Lease | None
     ) -> ToolCallRecord:
-        if session_id in self.sessions and not await self._ledger_get(
-            session_id, stream_id, call_id
-        ):
-            await self._ledger_put(new_tool_call(session_id, stream_id, call_id, "?", "", 0))
-        return await super()._finish_tool_call(session_id, stream_id, call_id, result, error, lease)
+        if key[0] in self.sessions and not await self._ledger_get(*key):
+            await self._ledger_put(new_tool_call(*key, "?", "", 0))
+        return await super()._finish_tool_call(key, result, error, lease)
 
 
 class LedgerForUnsavedSessions(MemoryStore):
@@ -239,7 +225,15 @@ async def test_a_store_without_a_ledger_names_the_class_and_the_flag() -> None:
 def test_record_round_trips_through_its_dict_and_refuses_bad_shapes() -> None:
     record = ToolCallRecord("s", "st", "c1", "grep", {"a": [1]}, "completed", {"n": 1}, None, 2)
     assert ToolCallRecord.from_dict(record.to_dict()) == record
-    for field, bad in (("state", "running"), ("attempt", "1"), ("arguments", 5), ("name", None)):
+    bad_fields = (
+        ("state", "running"),
+        ("attempt", "1"),
+        ("arguments", 5),
+        ("name", None),
+        ("started_at", None),
+        ("finished_at", "now"),
+    )
+    for field, bad in bad_fields:
         with pytest.raises(ValueError, match=f"'{field}' is {bad!r}"):
             ToolCallRecord.from_dict({**record.to_dict(), field: bad})
 
