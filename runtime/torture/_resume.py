@@ -47,7 +47,7 @@ from .._runtime import Runtime
 from .._tools import Tool
 from ..stores.files import FileStore
 from ._check import Violation
-from ._trial import KILL_STEPS, run_killed
+from ._trial import KILL_STEPS, Totals, run_killed
 
 __all__ = ["RESUME_CATEGORIES", "ResumeSummary", "run_resume_trials"]
 
@@ -213,17 +213,10 @@ class ResumeTrial:
 
 
 @dataclass
-class ResumeSummary:
+class ResumeSummary(Totals):
     """Totals over a ``--resume`` run."""
 
     results: list[ResumeTrial] = field(default_factory=list)
-
-    @property
-    def violations(self) -> list[Violation]:
-        return [v for r in self.results for v in r.violations]
-
-    def by_category(self) -> Counter[str]:
-        return Counter(v.category for v in self.violations)
 
     def outcomes(self) -> Counter[str]:
         return Counter(r.outcome for r in self.results)

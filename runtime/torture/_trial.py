@@ -60,21 +60,27 @@ class TrialResult:
     seconds: float
 
 
-@dataclass
-class Summary:
-    """Totals over a run."""
+class Totals:
+    """What every torture's summary counts: the violations of its ``results``."""
 
-    results: list[TrialResult] = field(default_factory=list)
+    results: list[Any]
 
     @property
     def violations(self) -> list[Violation]:
         return [v for r in self.results for v in r.violations]
 
-    def kills_by_phase(self) -> Counter[str]:
-        return Counter(r.phase for r in self.results)
-
     def by_category(self) -> Counter[str]:
         return Counter(v.category for v in self.violations)
+
+
+@dataclass
+class Summary(Totals):
+    """Totals over a run."""
+
+    results: list[TrialResult] = field(default_factory=list)
+
+    def kills_by_phase(self) -> Counter[str]:
+        return Counter(r.phase for r in self.results)
 
 
 def _plan(rng: random.Random) -> tuple[str, float | None]:
