@@ -32,6 +32,7 @@ WORKLOADS = {
     "W7": "w7_list",
     "W8": "w8_recover",
     "WPG": "wpg_postgres",
+    "WREDIS": "wredis",
 }
 
 

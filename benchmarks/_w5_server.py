@@ -10,7 +10,12 @@ bursts of ``--burst`` every ``--interval`` seconds. When the client creates
 then, the cyclic garbage collector's share of it, and how far the agent's bursts fell
 behind their schedule (a loop too busy to wake the agent on time).
 
-``python -m benchmarks._w5_server --events E --burst B --interval S [--gc-threshold N]``
+``python -m benchmarks._w5_server --events E --burst B --interval S [--gc-threshold N]
+[--event-log URL --event-log-prefix P --stop-file PATH]``
+
+With ``--event-log`` the runtime's broker is a ``RedisEventLog`` (WREDIS runs two of
+these servers: one runs the turn, the other only serves its stream from Redis, and stops
+when ``--stop-file`` exists).
 
 ``--gc-threshold N`` calls ``gc.set_threshold(N)`` before the first token (a tuning a
 deployment may choose; ``python -m benchmarks`` never passes it): the probe that shows
@@ -72,7 +77,16 @@ async def _serve(args: argparse.Namespace) -> None:
     _params.update(
         events=args.events, burst=args.burst, interval=args.interval, gc_threshold=args.gc_threshold
     )
-    rt = Runtime(MemoryStore(), _agent, max_events=max(100_000, 2 * args.events))
+    broker = None
+    if args.event_log:
+        from runtime.brokers.redis import RedisEventLog
+
+        broker = RedisEventLog(
+            args.event_log, prefix=args.event_log_prefix, max_events=max(100_000, 2 * args.events)
+        )
+    if args.stop_file:
+        _params["go"] = args.stop_file.removesuffix(".stop")
+    rt = Runtime(MemoryStore(), _agent, max_events=max(100_000, 2 * args.events), broker=broker)
     app = create_app(rt, api_token=None, heartbeat=15.0)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -113,6 +127,9 @@ def main() -> None:
     p.add_argument("--burst", type=int, required=True)
     p.add_argument("--interval", type=float, required=True)
     p.add_argument("--gc-threshold", type=int, default=None)
+    p.add_argument("--event-log", default=None)
+    p.add_argument("--event-log-prefix", default="runtime")
+    p.add_argument("--stop-file", default=None)
     anyio.run(_serve, p.parse_args())
 
 

@@ -14,6 +14,7 @@ from ._exceptions import AgentLoadError as AgentLoadError
 from ._exceptions import CorruptSession as CorruptSession
 from ._exceptions import EmptyOverwriteRefused as EmptyOverwriteRefused
 from ._exceptions import Error as Error
+from ._exceptions import EventLogUnavailable as EventLogUnavailable
 from ._exceptions import InvalidCursor as InvalidCursor
 from ._exceptions import InvalidSessionId as InvalidSessionId
 from ._exceptions import LeaseLost as LeaseLost
@@ -55,6 +56,7 @@ __all__ = [
     "EmptyOverwriteRefused",
     "Error",
     "Event",
+    "EventLogUnavailable",
     "EventType",
     "FileStore",
     "InvalidCursor",

@@ -22,6 +22,7 @@ keeps working for callers who do not know this library::
     ├── StoreClosed(Error, RuntimeError)           the store was used after ``aclose()``
     ├── InvalidCursor(Error, ValueError)           a pagination cursor cannot be decoded
     ├── SubscriberLagged(Error)                    a subscriber fell behind the retained window
+    ├── EventLogUnavailable(Error)                 the shared event log (Redis) cannot be reached
     └── AgentLoadError(Error, ValueError)          an ``AGENT`` spec cannot be resolved
 
 "You closed it" (:class:`StoreClosed`) and "an outside cause" (:class:`StoreError`)
@@ -35,6 +36,7 @@ __all__ = [
     "CorruptSession",
     "EmptyOverwriteRefused",
     "Error",
+    "EventLogUnavailable",
     "InvalidCursor",
     "InvalidSessionId",
     "LeaseLost",
@@ -171,6 +173,19 @@ class SubscriberLagged(Error):
         self.stream_id = stream_id
         self.wanted_seq = wanted_seq
         self.first_retained_seq = first_retained_seq
+
+
+class EventLogUnavailable(Error):
+    """The shared event log's server (Redis) cannot be reached: an outside cause. The
+    turn goes on and checkpoints to the store; follow the stream again once the server is
+    back (the events a checkpoint made durable come from the store).
+
+    :ivar stream_id: the stream, or ``None`` when the request concerned none.
+    """
+
+    def __init__(self, message: str, stream_id: str | None = None) -> None:
+        super().__init__(message)
+        self.stream_id = stream_id
 
 
 class AgentLoadError(Error, ValueError):

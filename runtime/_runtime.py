@@ -174,6 +174,7 @@ class Runtime:
         self.resume_backoff = interval_ok(resume_backoff, "resume_backoff")
         self._scheduled: set[str] = set()  # sessions an automatic resume waits for
         self._sweep_scope: anyio.CancelScope | None = None
+        self._listener: anyio.CancelScope | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -193,6 +194,7 @@ class Runtime:
                     logger.warning("store recovery: %s", self.recovery)
             self._background = anyio.CancelScope()  # needs a running event loop
             self._sweep_scope = anyio.CancelScope()
+            self._listener = anyio.CancelScope()
             tg = anyio.create_task_group()
             await tg.__aenter__()
         except BaseException:
@@ -203,7 +205,22 @@ class Runtime:
             tg.start_soon(self._prune_routes, self.route_table)
         if self.resume_policy == "auto":
             tg.start_soon(self._resume_sweep)
+        if self.broker.shared:
+            tg.start_soon(self._serve_cancel_requests)
         return self
+
+    async def _serve_cancel_requests(self) -> None:
+        """Cancel requests other processes send through the event log (``rt.cancel``
+        there, for a turn this process runs)."""
+
+        def cancel_local(stream_id: str) -> None:
+            handle = self._live.get(stream_id)
+            if handle is not None:
+                handle.cancel()
+
+        assert self._listener is not None
+        with self._listener:
+            await self.broker.serve_cancel_requests(self.node_id, cancel_local)
 
     async def _prune_routes(self, table: RouteTable) -> None:
         from .routing import prune_periodically
@@ -236,6 +253,8 @@ class Runtime:
                 self._background.cancel()
             if self._sweep_scope is not None:
                 self._sweep_scope.cancel()
+            if self._listener is not None:
+                self._listener.cancel()
             try:
                 return await tg.__aexit__(exc_type, exc, tb)
             except BaseExceptionGroup as group:
@@ -811,13 +830,47 @@ class Runtime:
         """Cancel a live turn; its partial output is kept once, marked ``_partial``, and
         one ``cancelled`` marker is added. Returns ``False`` if the stream is not live.
         Returns once the turn's final save is done, so a new turn may start at once.
+
+        A turn another process runs (its lease in the store names that process) is
+        cancelled through a shared event log (``broker.shared``): the request goes to
+        its owner, which ends it exactly as a local cancel; this call then waits until
+        the store shows the stream ended (at most ``final_save_timeout + lease_ttl``
+        seconds) and returns whether it did.
+
+        :raises StreamNotFound: if ``stream_id`` is not a stream id of this runtime.
+        :raises EventLogUnavailable: if the shared event log cannot be reached.
         """
         handle = self._live.get(stream_id)
         if handle is None:
-            return False
+            return await self._cancel_elsewhere(stream_id)
         handle.cancel()
         await handle.finished.wait()
         return True
+
+    async def _cancel_elsewhere(self, stream_id: str) -> bool:
+        session_id = session_of_stream(stream_id)
+        if not self.broker.shared or self.store.exclusive:
+            return False
+        lease = await self.store.lease_state(session_id)
+        if lease is None or lease.expires_in <= 0 or lease.owner == self.node_id:
+            return False
+        if not await self._is_active(session_id, stream_id):
+            return False
+        if not await self.broker.request_cancel(stream_id, lease.owner):
+            return False
+        with anyio.move_on_after(self.final_save_timeout + self.lease_ttl):
+            while True:  # the owner's final save clears the active stream
+                if not await self._is_active(session_id, stream_id):
+                    return True
+                await anyio.sleep(0.05)
+        return False
+
+    async def _is_active(self, session_id: str, stream_id: str) -> bool:
+        try:
+            meta = await self.store.load_metadata(session_id)
+        except SessionNotFound:
+            return False
+        return meta.active_stream_id == stream_id
 
     async def wait_stream(self, stream_id: str) -> None:
         """Wait until a live turn has ended (final save done); returns at once if the
@@ -839,7 +892,14 @@ class Runtime:
         :raises ValueError: if ``after_seq`` is not an integer >= 0.
         """
         session_of_stream(stream_id)
-        return Subscription(self.broker, self.store, stream_id, after_seq, self._repair_session)
+        return Subscription(
+            self.broker,
+            self.store,
+            stream_id,
+            after_seq,
+            self._repair_session,
+            liveness=min(2.0, self.lease_ttl / 3),
+        )
 
     def stream_session(self, stream_id: str) -> str:
         """The session id of a stream id.

@@ -14,14 +14,17 @@ clients (docs/benchmarks.md, W5).
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Self
 
+import anyio
+
 from . import _events as ev
 from ._events import Event
-from ._exceptions import StreamNotFound, SubscriberLagged
+from ._exceptions import SessionNotFound, StreamNotFound, SubscriberLagged
 from ._session import validate_session_id
 from .brokers.abc import Broker, StreamLog
 from .stores.abc import Store
@@ -75,6 +78,8 @@ class Subscription:
         stream_id: str,
         after_seq: int,
         on_dead_stream: Callable[[str], Awaitable[object]] | None = None,
+        *,
+        liveness: float = 2.0,
     ) -> None:
         if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0:
             raise ValueError(f"invalid after_seq {after_seq!r}: must be an integer >= 0")
@@ -83,6 +88,7 @@ class Subscription:
         self.stream_id = stream_id
         self.last_seq = after_seq
         self._on_dead_stream = on_dead_stream
+        self._liveness = liveness  # seconds without events before asking the store
         self._batch: list[Event] = []  # fetched, partly handed out by __anext__
         self._pos = 0
         self._log: StreamLog | None = None
@@ -150,7 +156,7 @@ class Subscription:
         while not self._done:
             if self._durable is None:
                 try:
-                    self._log = self._broker.get(self.stream_id)
+                    self._log = await self._broker.attach(self.stream_id)
                     self._durable = False
                 except StreamNotFound:
                     self._durable = True
@@ -162,9 +168,15 @@ class Subscription:
                 log = self._log
                 assert log is not None
                 try:
-                    batch = await log.read(self.last_seq)
-                except SubscriberLagged:
-                    batch = await self._fill_gap(log)
+                    if log.remote:
+                        remote = await self._read_remote(log)
+                        if remote is None:
+                            continue
+                        batch = remote
+                    else:
+                        batch = await log.read(self.last_seq)
+                except SubscriberLagged as exc:
+                    batch = await self._fill_gap(exc.first_retained_seq)
                 if not batch:  # ended and drained without stream.end: never hang
                     self._done = True
             if batch:
@@ -173,9 +185,27 @@ class Subscription:
                 return batch
         return []
 
-    async def _fill_gap(self, log: StreamLog) -> list[Event]:
-        """Events the live window dropped, from the store's durable log."""
-        first = log.first_retained_seq
+    async def _read_remote(self, log: StreamLog) -> list[Event] | None:
+        """Read a log another process appends to; ``None`` when nothing came for
+        ``liveness`` seconds (asked again), or when the store says the stream is over
+        (then the rest comes from the store: a process that died never ends its log,
+        and its ending is made up once its lease has expired)."""
+        with anyio.move_on_after(self._liveness):
+            return await log.read(self.last_seq)
+        session_id = session_of_stream(self.stream_id)
+        try:
+            if self._on_dead_stream is not None:
+                await self._on_dead_stream(session_id)  # repairs it once the lease expired
+            meta = await self._store.load_metadata(session_id)
+        except SessionNotFound:  # a store that does not hold the stream's session
+            return None  # cannot tell: the log is all there is
+        if meta.active_stream_id != self.stream_id:
+            self._durable = True
+        return None
+
+    async def _fill_gap(self, first: int) -> list[Event]:
+        """Events before ``first`` that the live log no longer (or never) held, from the
+        store's durable log."""
         session_id = session_of_stream(self.stream_id)
         durable = await self._store.load_events(session_id, self.stream_id, self.last_seq)
         expected = self.last_seq + 1
@@ -188,7 +218,10 @@ class Subscription:
             gap.append(event)
             expected = event.seq + 1
         if expected < first:
-            live = log.read_nowait(first - 1)
+            live: list[Event] = []
+            if self._log is not None:
+                with contextlib.suppress(SubscriberLagged):
+                    live = self._log.read_nowait(first - 1)
             if not (live and _declared(live[0], expected)):
                 raise SubscriberLagged(self.stream_id, expected, first)
             return gap + live  # the gap is the void a resume declared
@@ -205,7 +238,7 @@ class Subscription:
         if self._on_dead_stream is not None and events[-1].type != ev.STREAM_END:
             await self._on_dead_stream(session_id)
             try:
-                self._log = self._broker.get(self.stream_id)
+                self._log = self._broker.get(self.stream_id)  # resumed by this process
             except StreamNotFound:
                 pass
             else:

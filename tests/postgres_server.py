@@ -14,15 +14,20 @@ import pytest
 DSN_VAR = "RUNTIME_TEST_POSTGRES_DSN"
 
 
-def postgres_dsn() -> str:
-    """The DSN, or skip (fail under ``CI=true``) naming the variable."""
-    dsn = os.environ.get(DSN_VAR)
-    if not dsn:
-        reason = f"{DSN_VAR} is not set: no PostgreSQL server for this test"
+def server_from_env(var: str, what: str) -> str:
+    """The value of ``var``, or skip (fail under ``CI=true``) naming the variable."""
+    value = os.environ.get(var)
+    if not value:
+        reason = f"{var} is not set: no {what} server for this test"
         if os.environ.get("CI") == "true":
             pytest.fail(reason + " (CI=true: .ci/run must start one)")
         pytest.skip(reason)
-    return dsn
+    return value
+
+
+def postgres_dsn() -> str:
+    """The DSN, or skip (fail under ``CI=true``) naming the variable."""
+    return server_from_env(DSN_VAR, "PostgreSQL")
 
 
 def new_schema() -> str:

@@ -3,15 +3,20 @@ broker, and against broken brokers to show that each check catches its violation
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from runtime._events import Event
+from runtime.brokers.abc import StreamLog
 from runtime.brokers.memory import EventLog, MemoryBroker
 from runtime.testing import (
     EVENT_LOG_CHECKS,
     EventLogCheck,
+    check_attach_from_another_process,
     check_readers_wait_and_all_get_every_event,
     check_retention_and_drop,
+    check_subscribe_while_publishing,
     check_window_is_bounded,
     run_event_log_conformance,
 )
@@ -74,7 +79,49 @@ class NeverExpires(MemoryBroker):
         return log
 
 
+class JoinLosesOne(MemoryBroker):
+    """``attach`` hands out a log whose reads skip the first event of each batch of
+    more than one: what a subscribe-then-replay without de-duplication loses."""
+
+    async def attach(self, stream_id: str) -> StreamLog:
+        return _Skipping(self.get(stream_id))
+
+
+class _Skipping(StreamLog):
+    def __init__(self, inner: StreamLog) -> None:
+        self.inner = inner
+        self.stream_id, self.session_id = inner.stream_id, inner.session_id
+
+    closed = property(lambda self: self.inner.closed)  # type: ignore[assignment]
+    last_seq = property(lambda self: self.inner.last_seq)
+    first_retained_seq = property(lambda self: self.inner.first_retained_seq)
+
+    def publish(self, type: str, data: dict[str, Any]) -> Event:
+        return self.inner.publish(type, data)
+
+    def append(self, event: Event) -> None:
+        self.inner.append(event)
+
+    def read_nowait(self, after_seq: int) -> list[Event]:
+        return self.inner.read_nowait(after_seq)
+
+    async def read(self, after_seq: int) -> list[Event]:
+        batch = await self.inner.read(after_seq)
+        return batch[1:] if len(batch) > 1 else batch
+
+    def events_between(self, after_seq: int, up_to_seq: int) -> list[Event]:
+        return self.inner.events_between(after_seq, up_to_seq)
+
+
+class SaysSharedButIsNot(MemoryBroker):
+    """Claims other processes see its streams; a second broker finds none of them."""
+
+    shared = True
+
+
 BROKEN = [
+    (JoinLosesOne, check_subscribe_while_publishing),
+    (SaysSharedButIsNot, check_attach_from_another_process),
     (UnboundedBroker, check_window_is_bounded),
     (SharedBatchBroker, check_readers_wait_and_all_get_every_event),
     (NeverExpires, check_retention_and_drop),
@@ -87,3 +134,24 @@ async def test_check_catches_broken_broker(
 ) -> None:
     with pytest.raises(AssertionError):
         await check(broken)
+
+
+# -- RedisEventLog on a real server ---------------------------------------------------
+
+
+def _redis_factory() -> Any:
+    from redis_server import new_prefix, redis_url
+
+    from runtime.brokers.redis import RedisEventLog
+
+    url, prefix = redis_url(), new_prefix()
+
+    def factory(*, retention: float = 300.0, max_events: int = 100_000) -> RedisEventLog:
+        return RedisEventLog(url, prefix=prefix, retention=retention, max_events=max_events)
+
+    return factory
+
+
+@pytest.mark.parametrize("check", EVENT_LOG_CHECKS, ids=lambda c: c.__name__)
+async def test_redis_event_log(check: EventLogCheck) -> None:
+    await check(_redis_factory())

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from .._exceptions import (
     Error,
+    EventLogUnavailable,
     InvalidCursor,
     InvalidSessionId,
     NothingToResume,
@@ -94,6 +95,8 @@ def from_library_error(exc: Error) -> ApiError | None:
         return ApiError(
             410, "subscriber_lagged", str(exc), first_retained_seq=exc.first_retained_seq
         )
+    if isinstance(exc, EventLogUnavailable):
+        return ApiError(503, "event_log_unavailable", str(exc))
     if isinstance(exc, StoreClosed):
         return ApiError(503, "unavailable", f"the runtime is not running: {exc}")
     if isinstance(exc, StoreError):

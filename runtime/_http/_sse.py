@@ -27,7 +27,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from .._events import Event, encode_sse
-from .._exceptions import StreamNotFound, SubscriberLagged
+from .._exceptions import EventLogUnavailable, StreamNotFound, SubscriberLagged
 from .._runtime import Runtime
 from .._subscription import Subscription
 from ._errors import ApiError
@@ -130,10 +130,20 @@ def lagged_ending(resume_after_seq: int, detail: str) -> bytes:
     lagged`` with ``{"error": "subscriber_lagged", "resume_after_seq", "detail"}`` and
     no ``id:``, so the client's ``Last-Event-ID`` stays the last event it got and a
     reconnect resumes right after it."""
-    data = orjson.dumps(
-        {"error": "subscriber_lagged", "resume_after_seq": resume_after_seq, "detail": detail}
-    )
-    return b"event: lagged\ndata: " + data + b"\n\n"
+    return _ending(b"lagged", "subscriber_lagged", resume_after_seq, detail)
+
+
+def unavailable_ending(resume_after_seq: int, detail: str) -> bytes:
+    """The SSE message that ends a response when the shared event log (Redis) cannot be
+    reached: ``event: unavailable`` with ``{"error": "event_log_unavailable",
+    "resume_after_seq", "detail"}``, no ``id:``; a reconnect once it is back resumes
+    right after the last event the client got (the turn itself goes on)."""
+    return _ending(b"unavailable", "event_log_unavailable", resume_after_seq, detail)
+
+
+def _ending(event: bytes, error: str, resume_after_seq: int, detail: str) -> bytes:
+    data = orjson.dumps({"error": error, "resume_after_seq": resume_after_seq, "detail": detail})
+    return b"event: " + event + b"\ndata: " + data + b"\n\n"
 
 
 class _EventStream(EventSourceResponse):
@@ -315,3 +325,6 @@ class StreamEvents:
             # is replayed then, else it is answered 410.
             logger.warning("SSE subscriber of %s lagged: %s", stream_id, exc)
             yield lagged_ending(progress.sent_seq, str(exc))
+        except EventLogUnavailable as exc:
+            logger.warning("SSE subscriber of %s: %s", stream_id, exc)
+            yield unavailable_ending(progress.sent_seq, str(exc))

@@ -12,6 +12,7 @@ runner awaits :meth:`StreamLog.flush` once the stream has ended.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 from .._events import Event
@@ -26,6 +27,9 @@ class StreamLog(ABC):
     :ivar stream_id: the stream.
     :ivar session_id: its session.
     :ivar closed: True once ``stream.end`` was appended.
+    :ivar remote: True for a log another process appends to (see
+        :meth:`Broker.attach`): it may die without ever ending it, so a reader must not
+        wait on it forever; :meth:`publish` and :meth:`append` raise ``RuntimeError``.
     """
 
     __slots__ = ()
@@ -33,6 +37,7 @@ class StreamLog(ABC):
     stream_id: str
     session_id: str
     closed: bool
+    remote: bool = False
 
     @property
     @abstractmethod
@@ -91,7 +96,12 @@ class Broker(ABC):
     Finished streams stay readable for a retention period; afterwards
     :meth:`get` raises :class:`~runtime.StreamNotFound` and readers fall back to the
     store's durable events.
+
+    :ivar shared: True if other processes see this backend's logs (a server such as
+        Redis); then :meth:`attach` finds streams they run and cancel requests reach them.
     """
+
+    shared: bool = False
 
     @abstractmethod
     def open(self, stream_id: str, session_id: str, *, after_seq: int = 0) -> StreamLog:
@@ -110,6 +120,37 @@ class Broker(ABC):
 
         :raises StreamNotFound: if there is none (unknown, or its retention passed).
         """
+
+    async def attach(self, stream_id: str) -> StreamLog:
+        """The log of a stream to follow: the one :meth:`get` returns, or, on a shared
+        backend, a read-only view of a stream another process runs or ran (its
+        :attr:`StreamLog.remote` is true).
+
+        :raises StreamNotFound: if the backend holds no such stream.
+        :raises EventLogUnavailable: if a shared backend cannot be reached.
+        """
+        return self.get(stream_id)
+
+    async def request_cancel(self, stream_id: str, owner: str) -> bool:
+        """Ask the process ``owner`` (a ``node_id``) to cancel ``stream_id``; returns
+        whether the request reached a process listening as ``owner``. Always ``False``
+        for a backend no other process shares.
+
+        :raises EventLogUnavailable: if a shared backend cannot be reached.
+        """
+        return False
+
+    async def serve_cancel_requests(self, node_id: str, handler: Callable[[str], object]) -> None:
+        """Call ``handler(stream_id)`` for every cancel request sent to ``node_id``, until
+        cancelled; returns at once for a backend no other process shares. A lost
+        connection is retried in the background, never raised."""
+        return None
+
+    @property
+    def degraded(self) -> bool:
+        """True while the backend cannot be reached and events wait in a bounded
+        buffer (always ``False`` for a log in this process)."""
+        return False
 
     @abstractmethod
     def drop(self, stream_id: str) -> None:

@@ -136,6 +136,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "replayed from the store (default 300)",
     )
     p.add_argument(
+        "--event-log",
+        default=None,
+        metavar="URL",
+        help="redis://host:port/db: a Redis Streams event log shared by every node, so any "
+        "node streams, resumes and cancels any turn (needs the redis extra; default: in "
+        "memory, this process only)",
+    )
+    p.add_argument(
+        "--event-log-prefix",
+        default="runtime",
+        metavar="NAME",
+        help="first part of every Redis key of --event-log; nodes of one deployment share "
+        "it (default runtime)",
+    )
+    p.add_argument(
         "--heartbeat",
         type=_positive_seconds,
         default=15.0,
@@ -206,6 +221,7 @@ def _serve_command(args: argparse.Namespace) -> int:
             event_retention=args.event_retention,
             resume=args.resume,
             max_resume_attempts=args.max_resume_attempts,
+            broker=_event_log(args),
         )
         app = create_app(
             rt,
@@ -253,6 +269,25 @@ def _serve_command(args: argparse.Namespace) -> int:
     if not server.started:
         raise CLIError(_startup_failure(startup_errors, args))
     return 0
+
+
+def _event_log(args: argparse.Namespace) -> Any:
+    """The ``--event-log`` broker, or ``None`` for the in-memory default.
+
+    :raises CLIError: for a URL that is not redis://, or without the redis extra.
+    """
+    url = args.event_log
+    if url is None:
+        return None
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise CLIError(f"invalid --event-log {url!r}: must be a redis://host:port/db URL")
+    try:
+        from ..brokers.redis import RedisEventLog
+    except ImportError as exc:
+        raise CLIError(
+            "--event-log redis://… needs the redis extra: pip install 'runtime[redis]'"
+        ) from exc
+    return RedisEventLog(url, prefix=args.event_log_prefix, retention=args.event_retention)
 
 
 def _allowed_hosts(args: argparse.Namespace) -> list[str] | None:

@@ -76,11 +76,20 @@ from ._event_log_checks import EventLogCheck as EventLogCheck
 from ._event_log_checks import (
     check_append_refuses_gaps_and_bad_data as check_append_refuses_gaps_and_bad_data,
 )
+from ._event_log_checks import (
+    check_attach_from_another_process as check_attach_from_another_process,
+)
+from ._event_log_checks import (
+    check_cancel_request_reaches_owner as check_cancel_request_reaches_owner,
+)
 from ._event_log_checks import check_publish_and_read_in_order as check_publish_and_read_in_order
 from ._event_log_checks import (
     check_readers_wait_and_all_get_every_event as check_readers_wait_and_all_get_every_event,
 )
 from ._event_log_checks import check_retention_and_drop as check_retention_and_drop
+from ._event_log_checks import (
+    check_subscribe_while_publishing as check_subscribe_while_publishing,
+)
 from ._event_log_checks import check_window_is_bounded as check_window_is_bounded
 from ._event_log_checks import run_event_log_conformance as run_event_log_conformance
 from ._lease_checks import check_cancelled_save_is_old_or_new as check_cancelled_save_is_old_or_new
@@ -150,6 +159,9 @@ __all__ = [
     "check_readers_wait_and_all_get_every_event",
     "check_window_is_bounded",
     "check_retention_and_drop",
+    "check_subscribe_while_publishing",
+    "check_attach_from_another_process",
+    "check_cancel_request_reaches_owner",
     "check_lease_claim_renew_release",
     "check_expired_lease_can_be_taken_over",
     "check_concurrent_claims_one_wins",

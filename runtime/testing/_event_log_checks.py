@@ -4,10 +4,18 @@ must do (see :mod:`runtime.testing`).
 Each check is ``async def check_*(factory)`` where ``factory(retention=..., max_events=...)``
 returns a new broker (``retention`` in seconds, ``max_events`` the retained window per
 stream). The checks close what they open with ``aclose()``.
+
+For a backend several processes share (``Broker.shared``), each call of the factory
+stands for another process on the same server: brokers it makes must see each other's
+streams (the cross-process checks use two). Checks of behaviour only a shared backend
+has pass at once on one that is not, after checking that it says so (``attach`` is
+``get``, ``request_cancel`` is ``False``).
 """
 
 from __future__ import annotations
 
+import random
+import uuid
 from collections.abc import Awaitable, Iterable
 from typing import Protocol
 
@@ -189,6 +197,166 @@ async def check_retention_and_drop(factory: BrokerFactory) -> None:
         await broker.aclose()
 
 
+def _new_id() -> str:
+    """A stream id no other run of a check uses (a shared server outlives one run)."""
+    return uuid.uuid4().hex[:16] + ".sess"
+
+
+async def check_subscribe_while_publishing(factory: BrokerFactory) -> None:
+    """Readers join while events are being published, each from its own resume point
+    (some from 0, some from a position reached so far), through ``attach`` (on a shared
+    backend from another process's broker): each gets every event after its point
+    exactly once, in order, and ends with ``stream.end``; nothing published while it
+    joined is lost or repeated.
+
+    Rule: DESIGN.md, "Scale-out" (subscribe-then-replay with de-duplication, so nothing
+    published in between is lost).
+    """
+    owner = factory()
+    other = factory() if owner.shared else owner
+    rng = random.Random(7)
+    try:
+        stream_id = _new_id()
+        log = owner.open(stream_id, "sess")
+        total = 1500
+        got: dict[int, tuple[int, list[int]]] = {}
+
+        async def join(i: int, after: int) -> None:
+            follower = await other.attach(stream_id)
+            seen: list[int] = []
+            position = after
+            while batch := await follower.read(position):
+                seen += _seqs(batch)
+                position = batch[-1].seq
+            got[i] = (after, seen)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(total):
+                log.publish("token", {"text": f"t{n}"})
+                if n % 100 == 50:
+                    await log.flush()  # the other process can only see what was sent
+                    after = 0 if n % 200 == 50 else rng.randint(0, log.last_seq)
+                    tg.start_soon(join, n, after)
+                if n % 37 == 0:
+                    await anyio.lowlevel.checkpoint()
+            end = log.publish("stream.end", {"outcome": "done"})
+            await log.flush()
+        _require(len(got) == total // 100, f"readers that finished: {len(got)}")
+        for i, (after, seen) in sorted(got.items()):
+            _equal(seen, list(range(after + 1, end.seq + 1)), f"events of reader {i} from {after}")
+    finally:
+        await owner.aclose()
+        if other is not owner:
+            await other.aclose()
+
+
+async def check_attach_from_another_process(factory: BrokerFactory) -> None:
+    """On a shared backend, a second broker (another process) attaches to a stream the
+    first runs: it reads every sent event, cannot publish or append (only the owner
+    allocates ``seq``: ``RuntimeError``), and sees ``stream.end``, also when it resumed
+    at the newest event and waited there; an unknown stream is
+    :class:`~runtime.StreamNotFound`. On a backend that is not shared, ``attach`` is
+    ``get``.
+
+    Rule: DESIGN.md, "Scale-out" (only the lease owner allocates ``seq``; any node
+    streams any turn).
+    """
+    owner = factory()
+    try:
+        stream_id = _new_id()
+        log = owner.open(stream_id, "sess")
+        published = [log.publish("token", {"text": str(i)}) for i in range(5)]
+        if not owner.shared:
+            _require(await owner.attach(stream_id) is log, "attach() of a local stream is get()")
+            with _raises(StreamNotFound, "attach() of an unknown stream"):
+                await owner.attach(_new_id())
+            return
+        await log.flush()
+        other = factory()
+        try:
+            try:
+                view = await other.attach(stream_id)
+            except StreamNotFound as exc:
+                raise AssertionError(f"a second broker cannot attach to the stream: {exc}") from exc
+            _require(view.remote, "a stream another process runs is remote")
+            _equal(view.session_id, "sess", "the session of an attached stream")
+            _equal(await view.read(0), published, "events read from another process")
+            for attempt in ("publish", "append"):
+                with _raises(RuntimeError, f"{attempt}() on another process's stream"):
+                    if attempt == "publish":
+                        view.publish("token", {"text": "forged"})
+                    else:
+                        view.append(Event(6, stream_id, "sess", "token", {}, 0.0))
+            third = factory()  # a third process resumes at the head, before the end
+            at_head: list[Event] = []
+
+            async def resume_at_head() -> None:
+                at_head.extend(await (await third.attach(stream_id)).read(5))
+
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(resume_at_head)
+                    await anyio.sleep(0.1)  # let it wait at the head (either order passes)
+                    end = log.publish("stream.end", {"outcome": "done"})
+                    await log.flush()
+            finally:
+                await third.aclose()
+            _equal(_seqs(at_head), [end.seq], "a read at the head, from another process")
+            _equal(_seqs(await view.read(5)), [end.seq], "the end, read from another process")
+            _equal(await view.read(end.seq), [], "read() past stream.end")
+            with _raises(StreamNotFound, "attach() of an unknown stream"):
+                await other.attach(_new_id())
+        finally:
+            await other.aclose()
+    finally:
+        await owner.aclose()
+
+
+async def check_cancel_request_reaches_owner(factory: BrokerFactory) -> None:
+    """On a shared backend, ``request_cancel(stream_id, owner)`` from one broker reaches
+    ``serve_cancel_requests(owner, handler)`` of another and returns ``True``; a request
+    to a node nobody serves returns ``False``. A backend that is not shared returns
+    ``False`` and its ``serve_cancel_requests`` returns at once.
+
+    Rule: DESIGN.md, "Scale-out" (the event log carries cross-node cancel requests).
+    """
+    owner = factory()
+    try:
+        if not owner.shared:
+            _require(not await owner.request_cancel("x", "node"), "request_cancel() unshared")
+            with anyio.fail_after(5):
+                await owner.serve_cancel_requests("node", lambda s: None)
+            return
+        node = "node-" + uuid.uuid4().hex[:8]
+        other = factory()
+        received: list[str] = []
+        got = anyio.Event()
+
+        def handler(stream_id: str) -> None:
+            received.append(stream_id)
+            got.set()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(owner.serve_cancel_requests, node, handler)
+                with anyio.fail_after(10):
+                    while True:  # until the subscription is in place
+                        if await other.request_cancel("s-cancel", node):
+                            break
+                        await anyio.sleep(0.02)
+                    await got.wait()
+                tg.cancel_scope.cancel()
+            _equal(received[:1], ["s-cancel"], "cancel requests received")
+            _require(
+                not await other.request_cancel("s-cancel", node + "-nobody"),
+                "a request to a node nobody serves is not delivered",
+            )
+        finally:
+            await other.aclose()
+    finally:
+        await owner.aclose()
+
+
 #: Every event-log check, in a stable order; each is ``async (factory) -> None``.
 EVENT_LOG_CHECKS: tuple[EventLogCheck, ...] = (
     check_publish_and_read_in_order,
@@ -196,6 +364,9 @@ EVENT_LOG_CHECKS: tuple[EventLogCheck, ...] = (
     check_readers_wait_and_all_get_every_event,
     check_window_is_bounded,
     check_retention_and_drop,
+    check_subscribe_while_publishing,
+    check_attach_from_another_process,
+    check_cancel_request_reaches_owner,
 )
 
 

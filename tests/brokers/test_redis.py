@@ -1,0 +1,172 @@
+"""RedisEventLog under two runtimes ("nodes") in one process, on one real PostgreSQL
+schema (``RUNTIME_TEST_POSTGRES_DSN``) and one real Redis (``RUNTIME_TEST_REDIS_URL``,
+or a private ``redis-server`` this test starts and kills): a turn run by node A is
+followed and resumed on node B, cancelled from B, and survives Redis going away.
+Each test skips without its server, and fails under ``CI=true``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from postgres_server import dropped_after, new_schema, postgres_dsn
+from redis_server import new_prefix, private_redis, redis_url
+
+from runtime import EventLogUnavailable, Runtime, Turn
+from runtime.brokers.redis import RedisEventLog
+from runtime.stores.postgres import PostgresStore
+
+
+async def counting_agent(turn: Turn) -> None:
+    """``tokens=N delay=S``: stream N numbered tokens, S seconds apart, with a tool call
+    every tenth (so checkpoints persist the events while it runs)."""
+    spec = dict(w.split("=", 1) for w in turn.user_message.split() if "=" in w)
+    for i in range(1, int(spec.get("tokens", "5")) + 1):
+        await turn.token(f"w{i:03d} ")
+        if i % 10 == 0:
+            async with turn.tool("count", {"i": i}) as call:
+                call.result = {"i": i}
+        await anyio.sleep(float(spec.get("delay", "0")))
+    await turn.reply()
+
+
+@asynccontextmanager
+async def two_nodes(url: str, **broker: Any) -> AsyncIterator[tuple[Runtime, Runtime]]:
+    """Runtimes A and B: one PostgreSQL schema, one Redis prefix, short leases."""
+    dsn, schema, prefix = postgres_dsn(), new_schema(), new_prefix()
+    async with dropped_after(dsn, [schema]), AsyncExitStack() as stack:
+        nodes = []
+        for name in "ab":
+            rt = Runtime(
+                PostgresStore(dsn, schema=schema),
+                counting_agent,
+                broker=RedisEventLog(url, prefix=prefix, **broker),
+                node_id=f"node-{name}-{prefix}",
+                lease_ttl=1.5,
+                checkpoint_interval=0.1,
+                recover_on_start=False,
+            )
+            nodes.append(await stack.enter_async_context(rt))
+        yield nodes[0], nodes[1]
+
+
+async def collect(rt: Runtime, stream_id: str, after: int = 0, stop: int | None = None) -> list:
+    out = []
+    async for event in rt.events(stream_id, after):
+        out.append(event)
+        if stop is not None and event.seq >= stop:
+            break
+    return out
+
+
+async def test_b_follows_and_resumes_a_turn_run_by_a() -> None:
+    async with two_nodes(redis_url()) as (a, b):
+        session = await a.create_session()
+        stream_id = await a.start_turn(session.session_id, "tokens=120 delay=0.005")
+        first = await collect(b, stream_id, 0, stop=40)  # live, then dropped
+        assert [e.seq for e in first] == list(range(1, 41))
+        rest = await collect(b, stream_id, first[-1].seq)  # resumed like Last-Event-ID
+        seqs = [e.seq for e in first + rest]
+        assert seqs == list(range(1, seqs[-1] + 1))
+        assert rest[-1].type == "stream.end" and rest[-2].type == "done"
+        on_a = await collect(a, stream_id)
+        assert [e.to_dict() for e in on_a] == [e.to_dict() for e in first + rest]
+
+
+async def test_cancel_from_b_ends_the_turn_on_a_like_a_local_cancel() -> None:
+    async with two_nodes(redis_url()) as (a, b):
+        session = await a.create_session()
+        sid = session.session_id
+        stream_id = await a.start_turn(sid, "tokens=100000 delay=0.01")
+        await collect(b, stream_id, 0, stop=20)
+        status = await b.session_status(sid)
+        assert status["active_stream_id"] == stream_id and status["live"] is True
+        assert await b.cancel(stream_id) is True
+        assert not a.is_live(stream_id)
+        events = await collect(b, stream_id)
+        assert [e.type for e in events[-2:]] == ["cancelled", "stream.end"]
+        assert sum(e.type == "cancelled" for e in events) == 1
+        stored = (await b.get_session(sid)).messages
+        assert [m["role"] for m in stored if m["role"] == "user"] == ["user"]
+        assert sum(bool(m.get("_partial")) for m in stored) <= 1
+        kept = "".join(
+            m["content"] or "" for m in stored[1:] if m["role"] == "assistant" and not m.get("type")
+        )
+        assert kept == "".join(e.data["text"] for e in events if e.type == "token")  # once
+        assert [m.get("type") for m in stored].count("cancelled") == 1
+        assert stored[-1].get("type") == "cancelled"
+        assert await b.cancel(stream_id) is False  # over: nothing to cancel
+        again = await b.start_turn(sid, "tokens=2")  # free at once
+        assert (await collect(a, again))[-2].type == "done"
+
+
+async def test_redis_going_away_keeps_the_turn_and_the_store_fills_the_hole(
+    tmp_path: Path,
+) -> None:
+    with private_redis(tmp_path) as server:
+        async with two_nodes(server.url, buffer_events=20) as (a, b):
+            session = await a.create_session()
+            stream_id = await a.start_turn(session.session_id, "tokens=200 delay=0.01")
+            seen = await collect(b, stream_id, 0, stop=30)
+            server.stop()
+            with pytest.raises(EventLogUnavailable) as caught:
+                await collect(b, stream_id, seen[-1].seq)
+            assert "cannot be reached" in str(caught.value)
+            await a.wait_stream(stream_id)  # the turn ran to its end regardless
+            assert a.broker.degraded
+            stats: Callable[[], dict[str, Any]] = a.broker.statistics  # type: ignore[attr-defined]
+            assert stats()["dropped_events"] > 0  # the buffer kept its newest 20 only
+            server.start()  # empty: it kept nothing
+            with anyio.fail_after(20):
+                while a.broker.degraded or stats()["pending_events"]:
+                    await anyio.sleep(0.05)
+            rest = await collect(b, stream_id, seen[-1].seq)
+            seqs = [e.seq for e in seen + rest]
+            assert seqs == list(range(1, seqs[-1] + 1))
+            assert [e.type for e in rest[-2:]] == ["done", "stream.end"]
+            tokens = "".join(e.data["text"] for e in seen + rest if e.type == "token")
+            assert tokens == "".join(f"w{i:03d} " for i in range(1, 201))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"url": "http://127.0.0.1:6379"}, "url"),
+        ({"prefix": "two words"}, "prefix"),
+        ({"max_events": 0}, "max_events"),
+        ({"buffer_events": True}, "buffer_events"),
+        ({"retention": -1.0}, "retention"),
+        ({"live_ttl": 0}, "live_ttl"),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_parameter(kwargs: dict[str, Any], named: str) -> None:
+    url = kwargs.pop("url", "redis://127.0.0.1:1/0")
+    with pytest.raises(ValueError, match=f"invalid {named} "):
+        RedisEventLog(url, **kwargs)
+
+
+def test_serve_refuses_an_event_log_that_is_not_redis(tmp_path: Path) -> None:
+    """The CLI's one-line error, before anything is started or written."""
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "runtime", "serve", "tests/http/sse_agents.py:scripted"),
+            *("--store", str(tmp_path / "store"), "--event-log", "http://cache:6379"),
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "runtime: error: invalid --event-log 'http://cache:6379': must be a "
+        "redis://host:port/db URL"
+    )
+    assert not (tmp_path / "store").exists()
