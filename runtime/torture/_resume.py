@@ -27,12 +27,9 @@ import random
 import shutil
 import signal
 import sys
-import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +44,7 @@ from .._runtime import Runtime
 from .._tools import Tool
 from ..stores.files import FileStore
 from ._check import Violation
-from ._trial import KILL_STEPS, Totals, run_killed
+from ._trial import KILL_STEPS, Totals, run_chains, run_killed
 
 __all__ = ["RESUME_CATEGORIES", "ResumeSummary", "run_resume_trials"]
 
@@ -342,26 +339,8 @@ def run_resume_trials(
 
     :raises ValueError: for ``trials``, ``chain`` or ``jobs`` < 1.
     """
-    for name, value in (("trials", trials), ("chain", chain), ("jobs", jobs)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"invalid {name} {value!r}: must be an integer >= 1")
     summary = ResumeSummary()
-    lock = threading.Lock()
-
-    def collect(result: ResumeTrial) -> None:
-        with lock:
-            summary.results.append(result)
-        if report is not None:
-            report(result)
-
-    chains = [list(range(i, min(i + chain, trials))) for i in range(0, trials, chain)]
-    with (
-        tempfile.TemporaryDirectory(prefix="runtime-torture-resume-") as tmp,
-        ThreadPoolExecutor(max_workers=jobs) as pool,
-    ):
-        for f in [pool.submit(_chain, Path(tmp), c, seed, collect) for c in chains]:
-            f.result()
-    summary.results.sort(key=lambda r: r.trial)
+    run_chains(summary, _chain, trials, seed, chain, jobs, None, report, "runtime-torture-resume-")
     return summary
 
 

@@ -205,13 +205,34 @@ def run_trials(
         worker thread).
     :raises ValueError: for ``trials``, ``chain`` or ``jobs`` < 1.
     """
+    summary = Summary()
+    run_chains(summary, _chain, trials, seed, chain, jobs, workdir, report, "runtime-torture-")
+    return summary
+
+
+def run_chains(
+    summary: Totals,
+    run_chain: Callable[[Path, list[int], int, Callable[[Any], None]], None],
+    trials: int,
+    seed: int,
+    chain: int,
+    jobs: int,
+    workdir: Path | None,
+    report: Callable[[Any], None] | None,
+    prefix: str,
+) -> None:
+    """Split ``trials`` into chains of ``chain`` (one store root each), run them
+    ``jobs`` at a time with ``run_chain(base, trials, seed, collect)``, and collect the
+    results into ``summary`` sorted by trial.
+
+    :raises ValueError: for ``trials``, ``chain`` or ``jobs`` < 1.
+    """
     for name, value in (("trials", trials), ("chain", chain), ("jobs", jobs)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"invalid {name} {value!r}: must be an integer >= 1")
-    summary = Summary()
     lock = threading.Lock()
 
-    def collect(result: TrialResult) -> None:
+    def collect(result: Any) -> None:
         with lock:
             summary.results.append(result)
         if report is not None:
@@ -219,10 +240,9 @@ def run_trials(
 
     chains = [list(range(i, min(i + chain, trials))) for i in range(0, trials, chain)]
     with (
-        tempfile.TemporaryDirectory(prefix="runtime-torture-", dir=workdir) as tmp,
+        tempfile.TemporaryDirectory(prefix=prefix, dir=workdir) as tmp,
         ThreadPoolExecutor(max_workers=jobs) as pool,
     ):
-        for f in [pool.submit(_chain, Path(tmp), c, seed, collect) for c in chains]:
+        for f in [pool.submit(run_chain, Path(tmp), c, seed, collect) for c in chains]:
             f.result()
     summary.results.sort(key=lambda r: r.trial)
-    return summary
