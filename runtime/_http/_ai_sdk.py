@@ -307,7 +307,7 @@ class AiSdkChat:
         409 ``session_busy`` while the chat has a live turn."""
         body = await read_json_object(request, allowed=_BODY_FIELDS, empty_ok=False)
         trigger = body.get("trigger", "submit-message")
-        if trigger not in _TRIGGERS:
+        if not isinstance(trigger, str) or trigger not in _TRIGGERS:  # a dict is unhashable
             raise ApiError(
                 400,
                 "invalid_body",
