@@ -19,6 +19,15 @@ Environment:
 * ``RESEARCH_STEP_DELAY`` -- seconds (a float >= 0, default 0) awaited between two tool calls,
   so that a turn lasts long enough to be checkpointed, cancelled or killed mid-way (the crash
   test uses it). Anything else is refused with a :class:`ValueError` naming the variable.
+* ``RESEARCH_TOOL_LOG`` -- a file each tool execution appends its call id to (one line,
+  ``O_APPEND`` and ``fsync``): an audit of what really ran (the resume tests count it).
+
+Resume: every step is a :class:`runtime.Tool` run by ``turn.call_tool`` under a call id
+derived from the step (``"3-search"``), the same on every attempt. A resumed turn
+(``runtime resume``, or ``Runtime(resume="auto")`` after a crash) runs the plan again, but
+each step whose result the tool ledger holds returns it without running, and without the
+pause; the report is then the same as an uninterrupted run's. The tools only read the
+corpus, so they are declared idempotent: a step killed mid-way is run again.
 
 Run it::
 
@@ -36,10 +45,12 @@ import sys
 import sysconfig
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
 import anyio.to_thread
+
+from runtime import Tool
 
 # The tools live beside this file. ``python examples/research_agent.py`` and ``runtime run`` put
 # this directory on sys.path; other loaders (importlib by path, ``examples.research_agent``) not.
@@ -285,14 +296,27 @@ def compose_report(
 # --------------------------------------------------------------------------- the agent
 
 
+def _log_execution(path: str, call_id: str) -> None:
+    """Append ``call_id`` to the audit file, durably (blocking)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, call_id.encode() + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class _Steps:
-    """Runs tools as reported tool calls, pausing ``delay`` seconds between two of them."""
+    """Runs tools as reported tool calls through the tool ledger, pausing ``delay`` seconds
+    between two that really run."""
 
     def __init__(self, turn: Turn, corpus: Corpus, delay: float) -> None:
         self.turn = turn
         self.corpus = corpus
         self.delay = delay
         self.calls = 0
+        self.ran = False  # the previous step ran (was not replayed from the ledger)
+        self.log = os.environ.get("RESEARCH_TOOL_LOG", "")
 
     async def run(
         self,
@@ -303,16 +327,28 @@ class _Steps:
         blocking: bool,
         reads: tuple[str, ...] = (),
     ) -> Json:
-        """Run ``fn`` as a reported tool call, after reading the files ``reads`` through
-        aiofiles; ``blocking`` work runs in a worker thread."""
-        if self.calls and self.delay:
+        """Run ``fn`` as a reported tool call with the id ``"<n>-<name>"``, after reading
+        the files ``reads`` through aiofiles; ``blocking`` work runs in a worker thread."""
+        if self.ran and self.delay:
             await anyio.sleep(self.delay)
         self.calls += 1
-        async with self.turn.tool(name, args) as call:
+        call_id = f"{self.calls}-{name}"
+
+        async def execute(**_: Any) -> Json:
             await read_files(self.corpus, reads)
-            call.result = await anyio.to_thread.run_sync(fn) if blocking else fn()
+            value = await anyio.to_thread.run_sync(fn) if blocking else fn()
+            if self.log:
+                await anyio.to_thread.run_sync(_log_execution, self.log, call_id)
+            return value
+
+        call = await self.turn.call_tool(
+            Tool(execute, name=name, idempotent=True), args, call_id=call_id
+        )
+        self.ran = not call.replayed
         if call.exception is not None:  # the tool message holds the error; end the turn
             raise call.exception
+        if call.error is not None:  # failed before the turn was resumed
+            raise RuntimeError(f"tool call {call_id} failed: {call.error}")
         result: Json = call.result
         return result
 

@@ -20,6 +20,7 @@ from ._exceptions import InvalidSessionId as InvalidSessionId
 from ._exceptions import LeaseLost as LeaseLost
 from ._exceptions import MetadataOnlyError as MetadataOnlyError
 from ._exceptions import MetadataOnlySaveError as MetadataOnlySaveError
+from ._exceptions import NothingToResume as NothingToResume
 from ._exceptions import SessionBusy as SessionBusy
 from ._exceptions import SessionNotFound as SessionNotFound
 from ._exceptions import StoreClosed as StoreClosed
@@ -27,18 +28,23 @@ from ._exceptions import StoreError as StoreError
 from ._exceptions import StoreLocked as StoreLocked
 from ._exceptions import StreamNotFound as StreamNotFound
 from ._exceptions import SubscriberLagged as SubscriberLagged
+from ._exceptions import ToolCallNotFound as ToolCallNotFound
 from ._exceptions import WriteConflict as WriteConflict
+from ._resume import OUTCOME_UNKNOWN as OUTCOME_UNKNOWN
+from ._resume import outcome_unknown as outcome_unknown
 from ._runner import Agent as Agent
 from ._runner import ToolCall as ToolCall
 from ._runner import Turn as Turn
 from ._runtime import Runtime as Runtime
 from ._session import Message as Message
 from ._session import Session as Session
+from ._tools import Tool as Tool
 from ._transcript import model_messages as model_messages
 from .stores.abc import RecoveryReport as RecoveryReport
 from .stores.abc import SaveDelta as SaveDelta
 from .stores.abc import SessionPage as SessionPage
 from .stores.abc import Store as Store
+from .stores.abc import ToolCallRecord as ToolCallRecord
 from .stores.files import FileStore as FileStore
 from .stores.memory import MemoryStore as MemoryStore
 
@@ -61,6 +67,8 @@ __all__ = [
     "Message",
     "MetadataOnlyError",
     "MetadataOnlySaveError",
+    "NothingToResume",
+    "OUTCOME_UNKNOWN",
     "Outcome",
     "RecoveryReport",
     "Runtime",
@@ -75,8 +83,12 @@ __all__ = [
     "StoreLocked",
     "StreamNotFound",
     "SubscriberLagged",
+    "Tool",
     "ToolCall",
+    "ToolCallNotFound",
+    "ToolCallRecord",
     "Turn",
     "WriteConflict",
     "model_messages",
+    "outcome_unknown",
 ]

@@ -21,6 +21,7 @@ __all__ = [
     "MessageData",
     "Outcome",
     "StreamEndData",
+    "StreamResumedData",
     "StreamStartedData",
     "TextData",
     "TitleData",
@@ -35,6 +36,7 @@ class EventType(StrEnum):
     """The type of an event (``Event.type``); each member is equal to its string."""
 
     STREAM_STARTED = "stream.started"
+    STREAM_RESUMED = "stream.resumed"
     TOKEN = "token"
     REASONING = "reasoning"
     TOOL_STARTED = "tool.started"
@@ -53,6 +55,7 @@ class EventType(StrEnum):
 Outcome = Literal["done", "error", "cancelled", "lease_lost"]
 
 STREAM_STARTED: Final = EventType.STREAM_STARTED
+STREAM_RESUMED: Final = EventType.STREAM_RESUMED
 TOKEN: Final = EventType.TOKEN
 REASONING: Final = EventType.REASONING
 TOOL_STARTED: Final = EventType.TOOL_STARTED
@@ -80,6 +83,30 @@ class StreamStartedData(TypedDict):
 
     user_message: str
     pending_started_at: float
+
+
+class StreamResumedData(TypedDict):
+    """``stream.resumed``: the turn continues after its process stopped, as attempt
+    ``attempt`` (1 for the first resume) of the SAME stream.
+
+    Every event with ``disregard_after < seq < `` *this event's seq* is superseded:
+
+    * ``last_durable_seq`` is the last event the store held when the turn resumed. The
+      seqs after it, up to this event's, were never durable (published by the process
+      that died, or never used, or used by a made-up ``interrupted`` ending a reader
+      may have been shown): they are void and never sent again, so ``seq`` jumps here.
+    * ``disregard_after <= last_durable_seq``: the durable events after it are the
+      tokens (and reasoning, usage, checkpoints) of the assistant text that was still
+      streaming; that draft is dropped from the transcript and streamed again, so a
+      client must remove the text it showed from those events.
+
+    ``reason`` is ``"process_restart"`` (resumed by ``resume="auto"`` or by hand).
+    """
+
+    attempt: int
+    last_durable_seq: int
+    disregard_after: int
+    reason: str
 
 
 class TextData(TypedDict):
@@ -147,12 +174,14 @@ class UsageData(TypedDict, total=False):
 
 class ErrorData(TypedDict, total=False):
     """``error``: ``type`` is ``agent_error`` (the agent raised; ``error_type`` names the
-    exception class), ``save_failed``, ``save_timeout`` or ``interrupted`` (the process
-    running the stream died)."""
+    exception class), ``save_failed``, ``save_timeout``, ``lease_lost``, ``interrupted``
+    (the process running the stream died) or ``resume_exhausted`` (it died again after
+    ``attempts`` resumes; everything it produced is kept)."""
 
     type: str
     error_type: str
     message: str
+    attempts: int
 
 
 class CancelledData(TypedDict):

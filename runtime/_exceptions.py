@@ -8,6 +8,7 @@ keeps working for callers who do not know this library::
     ├── InvalidSessionId(Error, ValueError)        a session id breaks [A-Za-z0-9_-]{1,64}
     ├── SessionNotFound(Error, LookupError)        no session has that id
     ├── StreamNotFound(Error, LookupError)         no stream has that id (live or retained)
+    ├── ToolCallNotFound(Error, LookupError)       no tool call with that id is in the ledger
     ├── SessionBusy(Error)                         a live stream already owns the session
     ├── LeaseLost(Error)                           another process took the session's lease
     ├── MetadataOnlyError(Error, RuntimeError)     messages of a metadata-only session were read
@@ -48,6 +49,7 @@ __all__ = [
     "StoreLocked",
     "StreamNotFound",
     "SubscriberLagged",
+    "ToolCallNotFound",
     "WriteConflict",
 ]
 
@@ -68,6 +70,11 @@ class StreamNotFound(Error, LookupError):
     """No live or retained stream has the given id."""
 
 
+class ToolCallNotFound(Error, LookupError):
+    """The tool ledger holds no intent for the tool call a result was recorded for
+    (``Store.record_tool_result`` before ``Store.record_tool_call``); nothing was written."""
+
+
 class SessionBusy(Error):
     """A live stream already owns the session; wait for it or cancel it.
 
@@ -79,6 +86,19 @@ class SessionBusy(Error):
         super().__init__(f"session {session_id!r} is busy with live stream {active_stream_id!r}")
         self.session_id = session_id
         self.active_stream_id = active_stream_id
+
+
+class NothingToResume(Error):
+    """``Runtime.resume`` found no interrupted turn in the session: its last turn ended
+    (or was discarded, or a new one started), or was started by a runtime that kept no
+    resume record. Nothing was written.
+
+    :ivar session_id: the session.
+    """
+
+    def __init__(self, session_id: str, detail: str) -> None:
+        super().__init__(f"session {session_id!r} has no interrupted turn to resume: {detail}")
+        self.session_id = session_id
 
 
 class LeaseLost(Error):

@@ -25,10 +25,20 @@ from . import _events as ev
 from ._events import Event
 from ._exceptions import LeaseLost, WriteConflict
 from ._json import check_json_ready
+from ._resume import (
+    RESUME_KEY,
+    SEQ_SLACK,
+    SEQ_WINDOW,
+    ResumePlan,
+    outcome_unknown,
+    record_of,
+    with_record,
+)
 from ._session import Message, Session, validate_title
+from ._tools import LedgerTool, call_maybe_async
 from ._transcript import model_messages as to_model_messages
 from .brokers.abc import StreamLog
-from .stores.abc import Lease, SaveDelta, Store
+from .stores.abc import Lease, SaveDelta, Store, ToolCallRecord
 
 __all__ = ["Agent", "ToolCall", "Turn", "TurnHandle", "run_turn"]
 
@@ -66,6 +76,9 @@ class ToolCall:
     :ivar summary: optional, one short line for people (``"12 modules use TaskGroup"``):
         it goes out in ``tool.completed`` and terminals show it instead of the result's
         key figures; the model still gets the whole result.
+    :ivar replayed: True if the result was not produced now: it came from before the
+        turn was resumed (the transcript or the tool ledger), from the tool's
+        ``reconcile`` hook, or is an "outcome unknown" result.
     """
 
     __slots__ = (
@@ -78,6 +91,7 @@ class ToolCall:
         "error",
         "exception",
         "name",
+        "replayed",
         "result",
         "summary",
     )
@@ -96,6 +110,7 @@ class ToolCall:
         self._group: _ToolGroup | None = None
         self._started = time.monotonic()
         self._done = False
+        self.replayed = False
 
     @property
     def done(self) -> bool:
@@ -120,7 +135,7 @@ class ToolCall:
         self._complete(error)
         await self._turn._yield_now_and_then()
 
-    def _complete(self, error: BaseException | str | None) -> None:
+    def _complete(self, error: BaseException | str | None, *, publish: bool = True) -> None:
         if self._done:
             raise RuntimeError(f"tool call {self.call_id!r} ({self.name}) has already completed")
         self._done = True
@@ -132,7 +147,7 @@ class ToolCall:
             self.error = str(error)
         if self.error is not None:
             self.error = _json_text(self.error)
-        self._turn._tool_completed(self, time.monotonic() - self._started)
+        self._turn._tool_completed(self, time.monotonic() - self._started, publish=publish)
 
     def __repr__(self) -> str:
         state = "failed" if self.error is not None else "done" if self._done else "running"
@@ -208,6 +223,11 @@ class Turn:
         if none), e.g. what a front end sent along with the message.
     :ivar config: per-turn settings the caller passed to ``start_turn`` (``{}`` if
         none), e.g. a model name.
+    :ivar resumed: the resume attempt this run of the turn is: 0 on a first run, 1 after
+        the first resume (``rt.resume``), and so on. A resumed turn continues from its
+        durable history: :meth:`model_messages` holds the tool calls that completed
+        (their results from the checkpoint or the tool ledger), not the unfinished text,
+        and :attr:`pending_tool_calls` the calls to settle before calling a model again.
     """
 
     def __init__(
@@ -219,6 +239,9 @@ class Turn:
         *,
         metadata: dict[str, Any] | None = None,
         config: dict[str, Any] | None = None,
+        store: Store | None = None,
+        lease: Lease | None = None,
+        attempt: int = 0,
     ) -> None:
         self.session_id = session.session_id
         self.metadata: dict[str, Any] = dict(metadata or {})
@@ -237,6 +260,87 @@ class Turn:
         self._since_yield = 0
         self._activity = 0
         self._closed = False
+        self.resumed = attempt
+        self._store = store
+        self._lease = lease
+        self._ledger: dict[str, ToolCallRecord] = {}  # records known when resumed
+        self._pending: dict[str, ToolCall] = {}  # resumed calls not settled yet
+        self._done_calls: dict[str, ToolCall] = {}  # completed before the resume
+        self._slot: Message | None = None  # the dropped draft's place, until reused
+        record = record_of(session, self.stream_id)
+        self._reserved: float = record["seq_reserved"] if record is not None else math.inf
+        self._reserve_at: float = self._reserved - SEQ_SLACK
+        self._reserve_hook: Callable[[], Awaitable[None]] | None = None
+        self._save_lock = anyio.Lock()  # checkpoints one at a time
+
+    # -- resume ---------------------------------------------------------------------
+
+    def _resume_from(self, plan: ResumePlan, records: list[ToolCallRecord]) -> None:
+        """Take over an interrupted turn's state (see ``_resume.prepare_resume``): its
+        completed calls, its open group and the place of its dropped draft. Publishes
+        the tool events the durable log lacks."""
+        self._ledger = {r.call_id: r for r in records}
+        for call_id, (result, error) in plan.results.items():
+            call = ToolCall(self, "", {}, call_id)
+            call.result, call.error, call._done, call.replayed = result, error, True, True
+            self._done_calls[call_id] = call
+            self._call_ids.add(call_id)
+        for call_id, name, args, result, error, finished in plan.republish:
+            started = {"call_id": call_id, "name": name, "arguments": args}
+            self._log.publish(ev.TOOL_STARTED, started)
+            if finished and call_id in self._done_calls:
+                self._done_calls[call_id].name = name
+                completed = {"call_id": call_id, "name": name, "result": result}
+                self._log.publish(
+                    ev.TOOL_COMPLETED, completed | {"error": error, "duration_s": 0.0}
+                )
+        if plan.pending is not None:
+            group = self._group = _ToolGroup(plan.pending)
+            for spec in plan.pending["tool_calls"]:
+                function = spec.get("function", {})
+                call = ToolCall(self, function.get("name", ""), {}, spec["id"])
+                call.arguments = _call_arguments(call.name, function.get("arguments"))[0]
+                call._group = group
+                group.calls.append(call)
+                self._call_ids.add(call.call_id)
+                record = self._ledger.get(call.call_id)
+                if record is not None and record.state != "started":
+                    call.replayed = True
+                    call.result = record.result
+                    published = call.call_id in plan.durable_completed
+                    call._complete(record.error, publish=not published)
+                    self._done_calls[call.call_id] = call
+                else:
+                    self._pending[call.call_id] = call
+        if plan.slot is not None:
+            self._slot = self._partial = plan.slot
+
+    @property
+    def pending_tool_calls(self) -> list[ToolCall]:
+        """The calls a resumed turn found started and unanswered, in call order: settle
+        each with :meth:`run_tool` (the ledger decides whether it runs), or leave them:
+        the turn's next emission gives each an "outcome unknown" result. Empty on a
+        first run."""
+        return list(self._pending.values())
+
+    def resumed_call(self, call_id: str) -> ToolCall | None:
+        """The call ``call_id`` if it was made before this turn was resumed (completed,
+        or pending until settled), else ``None``. A scripted agent that replays its
+        steps uses it to skip what it already said before such a call: that text is in
+        the transcript."""
+        return self._done_calls.get(call_id) or self._pending.get(call_id)
+
+    def _settle_pending(self) -> None:
+        """Answer the resumed calls the agent left with an "outcome unknown" result (a
+        completed ledger record was applied when the turn resumed)."""
+        pending, self._pending = self._pending, {}
+        for call in pending.values():
+            self._done_calls[call.call_id] = call
+            if not call.done:
+                call.replayed = True
+                record = self._ledger.get(call.call_id)
+                call.result = outcome_unknown(record, call.call_id, call.name)
+                call._complete(None)
 
     # -- internals shared with the runner ---------------------------------------------
 
@@ -248,10 +352,29 @@ class Turn:
         return self._log.publish(type, cast("dict[str, Any]", data))
 
     async def _yield_now_and_then(self) -> None:
+        if self._log.last_seq >= self._reserve_at:
+            await self._extend_reservation()
         self._since_yield += 1
         if self._since_yield >= _YIELD_EVERY:
             self._since_yield = 0
             await anyio.lowlevel.checkpoint()
+
+    async def _extend_reservation(self) -> None:
+        """Make a larger seq reservation durable (a checkpoint) before publishing past
+        the current one; if that fails, try again a few events later."""
+        hook = self._reserve_hook
+        self._reserve_at = math.inf  # the checkpoint itself publishes
+        try:
+            if hook is not None:
+                await hook()
+        except LeaseLost:
+            raise
+        except Exception:
+            logger.exception("could not extend the seq reservation of %s", self.stream_id)
+        finally:
+            self._reserve_at = self._reserved - SEQ_SLACK
+            if self._log.last_seq >= self._reserve_at:  # not extended: retry soon
+                self._reserve_at = self._log.last_seq + SEQ_SLACK // 2
 
     async def _emit(self, type: str, data: Mapping[str, Any]) -> Event:
         event = self._publish(type, data)
@@ -266,6 +389,8 @@ class Turn:
         return [] if self._group is None else self._group.running
 
     def _refuse_while_calls_run(self, what: str) -> None:
+        if self._pending:
+            self._settle_pending()
         running = self._running_calls()
         if running:
             ids = ", ".join(call.call_id for call in running)
@@ -325,7 +450,7 @@ class Turn:
         for call in self._running_calls():
             call._complete(reason)
 
-    def _tool_completed(self, call: ToolCall, duration: float) -> None:
+    def _tool_completed(self, call: ToolCall, duration: float, *, publish: bool = True) -> None:
         group = call._group
         assert group is not None
         result, content = _tool_result(call.result)
@@ -343,7 +468,7 @@ class Turn:
         if not group.running:  # the group is complete: its results, in call order
             self._session.messages.extend(group.results[c.call_id] for c in group.calls)
         # Synchronous publish: this also runs while the block unwinds from a cancellation.
-        if not self._closed:
+        if not self._closed and publish:
             data: ev.ToolCompletedData = {
                 "call_id": call.call_id,
                 "name": call.name,
@@ -366,6 +491,8 @@ class Turn:
         Rendered by :func:`runtime.model_messages`: private keys stripped, markers and
         partial output as short notes, every tool call paired with its result.
         """
+        if self._pending:
+            self._settle_pending()
         messages = self._session.messages
         if self._partial is not None:
             messages = [m for m in messages if m is not self._partial]
@@ -379,6 +506,8 @@ class Turn:
         """
         if not isinstance(text, str):
             raise TypeError(f"token text must be str, not {type(text).__name__}")
+        if self._pending:
+            self._settle_pending()
         self._publish(ev.TOKEN, {"text": text})  # refuses text JSON cannot carry
         self._draft.append(text)
         self._draft_version += 1
@@ -464,6 +593,8 @@ class Turn:
         :param arguments: a dict (JSON-ready), the JSON string the model sent (kept as
             it was, even when it is not valid JSON), or ``None`` for ``{}``.
         :param call_id: the model's tool-call id; a new ``"call_…"`` id when ``None``.
+            In a resumed turn (:attr:`resumed`), the id of a call made before the resume
+            returns that call (completed, or pending) and emits nothing.
         :raises ValueError: for an empty name, or a ``call_id`` that is empty or already
             used in this turn.
         :raises TypeError: for arguments that are not a dict, a string or ``None``, or
@@ -477,6 +608,13 @@ class Turn:
         elif not isinstance(call_id, str) or not call_id:
             raise ValueError(f"invalid call_id {call_id!r}: must be a non-empty string")
         call_id = _json_text(call_id)
+        resumed = self._done_calls.get(call_id) or self._pending.get(call_id)
+        if resumed is not None:  # a call from before the resume: no new call
+            if not resumed.name:
+                resumed.name = name
+            return resumed
+        if self._pending:
+            self._settle_pending()
         if call_id in self._call_ids:
             raise ValueError(f"invalid call_id {call_id!r}: already used in this turn")
         args, encoded = _call_arguments(name, arguments)
@@ -540,6 +678,145 @@ class Turn:
         else:
             if not call.done:
                 call._complete(None)
+
+    async def call_tool(
+        self,
+        tool: LedgerTool,
+        arguments: Mapping[str, Any] | str | None = None,
+        *,
+        call_id: str | None = None,
+    ) -> ToolCall:
+        """Call ``tool`` at most once per ``call_id``, through the store's tool ledger:
+        :meth:`start_tool`, then :meth:`run_tool`. Returns the completed call (see
+        :attr:`ToolCall.result`, :attr:`ToolCall.error`, :attr:`ToolCall.replayed`).
+
+        Give a ``call_id`` that is the same on every attempt of the turn (the model's
+        id, or one derived from the step, e.g. ``"search-3"``): that is what lets a
+        resumed turn find the call's stored result instead of running it again.
+
+        :param tool: a :class:`runtime.Tool` (or any object with ``name``,
+            ``idempotent``, ``reconcile`` and ``async __call__(arguments)``).
+        :raises ValueError, TypeError: as :meth:`start_tool`.
+        :raises LeaseLost: if the turn lost its session (nothing was written).
+        """
+        call = await self.start_tool(tool.name, arguments, call_id=call_id)
+        await self.run_tool(call, tool)
+        return call
+
+    async def run_tool(self, call: ToolCall, tool: LedgerTool) -> None:
+        """Complete a started ``call`` by ``tool`` under the ledger's policy:
+
+        * the call already completed (before a resume, or its record holds a result):
+          nothing runs, the stored result is used (``call.replayed``);
+        * otherwise its intent is made durable (``store.record_tool_call``) before the
+          tool runs. If the ledger shows it was started by an earlier attempt and left
+          no result: ``tool.idempotent`` runs it again; else ``tool.reconcile(record)``
+          gives the result; else it gets an "outcome unknown" result
+          (:func:`runtime.outcome_unknown`) and does not run;
+        * the result (or the exception's text) is made durable
+          (``store.record_tool_result``) before ``tool.completed`` is published.
+
+        An exception in the tool fails the call (``"Error: …"`` for the model) and is
+        not re-raised; cancellation leaves the intent without a result, so a resumed
+        turn treats the call as "outcome unknown". A store without a ledger
+        (``supports_tool_ledger`` false) runs the tool with no guarantee.
+
+        At most once means: the tool's function is entered at most once per call id
+        across every attempt of the turn, unless it is ``idempotent``. An effect the
+        tool had before the process stopped is not undone; the intent record is then
+        its only trace, and ``reconcile`` is how to look it up.
+
+        :raises LeaseLost: if the turn lost its session; nothing was written.
+        """
+        if call.done:
+            return
+        if self._pending.pop(call.call_id, None) is not None:
+            self._done_calls[call.call_id] = call
+        if not isinstance(call.arguments, dict):  # nothing can run: nothing to record
+            await call.fail(f"the arguments are not a JSON object: {call.arguments!r}")
+            return
+        store = self._store
+        ledger = store is not None and store.supports_tool_ledger
+        record: ToolCallRecord | None = None
+        if ledger:
+            assert store is not None
+            record = await store.record_tool_call(
+                self.session_id,
+                self.stream_id,
+                call.call_id,
+                call.name,
+                call.arguments,
+                attempt=self.resumed,
+                lease=self._lease,
+            )
+            if record.state != "started":
+                call.replayed = True
+                call.result = record.result
+                call._complete(record.error)
+                await self._yield_now_and_then()
+                return
+            if record.attempt != self.resumed and not tool.idempotent:
+                await self._settle_unknown(call, tool, record)
+                return
+        try:
+            result = await tool(call.arguments)
+        except Exception as exc:
+            await self._record_outcome(call, None, exc, ledger)
+        else:
+            await self._record_outcome(call, result, None, ledger, summary=tool)
+
+    async def _settle_unknown(
+        self, call: ToolCall, tool: LedgerTool, record: ToolCallRecord
+    ) -> None:
+        """A call an earlier attempt started and left without a result: reconcile it,
+        or give it the "outcome unknown" result; recorded, never run."""
+        call.replayed = True
+        reconcile = tool.reconcile
+        if reconcile is None:
+            await self._record_outcome(
+                call, outcome_unknown(record, call.call_id, call.name), None, True
+            )
+            return
+        try:
+            result = await call_maybe_async(reconcile, record)
+        except Exception as exc:
+            await self._record_outcome(call, None, exc, True)
+        else:
+            await self._record_outcome(call, result, None, True)
+
+    async def _record_outcome(
+        self,
+        call: ToolCall,
+        result: Any,
+        error: Exception | None,
+        ledger: bool,
+        *,
+        summary: object = None,
+    ) -> None:
+        """Make the call's result durable in the ledger, then complete it."""
+        value = _tool_result(result)[0] if error is None else None
+        if error is None:
+            make = getattr(summary, "summary", None)
+            if callable(make):
+                try:
+                    call.summary = str(make(result))
+                except Exception:
+                    logger.exception("summary of tool call %s failed", call.call_id)
+        if ledger:
+            assert self._store is not None
+            text = None if error is None else _json_text(f"{type(error).__name__}: {error}")
+            await self._store.record_tool_result(
+                self.session_id,
+                self.stream_id,
+                call.call_id,
+                result=value,
+                error=text,
+                lease=self._lease,
+            )
+        if error is None:
+            await call.finish(value)
+        else:
+            await call.fail(error)
 
 
 def _tool_result(result: Any) -> tuple[Any, str]:
@@ -643,18 +920,39 @@ async def _save_delta(
 
 async def _checkpoint(turn: Turn, store: Store, state: dict[str, Any], lease: Lease | None) -> None:
     """One checkpoint: persist the running session and the new events (renewing the
-    lease in the same write), then announce it."""
-    turn._materialize_partial()
-    log = turn._log
-    up_to = log.last_seq
-    events = log.events_between(state["persisted_seq"], up_to)
-    # Counted before the save: the agent goes on appending while it runs, and the
-    # event must not claim messages the save never saw.
-    messages = turn._session.message_count
-    await _save_delta(
-        turn, store, state, _delta(turn, state), skip_index=True, events=events, lease=lease
-    )
-    state["persisted_seq"] = up_to
+    lease in the same write), then announce it. When the stream has come within half a
+    window of its seq reservation, the same write extends the reservation."""
+    async with turn._save_lock:
+        turn._materialize_partial()
+        log = turn._log
+        up_to = log.last_seq
+        if up_to <= state["persisted_seq"] and turn._activity == state.get("activity", -1):
+            return  # a reservation checkpoint already saved all of it
+        events = log.events_between(state["persisted_seq"], up_to)
+        # Counted before the save: the agent goes on appending while it runs, and the
+        # event must not claim messages the save never saw.
+        messages = turn._session.message_count
+        session = turn._session
+        record = record_of(session, turn.stream_id)
+        reserved = None
+        if record is not None and up_to + SEQ_WINDOW // 2 > record["seq_reserved"]:
+            reserved = up_to + SEQ_WINDOW
+            with_record(session, record | {"seq_reserved": reserved})
+        fields = frozenset() if reserved is None else frozenset({"metadata"})
+        await _save_delta(
+            turn,
+            store,
+            state,
+            _delta(turn, state, fields),
+            skip_index=True,
+            events=events,
+            lease=lease,
+        )
+        state["persisted_seq"] = up_to
+        state["activity"] = turn._activity
+        if reserved is not None:
+            turn._reserved = reserved
+            turn._reserve_at = reserved - SEQ_SLACK
     data: ev.CheckpointData = {
         "messages": messages,
         "activity": turn._activity,
@@ -756,6 +1054,13 @@ def _outcome_messages(
     turn: Turn, outcome: ev.Outcome, error: BaseException | None
 ) -> list[Message]:
     """Messages that record how the turn ended, after the partial output is kept."""
+    if turn._pending:
+        turn._settle_pending()
+    slot = turn._slot
+    if slot is not None and turn._partial is slot and not turn._draft:
+        # the dropped draft's place was never taken: the turn ended without more text
+        turn._partial = None
+        turn._session.messages[:] = [m for m in turn._session.messages if m is not slot]
     turn._end_running_calls(
         "cancelled" if outcome == "cancelled" else "the turn ended before the call completed"
     )
@@ -800,9 +1105,12 @@ async def _final_save(
     the same write), then publish the end. A turn whose lease was lost writes nothing
     and ends with ``error`` ``{"type": "lease_lost"}``."""
     session = turn._session
-    delta = _delta(turn, state, _FINAL_FIELDS)  # before the draft is finished in place
+    fields = _FINAL_FIELDS | ({"metadata"} if RESUME_KEY in session.metadata else set())
+    delta = _delta(turn, state, fields)  # before the draft is finished in place
     for message in _outcome_messages(turn, outcome, error):
         session.messages.append(message)
+    if RESUME_KEY in session.metadata:
+        with_record(session, None)  # the turn has ended: nothing to resume
     session.active_stream_id = None
     session.pending_user_message = None
     session.pending_started_at = None
@@ -906,6 +1214,11 @@ async def run_turn(
     """
     state: dict[str, Any] = {"persisted_seq": turn._log.last_seq}  # saved by start_turn
     stop = anyio.Event()
+
+    async def reserve() -> None:
+        await _checkpoint(turn, store, state, handle.lease)
+
+    turn._reserve_hook = reserve
     outcome: ev.Outcome = "done"
     error: BaseException | None = None
     try:

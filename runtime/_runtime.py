@@ -8,14 +8,25 @@ import socket
 import time
 import uuid
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import anyio
 import anyio.abc
 
 from . import _events as ev
-from ._exceptions import SessionBusy, SessionNotFound, StoreClosed
+from ._events import Event
+from ._exceptions import NothingToResume, SessionBusy, SessionNotFound, StoreClosed
 from ._json import check_json_ready
+from ._resume import (
+    DEAD_END_SEQS,
+    RESUME_KEY,
+    SEQ_WINDOW,
+    disregard_after,
+    new_record,
+    prepare_resume,
+    record_of,
+    with_record,
+)
 from ._runner import Agent, Turn, TurnHandle, interval_ok, run_turn
 from ._session import Session, validate_session_id, validate_title
 from ._subscription import Subscription, new_stream_id, session_of_stream
@@ -72,6 +83,20 @@ class Runtime:
         hour), removing routes not updated for ``route_max_age_days`` days (``<= 0``
         disables) unless suspended or their session has a live stream. Only routes are
         removed, never sessions.
+    :param resume: what happens to a turn whose process stopped (a crash, a kill, a
+        lost node). ``"manual"`` (default, the behaviour before resume existed): it is
+        closed with an ``interrupted`` marker when next read, and stays resumable by
+        :meth:`resume` until a new turn starts or :meth:`discard` is called. ``"auto"``:
+        the runtime resumes it by itself: at start-up (every session left with a turn
+        record), whenever a read finds it stale, and, on a store shared by several
+        processes, by a sweep every ``lease_ttl / 2`` seconds once its lease expired.
+    :param max_resume_attempts: resumes per turn (>= 0, default 3); a turn that would
+        need one more ends with ``error`` ``{"type": "resume_exhausted"}``, keeping all
+        it produced. The count is durable (in the session), so it holds across crashes.
+    :param resume_backoff: seconds before an automatic resume; attempt ``n`` waits
+        ``resume_backoff * 2 ** (n - 1)`` seconds, at most 60 (default 1.0), so a turn
+        that kills its process at once does not spin. A reader of the stream that finds
+        it dead resumes it at once.
     :raises ValueError: for a bad interval or window, naming the parameter.
     """
 
@@ -93,6 +118,9 @@ class Runtime:
         lease_ttl: float = 30.0,
         node_id: str | None = None,
         recover_on_start: bool = True,
+        resume: Literal["manual", "auto"] = "manual",
+        max_resume_attempts: int = 3,
+        resume_backoff: float = 1.0,
     ) -> None:
         if not callable(agent):
             raise TypeError(f"agent must be an async callable, not {agent!r}")
@@ -131,6 +159,21 @@ class Runtime:
             )
         self.route_max_age_days = route_max_age_days
         self._background: anyio.CancelScope | None = None
+        if resume not in ("manual", "auto"):
+            raise ValueError(f"invalid resume {resume!r}: must be 'manual' or 'auto'")
+        self.resume_policy: Literal["manual", "auto"] = resume
+        if (
+            isinstance(max_resume_attempts, bool)
+            or not isinstance(max_resume_attempts, int)
+            or max_resume_attempts < 0
+        ):
+            raise ValueError(
+                f"invalid max_resume_attempts {max_resume_attempts!r}: must be an integer >= 0"
+            )
+        self.max_resume_attempts = max_resume_attempts
+        self.resume_backoff = interval_ok(resume_backoff, "resume_backoff")
+        self._scheduled: set[str] = set()  # sessions an automatic resume waits for
+        self._sweep_scope: anyio.CancelScope | None = None
         self._listener: anyio.CancelScope | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -150,6 +193,7 @@ class Runtime:
                 if self.recovery["restored"] or self.recovery["orphaned_backups"]:
                     logger.warning("store recovery: %s", self.recovery)
             self._background = anyio.CancelScope()  # needs a running event loop
+            self._sweep_scope = anyio.CancelScope()
             self._listener = anyio.CancelScope()
             tg = anyio.create_task_group()
             await tg.__aenter__()
@@ -159,6 +203,8 @@ class Runtime:
         self._tg = tg
         if self.route_table is not None:
             tg.start_soon(self._prune_routes, self.route_table)
+        if self.resume_policy == "auto":
+            tg.start_soon(self._resume_sweep)
         if self.broker.shared:
             tg.start_soon(self._serve_cancel_requests)
         return self
@@ -205,6 +251,8 @@ class Runtime:
                 await self._drain(self.shutdown_grace if exc is None else 0.0)
             if self._background is not None:
                 self._background.cancel()
+            if self._sweep_scope is not None:
+                self._sweep_scope.cancel()
             if self._listener is not None:
                 self._listener.cancel()
             try:
@@ -281,9 +329,12 @@ class Runtime:
         return meta
 
     async def session_status(self, session_id: str) -> dict[str, Any]:
-        """``{active_stream_id, live, pending_user_message, pending_started_at}``
-        (seconds since the epoch), after repairing a stale stream. ``live`` is true while
-        a task of this runtime runs the stream or another process holds its lease.
+        """``{active_stream_id, live, pending_user_message, pending_started_at,
+        interrupted}`` (seconds since the epoch), after repairing a stale stream. ``live``
+        is true while a task of this runtime runs the stream or another process holds its
+        lease. ``interrupted`` is ``None``, or, for a last turn whose process stopped and
+        that can be resumed (:meth:`resume`) or discarded (:meth:`discard`),
+        ``{stream_id, attempt, attempts_left}`` (``attempt``: resumes it had so far).
 
         :raises InvalidSessionId: for a bad id.
         :raises SessionNotFound: if there is no such session.
@@ -292,11 +343,20 @@ class Runtime:
         live = s.active_stream_id is not None and (
             s.active_stream_id in self._live or await self._leased_elsewhere(session_id)
         )
+        record = record_of(s)
+        interrupted = None
+        if record is not None and s.active_stream_id is None:
+            interrupted = {
+                "stream_id": record["stream_id"],
+                "attempt": record["attempt"],
+                "attempts_left": max(0, self.max_resume_attempts - record["attempt"]),
+            }
         return {
             "active_stream_id": s.active_stream_id,
             "live": live,
             "pending_user_message": s.pending_user_message,
             "pending_started_at": s.pending_started_at,
+            "interrupted": interrupted,
         }
 
     async def list_sessions(self, *, limit: int = 50, cursor: str | None = None) -> SessionPage:
@@ -399,6 +459,14 @@ class Runtime:
         return full
 
     async def _repair(self, full: Session) -> bool:
+        if self.resume_policy == "auto" and record_of(full, full.active_stream_id) is not None:
+            try:
+                await self.resume(full.session_id)
+                return True
+            except SessionBusy:
+                return False
+            except NothingToResume:
+                pass
         return await repair(self.store, full, owner=self.node_id, ttl=self.lease_ttl)
 
     async def _repair_session(self, session_id: str) -> None:
@@ -461,6 +529,8 @@ class Runtime:
             if metadata:
                 started_data["metadata"] = metadata
             started = log.publish(ev.STREAM_STARTED, started_data)
+            # The turn record: what a resume needs, and the seqs this attempt may use.
+            with_record(session, new_record(stream_id, 0, started.seq + SEQ_WINDOW, config))
             lease = self._new_lease()
             try:
                 # Claims the lease in the same write: one writer per session, also
@@ -475,7 +545,16 @@ class Runtime:
                 {"role": "user", "content": text, "timestamp": now, "stream_id": stream_id}
             )
             handle = TurnHandle(session_id, stream_id, log, lease)
-            turn = Turn(session, log, text, history, metadata=metadata, config=config)
+            turn = Turn(
+                session,
+                log,
+                text,
+                history,
+                metadata=metadata,
+                config=config,
+                store=self.store,
+                lease=lease,
+            )
             self._live[stream_id] = handle
             try:
                 await tg.start(self._run, turn, handle)
@@ -487,6 +566,243 @@ class Runtime:
                 del self._busy[session_id]
             raise
         return stream_id
+
+    async def resume(self, session_id: str, *, config: dict[str, Any] | None = None) -> str:
+        """Continue the session's interrupted turn as the next attempt of the SAME
+        stream; returns its ``stream_id`` once the stream has resumed.
+
+        The agent is called again (``turn.resumed`` = the attempt number) with the
+        turn's durable history: the checkpointed transcript plus the tool calls the
+        ledger shows completed after the last checkpoint; the unfinished text is
+        dropped and streamed again. The stream goes on with ``stream.resumed``
+        (:class:`~runtime._events.StreamResumedData`) numbered after every seq the dead
+        attempt may have used. A turn that has had ``max_resume_attempts`` resumes
+        already is ended instead with ``error`` ``{"type": "resume_exhausted",
+        "attempts"}`` and ``stream.end`` (outcome ``error``), everything kept.
+
+        :param config: per-turn settings for the agent; default the ones the turn
+            started with (recorded if JSON-ready, credentials redacted by the store).
+        :raises InvalidSessionId: for a bad id, before any I/O.
+        :raises ValueError: if ``config`` is neither a dict nor ``None``.
+        :raises SessionNotFound: if there is no such session.
+        :raises SessionBusy: while the turn (or another) is live, here or in another
+            process holding the lease (HTTP 409 ``session_busy``).
+        :raises NothingToResume: if the last turn is not an interrupted one (HTTP 409
+            ``nothing_to_resume``).
+        """
+        validate_session_id(session_id)
+        if config is not None and not isinstance(config, dict):
+            raise ValueError(f"invalid config {config!r}: must be a dict or None")
+        tg = self._task_group()
+        if session_id in self._busy:
+            raise SessionBusy(session_id, self._busy[session_id])
+        self._busy[session_id] = "(resuming)"
+        try:
+            return await self._resume(tg, session_id, config)
+        finally:
+            if self._busy.get(session_id) == "(resuming)":
+                del self._busy[session_id]
+
+    async def _resume(
+        self, tg: anyio.abc.TaskGroup, session_id: str, config: dict[str, Any] | None
+    ) -> str:
+        session = await self.store.load(session_id)
+        stream_id, record = await self._interrupted(session)
+        events = await self.store.load_events(session_id, stream_id, 0)
+        if events and events[-1].type == ev.STREAM_END:
+            raise NothingToResume(session_id, f"stream {stream_id!r} has ended")
+        last_durable = events[-1].seq if events else 0
+        # after every seq the dead attempt may have published, and the made-up ending
+        # a reader of the dead stream may have been shown
+        first = max(record["seq_reserved"], last_durable) + DEAD_END_SEQS + 1
+        attempt = record["attempt"] + 1
+        lease = self._new_lease()
+        ledger = self.store.supports_tool_ledger
+        records = await self.store.tool_calls(session_id, stream_id) if ledger else []
+        if attempt > self.max_resume_attempts:
+            prepare_resume(session, stream_id, events, records, final=True)
+            await self._exhaust(session, stream_id, record["attempt"], first, lease)
+            return stream_id
+        plan = prepare_resume(session, stream_id, events, records)
+        started = next((e for e in events if e.type == ev.STREAM_STARTED), None)
+        turn_metadata = started.data.get("metadata") if started is not None else None
+        if config is None:
+            config = record.get("config")
+        session.active_stream_id = stream_id
+        session.pending_user_message = plan.user_message
+        if session.pending_started_at is None and started is not None:
+            session.pending_started_at = started.data.get("pending_started_at")
+        with_record(session, new_record(stream_id, attempt, first + SEQ_WINDOW, config))
+        self.broker.drop(stream_id)  # a retained log of an earlier attempt
+        log = self.broker.open(stream_id, session_id, after_seq=first - 1)
+        resumed: ev.StreamResumedData = {
+            "attempt": attempt,
+            "last_durable_seq": last_durable,
+            "disregard_after": disregard_after(events),
+            "reason": "process_restart",
+        }
+        log.publish(ev.STREAM_RESUMED, dict(resumed))
+        user_at = next(
+            i
+            for i in range(len(session.messages) - 1, -1, -1)
+            if session.messages[i].get("role") == "user"
+            and session.messages[i].get("stream_id") == stream_id
+        )
+        handle = TurnHandle(session_id, stream_id, log, lease)
+        turn = Turn(
+            session,
+            log,
+            plan.user_message,
+            session.messages[:user_at],
+            metadata=turn_metadata if isinstance(turn_metadata, dict) else None,
+            config=config,
+            store=self.store,
+            lease=lease,
+            attempt=attempt,
+        )
+        # The tool events the durable log lacks are published now, and saved with the
+        # claim: the turn's checkpoints start after them.
+        turn._resume_from(plan, records)
+        self._busy[session_id] = stream_id
+        try:
+            events = log.events_between(first - 1, log.last_seq)
+            await self.store.save(session, events=events, lease=lease, lease_mode="claim")
+        except BaseException:
+            self.broker.drop(stream_id)
+            if self._busy.get(session_id) == stream_id:
+                del self._busy[session_id]
+            raise
+        self._live[stream_id] = handle
+        try:
+            await tg.start(self._run, turn, handle)
+        except BaseException:
+            self._live.pop(stream_id, None)
+            if self._busy.get(session_id) == stream_id:
+                del self._busy[session_id]
+            raise
+        logger.warning("resumed stream %s (attempt %d)", stream_id, attempt)
+        return stream_id
+
+    async def _interrupted(self, session: Session) -> tuple[str, dict[str, Any]]:
+        """The interrupted turn of a fully loaded session: (stream id, turn record).
+
+        :raises SessionBusy: if its stream is live (here or in another process).
+        :raises NothingToResume: if there is none.
+        """
+        session_id = session.session_id
+        record = record_of(session)
+        active = session.active_stream_id
+        if active is not None:
+            if active in self._live or not await self._is_stale(session, starting=True):
+                raise SessionBusy(session_id, active)
+            if record is None or record["stream_id"] != active:
+                raise NothingToResume(
+                    session_id, f"stream {active!r} was started without a resume record"
+                )
+            return active, record
+        if record is None:
+            raise NothingToResume(session_id, "its last turn ended")
+        last = session.messages[-1] if session.messages else {}
+        if last.get("type") != "interrupted" or last.get("stream_id") != record["stream_id"]:
+            raise NothingToResume(session_id, "its last turn ended")
+        return record["stream_id"], record
+
+    async def _exhaust(
+        self, session: Session, stream_id: str, attempts: int, first: int, lease: Lease
+    ) -> None:
+        """End a turn that has had its resumes: the transcript closed as a repair does
+        (its marker typed ``resume_exhausted``), ``error`` and ``stream.end`` durable."""
+        if session.active_stream_id is not None:
+            mark_interrupted(session)
+        marker = session.messages[-1]
+        message = (
+            f"The turn was interrupted again after {attempts} resume(s) and is not resumed "
+            "any more; what it produced is kept."
+        )
+        marker.update(type="resume_exhausted", content=message, resume_attempts=attempts)
+        with_record(session, None)
+        ts = time.time()
+        data = {"type": "resume_exhausted", "attempts": attempts, "message": message}
+        sid = session.session_id
+        tail = [
+            Event(first, stream_id, sid, ev.ERROR, data, ts),
+            Event(first + 1, stream_id, sid, ev.STREAM_END, {"outcome": "error"}, ts),
+        ]
+        await self.store.save(
+            session, events=tail, lease=lease, lease_mode="repair", touch_updated_at=False
+        )
+        self.broker.drop(stream_id)
+        logger.error("stream %s not resumed: %d resumes already", stream_id, attempts)
+
+    async def discard(self, session_id: str) -> bool:
+        """Give up the session's interrupted turn: it stays closed by its
+        ``interrupted`` marker and is no longer resumable (a new turn discards it too).
+        A stale stream is repaired first. Returns ``False`` if there was nothing to
+        discard.
+
+        :raises InvalidSessionId: for a bad id, before any I/O.
+        :raises SessionNotFound: if there is no such session.
+        :raises SessionBusy: while a live stream owns the session.
+        """
+        validate_session_id(session_id)
+        busy = self._busy.get(session_id)
+        if busy is not None:
+            raise SessionBusy(session_id, busy)
+        full = await self.store.load(session_id)
+        if full.active_stream_id is not None:
+            if not await self._is_stale(full):
+                raise SessionBusy(session_id, full.active_stream_id)
+            if not await repair(self.store, full, owner=self.node_id, ttl=self.lease_ttl):
+                raise SessionBusy(session_id, full.active_stream_id or "(another process)")
+        if RESUME_KEY not in full.metadata:
+            return False
+        with_record(full, None)
+        await self.store.save(full, touch_updated_at=False)
+        return True
+
+    async def _resume_sweep(self) -> None:
+        """``resume="auto"``: resume every interrupted turn at start-up; on a shared
+        store, look again every ``lease_ttl / 2`` seconds (leases of dead nodes expire)."""
+        assert self._sweep_scope is not None
+        with self._sweep_scope:
+            async with anyio.create_task_group() as waiting:
+                while True:
+                    try:
+                        await self._schedule_interrupted(waiting)
+                    except Exception:
+                        logger.exception("the resume sweep failed")
+                    if self.store.exclusive:
+                        return
+                    await anyio.sleep(self.lease_ttl / 2)
+
+    async def _schedule_interrupted(self, waiting: anyio.abc.TaskGroup) -> None:
+        cursor = None
+        while True:
+            page = await self.store.list_sessions(limit=200, cursor=cursor)
+            for meta in page.sessions:
+                if meta.session_id in self._scheduled or meta.session_id in self._busy:
+                    continue
+                if meta.active_stream_id is not None and meta.active_stream_id in self._live:
+                    continue
+                record = record_of(meta)
+                if record is None:
+                    continue
+                self._scheduled.add(meta.session_id)
+                waiting.start_soon(self._resume_later, meta.session_id, record["attempt"] + 1)
+            cursor = page.next_cursor
+            if cursor is None:
+                return
+
+    async def _resume_later(self, session_id: str, attempt: int) -> None:
+        try:
+            await anyio.sleep(min(60.0, self.resume_backoff * 2 ** max(0, attempt - 1)))
+            await self.resume(session_id)
+        except (SessionBusy, NothingToResume, SessionNotFound):
+            pass
+        except Exception:
+            logger.exception("automatic resume of session %s failed", session_id)
+        finally:
+            self._scheduled.discard(session_id)
 
     async def _run(
         self,

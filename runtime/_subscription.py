@@ -14,6 +14,7 @@ clients (docs/benchmarks.md, W5).
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -161,6 +162,8 @@ class Subscription:
                     self._durable = True
             if self._durable:
                 batch = await self._durable_batch()
+                if batch is None:  # the dead stream was resumed here: follow its log
+                    continue
             else:
                 log = self._log
                 assert log is not None
@@ -208,16 +211,25 @@ class Subscription:
         expected = self.last_seq + 1
         gap = []
         for event in durable:
-            if event.seq != expected or event.seq >= first:
+            if event.seq >= first:
+                break
+            if event.seq != expected and not _declared(event, expected):
                 break
             gap.append(event)
-            expected += 1
+            expected = event.seq + 1
         if expected < first:
-            raise SubscriberLagged(self.stream_id, expected, first)
+            live: list[Event] = []
+            if self._log is not None:
+                with contextlib.suppress(SubscriberLagged):
+                    live = self._log.read_nowait(first - 1)
+            if not (live and _declared(live[0], expected)):
+                raise SubscriberLagged(self.stream_id, expected, first)
+            return gap + live  # the gap is the void a resume declared
         return gap
 
-    async def _durable_batch(self) -> list[Event]:
-        """The whole rest of a stream this process does not hold, from the store."""
+    async def _durable_batch(self) -> list[Event] | None:
+        """The whole rest of a stream this process does not hold, from the store;
+        ``None`` if the dead stream was resumed by this process meanwhile."""
         self._done = True
         session_id = session_of_stream(self.stream_id)
         events = await self._store.load_events(session_id, self.stream_id, 0)
@@ -225,11 +237,20 @@ class Subscription:
             raise StreamNotFound(f"no live, retained or persisted stream {self.stream_id!r}")
         if self._on_dead_stream is not None and events[-1].type != ev.STREAM_END:
             await self._on_dead_stream(session_id)
+            try:
+                self._log = self._broker.get(self.stream_id)  # resumed by this process
+            except StreamNotFound:
+                pass
+            else:
+                self._durable, self._done = False, False
+                return None
         out = [e for e in events if e.seq > self.last_seq]
         last = events[-1]
         if last.type != ev.STREAM_END:
             # Number the ending after whatever this subscriber already saw live: it may
             # have run ahead of the last checkpoint, and must still learn the stream died.
+            # (At most the dead attempt's seq reservation: a resume starts after it and
+            # after these two seqs.)
             base = max(last.seq, self.last_seq)
             ts = time.time()
             data = {
@@ -251,3 +272,12 @@ class Subscription:
         out = [e for e in out if e.seq > self.last_seq]
         ends = [i for i, e in enumerate(out) if e.type == ev.STREAM_END]
         return out[: ends[0] + 1] if ends else out  # nothing after stream.end, ever
+
+
+def _declared(event: Event, expected: int) -> bool:
+    """True if ``event`` is a ``stream.resumed`` that voids the seqs from ``expected``
+    up to its own: the gap a resumed stream leaves is declared, not lost."""
+    if event.type != ev.STREAM_RESUMED or event.seq < expected:
+        return False
+    durable = event.data.get("last_durable_seq")
+    return isinstance(durable, int) and durable < expected

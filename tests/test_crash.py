@@ -1,8 +1,8 @@
 """Crash test: SIGKILL the research agent mid-turn, start again, nothing acknowledged is lost.
 
 Runs the real CLI in a subprocess on a real FileStore, kills it with SIGKILL right
-after its first ``checkpoint`` event, then reads the session back with
-``runtime sessions show --json`` (a new process, as after a restart).
+after the first ``checkpoint`` event that acknowledges a tool result, then reads the
+session back with ``runtime sessions show --json`` (a new process, as after a restart).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ def _env(store: Path) -> dict[str, str]:
 
 
 def _run_until_checkpoint(store: Path) -> tuple[list[dict[str, Any]], int]:
-    """Start a turn, read its JSON events until the first checkpoint, SIGKILL it."""
+    """Start a turn, read its JSON events until the first checkpoint that acknowledges a
+    tool result, SIGKILL it."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -48,12 +49,21 @@ def _run_until_checkpoint(store: Path) -> tuple[list[dict[str, Any]], int]:
         text=True,
     )
     events: list[dict[str, Any]] = []
+    first_result = None  # seq of the first tool.completed
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
             event = json.loads(line)
             events.append(event)
-            if event["type"] == "checkpoint":
+            if event["type"] == "tool.completed" and first_result is None:
+                first_result = event["seq"]
+            # the first checkpoint that made a tool result durable (on a loaded machine
+            # one may come while the first tool still runs)
+            if (
+                event["type"] == "checkpoint"
+                and first_result is not None
+                and event["data"].get("persisted_seq", 0) >= first_result
+            ):
                 os.kill(proc.pid, signal.SIGKILL)
                 break
             assert event["type"] != "stream.end", "the turn ended before any checkpoint"

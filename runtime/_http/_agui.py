@@ -14,7 +14,9 @@ assistant text; ``REASONING_START``, ``REASONING_MESSAGE_START``/``CONTENT``/``E
 ``REASONING_END`` per reasoning run; ``TOOL_CALL_START``/``ARGS``/``END`` and
 ``TOOL_CALL_RESULT`` per tool call; ``CUSTOM`` ``title`` when the agent names the
 session; then ``RUN_FINISHED`` (outcome ``cancelled`` after a cancel) or ``RUN_ERROR``.
-Message ids are ``<stream_id>:<seq>``, so a replay gives the same ids.
+Message ids are ``<stream_id>:<seq>``, so a replay gives the same ids. A resumed turn's
+``stream.resumed`` ends the open message and sends ``CUSTOM`` ``stream.resumed`` (value:
+its data): messages whose id's seq is past ``disregard_after`` are superseded.
 """
 
 from __future__ import annotations
@@ -114,6 +116,12 @@ class AgUiEvents:
             out.append(_tool_result(event))
         elif t == ev.TITLE:
             out.append({"type": "CUSTOM", "name": "title", "value": d.get("title")})
+        elif t == ev.STREAM_RESUMED:
+            # The run goes on after its process stopped: the open text message ends,
+            # and a client drops the text of the messages whose ids (from the seq of
+            # their first token) are past ``disregard_after``: that draft is re-streamed.
+            self._close(out)
+            out.append({"type": "CUSTOM", "name": "stream.resumed", "value": dict(d)})
         elif t == ev.DONE:
             self._close(out)
             out.append({"type": "RUN_FINISHED", **run, "outcome": {"type": "success"}})

@@ -19,7 +19,10 @@ ends with ``data: [DONE]``. A turn maps to one assistant message: ``start``, the
 parts (ids derived from the event ``seq``, so a replay gives the same ids),
 ``tool-input-available`` and ``tool-output-available``/``tool-output-error`` for each
 tool call (``dynamic: true``: the tools run on the server and the client declares
-none), then ``finish``, ``abort`` (cancelled) or ``error`` then ``finish``.
+none), then ``finish``, ``abort`` (cancelled) or ``error`` then ``finish``. A resumed
+turn's ``stream.resumed`` ends the open part and sends ``data-stream-resumed``
+``{attempt, lastDurableSeq, disregardAfter}``: parts ``text-<seq>``/``reasoning-<seq>``
+with ``seq > disregardAfter`` before it are superseded (their text is streamed again).
 The resume route replays the whole turn, which is what the SDK's
 ``DefaultChatTransport`` expects (``resumeStreamIsReplay``, default true).
 """
@@ -97,6 +100,18 @@ class UIMessageChunks:
             out.append(_tool_output(d))
         elif t == ev.TITLE:
             out.append({"type": "data-title", "data": {"title": d.get("title")}, "transient": True})
+        elif t == ev.STREAM_RESUMED:
+            # The turn goes on after its process stopped. The UI message stream cannot
+            # take a part back: the open part ends, and this data part tells a client
+            # which parts to drop, those whose ids (``text-<seq>``) are past
+            # ``disregardAfter``: that draft is streamed again as new parts.
+            self._close(out)
+            data = {
+                "attempt": d.get("attempt"),
+                "lastDurableSeq": d.get("last_durable_seq"),
+                "disregardAfter": d.get("disregard_after"),
+            }
+            out.append({"type": "data-stream-resumed", "data": data})
         elif t == ev.USAGE:
             out.append({"type": "message-metadata", "messageMetadata": {"usage": d}})
         elif t == ev.DONE:

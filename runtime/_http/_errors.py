@@ -16,6 +16,7 @@ from .._exceptions import (
     EventLogUnavailable,
     InvalidCursor,
     InvalidSessionId,
+    NothingToResume,
     SessionBusy,
     SessionNotFound,
     StoreClosed,
@@ -88,6 +89,8 @@ def from_library_error(exc: Error) -> ApiError | None:
             session_id=exc.session_id,
             active_stream_id=exc.active_stream_id,
         )
+    if isinstance(exc, NothingToResume):
+        return ApiError(409, "nothing_to_resume", str(exc), session_id=exc.session_id)
     if isinstance(exc, SubscriberLagged):
         return ApiError(
             410, "subscriber_lagged", str(exc), first_retained_seq=exc.first_retained_seq

@@ -32,6 +32,7 @@ __all__ = [
     "ChatStopped",
     "Error",
     "Event",
+    "Interrupted",
     "Message",
     "NewSession",
     "NewTurn",
@@ -43,6 +44,7 @@ __all__ = [
     "Status",
     "StreamInfo",
     "StreamList",
+    "TurnResumed",
     "TurnStarted",
     "UIMessage",
     "json_type",
@@ -205,11 +207,20 @@ class SessionPage(Answer):
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")
 
 
+class Interrupted(Answer):
+    """The last turn's process stopped; resumable with ``POST …/resume``."""
+
+    stream_id: str
+    attempt: int = Field(ge=0)
+    attempts_left: int = Field(ge=0)
+
+
 class Status(Answer):
     active_stream_id: str | None
     live: bool
     pending_user_message: str | None
     pending_started_at: float | None
+    interrupted: Interrupted | None = None
 
 
 class StreamInfo(Answer):
@@ -227,6 +238,11 @@ class TurnStarted(Answer):
     stream_id: str
     session_id: str
     pending_started_at: float | None = Field(description=_EPOCH)
+
+
+class TurnResumed(Answer):
+    stream_id: str = Field(description="The same stream as the interrupted turn's.")
+    session_id: str
 
 
 class CancelResult(Answer):

@@ -149,7 +149,7 @@ class Api:
 
     async def session_status(self, request: Request) -> Response:
         """``GET /api/sessions/{id}/status`` → ``{active_stream_id, live,
-        pending_user_message, pending_started_at}``."""
+        pending_user_message, pending_started_at, interrupted}``."""
         status = await self.runtime.session_status(session_id_param(request))
         return JSONResponse(status)
 
@@ -190,6 +190,18 @@ class Api:
             "pending_started_at": await self._started_at(stream_id),
         }
         location = request.url_for("stream_events", stream_id=stream_id).path
+        return JSONResponse(body_out, status_code=202, headers={"Location": location})
+
+    async def resume_turn(self, request: Request) -> Response:
+        """``POST /api/sessions/{id}/resume`` → 202 ``{stream_id, session_id}``: the
+        interrupted turn continues as the next attempt of the same stream (follow it at
+        the ``Location``, with ``Last-Event-ID`` to go on where you were); 409
+        ``session_busy`` while a stream is live, 409 ``nothing_to_resume`` when the last
+        turn is not an interrupted one."""
+        session_id = session_id_param(request)
+        stream_id = await self.runtime.resume(session_id)
+        location = request.url_for("stream_events", stream_id=stream_id).path
+        body_out = {"stream_id": stream_id, "session_id": session_id}
         return JSONResponse(body_out, status_code=202, headers={"Location": location})
 
     async def _started_at(self, stream_id: str) -> float | None:

@@ -266,6 +266,19 @@ OPERATIONS: tuple[Op, ...] = (
         body=m.NewTurn,
     ),
     Op(
+        "POST",
+        _S + "/resume",
+        Api.resume_turn,
+        "resume_turn",
+        "Continue the session's interrupted turn (the same stream, its next attempt).",
+        {
+            202: Reply("Resumed; follow Location with Last-Event-ID.", m.TurnResumed),
+            404: _NO_SESSION,
+            409: "session_busy: a live stream owns the session; nothing_to_resume: the "
+            "last turn was not interrupted.",
+        },
+    ),
+    Op(
         "GET",
         "/api/streams/{stream_id}/events",
         StreamEvents.__call__,

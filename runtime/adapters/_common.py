@@ -13,18 +13,29 @@ import orjson
 if TYPE_CHECKING:
     from .._runner import ToolCall, Turn
 
-__all__ = ["ToolCalls", "history_before_prompt", "json_ready", "report_usage", "text_of"]
+__all__ = [
+    "ToolCalls",
+    "history_and_prompt",
+    "json_ready",
+    "report_usage",
+    "text_of",
+]
 
 
-def history_before_prompt(turn: Turn) -> list[dict[str, Any]]:
-    """``turn.model_messages()`` without this turn's user message at its end (the
-    frameworks take the prompt apart from the history)."""
+def history_and_prompt(turn: Turn) -> tuple[list[dict[str, Any]], str | None]:
+    """(history, prompt) for a framework run. On a first run: ``model_messages()``
+    without this turn's user message at its end, and that message as the prompt. On a
+    resumed turn that got past its prompt (tool calls and results of the interrupted
+    attempt follow it): the whole durable history and no prompt, so the framework
+    continues the conversation instead of answering the prompt a second time."""
     messages = turn.model_messages()
     if messages:
         last = messages[-1]
         if last.get("role") == "user" and text_of(last.get("content")) == turn.user_message:
-            return messages[:-1]
-    return messages
+            return messages[:-1], turn.user_message
+    if turn.resumed:
+        return messages, None
+    return messages, turn.user_message
 
 
 def text_of(content: object) -> str:

@@ -53,7 +53,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from .._runner import Agent, Turn
-from ._common import ToolCalls, history_before_prompt, json_ready, report_usage
+from ._common import ToolCalls, history_and_prompt, json_ready, report_usage
 
 __all__ = ["agent"]
 
@@ -92,8 +92,10 @@ def agent(
     only = frozenset(nodes) if nodes is not None else None
 
     async def run(turn: Turn) -> None:
-        messages = convert_to_messages(history_before_prompt(turn))
-        messages.append(HumanMessage(turn.user_message))
+        history, prompt = history_and_prompt(turn)
+        messages = convert_to_messages(history)
+        if prompt is not None:  # None: a resumed turn continues its durable history
+            messages.append(HumanMessage(prompt))
         mapper = _StreamMapper(turn, input_key, only, on_custom)
         stream = cast(  # an async generator: aclosing() closes it on cancellation
             "AsyncGenerator[tuple[str, Any], None]",

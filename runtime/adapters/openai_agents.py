@@ -49,7 +49,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from .._runner import Agent, Turn
-from ._common import ToolCalls, history_before_prompt, json_ready, report_usage
+from ._common import ToolCalls, history_and_prompt, json_ready, report_usage
 from ._openai_agents_session import RuntimeSession
 from ._openai_items import to_input_items
 
@@ -78,8 +78,10 @@ def agent(sdk_agent: SdkAgent[Any], **run_options: Any) -> Agent:
             raise TypeError(f"invalid run option {reserved!r}: the session supplies it")
 
     async def run(turn: Turn) -> None:
-        items = to_input_items(history_before_prompt(turn))
-        items.append({"role": "user", "content": turn.user_message})
+        history, prompt = history_and_prompt(turn)
+        items = to_input_items(history)
+        if prompt is not None:  # None: a resumed turn continues its durable history
+            items.append({"role": "user", "content": prompt})
         mapper = _EventMapper(turn)
         result = Runner.run_streamed(sdk_agent, input=items, **run_options)
         try:

@@ -47,7 +47,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from .._runner import Agent, Turn
-from ._common import ToolCalls, history_before_prompt, json_ready, report_usage, text_of
+from ._common import ToolCalls, history_and_prompt, json_ready, report_usage, text_of
 
 __all__ = ["agent", "from_openai_messages"]
 
@@ -71,10 +71,11 @@ def agent(pydantic_agent: AbstractAgent[Any, Any], **run_options: Any) -> Agent:
             raise TypeError(f"invalid run option {reserved!r}: the session supplies it")
 
     async def run(turn: Turn) -> None:
-        history = from_openai_messages(history_before_prompt(turn))
+        messages, prompt = history_and_prompt(turn)
+        history = from_openai_messages(messages)
         mapper = _EventMapper(turn)
         async with pydantic_agent.run_stream_events(
-            turn.user_message, message_history=history, **run_options
+            prompt, message_history=history, **run_options
         ) as stream:
             async for event in stream:
                 await mapper.on_event(event)

@@ -110,6 +110,9 @@ class _ChatAgent:
                     timeout=self.timeout,
                 )
                 await stack.enter_async_context(client)
+            pending = turn.pending_tool_calls  # a resumed turn: settle them first
+            if pending:
+                await self._run_calls(turn, pending)
             for _ in range(self.max_steps):
                 calls = await self._step(client, turn)
                 if not calls:
@@ -187,25 +190,23 @@ class _ChatAgent:
         for c in calls:
             call_id = c.id or "call_" + uuid.uuid4().hex[:24]
             started.append(await turn.start_tool(c.name or "unnamed", c.arguments, call_id=call_id))
-        async with anyio.create_task_group() as tg:
-            for call in started:
-                tg.start_soon(self._run_one, call)
+        await self._run_calls(turn, started)
 
-    async def _run_one(self, call: ToolCall) -> None:
+    async def _run_calls(self, turn: Turn, calls: list[ToolCall]) -> None:
+        async with anyio.create_task_group() as tg:
+            for call in calls:
+                tg.start_soon(self._run_one, turn, call)
+
+    async def _run_one(self, turn: Turn, call: ToolCall) -> None:
+        """Run the call through the turn's tool ledger (:meth:`Turn.run_tool`): the
+        model's call id is the same on every attempt, so a resumed turn never runs a
+        completed call again."""
         tool = self.by_name.get(call.name)
         if tool is None:
             known = ", ".join(self.by_name) or "none"
             await call.fail(f"unknown tool {call.name!r}; the tools are: {known}")
             return
-        if not isinstance(call.arguments, dict):
-            await call.fail(f"the arguments are not a JSON object: {call.arguments!r}")
-            return
-        try:
-            result = await tool(call.arguments)
-        except Exception as exc:  # the model reads the error and may try again
-            await call.fail(exc)
-        else:
-            await call.finish(result)
+        await turn.run_tool(call, tool)
 
 
 def openai_chat(

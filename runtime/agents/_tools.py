@@ -60,6 +60,9 @@ class FunctionTool:
     :ivar name: the tool's name (``^[a-zA-Z0-9_-]{1,64}$``, the API's rule).
     :ivar description: what the model is told the tool does.
     :ivar parameters: the JSON schema of the arguments (an object).
+    :ivar idempotent: a resumed turn may run a call of it again that started before the
+        process stopped and left no result (see :class:`runtime.Tool`).
+    :ivar reconcile: ``reconcile(record) -> result`` for such a call, or ``None``.
     """
 
     def __init__(
@@ -68,6 +71,8 @@ class FunctionTool:
         *,
         name: str | None = None,
         description: str | None = None,
+        idempotent: bool = False,
+        reconcile: Callable[[Any], Any] | None = None,
     ) -> None:
         """:raises ValueError: for a name the API refuses.
         :raises TypeError: for ``*args``/``**kwargs`` or positional-only parameters,
@@ -75,6 +80,8 @@ class FunctionTool:
         from pydantic import Field, create_model
 
         self.fn = fn
+        self.idempotent = bool(idempotent)
+        self.reconcile = reconcile
         self.name = fn.__name__ if name is None else name
         if not _TOOL_NAME.fullmatch(self.name):
             raise ValueError(f"invalid tool name {self.name!r}: must match ^[a-zA-Z0-9_-]{{1,64}}$")
@@ -126,7 +133,12 @@ class FunctionTool:
 
 
 def function_tool(
-    fn: Callable[..., Any], *, name: str | None = None, description: str | None = None
+    fn: Callable[..., Any],
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    idempotent: bool = False,
+    reconcile: Callable[[Any], Any] | None = None,
 ) -> FunctionTool:
     """Offer ``fn`` to a model as a tool. Its JSON schema comes from the signature (types
     through pydantic) and the docstring: the first paragraphs describe the tool, and
@@ -134,6 +146,12 @@ def function_tool(
 
     :param name: the tool's name (default ``fn.__name__``).
     :param description: overrides the docstring's description.
+    :param idempotent: a resumed turn may run again a call of it whose outcome is
+        unknown (default ``False``: the model gets an "outcome unknown" result).
+    :param reconcile: ``reconcile(record: ToolCallRecord) -> result``: looks up the
+        outcome of such a call instead (see :class:`runtime.Tool`).
     :raises ValueError, TypeError: as :class:`FunctionTool`.
     """
-    return FunctionTool(fn, name=name, description=description)
+    return FunctionTool(
+        fn, name=name, description=description, idempotent=idempotent, reconcile=reconcile
+    )

@@ -104,10 +104,14 @@ class Broker(ABC):
     shared: bool = False
 
     @abstractmethod
-    def open(self, stream_id: str, session_id: str) -> StreamLog:
-        """Create the log of a new stream.
+    def open(self, stream_id: str, session_id: str, *, after_seq: int = 0) -> StreamLog:
+        """Create the log of a new stream, or of a resumed one.
 
-        :raises ValueError: if a log with that id exists.
+        :param after_seq: the seq before the log's first event (its ``last_seq`` until
+            the first publish): a resumed stream continues after the seqs its earlier
+            attempts may have used; readers find the earlier events in the store.
+        :raises ValueError: if a log with that id exists, or ``after_seq`` is not an
+            integer >= 0.
         """
 
     @abstractmethod

@@ -308,15 +308,18 @@ class MemoryBroker(Broker):
         # opening a stream costs O(expired), not O(logs) (10,000 live turns, W6).
         self._finished: deque[EventLog] = deque()
 
-    def open(self, stream_id: str, session_id: str) -> EventLog:
-        """Create the log of a new stream.
+    def open(self, stream_id: str, session_id: str, *, after_seq: int = 0) -> EventLog:
+        """Create the log of a new stream, or of a resumed one (see :meth:`Broker.open`).
 
-        :raises ValueError: if a log with that id exists.
+        :raises ValueError: if a log with that id exists, or for a bad ``after_seq``.
         """
         self.expire()
+        if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0:
+            raise ValueError(f"invalid after_seq {after_seq!r}: must be an integer >= 0")
         if stream_id in self._logs:
             raise ValueError(f"stream {stream_id!r} already exists")
         log = EventLog(stream_id, session_id, max_events=self.max_events)
+        log._base = log._last = log._delivered = after_seq
         log._on_end = self._finished.append
         self._logs[stream_id] = log
         return log

@@ -432,18 +432,25 @@ class RedisEventLog(Broker):
     def _key(self, stream_id: str) -> str:
         return f"{self.prefix}:{stream_id}"
 
-    def open(self, stream_id: str, session_id: str) -> StreamLog:
-        """Create the log of a new stream run by this process.
+    def open(self, stream_id: str, session_id: str, *, after_seq: int = 0) -> StreamLog:
+        """Create the log of a new stream run by this process, or of a resumed one
+        (see :meth:`Broker.open`): its entries go on after ``after_seq`` in the same
+        Redis stream, whose earlier entries (the attempt that died) stay readable.
 
-        :raises ValueError: if this process has a log with that id.
+        :raises ValueError: if this process has a log with that id, or for a bad
+            ``after_seq``.
         :raises RuntimeError: after :meth:`aclose`.
         """
         if self._closed:
             raise RuntimeError("the RedisEventLog is closed")
+        if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0:
+            raise ValueError(f"invalid after_seq {after_seq!r}: must be an integer >= 0")
         self.expire()
         if stream_id in self._owned:
             raise ValueError(f"stream {stream_id!r} already exists")
+        self._remote.pop(stream_id, None)  # a view of the dead attempt, if any
         log = _OwnedLog(self, stream_id, session_id)
+        log._window.base = log.sent_seq = after_seq
         self._owned[stream_id] = log
         return log
 

@@ -1,4 +1,5 @@
-"""The ``runtime`` command line: ``run``, ``chat``, ``sessions``, ``routes``, ``serve``.
+"""The ``runtime`` command line: ``run``, ``resume``, ``chat``, ``sessions``, ``routes``,
+``serve``.
 
 Every error is one line on stderr and a non-zero exit status (2 for bad usage or
 input, 1 for a failure, 130 after Ctrl-C), in the manner of click's ``ClickException``.
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from .._exceptions import Error
-from . import _chat, _routes, _run, _serve, _sessions
+from . import _chat, _resume, _routes, _run, _serve, _sessions
 from ._common import CLIError, stdout_closed
 
 __all__ = ["build_parser", "main"]
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the shell completion script and exit, e.g. "
         "'runtime --print-completion bash > ~/.local/share/bash-completion/completions/runtime'",
     )
-    for module in (_run, _chat, _sessions, _routes, _serve):
+    for module in (_run, _resume, _chat, _sessions, _routes, _serve):
         module.register(sub)
     return parser
 

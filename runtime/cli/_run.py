@@ -25,7 +25,7 @@ from ._common import (
 )
 from ._display import JsonView, TerminalView, View
 
-__all__ = ["register"]
+__all__ = ["follow", "register"]
 
 _EXIT = {"done": 0, "error": 1, "cancelled": 130, "interrupted": 1, "lease_lost": 1}
 
@@ -77,23 +77,28 @@ async def _run(args: argparse.Namespace, agent: Agent, log_hint: str | None) -> 
         else:
             session = await rt.create_session(title=_title(args.prompt))
         stream_id = await rt.start_turn(session.session_id, args.prompt)
-        outcome = "done"
-        shown: View | None = view
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_cancel_on_sigint, rt, stream_id)
-            async for event in rt.events(stream_id):
-                if shown is not None:
-                    try:
-                        shown.show(event)
-                    except BrokenPipeError:  # `runtime run … | head -1`: the reader left
-                        stdout_closed()
-                        shown = None  # the turn still runs to its end and is saved
-                if event.type == ev.STREAM_END:
-                    outcome = str(event.data.get("outcome", "done"))
-            tg.cancel_scope.cancel()
-        if shown is not None:
-            with contextlib.suppress(BrokenPipeError):
-                shown.close(session.session_id, outcome)
+        return await follow(rt, stream_id, session.session_id, view)
+
+
+async def follow(rt: Runtime, stream_id: str, session_id: str, view: View) -> int:
+    """Show a live stream until it ends (Ctrl-C cancels the turn); the exit status."""
+    outcome = "done"
+    shown: View | None = view
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_cancel_on_sigint, rt, stream_id)
+        async for event in rt.events(stream_id):
+            if shown is not None:
+                try:
+                    shown.show(event)
+                except BrokenPipeError:  # `runtime run … | head -1`: the reader left
+                    stdout_closed()
+                    shown = None  # the turn still runs to its end and is saved
+            if event.type == ev.STREAM_END:
+                outcome = str(event.data.get("outcome", "done"))
+        tg.cancel_scope.cancel()
+    if shown is not None:
+        with contextlib.suppress(BrokenPipeError):
+            shown.close(session_id, outcome)
     return _EXIT.get(outcome, 1)
 
 

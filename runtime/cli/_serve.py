@@ -113,6 +113,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "process repairs the session once it expired (default 30)",
     )
     p.add_argument(
+        "--resume",
+        choices=["manual", "auto"],
+        default="manual",
+        help="a turn whose process stopped: 'auto' resumes it (at start-up, when read, and "
+        "once its lease expired on a shared store); 'manual' (default) marks it "
+        "interrupted, resumable with POST /api/sessions/{id}/resume",
+    )
+    p.add_argument(
+        "--max-resume-attempts",
+        type=int,
+        default=3,
+        metavar="N",
+        help="resumes per turn before it ends with resume_exhausted (default 3)",
+    )
+    p.add_argument(
         "--event-retention",
         type=_seconds,
         default=300.0,
@@ -204,6 +219,8 @@ def _serve_command(args: argparse.Namespace) -> int:
             shutdown_grace=args.shutdown_grace,
             checkpoint_interval=args.checkpoint_interval,
             event_retention=args.event_retention,
+            resume=args.resume,
+            max_resume_attempts=args.max_resume_attempts,
             broker=_event_log(args),
         )
         app = create_app(

@@ -9,7 +9,16 @@ from .abc import RecoveryReport as RecoveryReport
 from .abc import SaveDelta as SaveDelta
 from .abc import SessionPage as SessionPage
 from .abc import Store as Store
+from .abc import ToolCallRecord as ToolCallRecord
 from .files import FileStore as FileStore
 from .memory import MemoryStore as MemoryStore
 
-__all__ = ["FileStore", "MemoryStore", "RecoveryReport", "SaveDelta", "SessionPage", "Store"]
+__all__ = [
+    "FileStore",
+    "MemoryStore",
+    "RecoveryReport",
+    "SaveDelta",
+    "SessionPage",
+    "Store",
+    "ToolCallRecord",
+]

@@ -26,7 +26,7 @@ __all__ = ["read_backup", "recover_directory"]
 
 logger = logging.getLogger("runtime.stores.files")
 
-_SUFFIXES = (".json.bak", ".json", ".journal", ".events.jsonl")
+_SUFFIXES = (".json.bak", ".json", ".journal", ".events.jsonl", ".ledger.jsonl")
 
 
 def _scan(directory: Path) -> dict[str, set[str]]:
@@ -135,6 +135,10 @@ def recover_directory(
             if live is None or live[0] < len(messages)
             else "kept; stale backup removed",
         )
+    for sid in found[".ledger.jsonl"] - snaps:
+        # a tool ledger belongs to a stored session; a new session of that id must
+        # not inherit one left without it (moved aside, not counted as a session)
+        fio.quarantine(directory / f"{sid}.ledger.jsonl", "a tool ledger with no session")
     changed |= snaps.symmetric_difference(indexed)
     report: RecoveryReport = {
         "scanned": len(snaps),

@@ -32,9 +32,9 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Literal, NamedTuple, Self, TypedDict
+from typing import Any, ClassVar, Literal, NamedTuple, Self, TypedDict
 
 import anyio
 import orjson
@@ -49,8 +49,10 @@ from .._exceptions import (
     SessionBusy,
     SessionNotFound,
     StoreClosed,
+    ToolCallNotFound,
     WriteConflict,
 )
+from .._json import check_json_ready
 from .._session import META_FIELDS, Session, validate_session_id
 
 __all__ = [
@@ -66,6 +68,8 @@ __all__ = [
     "SessionPage",
     "Store",
     "StoredInfo",
+    "ToolCallRecord",
+    "ToolCallState",
     "check_document_version",
     "map_exceptions",
     "redact",
@@ -154,6 +158,216 @@ class SaveDelta:
     def appended(cls, base: int, fields: Iterable[str] = ()) -> SaveDelta:
         """Messages appended after the ``base`` stored ones, nothing else changed in them."""
         return cls(base, base, frozenset(fields))
+
+
+#: The state of a tool call in the ledger: its intent is durable (``started``), or its
+#: result is (``completed``, ``failed``).
+ToolCallState = Literal["started", "completed", "failed"]
+_TOOL_CALL_STATES = ("started", "completed", "failed")
+
+_STREAM_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+#: ``(session_id, stream_id, call_id)``: a tool call's key in the ledger.
+CallKey = tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRecord:
+    """One tool call in a store's tool ledger (see :meth:`Store.record_tool_call`).
+
+    :ivar session_id: the session.
+    :ivar stream_id: the stream (turn) that made the call.
+    :ivar call_id: the tool call's id, unique within the stream (the model's id).
+    :ivar name: the tool's name.
+    :ivar arguments: the arguments as the turn got them: a JSON object as a ``dict``, or
+        a ``str`` kept verbatim (a model's JSON text, even if it does not parse).
+    :ivar state: ``"started"`` (intent durable, no result yet), ``"completed"`` or
+        ``"failed"``.
+    :ivar result: the JSON value of a completed call (``None`` otherwise).
+    :ivar error: the error text of a failed call (``None`` otherwise).
+    :ivar attempt: the resume attempt of the turn that started the call (0: first run).
+    :ivar started_at: epoch seconds when the intent was recorded.
+    :ivar finished_at: epoch seconds when the result was recorded (``None`` while started).
+    """
+
+    session_id: str
+    stream_id: str
+    call_id: str
+    name: str
+    arguments: dict[str, Any] | str
+    state: ToolCallState
+    result: Any = None
+    error: str | None = None
+    attempt: int = 0
+    started_at: float = 0.0
+    finished_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as a JSON object (every field, by name)."""
+        return {
+            "session_id": self.session_id,
+            "stream_id": self.stream_id,
+            "call_id": self.call_id,
+            "name": self.name,
+            "arguments": self.arguments,
+            "state": self.state,
+            "result": self.result,
+            "error": self.error,
+            "attempt": self.attempt,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
+
+    def copy(self) -> ToolCallRecord:
+        """A record that shares no ``arguments`` or ``result`` object with this one."""
+        return ToolCallRecord.from_dict(orjson.loads(orjson.dumps(self.to_dict())))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ToolCallRecord:
+        """Inverse of :meth:`to_dict`.
+
+        :raises ValueError: naming the field, if ``d`` is not a record's shape.
+        """
+        problem = tool_call_record_error(d)
+        if problem is not None:
+            raise ValueError(f"invalid tool call record {dict(d)!r}: {problem}")
+        return cls(
+            d["session_id"],
+            d["stream_id"],
+            d["call_id"],
+            d["name"],
+            d["arguments"],
+            d["state"],
+            d.get("result"),
+            d.get("error"),
+            d.get("attempt", 0),
+            float(d.get("started_at", 0.0)),
+            None if d.get("finished_at") is None else float(d["finished_at"]),
+        )
+
+
+def tool_call_record_error(d: object) -> str | None:
+    """What is wrong with a decoded ledger record (``None``: nothing), for backends
+    that read records back from their own encoding."""
+    if not isinstance(d, Mapping):
+        return "not an object"
+    for key in ("session_id", "stream_id", "call_id", "name"):
+        if not isinstance(d.get(key), str):
+            return f"{key!r} is {d.get(key)!r}, not a string"
+    if not isinstance(d.get("arguments"), dict | str):
+        return f"'arguments' is {d.get('arguments')!r}, not an object or a string"
+    if d.get("state") not in _TOOL_CALL_STATES:
+        return f"'state' is {d.get('state')!r}, not one of {_TOOL_CALL_STATES}"
+    if not isinstance(d.get("error"), str | None):
+        return f"'error' is {d.get('error')!r}, not a string or null"
+    attempt = d.get("attempt", 0)
+    if isinstance(attempt, bool) or not isinstance(attempt, int):
+        return f"'attempt' is {attempt!r}, not an integer"
+    for key, optional in (("started_at", False), ("finished_at", True)):
+        value = d.get(key, 0.0)
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"{key!r} is {value!r}, not a number"
+    return None
+
+
+def _check_text(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise ValueError(f"invalid {what} {value!r}: must be a non-empty string without NUL")
+    return value
+
+
+def check_stream_id(stream_id: object) -> str:
+    """:raises ValueError: unless ``stream_id`` matches ``[A-Za-z0-9_.:-]{1,128}``."""
+    if not isinstance(stream_id, str) or _STREAM_ID.fullmatch(stream_id) is None:
+        raise ValueError(f"invalid stream id {stream_id!r}: must match [A-Za-z0-9_.:-]{{1,128}}")
+    return stream_id
+
+
+def check_call_ids(stream_id: object, call_id: object) -> None:
+    """:raises ValueError: for a bad stream id or an empty (or NUL-holding) call id."""
+    check_stream_id(stream_id)
+    _check_text(call_id, "tool call id")
+
+
+def new_tool_call(
+    session_id: str,
+    stream_id: str,
+    call_id: str,
+    name: str,
+    arguments: object,
+    attempt: object,
+) -> ToolCallRecord:
+    """The intent record of :meth:`Store.record_tool_call`, its arguments checked
+    (``session_id`` is checked by the store) and copied through JSON.
+
+    :raises ValueError: for a bad ``stream_id`` (``[A-Za-z0-9_.:-]{1,128}``), an empty
+        ``call_id`` or ``name``, or a negative ``attempt``.
+    :raises TypeError: for ``arguments`` that are neither a JSON-ready dict nor a str.
+    """
+    check_call_ids(stream_id, call_id)
+    _check_text(name, f"tool name of call {call_id!r}")
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
+        raise ValueError(f"invalid attempt {attempt!r}: must be an integer >= 0")
+    args: dict[str, Any] | str
+    if isinstance(arguments, str):
+        try:
+            orjson.dumps(arguments)
+        except TypeError as exc:
+            raise TypeError(f"invalid arguments of tool call {call_id!r}: {exc}") from None
+        args = arguments
+    elif isinstance(arguments, dict):
+        check_json_ready(arguments, f"argument of tool call {call_id!r}:")
+        args = orjson.loads(orjson.dumps(arguments))
+    else:
+        raise TypeError(
+            f"invalid arguments {arguments!r} of tool call {call_id!r}: must be a dict "
+            "or a JSON string"
+        )
+    return ToolCallRecord(
+        session_id,
+        stream_id,
+        call_id,
+        name,
+        args,
+        "started",
+        attempt=attempt,
+        started_at=time.time(),
+    )
+
+
+def finish_tool_call(record: ToolCallRecord, result: Any, error: str | None) -> ToolCallRecord:
+    """``record`` with its result (``completed``) or error (``failed``), unless it has
+    one already: the first result wins, and ``record`` comes back unchanged."""
+    if record.state != "started":
+        return record
+    if error is not None:
+        return replace(record, state="failed", error=error, finished_at=time.time())
+    return replace(record, state="completed", result=result, finished_at=time.time())
+
+
+def _tool_result(call_id: str, result: object, error: object) -> Any:
+    """``result`` copied through JSON, as every store keeps it.
+
+    :raises TypeError: if ``result`` is not JSON-ready or ``error`` not a str.
+    :raises ValueError: if both are given.
+    """
+    if error is not None:
+        if not isinstance(error, str):
+            raise TypeError(f"invalid error {error!r} of tool call {call_id!r}: must be a str")
+        if result is not None:
+            raise ValueError(
+                f"invalid result of tool call {call_id!r}: a failed call (error "
+                f"{error!r}) has no result, got {result!r}"
+            )
+        return None
+    try:
+        return orjson.loads(orjson.dumps(result))
+    except TypeError as exc:
+        raise TypeError(
+            f"invalid result {result!r} of tool call {call_id!r}: not JSON-ready ({exc})"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -394,11 +608,16 @@ class Store(ABC):
         :mod:`runtime.testing`.
     :cvar writes_deltas: True if the backend's ``_write`` takes ``delta=`` (see
         :class:`SaveDelta`); the ABC checks a delta against the stored count either way.
+    :cvar supports_tool_ledger: True if the store keeps the tool ledger: each tool
+        call's intent and result, durable, so a resumed turn runs no call twice.
     """
 
     exclusive: bool = False
     shared: bool = False
     writes_deltas: bool = False
+    #: True if the store keeps a tool ledger (:meth:`record_tool_call`,
+    #: :meth:`record_tool_result`, :meth:`tool_calls`); read by :mod:`runtime.testing`.
+    supports_tool_ledger: ClassVar[bool] = False
 
     #: idle per-session locks kept at least (pruned once the dict reaches the limit)
     _LOCKS_KEPT = 1024
@@ -785,6 +1004,164 @@ class Store(ABC):
         self._check_open()
         return await self._load_events(session_id, stream_id, after_seq)
 
+    # -- the tool ledger: each tool call's intent and result, durable ---------------
+
+    def _check_ledger(self) -> None:
+        if not self.supports_tool_ledger:
+            raise NotImplementedError(
+                f"{type(self).__name__} has no tool ledger (supports_tool_ledger is False)"
+            )
+
+    async def record_tool_call(
+        self,
+        session_id: str,
+        stream_id: str,
+        call_id: str,
+        name: str,
+        arguments: dict[str, Any] | str,
+        *,
+        attempt: int = 0,
+        lease: Lease | None = None,
+    ) -> ToolCallRecord:
+        """Make the intent of a tool call durable before the tool runs; returns the
+        stored record.
+
+        If the ledger already holds ``(session_id, stream_id, call_id)`` that record
+        comes back unchanged (nothing is written): its ``state`` tells a resumed turn
+        that the call already started (``"started"``: outcome unknown) or finished, and
+        its ``attempt`` which attempt started it (a new record carries ``attempt``).
+
+        :param arguments: the arguments as the turn got them: a JSON-ready ``dict`` or a
+            ``str`` kept verbatim.
+        :param attempt: the resume attempt of the turn (0: first run).
+        :param lease: the running turn's lease: the write is fenced like a checkpoint.
+        :raises NotImplementedError: if the store has no ledger (``supports_tool_ledger``).
+        :raises InvalidSessionId: for a bad session id; :class:`ValueError` for a bad
+            ``stream_id`` (``[A-Za-z0-9_.:-]{1,128}``), an empty ``call_id`` or ``name``,
+            a negative ``attempt``; :class:`TypeError` for arguments that are not
+            JSON-ready. All before any I/O.
+        :raises SessionNotFound: if the session is not stored (a ledger belongs to a
+            saved session); nothing was written.
+        :raises LeaseLost: if ``lease`` is given and the stored lease is not its token;
+            nothing was written.
+        :raises StoreError: if the backend fails or the store is read-only.
+        :raises StoreClosed: if the store is not open.
+        """
+        self._check_ledger()
+        self._check_id(session_id)
+        record = new_tool_call(session_id, stream_id, call_id, name, arguments, attempt)
+        self._check_open()
+        return await self._start_tool_call(record, lease)
+
+    async def record_tool_result(
+        self,
+        session_id: str,
+        stream_id: str,
+        call_id: str,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        lease: Lease | None = None,
+    ) -> ToolCallRecord:
+        """Make the result of a tool call durable; returns the stored record, state
+        ``"completed"`` (with ``result``) or ``"failed"`` (with ``error``).
+
+        The first result wins: if the call already has one, the stored record comes
+        back unchanged and nothing is written.
+
+        :param result: the tool's result, a JSON-ready value (stored as its JSON, so a
+            tuple comes back as a list).
+        :param error: the error text of a failed call (then ``result`` must be ``None``).
+        :param lease: the running turn's lease: the write is fenced like a checkpoint.
+        :raises NotImplementedError: if the store has no ledger (``supports_tool_ledger``).
+        :raises TypeError: for a ``result`` that is not JSON-ready or an ``error`` that is
+            not a ``str``; :class:`ValueError` for both, or for bad ids. Before any I/O.
+        :raises ToolCallNotFound: if no intent was recorded for the call; nothing was
+            written.
+        :raises SessionNotFound: if the session is not stored; nothing was written.
+        :raises LeaseLost: if ``lease`` is given and the stored lease is not its token;
+            nothing was written.
+        :raises StoreError: if the backend fails or the store is read-only.
+        :raises StoreClosed: if the store is not open.
+        """
+        self._check_ledger()
+        self._check_id(session_id)
+        check_call_ids(stream_id, call_id)
+        value = _tool_result(call_id, result, error)
+        self._check_open()
+        return await self._finish_tool_call((session_id, stream_id, call_id), value, error, lease)
+
+    async def tool_calls(self, session_id: str, stream_id: str) -> list[ToolCallRecord]:
+        """Every ledger record of a stream of this session, in the order the calls
+        started (``[]`` if none, or if the session is not stored).
+
+        :raises NotImplementedError: if the store has no ledger (``supports_tool_ledger``).
+        :raises InvalidSessionId: for a bad id, before any I/O.
+        :raises ValueError: for a bad ``stream_id``, before any I/O.
+        :raises StoreClosed: if the store is not open.
+        """
+        self._check_ledger()
+        self._check_id(session_id)
+        check_stream_id(stream_id)
+        self._check_open()
+        return await self._tool_calls(session_id, stream_id)
+
+    async def _start_tool_call(self, record: ToolCallRecord, lease: Lease | None) -> ToolCallRecord:
+        """Record an intent unless the call is recorded: the lease check, the lookup and
+        the write as one operation. This default serialises them with the session lock
+        and this process's lease table (a store one process owns, like :meth:`_save`);
+        a shared store overrides it with a transaction."""
+        key = (record.session_id, record.stream_id, record.call_id)
+        return await self._ledger_change(key, lease, lambda stored: stored or record)
+
+    async def _finish_tool_call(
+        self, key: CallKey, result: Any, error: str | None, lease: Lease | None
+    ) -> ToolCallRecord:
+        """Record a result unless the call has one (see :meth:`_start_tool_call`);
+        :class:`ToolCallNotFound` without an intent."""
+
+        def finish(stored: ToolCallRecord | None) -> ToolCallRecord:
+            if stored is None:
+                raise tool_call_not_found(*key)
+            return finish_tool_call(stored, result, error)
+
+        return await self._ledger_change(key, lease, finish)
+
+    async def _ledger_change(
+        self,
+        key: CallKey,
+        lease: Lease | None,
+        change: Callable[[ToolCallRecord | None], ToolCallRecord],
+    ) -> ToolCallRecord:
+        sid = key[0]
+        self._writable()
+        async with self._session_lock(sid):
+            if await self._stored_info(sid) is None:
+                raise not_found(sid)
+            check_lease(sid, self._held_lease(sid), lease, "renew", None)
+            stored = await self._ledger_get(*key)
+            record = change(stored)
+            if record is not stored:
+                await self._ledger_put(record)
+            return record
+
+    def _writable(self) -> None:  # noqa: B027 - optional hook
+        """Raise :class:`StoreError` if this store may not write (opened read-only)."""
+
+    async def _ledger_get(
+        self, session_id: str, stream_id: str, call_id: str
+    ) -> ToolCallRecord | None:
+        """The stored record of one call (for the default :meth:`_ledger_change`)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _ledger_get")
+
+    async def _ledger_put(self, record: ToolCallRecord) -> None:
+        """Store ``record`` durably, replacing that call's (for :meth:`_ledger_change`)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _ledger_put")
+
+    async def _tool_calls(self, session_id: str, stream_id: str) -> list[ToolCallRecord]:
+        """The stream's records in start order."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _tool_calls")
+
     # -- documents: small named blobs beside the sessions (the route table) --------
 
     async def read_document(self, name: str) -> tuple[bytes, int] | None:
@@ -923,3 +1300,11 @@ def page_after(
 def not_found(session_id: str) -> SessionNotFound:
     """The error for a missing session."""
     return SessionNotFound(f"no session {session_id!r}")
+
+
+def tool_call_not_found(session_id: str, stream_id: str, call_id: str) -> ToolCallNotFound:
+    """The error for a result whose call has no recorded intent."""
+    return ToolCallNotFound(
+        f"no intent recorded for tool call {call_id!r} of stream {stream_id!r} in session "
+        f"{session_id!r}: call record_tool_call() before recording its result"
+    )

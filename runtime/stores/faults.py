@@ -11,10 +11,12 @@ Steps (:data:`STEPS`), each a kind of call of the store's I/O module:
 
 ==================  ===============================================================
 ``journal_append``  ``write`` of a checkpoint line to ``<id>.journal``
-``fdatasync``       ``fdatasync`` after an append (journal, index, tombstones)
+``fdatasync``       ``fdatasync`` after an append (journal, ledger, index, tombstones)
 ``snapshot_write``  ``write`` of the temporary file of a new ``<id>.json``
 ``backup_write``    ``write`` of the temporary file of ``<id>.json.bak``
 ``events_file``     ``write`` of the temporary file of ``<id>.events.jsonl``
+``ledger_append``   ``write`` of a tool ledger line to ``<id>.ledger.jsonl`` (or of its
+                    temporary file, when a torn tail or pruning rewrites it)
 ``index``           ``write`` to ``_index.jsonl`` (an append or its rewrite)
 ``tombstone``       ``write`` to ``_deleted.jsonl``
 ``fsync``           ``fsync`` of a file (a temporary file, the emptied journal)
@@ -75,6 +77,7 @@ STEPS = (
     "snapshot_write",
     "backup_write",
     "events_file",
+    "ledger_append",
     "index",
     "tombstone",
     "fsync",
@@ -168,6 +171,8 @@ def _classify_write(path: str) -> str:
         return "backup_write"
     if name.endswith(".events.jsonl"):
         return "events_file"
+    if name.endswith(".ledger.jsonl"):
+        return "ledger_append"
     return "snapshot_write"
 
 

@@ -7,6 +7,8 @@ Layout of ``<root>/sessions/`` (also written to ``_README`` there):
   ``gen`` (``base``: keep that many messages, then append ``messages``; changed
   fields; the stream's new ``events``). Lines of another generation are ignored;
 * ``<id>.json.bak`` — the state before a save that shrank the message list;
+* ``<id>.ledger.jsonl`` — the tool ledger: one JSON line per tool call intent or
+  result (see :mod:`runtime.stores._file_ledger`); created by the first record;
 * ``<id>.events.jsonl`` — the durable events of the session's latest stream, after a
   header ``{"stream_id", "id", "base"}``: written just before a snapshot whose
   ``events_id`` names it; while the snapshot names another (a crash between the two
@@ -49,9 +51,10 @@ from .._session import META_FIELDS, Session
 from . import _fileio as fio
 from . import faults
 from ._file_index import SessionIndex
+from ._file_ledger import Ledger, encode_record, read_ledger
 from ._file_recovery import read_backup, recover_directory
 from ._iothread import IOThread
-from .abc import RecoveryReport, SaveDelta, Store, StoredInfo, not_found
+from .abc import RecoveryReport, SaveDelta, Store, StoredInfo, ToolCallRecord, not_found
 
 __all__ = ["FileStore"]
 
@@ -66,6 +69,8 @@ This directory is a runtime FileStore (one process at a time; see _lock).
                      restores it if the live file holds fewer messages
   <id>.events.jsonl  durable events of the session's latest stream (for SSE replay); only its
                      first "base" events count unless the snapshot's "events_id" is its "id"
+  <id>.ledger.jsonl  tool ledger: one line per tool call intent or result (latest wins per
+                     stream_id and call_id, except that a call's first result is kept)
   _index.jsonl       derived list index (safe to delete: it is rebuilt)
   _deleted.jsonl     tombstones: deleted sessions are never recovered
 Names starting with "_" or "." are never sessions. List sessions with: runtime sessions list
@@ -139,6 +144,10 @@ class FileStore(Store):
         exceeds this many bytes and the snapshot's size (amortised O(1) per byte).
     :param redact_keys: metadata keys whose values never reach disk (see
         :class:`~runtime.stores.abc.Store`).
+    :param ledger_streams: tool ledgers kept per session: those of the latest
+        ``ledger_streams`` streams at least; once ``<id>.ledger.jsonl`` holds twice as
+        many, the first record of another stream rewrites it without the older ones
+        (a resumed turn needs only the latest stream's). At least 1.
     :param read_only: open without the lock, beside the process that owns the root
         (e.g. ``runtime serve``), to read sessions: nothing is created or written, every
         write raises :class:`StoreError`, and a stream is not assumed dead because this
@@ -151,6 +160,7 @@ class FileStore(Store):
 
     exclusive = True  # one process per root (the _lock file)
     writes_deltas = True  # a checkpoint journals only what the SaveDelta names
+    supports_tool_ledger = True
 
     def __init__(
         self,
@@ -159,8 +169,14 @@ class FileStore(Store):
         compact_bytes: int = 4 << 20,
         redact_keys: Iterable[str] | None = None,
         read_only: bool = False,
+        ledger_streams: int = 4,
     ) -> None:
         super().__init__(redact_keys=redact_keys)
+        if isinstance(ledger_streams, bool) or not isinstance(ledger_streams, int):
+            raise ValueError(f"invalid ledger_streams {ledger_streams!r}: must be an integer >= 1")
+        if ledger_streams < 1:
+            raise ValueError(f"invalid ledger_streams {ledger_streams!r}: must be an integer >= 1")
+        self.ledger_streams = ledger_streams
         self.read_only = read_only
         self.exclusive = not read_only
         self.root = Path(root) if root is not None else default_root()
@@ -168,6 +184,7 @@ class FileStore(Store):
         self.compact_bytes = compact_bytes
         self._index = SessionIndex(self.dir / "_index.jsonl")
         self._durable: dict[str, _Durable] = {}
+        self._ledgers: dict[str, Ledger] = {}  # folded <id>.ledger.jsonl, as on disk
         self._tombstones: set[str] = set()
         self._lock_fd: int | None = None
         self._io = IOThread(f"runtime FileStore I/O {self.root}")
@@ -208,6 +225,9 @@ class FileStore(Store):
 
     def _events(self, sid: str) -> Path:
         return self.dir / f"{sid}.events.jsonl"
+
+    def _ledger(self, sid: str) -> Path:
+        return self.dir / f"{sid}.ledger.jsonl"
 
     def _path(self, sid: str, suffix: str) -> str:
         """``<dir>/<sid><suffix>`` as a string, for the calls made on every save or load."""
@@ -655,7 +675,63 @@ class FileStore(Store):
                     last = e["seq"]
             return out
 
-        return await self._run(read)
+        # Under the session's save lock: a full save replaces the events file, then
+        # empties the journal; a read of the old file and the emptied journal (the save
+        # running in another thread between the two reads) would miss the journal's events.
+        async with self._session_lock(session_id):
+            return await self._run(read)
+
+    # -- the tool ledger: <id>.ledger.jsonl (see _file_ledger) ------------------------
+
+    def _ledger_sync(self, sid: str) -> Ledger:
+        """The folded ledger file, cached (not when read-only: the owner writes it)."""
+        ledger = self._ledgers.get(sid)
+        if ledger is None:
+            ledger = read_ledger(self._ledger(sid), sid, quarantine=not self.read_only)
+            if not self.read_only:
+                self._ledgers[sid] = ledger
+        return ledger
+
+    async def _ledger_get(
+        self, session_id: str, stream_id: str, call_id: str
+    ) -> ToolCallRecord | None:
+        ledger = self._ledgers.get(session_id)  # cached: no hop to the I/O thread
+        if ledger is None:
+            ledger = await self._run(self._ledger_sync, session_id)
+        record = ledger.records.get((stream_id, call_id))
+        return None if record is None else record.copy()  # the cache shares nothing
+
+    async def _ledger_put(self, record: ToolCallRecord) -> None:
+        await self._run(self._ledger_put_sync, record.copy(), encode_record(record))
+
+    def _ledger_put_sync(self, record: ToolCallRecord, line: bytes) -> None:
+        sid = record.session_id
+        ledger = self._ledger_sync(sid)
+        path = self._ledger(sid)
+        try:
+            if ledger.needs_rewrite(record, self.ledger_streams):
+                # a torn tail or damaged line to drop, or streams to prune
+                self._fds.discard(_ledger_key(sid))
+                ledger = ledger.rewritten(record, self.ledger_streams)
+                fio.atomic_write(path, ledger.encode())
+                self._ledgers[sid] = ledger
+            elif not ledger.exists:
+                fio.append_durable(path, line, created=False)  # fsyncs the new name too
+                ledger.exists = True
+                ledger.add(record)
+            else:
+                self._fds.append_durable(_ledger_key(sid), path, line)
+                ledger.add(record)
+        except BaseException:
+            # part of the line may be on disk: read the file again before the next write
+            self._ledgers.pop(sid, None)
+            raise
+
+    async def _tool_calls(self, session_id: str, stream_id: str) -> list[ToolCallRecord]:
+        ledger = self._ledgers.get(session_id)
+        if ledger is None:
+            ledger = await self._run(self._ledger_sync, session_id)
+        return [r.copy() for (stream, _), r in ledger.records.items() if stream == stream_id]
 
     # -- delete, list, recover -------------------------------------------------------
 
@@ -664,9 +740,11 @@ class FileStore(Store):
         line = self._index.remove(session_id)
         self._tombstones.add(session_id)
         self._durable.pop(session_id, None)
+        self._ledgers.pop(session_id, None)
 
         def delete() -> None:
             self._fds.discard(session_id)  # before its journal is unlinked
+            self._fds.discard(_ledger_key(session_id))
             fio.append_durable(
                 self.dir / "_deleted.jsonl",
                 orjson.dumps({"session_id": session_id}) + b"\n",
@@ -676,6 +754,7 @@ class FileStore(Store):
                 self._bak(session_id),
                 self._journal(session_id),
                 self._events(session_id),
+                self._ledger(session_id),
                 self._snap(session_id),
             ):
                 fio.unlink(path)
@@ -697,6 +776,7 @@ class FileStore(Store):
 
         def run() -> RecoveryReport:
             self._fds.clear()  # recovery may replace journals
+            self._ledgers.clear()  # and remove ledgers (of deleted sessions)
             report, changed = recover_directory(
                 self.dir, self._tombstones, self._index.ids(), self._count_and_gen
             )
@@ -727,9 +807,11 @@ class FileStore(Store):
         """Move a session whose snapshot cannot be read (and its journal and events,
         which mean nothing without it) to quarantine; nothing else is touched."""
         self._fds.discard(sid)
-        for suffix in (".json", ".journal", ".events.jsonl"):
+        self._fds.discard(_ledger_key(sid))
+        for suffix in (".json", ".journal", ".events.jsonl", ".ledger.jsonl"):
             fio.quarantine(Path(self._path(sid, suffix)), reason)
         self._durable.pop(sid, None)
+        self._ledgers.pop(sid, None)
 
     def _count_and_gen(self, sid: str) -> tuple[int, int] | None:
         state = self._read_state_sync(sid)
@@ -776,3 +858,9 @@ class FileStore(Store):
             "sessions_cached": len(self._durable),
             "tombstones": len(self._tombstones),
         }
+
+
+def _ledger_key(sid: str) -> str:
+    """The key of a ledger's descriptor in the store's AppendFds (session ids hold no
+    ``.``, so it never names a journal)."""
+    return f"{sid}.ledger"

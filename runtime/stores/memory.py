@@ -10,7 +10,16 @@ import orjson
 from .._events import Event
 from .._json import kept
 from .._session import Session
-from .abc import RecoveryReport, Store, StoredInfo, not_found, page_after, sort_key, visible_in_list
+from .abc import (
+    RecoveryReport,
+    Store,
+    StoredInfo,
+    ToolCallRecord,
+    not_found,
+    page_after,
+    sort_key,
+    visible_in_list,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -57,7 +66,11 @@ class MemoryStore(Store):
     :ivar documents: ``{name: (bytes, version)}``, the named documents (route table).
     :ivar events: ``{(session_id, stream_id): (last seq, JSON lines)}``, the durable
         events of each stream.
+    :ivar ledger: ``{(session_id, stream_id): {call_id: JSON}}``, the tool ledger of
+        each stream, in the order the calls started.
     """
+
+    supports_tool_ledger = True
 
     def __init__(self, *, redact_keys: Iterable[str] | None = None) -> None:
         super().__init__(redact_keys=redact_keys)
@@ -66,6 +79,7 @@ class MemoryStore(Store):
         self.tombstones: set[str] = set()
         self.events: dict[tuple[str, str], tuple[int, bytearray]] = {}
         self.documents: dict[str, tuple[bytes, int]] = {}
+        self.ledger: dict[tuple[str, str], dict[str, bytes]] = {}
 
     async def _stored_info(self, session_id: str) -> StoredInfo | None:
         d = self.sessions.get(session_id)
@@ -112,6 +126,8 @@ class MemoryStore(Store):
         self.backups.pop(session_id, None)
         for key in [k for k in self.events if k[0] == session_id]:
             del self.events[key]
+        for key in [k for k in self.ledger if k[0] == session_id]:
+            del self.ledger[key]
         self.tombstones.add(session_id)
 
     def _visible_keys(self) -> list[tuple[float, str]]:
@@ -163,3 +179,17 @@ class MemoryStore(Store):
 
     async def _store_document(self, name: str, data: bytes, version: int) -> None:
         self.documents[name] = (data, version)
+
+    async def _ledger_get(
+        self, session_id: str, stream_id: str, call_id: str
+    ) -> ToolCallRecord | None:
+        blob = self.ledger.get((session_id, stream_id), {}).get(call_id)
+        return None if blob is None else ToolCallRecord.from_dict(orjson.loads(blob))
+
+    async def _ledger_put(self, record: ToolCallRecord) -> None:
+        calls = self.ledger.setdefault((record.session_id, record.stream_id), {})
+        calls[record.call_id] = kept(orjson.dumps(record.to_dict()))
+
+    async def _tool_calls(self, session_id: str, stream_id: str) -> list[ToolCallRecord]:
+        calls = self.ledger.get((session_id, stream_id), {})
+        return [ToolCallRecord.from_dict(orjson.loads(blob)) for blob in calls.values()]

@@ -18,7 +18,16 @@ created and migrated at :meth:`~runtime.Store.open` from :data:`MIGRATIONS`:
 * ``documents``: small named blobs with a version (the gateway route table), replaced
   by compare-and-set;
 * ``drafts`` (UNLOGGED, so not durable): new sessions shared with other processes
-  until their first save; they expire after ``draft_ttl`` seconds.
+  until their first save; they expire after ``draft_ttl`` seconds;
+* ``tool_calls``: the tool ledger, one row per tool call (primary key ``session_id``,
+  ``stream_id``, ``call_id``; ``seq`` keeps the order the calls started; ``arguments``
+  and ``result`` as JSON text), deleted with its session (foreign key) and pruned with
+  the events (by the time the call finished, or started).
+
+A ledger write is one statement: it locks the session's row ``FOR SHARE`` (so no claim
+can move the lease under it), applies the lease check, and inserts the intent
+(``ON CONFLICT DO NOTHING``) or sets the result of a ``started`` call; the stored row
+comes back when nothing was written.
 
 Every save is one transaction that locks the session's row (``SELECT … FOR UPDATE``),
 applies the lease and content rules of the :class:`~runtime.Store` contract to what it
@@ -40,17 +49,20 @@ from .._events import Event
 from .._exceptions import SessionBusy, SessionNotFound, StoreError, WriteConflict
 from .._session import META_FIELDS, Session
 from .abc import (
+    CallKey,
     HeldLease,
     Lease,
     RecoveryReport,
     SaveRequest,
     Store,
     StoredInfo,
+    ToolCallRecord,
     check_document_version,
     check_lease,
     map_exceptions,
     not_found,
     plan_save,
+    tool_call_not_found,
     visible_in_list,
 )
 
@@ -123,6 +135,28 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             body bytea NOT NULL,
             version integer NOT NULL
         );
+        """,
+    ),
+    (
+        3,
+        """
+        CREATE TABLE tool_calls (
+            session_id text NOT NULL REFERENCES sessions ON DELETE CASCADE,
+            stream_id text NOT NULL,
+            call_id text NOT NULL,
+            seq bigint GENERATED ALWAYS AS IDENTITY,
+            name text NOT NULL,
+            arguments text NOT NULL,
+            state text NOT NULL CHECK (state IN ('started', 'completed', 'failed')),
+            result text,
+            error text,
+            attempt integer NOT NULL,
+            started_at double precision NOT NULL,
+            finished_at double precision,
+            PRIMARY KEY (session_id, stream_id, call_id)
+        );
+        CREATE INDEX tool_calls_order ON tool_calls (session_id, stream_id, seq);
+        CREATE INDEX tool_calls_age ON tool_calls ((coalesce(finished_at, started_at)));
         """,
     ),
 )
@@ -232,6 +266,37 @@ ON CONFLICT (session_id) DO UPDATE
        messages = excluded.messages
 """
 
+_TOOL_COLUMNS = "call_id, name, arguments, state, result, error, attempt, started_at, finished_at"
+
+# The ledger writes: the session row locked FOR SHARE (a claim or repair, which locks
+# it FOR UPDATE, waits), the lease check ($n: the writer's token; NULL: not fenced),
+# the write, and the row as the statement's snapshot saw it. Returns one row:
+# (session stored, lease owner, lease token, written record or NULL, stored or NULL).
+_LEDGER_SESSION = """
+WITH s AS (
+  SELECT lease_owner, lease_token FROM sessions WHERE session_id = $1 FOR SHARE
+)"""
+_LEDGER_RESULT = f"""
+SELECT EXISTS (SELECT 1 FROM s), (SELECT lease_owner FROM s), (SELECT lease_token FROM s),
+       (SELECT row({_TOOL_COLUMNS}) FROM w),
+       (SELECT row({_TOOL_COLUMNS}) FROM tool_calls
+         WHERE session_id = $1 AND stream_id = $2 AND call_id = $3)
+"""
+_START_TOOL_CALL = f"""{_LEDGER_SESSION}, w AS (
+  INSERT INTO tool_calls (session_id, stream_id, call_id, name, arguments, state, attempt,
+                          started_at)
+  SELECT $1, $2, $3, $4, $5, 'started', $6, $7 FROM s
+   WHERE $8::text IS NULL OR s.lease_token = $8::text
+  ON CONFLICT (session_id, stream_id, call_id) DO NOTHING
+  RETURNING {_TOOL_COLUMNS}
+){_LEDGER_RESULT}"""
+_FINISH_TOOL_CALL = f"""{_LEDGER_SESSION}, w AS (
+  UPDATE tool_calls SET state = $4, result = $5, error = $6, finished_at = $7
+   WHERE session_id = $1 AND stream_id = $2 AND call_id = $3 AND state = 'started'
+     AND EXISTS (SELECT 1 FROM s WHERE $8::text IS NULL OR s.lease_token = $8::text)
+  RETURNING {_TOOL_COLUMNS}
+){_LEDGER_RESULT}"""
+
 _LIST = """
 SELECT session_id, meta, message_count, updated_at FROM sessions
  WHERE visible AND ($1::float8 IS NULL OR updated_at < $1 OR (updated_at = $1 AND session_id > $2))
@@ -270,6 +335,24 @@ def _session_from(session_id: str, meta: str, count: int, messages: str | None) 
     return Session.from_dict(d)
 
 
+def _tool_call(session_id: str, stream_id: str, row: Any) -> ToolCallRecord:
+    """A record from its session and stream and a row of :data:`_TOOL_COLUMNS`."""
+    call_id, name, arguments, state, result, error, attempt, started_at, finished_at = row
+    return ToolCallRecord(
+        session_id,
+        stream_id,
+        call_id,
+        name,
+        orjson.loads(arguments),
+        state,
+        None if result is None else orjson.loads(result),
+        error,
+        attempt,
+        started_at,
+        finished_at,
+    )
+
+
 class PostgresStore(Store):
     """Sessions in PostgreSQL through an asyncpg connection pool.
 
@@ -298,6 +381,7 @@ class PostgresStore(Store):
 
     exclusive = False
     shared = True
+    supports_tool_ledger = True
 
     def __init__(
         self,
@@ -711,6 +795,90 @@ class PostgresStore(Store):
         self._counts.pop(session_id, None)
         await self._delete(session_id)
 
+    # -- the tool ledger ---------------------------------------------------------------
+
+    async def _ledger_write(
+        self, sql: str, key: CallKey, args: tuple[Any, ...], lease: Lease | None
+    ) -> ToolCallRecord | None:
+        """Run a ledger write (:data:`_START_TOOL_CALL`, :data:`_FINISH_TOOL_CALL`) and
+        return the record it wrote, else the stored one (``None``: no record).
+
+        :raises SessionNotFound: if the session is not stored; nothing was written.
+        :raises LeaseLost: if ``lease`` is not the stored one; nothing was written.
+        """
+        sid = key[0]
+
+        async def op() -> Any:
+            async with self._conn() as con:
+                return await con.fetchrow(sql, *key, *args, None if lease is None else lease.token)
+
+        # Shielded, like a save: a cancelled caller waits for the one statement, so the
+        # record is written whole or not at all before the cancellation goes on.
+        with anyio.CancelScope(shield=True):
+            row = await self._retry(op)
+            stored, owner, token, written, existing = row
+            if not stored:
+                raise not_found(sid)
+            check_lease(
+                sid, None if token is None else HeldLease(owner, token, 0.0), lease, "renew", None
+            )
+            if written is None and (existing is None or existing[3] == "started"):
+                # another writer's statement won a race this snapshot did not see
+                existing = await self._tool_call_row(key)
+        found = written if written is not None else existing
+        return None if found is None else _tool_call(sid, key[1], found)
+
+    async def _tool_call_row(self, key: CallKey) -> Any:
+        async def op() -> Any:
+            async with self._conn() as con:
+                return await con.fetchrow(
+                    f"SELECT {_TOOL_COLUMNS} FROM tool_calls"
+                    " WHERE session_id = $1 AND stream_id = $2 AND call_id = $3",
+                    *key,
+                )
+
+        return await self._retry(op)
+
+    async def _start_tool_call(self, record: ToolCallRecord, lease: Lease | None) -> ToolCallRecord:
+        key = (record.session_id, record.stream_id, record.call_id)
+        args = (
+            record.name,
+            orjson.dumps(record.arguments).decode(),
+            record.attempt,
+            record.started_at,
+        )
+        found = await self._ledger_write(_START_TOOL_CALL, key, args, lease)
+        assert found is not None  # inserted, or there (a row is never deleted alone)
+        return found
+
+    async def _finish_tool_call(
+        self, key: CallKey, result: Any, error: str | None, lease: Lease | None
+    ) -> ToolCallRecord:
+        args = (
+            "completed" if error is None else "failed",
+            None if error is not None else orjson.dumps(result).decode(),
+            error,
+            time.time(),
+        )
+        found = await self._ledger_write(_FINISH_TOOL_CALL, key, args, lease)
+        if found is None:
+            raise tool_call_not_found(*key)
+        return found
+
+    async def _tool_calls(self, session_id: str, stream_id: str) -> list[ToolCallRecord]:
+        async def op() -> list[Any]:
+            async with self._conn() as con:
+                return list(
+                    await con.fetch(
+                        f"SELECT {_TOOL_COLUMNS} FROM tool_calls"
+                        " WHERE session_id = $1 AND stream_id = $2 ORDER BY seq",
+                        session_id,
+                        stream_id,
+                    )
+                )
+
+        return [_tool_call(session_id, stream_id, r) for r in await self._retry(op)]
+
     # -- maintenance -------------------------------------------------------------------
 
     async def _recover(self) -> RecoveryReport:
@@ -773,11 +941,16 @@ class PostgresStore(Store):
                 f"DELETE FROM events WHERE ts < {_NOW} - $1", self.event_retention
             )
             deleted = int(result.split()[-1])
+            await con.execute(
+                f"DELETE FROM tool_calls WHERE coalesce(finished_at, started_at) < {_NOW} - $1",
+                self.event_retention,
+            )
         await con.execute(f"DELETE FROM drafts WHERE expires_at < {_NOW}")
         return deleted
 
     async def prune_events(self) -> int:
-        """Delete durable events older than ``event_retention`` seconds and expired
+        """Delete durable events and tool ledger records older than ``event_retention``
+        seconds (a record by the time its call finished, or started) and expired
         drafts now; returns the number of events deleted.
 
         :raises StoreError: if the database fails.

@@ -3,8 +3,9 @@
 One concept per module: ``_store_checks`` (the persistence contract), ``_delta_checks``
 (saves that say what changed), ``_lease_checks``
 (leases, racing writers, cancelled saves, new sessions shared between processes),
-``_conformance`` (the whole store suite and its runner), ``_event_log_checks`` (the
-event-log seam) and ``_agents`` (scripted agents). Everything public is re-exported here.
+``_ledger_checks`` (the tool ledger), ``_conformance`` (the whole store suite and its
+runner), ``_event_log_checks`` (the event-log seam) and ``_agents`` (scripted agents).
+Everything public is re-exported here.
 
 **Store conformance.** Every rule of the persistence contract (DESIGN.md, "Persistence
 contract"; the docstrings of :class:`~runtime.stores.abc.Store`) is one
@@ -31,9 +32,10 @@ several processes share (capability flag ``Store.shared``), ``reopen`` must also
 store that is still open: the sharing checks open two at once, as two processes would.
 
 Capability flags, read from the store: ``exclusive`` (one process owns the data, leases
-live in the process) and ``shared`` (several processes open the data at once; leases and
-new sessions live in the backend). Every check applies to every store; where the rule
-depends on a flag, the check says how.
+live in the process), ``shared`` (several processes open the data at once; leases and
+new sessions live in the backend) and ``supports_tool_ledger`` (the store keeps the tool
+ledger; without it the ledger checks only require its methods to refuse). Every check
+applies to every store; where the rule depends on a flag, the check says how.
 
 **Event-log conformance.** :data:`EVENT_LOG_CHECKS` hold every
 :class:`~runtime.brokers.abc.Broker` to the same behaviour; run them with
@@ -102,6 +104,23 @@ from ._lease_checks import (
 )
 from ._lease_checks import check_lease_claim_renew_release as check_lease_claim_renew_release
 from ._lease_checks import check_new_session_sharing as check_new_session_sharing
+from ._ledger_checks import (
+    check_tool_ledger_cancelled_write_is_whole as check_tool_ledger_cancelled_write_is_whole,
+)
+from ._ledger_checks import (
+    check_tool_ledger_deleted_with_session as check_tool_ledger_deleted_with_session,
+)
+from ._ledger_checks import (
+    check_tool_ledger_first_record_wins as check_tool_ledger_first_record_wins,
+)
+from ._ledger_checks import check_tool_ledger_is_fenced as check_tool_ledger_is_fenced
+from ._ledger_checks import (
+    check_tool_ledger_refuses_bad_input as check_tool_ledger_refuses_bad_input,
+)
+from ._ledger_checks import (
+    check_tool_ledger_result_needs_intent as check_tool_ledger_result_needs_intent,
+)
+from ._ledger_checks import check_tool_ledger_round_trip as check_tool_ledger_round_trip
 from ._store_checks import Reopen as Reopen
 from ._store_checks import StoreCheck as StoreCheck
 from ._store_checks import StoreFactory as StoreFactory
@@ -154,6 +173,13 @@ __all__ = [
     "check_new_session_sharing",
     "check_delta_save_matches_full_save",
     "check_wrong_delta_refused",
+    "check_tool_ledger_round_trip",
+    "check_tool_ledger_first_record_wins",
+    "check_tool_ledger_result_needs_intent",
+    "check_tool_ledger_refuses_bad_input",
+    "check_tool_ledger_is_fenced",
+    "check_tool_ledger_deleted_with_session",
+    "check_tool_ledger_cancelled_write_is_whole",
     "STORE_CHECKS",
     "AddMessage",
     "Notify",

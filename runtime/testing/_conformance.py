@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from ._delta_checks import DELTA_CHECKS
 from ._lease_checks import LEASE_CHECKS
+from ._ledger_checks import LEDGER_CHECKS
 from ._store_checks import BASIC_CHECKS, Reopen, StoreCheck, StoreFactory
 
 #: Every check, in a stable order; each is ``async (factory, *, reopen=None) -> None``.
@@ -13,6 +14,7 @@ STORE_CHECKS: tuple[StoreCheck, ...] = (
     *BASIC_CHECKS,
     *DELTA_CHECKS,
     *LEASE_CHECKS,
+    *LEDGER_CHECKS,
 )
 
 

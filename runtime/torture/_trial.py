@@ -60,21 +60,27 @@ class TrialResult:
     seconds: float
 
 
-@dataclass
-class Summary:
-    """Totals over a run."""
+class Totals:
+    """What every torture's summary counts: the violations of its ``results``."""
 
-    results: list[TrialResult] = field(default_factory=list)
+    results: list[Any]
 
     @property
     def violations(self) -> list[Violation]:
         return [v for r in self.results for v in r.violations]
 
-    def kills_by_phase(self) -> Counter[str]:
-        return Counter(r.phase for r in self.results)
-
     def by_category(self) -> Counter[str]:
         return Counter(v.category for v in self.violations)
+
+
+@dataclass
+class Summary(Totals):
+    """Totals over a run."""
+
+    results: list[TrialResult] = field(default_factory=list)
+
+    def kills_by_phase(self) -> Counter[str]:
+        return Counter(r.phase for r in self.results)
 
 
 def _plan(rng: random.Random) -> tuple[str, float | None]:
@@ -87,26 +93,38 @@ def _plan(rng: random.Random) -> tuple[str, float | None]:
 
 
 def _run_child(root: Path, seed: int, spec: str, delay: float | None) -> tuple[bytes, int, str]:
+    args = ["-m", "runtime.torture._child", "--root", str(root), "--seed", str(seed)]
+    return run_killed(args, spec, delay)
+
+
+def run_killed(
+    args: list[str], spec: str, delay: float | None, *, from_output: bool = False
+) -> tuple[bytes, int, str]:
+    """Run ``python ARGS`` with the fault spec ``spec`` (if any) and SIGKILL it after
+    ``delay`` seconds (counted from its first output if ``from_output``), or let it end
+    within :data:`CHILD_TIMEOUT`; returns (stdout, exit status, stderr)."""
     env = dict(os.environ)
     env.pop(faults.ENV_VAR, None)
     if spec:
         env[faults.ENV_VAR] = spec
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runtime.torture._child", "--root", str(root), "--seed", str(seed)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        [sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     chunks: list[bytes] = []
+    spoke = threading.Event()
 
     def read() -> None:
         stdout = proc.stdout
         assert stdout is not None
         for chunk in iter(lambda: os.read(stdout.fileno(), 65536), b""):
             chunks.append(chunk)
+            spoke.set()
+        spoke.set()
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
+    if delay is not None and from_output:
+        spoke.wait(CHILD_TIMEOUT)
     try:
         proc.wait(timeout=delay if delay is not None else CHILD_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -187,13 +205,34 @@ def run_trials(
         worker thread).
     :raises ValueError: for ``trials``, ``chain`` or ``jobs`` < 1.
     """
+    summary = Summary()
+    run_chains(summary, _chain, trials, seed, chain, jobs, workdir, report, "runtime-torture-")
+    return summary
+
+
+def run_chains(
+    summary: Totals,
+    run_chain: Callable[[Path, list[int], int, Callable[[Any], None]], None],
+    trials: int,
+    seed: int,
+    chain: int,
+    jobs: int,
+    workdir: Path | None,
+    report: Callable[[Any], None] | None,
+    prefix: str,
+) -> None:
+    """Split ``trials`` into chains of ``chain`` (one store root each), run them
+    ``jobs`` at a time with ``run_chain(base, trials, seed, collect)``, and collect the
+    results into ``summary`` sorted by trial.
+
+    :raises ValueError: for ``trials``, ``chain`` or ``jobs`` < 1.
+    """
     for name, value in (("trials", trials), ("chain", chain), ("jobs", jobs)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"invalid {name} {value!r}: must be an integer >= 1")
-    summary = Summary()
     lock = threading.Lock()
 
-    def collect(result: TrialResult) -> None:
+    def collect(result: Any) -> None:
         with lock:
             summary.results.append(result)
         if report is not None:
@@ -201,10 +240,9 @@ def run_trials(
 
     chains = [list(range(i, min(i + chain, trials))) for i in range(0, trials, chain)]
     with (
-        tempfile.TemporaryDirectory(prefix="runtime-torture-", dir=workdir) as tmp,
+        tempfile.TemporaryDirectory(prefix=prefix, dir=workdir) as tmp,
         ThreadPoolExecutor(max_workers=jobs) as pool,
     ):
-        for f in [pool.submit(_chain, Path(tmp), c, seed, collect) for c in chains]:
+        for f in [pool.submit(run_chain, Path(tmp), c, seed, collect) for c in chains]:
             f.result()
     summary.results.sort(key=lambda r: r.trial)
-    return summary

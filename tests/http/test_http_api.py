@@ -228,6 +228,7 @@ async def test_get_session_repairs_a_stale_stream_through_a_full_load() -> None:
             "live": False,
             "pending_user_message": None,
             "pending_started_at": None,
+            "interrupted": None,
         }
         body = (await s.client.get("/api/sessions/stale1")).json()
         assert body["active_stream_id"] is None
@@ -262,6 +263,7 @@ async def test_turn_202_then_busy_409_with_active_stream_id() -> None:
             "live": True,
             "pending_user_message": "first",
             "pending_started_at": started["pending_started_at"],
+            "interrupted": None,
         }
         busy = await s.client.post(f"/api/sessions/{sid}/turns", json={"message": "second"})
         body = assert_error(busy, 409, "session_busy", stream_id)

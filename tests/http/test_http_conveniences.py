@@ -192,3 +192,15 @@ async def test_runtime_refuses_metadata_json_cannot_carry_and_bad_titles() -> No
                 await rt.rename_session(session.session_id, bad)
         renamed = await rt.rename_session(session.session_id, "Fine")
         assert renamed.title == "Fine"
+
+
+@pytest.mark.parametrize("trigger", [{}, [], "send", 3])
+async def test_chat_refuses_a_bad_trigger_naming_it(trigger: object) -> None:
+    """Found by the schemathesis run: an object as ``trigger`` was a 500 (unhashable)."""
+    async with open_app(echo_agent) as s:
+        body = {"id": "c1", "trigger": trigger, "messages": [{"role": "user", "parts": []}]}
+        r = await s.client.post("/api/chat", json=body)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"] == "invalid_body"
+        assert f"invalid trigger {trigger!r}" in r.json()["detail"]
+        assert await s.store.exists("c1") is False

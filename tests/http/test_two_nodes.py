@@ -58,11 +58,13 @@ def database() -> Iterator[str]:
         anyio.run(_create_database, dsn, name, True)
 
 
-@pytest.fixture
-def nodes(tmp_path: Path, database: str) -> Iterator[list[ServerProcess]]:
-    """Nodes A and B on the same database; SIGKILLed at the end if still running."""
+def started_nodes(
+    tmp_path: Path, database: str, *options: str, **kw: str
+) -> Iterator[list[ServerProcess]]:
+    """Start nodes A and B (``runtime serve`` with ``options``; ``agent=`` a spec) on
+    the same database, yield them, SIGKILL them at the end if still running."""
     started = [
-        ServerProcess(database, free_port(), tmp_path / f"node-{n}.log", *NODE_OPTIONS)  # type: ignore[arg-type]
+        ServerProcess(database, free_port(), tmp_path / f"node-{n}.log", *options, **kw)  # type: ignore[arg-type]
         for n in "ab"
     ]
     for node in started:
@@ -72,6 +74,12 @@ def nodes(tmp_path: Path, database: str) -> Iterator[list[ServerProcess]]:
         if node.proc is not None and node.proc.poll() is None:
             node.proc.send_signal(signal.SIGCONT)
         node.kill()
+
+
+@pytest.fixture
+def nodes(tmp_path: Path, database: str) -> Iterator[list[ServerProcess]]:
+    """Nodes A and B on the same database; SIGKILLed at the end if still running."""
+    yield from started_nodes(tmp_path, database, *NODE_OPTIONS)
 
 
 def start_turn(client: httpx.Client, sid: str, message: str) -> str:

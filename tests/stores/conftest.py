@@ -46,6 +46,7 @@ def _memory_reopened_backend() -> Backend:
         again.tombstones = store.tombstones
         again.events = store.events
         again.documents = store.documents
+        again.ledger = store.ledger
         return again
 
     return Backend("memory-reopened", MemoryStore, reopen)
