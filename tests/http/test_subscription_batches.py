@@ -251,10 +251,9 @@ async def test_sse_sends_a_burst_as_one_chunk() -> None:
     assert [e["data"]["text"] for e in burst_chunk if e["type"] == "token"] == burst
 
 
-async def test_a_long_replay_goes_out_in_bounded_chunks() -> None:
-    """A finished stream replayed from seq 0 is one batch of every event; it is sent in
-    chunks of at most CHUNK_EVENTS events, so one response never buffers it all."""
-    tokens = [f"t{i} " for i in range(2 * CHUNK_EVENTS + 50)]
+async def _replay_finished_turn(tokens: list[str]) -> tuple[int, list[bytes]]:
+    """Run a turn that streams ``tokens`` and a reply, then GET its events from seq 0
+    (one replay batch): the response status and the body chunks as sent."""
     async with open_app(scripted_agent([*tokens, Reply()])) as s:
         sid = (await s.client.post("/api/sessions")).json()["session_id"]
         stream_id = (
@@ -262,9 +261,16 @@ async def test_a_long_replay_goes_out_in_bounded_chunks() -> None:
         ).json()["stream_id"]
         await s.runtime.wait_stream(stream_id)
         with anyio.fail_after(20):
-            status, chunks = await drive_asgi_get(
+            return await drive_asgi_get(
                 s.app, f"/api/streams/{stream_id}/events", lambda chunk, disconnect: None
             )
+
+
+async def test_a_long_replay_goes_out_in_bounded_chunks() -> None:
+    """A finished stream replayed from seq 0 is one batch of every event; it is sent in
+    chunks of at most CHUNK_EVENTS events, so one response never buffers it all."""
+    tokens = [f"t{i} " for i in range(2 * CHUNK_EVENTS + 50)]
+    status, chunks = await _replay_finished_turn(tokens)
     assert status == 200
     per_chunk = [events_of(c.decode()) for c in chunks]
     assert len(per_chunk) >= 3
@@ -342,16 +348,7 @@ async def test_a_replay_of_large_events_goes_out_in_chunks_bounded_by_bytes() ->
     """16 KiB tokens: a chunk holds at most CHUNK_BYTES of event JSON (plus one event),
     so a reader that stalls pins little of the server's memory."""
     tokens = [f"{i:05d}" + "x" * (16 * 1024) for i in range(40)]
-    async with open_app(scripted_agent([*tokens, Reply()])) as s:
-        sid = (await s.client.post("/api/sessions")).json()["session_id"]
-        stream_id = (
-            await s.client.post(f"/api/sessions/{sid}/turns", json={"message": "x"})
-        ).json()["stream_id"]
-        await s.runtime.wait_stream(stream_id)
-        with anyio.fail_after(20):
-            status, chunks = await drive_asgi_get(
-                s.app, f"/api/streams/{stream_id}/events", lambda chunk, disconnect: None
-            )
+    status, chunks = await _replay_finished_turn(tokens)
     assert status == 200
     per_chunk = [(len(c), events_of(c.decode())) for c in chunks]
     assert len(per_chunk) >= 40 * 16 * 1024 // CHUNK_BYTES
