@@ -298,14 +298,17 @@ async def _w5(ctx: Context, url: str, res: Result) -> Table:
         go.with_name(go.name + ".stop").write_bytes(b"stop")
     finally:
         stats_a = _server_stats(await _stop(node_a))
-        await _stop(node_b)
+        stats_b = _server_stats(await _stop(node_b))
         await _delete(url, prefix, stream_id)
     table = Table(
         f"W5 over two nodes on one Redis: {size_label(subs_n)} subscribers (half on each), "
         f"{size_label(events)} events",
-        ["node", "lost events", "p50 ms", "p99 ms", "max ms", "stream s", "nominal s"],
+        ["node", "lost events", "p50 ms", "p99 ms", "max ms", "CPU s", "stream s", "nominal s"],
     )
-    for name, group in (("A (runs the turn)", subs[0::2]), ("B (from Redis)", subs[1::2])):
+    for name, group, stats in (
+        ("A (runs the turn)", subs[0::2], stats_a),
+        ("B (from Redis)", subs[1::2], stats_b),
+    ):
         lat = [x for s in group for x in s.latencies]
         lost = len(group) * events - sum(s.tokens for s in group)
         key = "w5_node_a" if name.startswith("A") else "w5_node_b"
@@ -314,6 +317,7 @@ async def _w5(ctx: Context, url: str, res: Result) -> Table:
             "p50_ms": percentile(lat, 50) * 1000 if lat else None,
             "p99_ms": percentile(lat, 99) * 1000 if lat else None,
             "max_ms": max(lat) * 1000 if lat else None,
+            "cpu_s": stats.get("cpu_s"),
         }
         row = res.systems[key]
         table.add(
@@ -322,13 +326,15 @@ async def _w5(ctx: Context, url: str, res: Result) -> Table:
             fmt(row["p50_ms"]),
             fmt(row["p99_ms"]),
             fmt(row["max_ms"]),
+            fmt(row["cpu_s"]),
             fmt(elapsed),
             fmt(nominal),
         )
     res.extra["w5_node_a_cpu_s"] = stats_a.get("cpu_s")
     table.footnotes.append(
         f"the agent on A emits {cfg.w5_burst} tokens every {cfg.w5_burst_interval} s; "
-        "latency = receipt - publish ts (one machine, one clock)"
+        "latency = receipt - publish ts (one machine, one clock); CPU s = the node's "
+        "process CPU from the first token (A) or the go signal (B) to the end"
     )
     return table
 

@@ -273,6 +273,23 @@ class _RemoteLog(StreamLog):
             ``after_seq``: read it from the store.
         :raises EventLogUnavailable: if Redis cannot be reached.
         """
+        events = await self._read(after_seq, None)
+        assert events is not None  # no deadline: waits for events or the end
+        return events
+
+    async def read_within(self, after_seq: int, seconds: float) -> list[Event] | None:
+        """:meth:`read`, or ``None`` once no event came for ``seconds`` (checked after
+        each blocking read, which then waits at most ``seconds``: so between
+        ``seconds`` and twice that). No timer per reader: the readers waiting at the
+        head share one ``XREAD BLOCK`` and its timeout.
+
+        :raises SubscriberLagged: as :meth:`read`.
+        :raises EventLogUnavailable: as :meth:`read`.
+        """
+        return await self._read(after_seq, seconds)
+
+    async def _read(self, after_seq: int, seconds: float | None) -> list[Event] | None:
+        deadline = None if seconds is None else time.monotonic() + seconds
         while True:
             window = self._window
             if window is None and self._fetching is not None:
@@ -289,7 +306,9 @@ class _RemoteLog(StreamLog):
                 return window.slice(after_seq, window.last)
             if window.closed:
                 return []
-            await self._read_head(window)
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            await self._read_head(window, seconds)
 
     async def _read_range(self, after_seq: int) -> list[Event]:
         """Entries after ``after_seq`` by ``XRANGE``; the first such read starts the
@@ -314,8 +333,9 @@ class _RemoteLog(StreamLog):
                 self._fetching = None
                 done.set()
 
-    async def _read_head(self, window: _Window) -> None:
-        """Wait for entries after the window's newest, one blocking read per process."""
+    async def _read_head(self, window: _Window, seconds: float | None) -> None:
+        """Wait for entries after the window's newest, one blocking read per process
+        (blocking at most ``block_ms``, and at most ``seconds`` if given)."""
         fetching = self._fetching
         if fetching is not None:  # another reader is at it: take its result
             await fetching.wait()
@@ -323,10 +343,13 @@ class _RemoteLog(StreamLog):
         done = self._fetching = anyio.Event()
         try:
             last = window.last
+            block = self._broker.block_ms
+            if seconds is not None:
+                block = max(1, min(block, int(seconds * 1000)))
             self._broker._reads += 1
             with self._broker._errors(self.stream_id):
                 reply = await self._broker._client.xread(
-                    {self._key: f"{last}-0"}, count=_READ_COUNT, block=self._broker.block_ms
+                    {self._key: f"{last}-0"}, count=_READ_COUNT, block=block
                 )
             entries = reply[0][1] if reply else []
             if not entries:
