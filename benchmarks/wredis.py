@@ -288,10 +288,12 @@ async def _w5(ctx: Context, url: str, res: Result) -> Table:
         await asyncio.gather(*(s.ready for s in subs))
         go.write_bytes(b"go")
         t0 = time.perf_counter()
+        cpu0 = time.process_time()
         nominal = (events / cfg.w5_burst) * cfg.w5_burst_interval
         with anyio.move_on_after(60 + 5 * nominal):
             await asyncio.gather(*(s.done for s in subs))
         elapsed = time.perf_counter() - t0
+        client_cpu = time.process_time() - cpu0
         for s in subs:
             if s.transport is not None:
                 s.transport.close()
@@ -331,10 +333,13 @@ async def _w5(ctx: Context, url: str, res: Result) -> Table:
             fmt(nominal),
         )
     res.extra["w5_node_a_cpu_s"] = stats_a.get("cpu_s")
+    res.extra["w5_client_cpu_s"] = round(client_cpu, 3)
     table.footnotes.append(
         f"the agent on A emits {cfg.w5_burst} tokens every {cfg.w5_burst_interval} s; "
         "latency = receipt - publish ts (one machine, one clock); CPU s = the node's "
-        "process CPU from the first token (A) or the go signal (B) to the end"
+        "process CPU from the first token (A) or the go signal (B) to the end; the "
+        f"load generator (one process, every subscriber of both nodes) used {client_cpu:.1f} "
+        "CPU s meanwhile"
     )
     return table
 
