@@ -20,7 +20,9 @@ sent when Redis is back. Readers in other processes see the hole as
 Other processes follow with ``XRANGE`` from their resume point, then ``XREAD BLOCK``
 from the newest entry they hold. An entry's id is its ``seq``, so reading by id cannot
 lose or repeat an event published while a reader joins. Readers of one stream in one
-process share one blocking read.
+process share one view of it (also when they attach at the same moment), so one
+``XREAD BLOCK`` per batch, one decode per event; a reader that must notice a quiet stream
+(:meth:`StreamLog.read_within`) uses that read's timeout, not a timer of its own.
 
 Cancel requests travel on the pub/sub channel ``<prefix>:cancel:<node_id>`` of the
 process that owns the stream.
