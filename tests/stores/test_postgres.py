@@ -11,7 +11,8 @@ import asyncpg
 import pytest
 from postgres_server import dropped_after, new_schema, postgres_dsn
 
-from runtime import Event, Session, StoreError
+from runtime import Event, LeaseLost, SaveDelta, Session, StoreError
+from runtime.stores.abc import Lease
 from runtime.stores.postgres import MIGRATIONS, PostgresStore
 
 
@@ -181,3 +182,40 @@ async def test_event_retention_prunes_old_events(dsn: str, schemas: list[str]) -
 async def test_bad_schema_name_is_refused(dsn: str) -> None:
     with pytest.raises(ValueError, match="schema"):
         PostgresStore(dsn, schema="x; DROP TABLE y")
+
+
+async def test_released_connections_carry_no_session_state(dsn: str, schemas: list[str]) -> None:
+    """The pool hands a released connection to the next operation as it is (no reset
+    round trip), so no operation may leave session state on it: after saves, a lease
+    claim, checkpoints, a fenced save that fails, the ledger, documents, ``recover()``
+    (a transaction-scoped advisory lock) and a delete, all on the pool's one
+    connection, that backend is idle outside any transaction and holds no lock."""
+    async with _store(dsn, schemas, min_size=1, max_size=1) as store:
+        s = Session("state", messages=[{"role": "user", "content": "hi"}])
+        await store.save(s)
+        lease = Lease("node-a", "token-a", 30.0)
+        s.active_stream_id = "st1"
+        await store.save(s, lease=lease, lease_mode="claim")
+        for i in range(3):
+            base = len(s.messages)
+            s.messages.append({"role": "assistant", "content": str(i)})
+            await store.save(s, skip_index=True, lease=lease, delta=SaveDelta.appended(base))
+        with pytest.raises(LeaseLost):
+            await store.save(s, lease=Lease("node-b", "token-b", 30.0), lease_mode="renew")
+        await store.record_tool_call("state", "st1", "c1", "search", {"q": "x"}, lease=lease)
+        await store.write_document("routes", b"{}", expected_version=None)
+        s.active_stream_id = None
+        await store.save(s, lease=lease, lease_mode="release")
+        await store.recover()
+        await store.delete("state")
+        rows = await _sql(
+            dsn,
+            schemas[-1],
+            "SELECT a.pid, a.state, a.backend_xid,"
+            " (SELECT count(*) FROM pg_locks l WHERE l.pid = a.pid) AS locks"
+            " FROM pg_stat_activity a WHERE a.application_name = $1",
+            f"runtime:{schemas[-1]}",
+        )
+        assert len(rows) == 1, rows  # the pool's one connection served every operation
+        assert (rows[0]["state"], rows[0]["backend_xid"], rows[0]["locks"]) == ("idle", None, 0)
+        assert not await store.exists("state")  # and it still serves the next one
