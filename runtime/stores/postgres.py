@@ -159,6 +159,16 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX tool_calls_age ON tool_calls ((coalesce(finished_at, started_at)));
         """,
     ),
+    (
+        4,
+        # Every message write is conditional on the session's row in the same statement
+        # or transaction (so a row for a missing session is never inserted) and a delete
+        # removes the messages itself: the foreign key only added a trigger and a lookup
+        # of the session row to each inserted message, on every checkpoint.
+        """
+        ALTER TABLE messages DROP CONSTRAINT IF EXISTS messages_session_id_fkey;
+        """,
+    ),
 )
 
 _NOW = "extract(epoch from clock_timestamp())"
@@ -784,6 +794,7 @@ class PostgresStore(Store):
                 if row[1] is not None and row[2] > 0:
                     raise SessionBusy(session_id, row[0] or "(another process)")
                 await con.execute("DELETE FROM sessions WHERE session_id = $1", session_id)
+                await con.execute("DELETE FROM messages WHERE session_id = $1", session_id)
                 await con.execute("DELETE FROM backups WHERE session_id = $1", session_id)
                 await con.execute("DELETE FROM events WHERE session_id = $1", session_id)
                 await con.execute(
@@ -944,8 +955,8 @@ class PostgresStore(Store):
         )
         if orphan:
             await con.fetchval(_INSERT_SESSION, sid)
-        else:
-            await con.execute("DELETE FROM messages WHERE session_id = $1", sid)
+        # an orphan's too: no foreign key removed them with its row
+        await con.execute("DELETE FROM messages WHERE session_id = $1", sid)
         await con.execute(_UPDATE_SESSION, sid, *columns)
         await con.execute(_INSERT_MESSAGES, sid, 0, list(bodies))
         await con.execute("DELETE FROM backups WHERE session_id = $1", sid)

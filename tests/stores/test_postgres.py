@@ -219,3 +219,25 @@ async def test_released_connections_carry_no_session_state(dsn: str, schemas: li
         assert len(rows) == 1, rows  # the pool's one connection served every operation
         assert (rows[0]["state"], rows[0]["backend_xid"], rows[0]["locks"]) == ("idle", None, 0)
         assert not await store.exists("state")  # and it still serves the next one
+
+
+async def test_delete_removes_the_message_rows(dsn: str, schemas: list[str]) -> None:
+    """No foreign key cascades from ``sessions`` to ``messages`` (it cost every
+    checkpoint a trigger): the delete itself removes the rows, and the id can be
+    saved again from scratch."""
+    async with _store(dsn, schemas) as store:
+        s = Session("gone", messages=[{"role": "user", "content": str(i)} for i in range(5)])
+        await store.save(s)
+        await store.delete("gone")
+        rows = await _sql(dsn, schemas[-1], "SELECT count(*) FROM messages")
+        assert rows[0][0] == 0
+        again = Session("gone", messages=[{"role": "user", "content": "new"}])
+        await store.save(again)
+        assert [m["content"] for m in (await store.load("gone")).messages] == ["new"]
+        fks = await _sql(
+            dsn,
+            schemas[-1],
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'messages'::regclass"
+            " AND contype = 'f'",
+        )
+        assert fks[0][0] == 0
