@@ -176,10 +176,14 @@ _NOW = "extract(epoch from clock_timestamp())"
 # One statement, so one snapshot: the metadata row first (idx -1, with the updated_at
 # column, which a checkpoint updates without rewriting ``meta``), then the messages in
 # order, each decoded on its own (no server-side aggregation of the whole history).
+# The messages branch carries its own ORDER BY so the planner merges two ordered inputs
+# (Merge Append over the primary key's index scan); with the sort only at the top it
+# sorted the whole history instead, on disk past ``work_mem`` (~6 MB at 10k messages),
+# and went parallel for it: 90 ms against 12 ms at 10k messages.
 _LOAD = """
 SELECT -1 AS idx, meta AS body, updated_at FROM sessions WHERE session_id = $1
 UNION ALL
-SELECT idx, body, NULL FROM messages WHERE session_id = $1
+(SELECT idx, body, NULL FROM messages WHERE session_id = $1 ORDER BY idx)
 ORDER BY idx
 """
 

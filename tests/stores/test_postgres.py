@@ -241,3 +241,20 @@ async def test_delete_removes_the_message_rows(dsn: str, schemas: list[str]) -> 
             " AND contype = 'f'",
         )
         assert fks[0][0] == 0
+
+
+async def test_load_reads_the_history_in_index_order(dsn: str, schemas: list[str]) -> None:
+    """A full load merges the metadata row with the messages in primary-key order: it
+    never sorts the history. Checked on a server that may not write a temporary file
+    (``temp_file_limit=0``) with a small ``work_mem``: a sort of this history would
+    have to spill, and fail."""
+    sep = "&" if "?" in dsn else "?"
+    tight = f"{dsn}{sep}work_mem=64&temp_file_limit=0"
+    messages = [{"role": "tool", "tool_call_id": str(i), "content": "x" * 400} for i in range(3000)]
+    async with _store(dsn, schemas) as store:
+        await store.save(Session("big", messages=messages))
+    await _sql(dsn, schemas[-1], "ANALYZE messages")
+    async with PostgresStore(tight, schema=schemas[-1]) as store:
+        for _ in range(7):  # past the prepared statement's switch to a generic plan
+            loaded = await store.load("big")
+            assert loaded.messages == messages
