@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator
 
+import anyio
 import asyncpg
 import pytest
 from postgres_server import dropped_after, new_schema, postgres_dsn
@@ -258,3 +259,39 @@ async def test_load_reads_the_history_in_index_order(dsn: str, schemas: list[str
         for _ in range(7):  # past the prepared statement's switch to a generic plan
             loaded = await store.load("big")
             assert loaded.messages == messages
+
+
+async def test_checkpoints_leave_the_list_index_alone(dsn: str, schemas: list[str]) -> None:
+    """A checkpoint (``skip_index=True``) records its ``updated_at`` where no index
+    looks: a load sees it, the listing keeps the order of the last indexed save, and
+    the row update is HOT (the server counts it; no new index entries)."""
+    async with _store(dsn, schemas) as store:
+        a = Session("a", title="a", messages=[{"role": "user", "content": "hi"}])
+        await store.save(a)
+        await store.save(Session("b", title="b", messages=[{"role": "user", "content": "hi"}]))
+        listed = (await store.list_sessions()).sessions
+        assert [s.session_id for s in listed] == ["b", "a"]
+        for i in range(20):
+            base = len(a.messages)
+            a.messages.append({"role": "assistant", "content": str(i)})
+            await store.save(a, skip_index=True, delta=SaveDelta.appended(base))
+        assert (await store.load("a")).updated_at == a.updated_at
+        assert (await store.load_metadata("a")).updated_at == a.updated_at
+        assert [s.session_id for s in (await store.list_sessions()).sessions] == ["b", "a"]
+        await store.save(a)  # a full save updates the list index
+        listed = (await store.list_sessions()).sessions
+        assert [s.session_id for s in listed] == ["a", "b"]
+        assert listed[0].updated_at == a.updated_at
+    # the store's backends flush their statistics as they exit (after the close)
+    for _ in range(100):
+        hot = await _sql(
+            dsn,
+            schemas[-1],
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables"
+            " WHERE schemaname = $1 AND relname = 'sessions'",
+            schemas[-1],
+        )
+        if hot[0]["n_tup_upd"] >= 23:  # 20 checkpoints, three saves
+            break
+        await anyio.sleep(0.1)
+    assert hot[0]["n_tup_hot_upd"] >= 20, hot
