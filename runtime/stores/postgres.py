@@ -39,6 +39,7 @@ a lost connection is retried within ``retry_budget`` seconds.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -409,7 +410,8 @@ class PostgresStore(Store):
     :param schema: the schema holding the tables (created if missing); lets several
         independent stores share one database.
     :param min_size: connections the pool keeps open.
-    :param max_size: connections the pool may open.
+    :param max_size: connections the pool may open; with 2 or more, one of them is kept
+        out of the pool for checkpoints (no acquire and release per checkpoint).
     :param event_retention: seconds a stream's durable events are kept (``None``: for
         ever); older ones are pruned by :meth:`~runtime.Store.recover` and
         :meth:`prune_events`.
@@ -455,6 +457,9 @@ class PostgresStore(Store):
         self._errors: dict[type[BaseException], type[Exception]] = {}
         #: the message count this process last wrote per session (the fast path's guess)
         self._counts: dict[str, int] = {}
+        #: the connection kept out of the pool for checkpoints, and whether one runs on it
+        self._kept: Any = None
+        self._kept_busy = False
 
     def __repr__(self) -> str:
         return f"PostgresStore(schema={self.schema!r})"
@@ -493,9 +498,14 @@ class PostgresStore(Store):
 
     async def _close(self) -> None:
         pool, self._pool = self._pool, None
+        kept = None
+        if not self._kept_busy:  # else the running checkpoint gives it back
+            kept, self._kept = self._kept, None
         if pool is not None:
             closed = False
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                if kept is not None:
+                    await pool.release(kept)
                 await pool.close()
                 closed = True
             if not closed:  # close() timed out: drop the connections
@@ -692,9 +702,9 @@ class PostgresStore(Store):
         start = max(0, guess - 1) if delta is None else delta.keep
         bodies = [orjson.dumps(m).decode() for m in messages[start:]]
         lease = request.lease
-        async with self._conn() as con:
-            applied = await con.fetchval(
-                _CHECKPOINT,
+        applied = await self._on_kept_connection(
+            _CHECKPOINT,
+            (
                 sid,
                 None if delta is not None and not delta.fields else _meta_json(session),
                 session.title,
@@ -711,10 +721,43 @@ class PostgresStore(Store):
                 guess,
                 bodies,
                 *events,
-            )
+            ),
+        )
         if applied:
             self._counts[sid] = count
         return bool(applied)
+
+    async def _on_kept_connection(self, sql: str, args: tuple[Any, ...]) -> Any:
+        """``fetchval(sql, *args)`` on the connection the store keeps acquired for
+        checkpoints while no other checkpoint uses it, else on one from the pool.
+
+        A pool acquire and release costs about as much client CPU as the statement's
+        round trip (asyncpg releases in a task under ``asyncio.shield``); a running
+        turn checkpoints often, so the store holds one connection out of the pool for
+        that (only when ``max_size >= 2``, so other operations always have one). A
+        failure gives the connection back to the pool (which closes a broken one).
+        """
+        pool = self._pool
+        if pool is None or self._kept_busy or self.max_size < 2:
+            async with self._conn() as con:
+                return await con.fetchval(sql, *args)
+        self._kept_busy = True  # no await between the check and this: one user at a time
+        try:
+            if self._kept is None:
+                self._kept = await pool.acquire()
+            con = self._kept
+            try:
+                return await con.fetchval(sql, *args)
+            except BaseException:
+                self._kept = None
+                with contextlib.suppress(Exception):  # the original error is the one to see
+                    await pool.release(con)
+                raise
+        finally:
+            self._kept_busy = False
+            if self._pool is None and self._kept is not None:  # closed while it ran
+                kept, self._kept = self._kept, None
+                await pool.release(kept)
 
     async def _save_in(
         self,

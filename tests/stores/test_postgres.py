@@ -295,3 +295,36 @@ async def test_checkpoints_leave_the_list_index_alone(dsn: str, schemas: list[st
             break
         await anyio.sleep(0.1)
     assert hot[0]["n_tup_hot_upd"] >= 20, hot
+
+
+async def test_checkpoints_survive_losing_their_kept_connection(
+    dsn: str, schemas: list[str]
+) -> None:
+    """Checkpoints run on a connection the store keeps out of the pool while it is free,
+    on pooled ones when several run at once; a terminated server process under it is
+    a lost connection like any other: the next checkpoint reconnects."""
+    async with _store(dsn, schemas, min_size=1, max_size=3) as store:
+        sessions = [Session(f"k{i}", messages=[{"role": "user", "content": "0"}]) for i in range(3)]
+        for s in sessions:
+            await store.save(s)
+
+        async def checkpoint(s: Session, text: str) -> None:
+            base = len(s.messages)
+            s.messages.append({"role": "assistant", "content": text})
+            await store.save(s, skip_index=True, delta=SaveDelta.appended(base))
+
+        for round_ in range(1, 4):
+            async with anyio.create_task_group() as tg:  # three at once: one kept, two pooled
+                for s in sessions:
+                    tg.start_soon(checkpoint, s, str(round_))
+            await _sql(
+                dsn,
+                "public",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = $1",
+                f"runtime:{schemas[-1]}",
+            )
+        for s in sessions:
+            await checkpoint(s, "after")
+            stored = [m["content"] for m in (await store.load(s.session_id)).messages]
+            assert stored == ["0", "1", "2", "3", "after"]
