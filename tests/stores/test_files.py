@@ -390,6 +390,65 @@ async def test_checkpoint_after_torn_tail_is_durable(root: Path) -> None:
     assert contents(await load_fresh(root, s.session_id)) == ["0", "1", "2"]
 
 
+async def test_a_load_skips_only_the_files_this_store_knows_are_absent(root: Path) -> None:
+    """A session this store wrote (or read) since it opened is loaded without opening
+    its journal when its last save compacted it, and without probing for a ``.bak``
+    none of its saves left; any other load opens both. Each claim is checked by making
+    every open of that file fail (EIO): the load succeeds only if it never opens it."""
+    async with FileStore(root) as store:
+        s = store.new_session(title="known")
+        s.messages.extend(msgs(3))
+        await store.save(s)  # compacts: an empty journal
+        sid = s.session_id
+        for suffix in (".journal", ".json.bak"):
+            with faults.inject("EIO", "read", times=None, path_contains=suffix) as plan:
+                assert contents(await store.load(sid)) == ["0", "1", "2"]
+            assert plan.fired == 0, suffix
+        s.messages.append(msg(3))
+        await store.save(s, skip_index=True, delta=SaveDelta.appended(3))
+        with (
+            faults.inject("EIO", "read", times=None, path_contains=".journal"),
+            pytest.raises(StoreError, match=r"\.journal"),
+        ):
+            await store.load(sid)  # the journal holds a checkpoint: it is read
+        with faults.inject("EIO", "read", times=None, path_contains=".json.bak") as plan:
+            assert contents(await store.load(sid)) == ["0", "1", "2", "3"]
+        assert plan.fired == 0
+    for read_only in (False, True):  # nothing known: both files are opened
+        async with FileStore(root, read_only=read_only) as store:
+            for suffix in (".journal", ".json.bak"):
+                with (
+                    faults.inject("EIO", "read", times=None, path_contains=suffix),
+                    pytest.raises(StoreError, match=suffix.replace(".", r"\.")),
+                ):
+                    await store.load(sid)
+
+
+async def test_a_journal_damaged_under_an_open_store_makes_its_next_save_compact(
+    root: Path,
+) -> None:
+    """A journal line damaged while the store runs (by hand, say) is found by the next
+    load even though the store knows the session: the load keeps the lines before it,
+    and the next checkpoint compacts instead of appending after the damage, where a
+    restart would drop it."""
+    async with FileStore(root) as store:
+        s = store.new_session(title="damaged")
+        s.messages.extend(msgs(2))
+        await store.save(s)
+        for i in (2, 3):
+            s.messages.append(msg(i))
+            await store.save(s, skip_index=True, delta=SaveDelta.appended(i))
+        journal = sdir(root) / f"{s.session_id}.journal"
+        second = journal.read_bytes().splitlines(keepends=True)[1]
+        journal.write_bytes(b"not json\n" + second)
+        again = await store.load(s.session_id)
+        assert contents(again) == ["0", "1"]
+        again.messages.append(msg(4))
+        await store.save(again, skip_index=True, delta=SaveDelta.appended(2))
+        assert journal.read_bytes() == b"", "the checkpoint appended after the damage"
+    assert contents(await load_fresh(root, s.session_id)) == ["0", "1", "4"]
+
+
 async def test_journal_lines_of_an_older_generation_are_ignored(root: Path) -> None:
     async with FileStore(root) as store:
         s = store.new_session(title="gen")
