@@ -558,18 +558,25 @@ class FileStore(Store):
         # missing from list_sessions() until its next full save or a restart
         index = not skip_index or d is None
         index_line = self._index.put(row) if index else b""
-        await self._run(
-            self._compact_sync,
-            session.session_id,
-            d,
-            messages,
-            meta,
-            row,
-            backup,
-            event_dicts,
-            untomb,
-            index_line,
-        )
+        try:
+            await self._run(
+                self._compact_sync,
+                session.session_id,
+                d,
+                messages,
+                meta,
+                row,
+                backup,
+                event_dicts,
+                untomb,
+                index_line,
+            )
+        except BaseException:
+            # the new snapshot may have landed before the step that failed (emptying the
+            # journal, the directory fsync): the next save reads the files again rather
+            # than append under the old generation, whose lines that snapshot ignores
+            self._durable.pop(session.session_id, None)
+            raise
 
     def _compact_sync(
         self,

@@ -581,6 +581,36 @@ async def test_failed_checkpoint_write_makes_the_next_save_compact(
     assert contents(await load_fresh(root, "full")) == list("01234")
 
 
+@pytest.mark.parametrize("step", ["fsync", "truncate", "dir_fsync"])
+@pytest.mark.parametrize("with_delta", [False, True], ids=["checkpoint", "delta"])
+async def test_a_checkpoint_after_a_failed_full_save_is_durable(
+    root: Path, step: str, with_delta: bool
+) -> None:
+    """A full save can fail after its new snapshot was renamed into place (emptying the
+    journal or the directory fsync fails: EIO injected there), or before (the temp file's
+    fsync). Either way the next checkpoint must land where a restart reads it: not as a
+    journal line of the old generation, which the new snapshot ignores."""
+    async with FileStore(root) as store:
+        s = store.new_session(title="failed compaction")
+        s.messages.append(msg(0))
+        await store.save(s)
+        s.messages.append(msg(1))
+        await store.save(s, skip_index=True)
+        s.messages.append(msg(2))
+        where = "" if step == "dir_fsync" else s.session_id  # the directory names no session
+        with (
+            faults.inject("EIO", step, path_contains=where) as plan,
+            pytest.raises(StoreError, match="Input/output error"),
+        ):
+            await store.save(s)
+        assert plan.fired == 1
+        s.messages.append(msg(3))
+        stored = 2 if step == "fsync" else 3  # what the store holds after the failure
+        delta = SaveDelta.appended(stored) if with_delta else None
+        await store.save(s, skip_index=True, delta=delta)  # acknowledged: durable
+    assert contents(await load_fresh(root, s.session_id)) == ["0", "1", "2", "3"]
+
+
 @pytest.mark.parametrize("how", ["cancel-scope", "task.cancel"])
 async def test_cancelled_checkpoint_finishes_its_line_before_it_raises(
     root: Path, monkeypatch: pytest.MonkeyPatch, how: str
