@@ -98,6 +98,17 @@ async def listed(store: Store) -> dict[str, int]:
     return {s.session_id: s.message_count for s in page.sessions}
 
 
+async def snapshot_and_checkpoint(store: FileStore, title: str) -> Session:
+    """A new session of two messages: ``msg(0)`` in its snapshot (a full save), ``msg(1)``
+    in its journal (a checkpoint)."""
+    s = store.new_session(title=title)
+    s.messages.append(msg(0))
+    await store.save(s)
+    s.messages.append(msg(1))
+    await store.save(s, skip_index=True)
+    return s
+
+
 def child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -377,11 +388,7 @@ async def test_torn_journal_tail_is_ignored(root: Path, tail: str) -> None:
 async def test_checkpoint_after_torn_tail_is_durable(root: Path) -> None:
     """A crash mid-append leaves a torn tail; the next process's checkpoints must survive."""
     async with FileStore(root) as store:
-        s = store.new_session(title="torn")
-        s.messages.append(msg(0))
-        await store.save(s)
-        s.messages.append(msg(1))
-        await store.save(s, skip_index=True)
+        s = await snapshot_and_checkpoint(store, "torn")
     append_bytes(sdir(root) / f"{s.session_id}.journal", TAILS["half-json-line"])
     async with FileStore(root) as store:
         s = await store.load(s.session_id)
@@ -591,11 +598,7 @@ async def test_a_checkpoint_after_a_failed_full_save_is_durable(
     fsync). Either way the next checkpoint must land where a restart reads it: not as a
     journal line of the old generation, which the new snapshot ignores."""
     async with FileStore(root) as store:
-        s = store.new_session(title="failed compaction")
-        s.messages.append(msg(0))
-        await store.save(s)
-        s.messages.append(msg(1))
-        await store.save(s, skip_index=True)
+        s = await snapshot_and_checkpoint(store, "failed compaction")
         s.messages.append(msg(2))
         where = "" if step == "dir_fsync" else s.session_id  # the directory names no session
         with (
