@@ -35,6 +35,7 @@ from ._resume import (
     with_record,
 )
 from ._session import Message, Session, validate_title
+from ._timer import StopEvent, Wakeups
 from ._tools import LedgerTool, call_maybe_async
 from ._transcript import model_messages as to_model_messages
 from .brokers.abc import StreamLog
@@ -965,9 +966,10 @@ async def _checkpoint_loop(
     turn: Turn,
     store: Store,
     interval: float,
-    stop: anyio.Event,
+    stop: StopEvent,
     state: dict[str, Any],
     handle: TurnHandle,
+    wakeups: Wakeups,
 ) -> None:
     """The checkpoint coroutine: every ``interval`` seconds, save if the activity
     counter advanced or more text was streamed, else renew the lease once a third of its
@@ -980,14 +982,16 @@ async def _checkpoint_loop(
     A failed save is announced to subscribers at once (a ``checkpoint`` event with
     ``error``, ``failures`` and the unchanged ``persisted_seq``) and retried with
     exponential backoff, up to 32 intervals apart. A lost lease (``LeaseLost``) cancels
-    the turn: nothing more is written."""
+    the turn: nothing more is written.
+
+    It sleeps on the runtime-wide timer (:class:`~runtime._timer.Wakeups`), not on a
+    cancel scope with a deadline per tick, so a sleeping turn holds one future."""
     saved = (0, 0)  # the activity counter and the draft version start at 0
     failures = 0
     lease = handle.lease
     renewed = time.monotonic()
     while not stop.is_set():
-        with anyio.move_on_after(interval * (1 << min(failures, 5))):
-            await stop.wait()
+        await wakeups.sleep(interval * (1 << min(failures, 5)), stop)
         if stop.is_set():
             return
         try:
@@ -1204,6 +1208,7 @@ async def run_turn(
     *,
     checkpoint_interval: float,
     final_save_timeout: float,
+    wakeups: Wakeups,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run one turn to its end. Started with ``TaskGroup.start``: returns control to
@@ -1213,7 +1218,7 @@ async def run_turn(
     final save and is then re-raised.
     """
     state: dict[str, Any] = {"persisted_seq": turn._log.last_seq}  # saved by start_turn
-    stop = anyio.Event()
+    stop = StopEvent()
 
     async def reserve() -> None:
         await _checkpoint(turn, store, state, handle.lease)
@@ -1230,7 +1235,14 @@ async def run_turn(
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(
-                        _checkpoint_loop, turn, store, checkpoint_interval, stop, state, handle
+                        _checkpoint_loop,
+                        turn,
+                        store,
+                        checkpoint_interval,
+                        stop,
+                        state,
+                        handle,
+                        wakeups,
                     )
                     try:
                         await agent(turn)
