@@ -9,6 +9,8 @@ are the terminal event and ``stream.end`` published, so that ``done`` means dura
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -35,7 +37,7 @@ from ._resume import (
     with_record,
 )
 from ._session import Message, Session, validate_title
-from ._timer import StopEvent, Wakeups
+from ._timer import Latch, StopEvent, Wakeups, asyncio_loop
 from ._tools import LedgerTool, call_maybe_async
 from ._transcript import model_messages as to_model_messages
 from .brokers.abc import StreamLog
@@ -850,7 +852,8 @@ class TurnHandle:
         #: the lease ``start_turn`` claimed; every write of the turn carries it
         self.lease = lease
         self.scope: anyio.CancelScope | None = None
-        self.finished = anyio.Event()
+        #: set once the turn's final save is done (``await handle.finished.wait()``)
+        self.finished = Latch()
         self.cancel_requested = False
         self.lease_lost: LeaseLost | None = None
 
@@ -1200,6 +1203,21 @@ async def _final_save(
         await log.flush()  # a remote log: the end reaches it before the turn is over
 
 
+async def _join(task: asyncio.Task[None]) -> None:
+    """Wait for a turn's checkpoint task once its stop event is set (it ends at once, or
+    after the save in progress). If the turn is being cancelled, the task is cancelled
+    too and waited for, shielded, as a task group does with its children; its own
+    exception (a bug: it handles store errors itself) propagates."""
+    try:
+        await task  # a cancellation of this task cancels the awaited one as well
+    except BaseException:
+        if not task.done():
+            task.cancel()
+            with anyio.CancelScope(shield=True), contextlib.suppress(BaseException):
+                await task
+        raise
+
+
 async def run_turn(
     agent: Agent,
     turn: Turn,
@@ -1226,6 +1244,18 @@ async def run_turn(
     turn._reserve_hook = reserve
     outcome: ev.Outcome = "done"
     error: BaseException | None = None
+
+    async def call_agent() -> None:
+        nonlocal outcome, error
+        try:
+            await agent(turn)
+        except Exception as exc:
+            error = exc
+            outcome = "error"
+            logger.error("agent failed in session %s: %r", turn.session_id, exc, exc_info=exc)
+        finally:
+            stop.set()
+
     try:
         with anyio.CancelScope() as scope:
             handle.scope = scope
@@ -1233,27 +1263,21 @@ async def run_turn(
                 scope.cancel()
             task_status.started()
             try:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(
-                        _checkpoint_loop,
-                        turn,
-                        store,
-                        checkpoint_interval,
-                        stop,
-                        state,
-                        handle,
-                        wakeups,
-                    )
+                checkpoints = (turn, store, checkpoint_interval, stop, state, handle, wakeups)
+                loop = asyncio_loop()
+                if loop is None:  # trio: the checkpoint coroutine in a task group
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(_checkpoint_loop, *checkpoints)
+                        await call_agent()
+                else:
+                    # A bare task: an anyio task and a task group per turn hold ~20
+                    # objects the garbage collector walks for as long as the turn lives.
+                    task = loop.create_task(_checkpoint_loop(*checkpoints))
                     try:
-                        await agent(turn)
-                    except Exception as exc:
-                        error = exc
-                        outcome = "error"
-                        logger.error(
-                            "agent failed in session %s: %r", turn.session_id, exc, exc_info=exc
-                        )
+                        await call_agent()
                     finally:
                         stop.set()
+                        await _join(task)
             finally:
                 stop.set()
         if handle.lease_lost is not None:

@@ -29,7 +29,7 @@ from collections.abc import Awaitable
 
 import anyio
 
-__all__ = ["Latch", "StopEvent", "Wakeups"]
+__all__ = ["Latch", "StopEvent", "Wakeups", "asyncio_loop"]
 
 #: heap size from which stale entries are dropped all at once (below it, when due)
 _COMPACT_AT = 64
@@ -38,7 +38,8 @@ _COMPACT_AT = 64
 _RESOLUTION = time.get_clock_info("monotonic").resolution
 
 
-def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
+def asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The running asyncio loop, or ``None`` on another backend (trio)."""
     try:
         return asyncio.get_running_loop()
     except RuntimeError:  # trio: no running asyncio loop
@@ -81,7 +82,7 @@ class Latch:
         """``await latch.wait()``: returns once the latch is set (at once if it is).
         Cancellable; a cancelled wait leaves nothing behind but a done future that the
         next :meth:`set` drops."""
-        loop = _asyncio_loop()
+        loop = asyncio_loop()
         if loop is None:
             if self._event is None:
                 self._event = anyio.Event()
@@ -151,7 +152,7 @@ class Wakeups:
             raise ValueError(f"invalid sleep {seconds!r}: must be a finite number of seconds >= 0")
         if stop.is_set():
             return
-        loop = _asyncio_loop()
+        loop = asyncio_loop()
         if loop is None:
             with anyio.move_on_after(seconds):
                 await stop.wait()
