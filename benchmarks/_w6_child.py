@@ -7,7 +7,7 @@ latency (publish ``ts`` -> receipt). Prints one JSON object on stdout.
 loop's own floor at that load.
 
 ``python -m benchmarks._w6_child --store memory|file|bare --turns T --tokens K
---interval S --root DIR [--gc-threshold G0,G1,G2]``
+--interval S --root DIR``: always with CPython's default collector settings.
 """
 
 from __future__ import annotations
@@ -203,14 +203,7 @@ def main() -> None:
     p.add_argument("--tokens", type=int, required=True)
     p.add_argument("--interval", type=float, required=True)
     p.add_argument("--root", default="")
-    p.add_argument(
-        "--gc-threshold",
-        default="",
-        help="comma-separated gc.set_threshold() values to apply first (default: CPython's)",
-    )
     args = p.parse_args()
-    if args.gc_threshold:
-        gc.set_threshold(*(int(v) for v in args.gc_threshold.split(",")))
     with GcWatch() as watch:
         result = anyio.run(_main, args)
     result["gc"] = watch.as_dict()
