@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -1203,6 +1204,19 @@ async def _final_save(
         await log.flush()  # a remote log: the end reaches it before the turn is over
 
 
+async def _call_agent(agent: Agent, turn: Turn, stop: StopEvent) -> Exception | None:
+    """Run the agent; returns the exception it raised (logged), ``None`` if it returned.
+    Sets ``stop`` in a ``finally`` (a cancellation propagates)."""
+    try:
+        await agent(turn)
+        return None
+    except Exception as exc:
+        logger.error("agent failed in session %s: %r", turn.session_id, exc, exc_info=exc)
+        return exc
+    finally:
+        stop.set()
+
+
 async def _join(task: asyncio.Task[None]) -> None:
     """Wait for a turn's checkpoint task once its stop event is set (it ends at once, or
     after the save in progress). If the turn is being cancelled, the task is cancelled
@@ -1238,24 +1252,10 @@ async def run_turn(
     state: dict[str, Any] = {"persisted_seq": turn._log.last_seq}  # saved by start_turn
     stop = StopEvent()
 
-    async def reserve() -> None:
-        await _checkpoint(turn, store, state, handle.lease)
-
-    turn._reserve_hook = reserve
+    # no closures: their cells are objects a live turn would hold for the collector
+    turn._reserve_hook = functools.partial(_checkpoint, turn, store, state, handle.lease)
     outcome: ev.Outcome = "done"
     error: BaseException | None = None
-
-    async def call_agent() -> None:
-        nonlocal outcome, error
-        try:
-            await agent(turn)
-        except Exception as exc:
-            error = exc
-            outcome = "error"
-            logger.error("agent failed in session %s: %r", turn.session_id, exc, exc_info=exc)
-        finally:
-            stop.set()
-
     try:
         with anyio.CancelScope() as scope:
             handle.scope = scope
@@ -1268,18 +1268,20 @@ async def run_turn(
                 if loop is None:  # trio: the checkpoint coroutine in a task group
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(_checkpoint_loop, *checkpoints)
-                        await call_agent()
+                        error = await _call_agent(agent, turn, stop)
                 else:
                     # A bare task: an anyio task and a task group per turn hold ~20
                     # objects the garbage collector walks for as long as the turn lives.
                     task = loop.create_task(_checkpoint_loop(*checkpoints))
                     try:
-                        await call_agent()
+                        error = await _call_agent(agent, turn, stop)
                     finally:
                         stop.set()
                         await _join(task)
             finally:
                 stop.set()
+            if error is not None:
+                outcome = "error"
         if handle.lease_lost is not None:
             outcome, error = "lease_lost", handle.lease_lost
         elif scope.cancelled_caught:
