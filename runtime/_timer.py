@@ -97,10 +97,14 @@ class Latch:
         return waiter
 
     def _add(self, waiter: asyncio.Future[None]) -> None:
-        if self._waiters is None:
+        waiters = self._waiters
+        if waiters is None:
             self._waiters = [waiter]
-        else:
-            self._waiters.append(waiter)
+            return
+        waiters.append(waiter)
+        n = len(waiters)
+        if n >= 16 and n & (n - 1) == 0:  # at 16, 32, 64...: drop cancelled waits
+            waiters[:] = [w for w in waiters if not w.done()]
 
     def _discard(self, waiter: asyncio.Future[None]) -> None:
         """Forget a waiter woken by something else (a timer), so that a latch waited on
