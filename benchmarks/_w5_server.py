@@ -86,6 +86,7 @@ async def _serve(args: argparse.Namespace) -> None:
         )
     if args.stop_file:
         _params["go"] = args.stop_file.removesuffix(".stop")
+        _params["serve_only"] = True
     rt = Runtime(MemoryStore(), _agent, max_events=max(100_000, 2 * args.events), broker=broker)
     app = create_app(rt, api_token=None, heartbeat=15.0)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -109,7 +110,14 @@ async def _stop_requested() -> bool:
 
 
 async def _report_on_stop(server: Any) -> None:
-    """Print the stats and stop the server once the client asks for it."""
+    """Print the stats and stop the server once the client asks for it. A node that
+    runs no turn (``--stop-file``) counts its CPU from the client's go signal, as the
+    node running the agent does from its first token."""
+    if _params.get("serve_only"):
+        while not await anyio.Path(_params["go"]).exists():  # noqa: ASYNC110 - another process
+            await anyio.sleep(0.01)
+        _stats["cpu0"] = time.process_time()
+        _watch.__enter__()
     while not await _stop_requested():  # noqa: ASYNC110 - the client is another process
         await anyio.sleep(0.05)
     if "cpu0" in _stats:

@@ -88,7 +88,14 @@ class _Subscriber(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.ready.done():
-            self.ready.set_exception(ConnectionError(f"SSE connection lost early: {exc}"))
+            peer = self.transport.get_extra_info("peername") if self.transport else None
+            port = peer[1] if peer else "?"
+            self.ready.set_exception(
+                ConnectionError(
+                    f"SSE connection to port {port} lost before stream.started: {exc}; "
+                    f"unparsed bytes {self.buf[:300]!r}"
+                )
+            )
         if not self.done.done():
             self.done.set_result(None)
 

@@ -288,24 +288,29 @@ async def _w5(ctx: Context, url: str, res: Result) -> Table:
         await asyncio.gather(*(s.ready for s in subs))
         go.write_bytes(b"go")
         t0 = time.perf_counter()
+        cpu0 = time.process_time()
         nominal = (events / cfg.w5_burst) * cfg.w5_burst_interval
         with anyio.move_on_after(60 + 5 * nominal):
             await asyncio.gather(*(s.done for s in subs))
         elapsed = time.perf_counter() - t0
+        client_cpu = time.process_time() - cpu0
         for s in subs:
             if s.transport is not None:
                 s.transport.close()
         go.with_name(go.name + ".stop").write_bytes(b"stop")
     finally:
         stats_a = _server_stats(await _stop(node_a))
-        await _stop(node_b)
+        stats_b = _server_stats(await _stop(node_b))
         await _delete(url, prefix, stream_id)
     table = Table(
         f"W5 over two nodes on one Redis: {size_label(subs_n)} subscribers (half on each), "
         f"{size_label(events)} events",
-        ["node", "lost events", "p50 ms", "p99 ms", "max ms", "stream s", "nominal s"],
+        ["node", "lost events", "p50 ms", "p99 ms", "max ms", "CPU s", "stream s", "nominal s"],
     )
-    for name, group in (("A (runs the turn)", subs[0::2]), ("B (from Redis)", subs[1::2])):
+    for name, group, stats in (
+        ("A (runs the turn)", subs[0::2], stats_a),
+        ("B (from Redis)", subs[1::2], stats_b),
+    ):
         lat = [x for s in group for x in s.latencies]
         lost = len(group) * events - sum(s.tokens for s in group)
         key = "w5_node_a" if name.startswith("A") else "w5_node_b"
@@ -314,6 +319,7 @@ async def _w5(ctx: Context, url: str, res: Result) -> Table:
             "p50_ms": percentile(lat, 50) * 1000 if lat else None,
             "p99_ms": percentile(lat, 99) * 1000 if lat else None,
             "max_ms": max(lat) * 1000 if lat else None,
+            "cpu_s": stats.get("cpu_s"),
         }
         row = res.systems[key]
         table.add(
@@ -322,13 +328,18 @@ async def _w5(ctx: Context, url: str, res: Result) -> Table:
             fmt(row["p50_ms"]),
             fmt(row["p99_ms"]),
             fmt(row["max_ms"]),
+            fmt(row["cpu_s"]),
             fmt(elapsed),
             fmt(nominal),
         )
     res.extra["w5_node_a_cpu_s"] = stats_a.get("cpu_s")
+    res.extra["w5_client_cpu_s"] = round(client_cpu, 3)
     table.footnotes.append(
         f"the agent on A emits {cfg.w5_burst} tokens every {cfg.w5_burst_interval} s; "
-        "latency = receipt - publish ts (one machine, one clock)"
+        "latency = receipt - publish ts (one machine, one clock); CPU s = the node's "
+        "process CPU from the first token (A) or the go signal (B) to the end; the "
+        f"load generator (one process, every subscriber of both nodes) used {client_cpu:.1f} "
+        "CPU s meanwhile"
     )
     return table
 

@@ -20,8 +20,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Self
 
-import anyio
-
 from . import _events as ev
 from ._events import Event
 from ._exceptions import SessionNotFound, StreamNotFound, SubscriberLagged
@@ -190,8 +188,9 @@ class Subscription:
         ``liveness`` seconds (asked again), or when the store says the stream is over
         (then the rest comes from the store: a process that died never ends its log,
         and its ending is made up once its lease has expired)."""
-        with anyio.move_on_after(self._liveness):
-            return await log.read(self.last_seq)
+        batch = await log.read_within(self.last_seq, self._liveness)
+        if batch is not None:
+            return batch
         session_id = session_of_stream(self.stream_id)
         try:
             if self._on_dead_stream is not None:

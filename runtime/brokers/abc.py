@@ -15,6 +15,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
+import anyio
+
 from .._events import Event
 
 __all__ = ["Broker", "StreamLog"]
@@ -80,6 +82,19 @@ class StreamLog(ABC):
 
         :raises SubscriberLagged: if events after ``after_seq`` were already dropped.
         """
+
+    async def read_within(self, after_seq: int, seconds: float) -> list[Event] | None:
+        """:meth:`read`, or ``None`` if no event came for ``seconds`` (how a reader of a
+        :attr:`remote` log notices a writer that may have died). This default wraps
+        :meth:`read` in a timeout; a backend whose readers share one blocking read may
+        check that read's timeout instead (then ``None`` may come up to ``seconds``
+        late), so that 1,000 readers do not hold 1,000 timers.
+
+        :raises SubscriberLagged: as :meth:`read`.
+        """
+        with anyio.move_on_after(seconds):
+            return await self.read(after_seq)
+        return None
 
     @abstractmethod
     def events_between(self, after_seq: int, up_to_seq: int) -> list[Event]:

@@ -20,7 +20,9 @@ sent when Redis is back. Readers in other processes see the hole as
 Other processes follow with ``XRANGE`` from their resume point, then ``XREAD BLOCK``
 from the newest entry they hold. An entry's id is its ``seq``, so reading by id cannot
 lose or repeat an event published while a reader joins. Readers of one stream in one
-process share one blocking read.
+process share one view of it (also when they attach at the same moment), so one
+``XREAD BLOCK`` per batch, one decode per event; a reader that must notice a quiet stream
+(:meth:`StreamLog.read_within`) uses that read's timeout, not a timer of its own.
 
 Cancel requests travel on the pub/sub channel ``<prefix>:cancel:<node_id>`` of the
 process that owns the stream.
@@ -273,8 +275,28 @@ class _RemoteLog(StreamLog):
             ``after_seq``: read it from the store.
         :raises EventLogUnavailable: if Redis cannot be reached.
         """
+        events = await self._read(after_seq, None)
+        assert events is not None  # no deadline: waits for events or the end
+        return events
+
+    async def read_within(self, after_seq: int, seconds: float) -> list[Event] | None:
+        """:meth:`read`, or ``None`` once no event came for ``seconds`` (checked after
+        each blocking read, which then waits at most ``seconds``: so between
+        ``seconds`` and twice that). No timer per reader: the readers waiting at the
+        head share one ``XREAD BLOCK`` and its timeout.
+
+        :raises SubscriberLagged: as :meth:`read`.
+        :raises EventLogUnavailable: as :meth:`read`.
+        """
+        return await self._read(after_seq, seconds)
+
+    async def _read(self, after_seq: int, seconds: float | None) -> list[Event] | None:
+        deadline = None if seconds is None else time.monotonic() + seconds
         while True:
             window = self._window
+            if window is None and self._fetching is not None:
+                await self._fetching.wait()  # the view's first read is in flight: share it
+                continue
             if window is None or after_seq < window.base:
                 events = await self._read_range(after_seq)
                 if events:
@@ -286,24 +308,36 @@ class _RemoteLog(StreamLog):
                 return window.slice(after_seq, window.last)
             if window.closed:
                 return []
-            await self._read_head(window)
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            await self._read_head(window, seconds)
 
     async def _read_range(self, after_seq: int) -> list[Event]:
         """Entries after ``after_seq`` by ``XRANGE``; the first such read starts the
-        window."""
-        with self._broker._errors(self.stream_id):
-            entries = await self._broker._client.xrange(
-                self._key, min=f"{after_seq + 1}-0", count=_READ_COUNT
-            )
-        events = _contiguous(self.stream_id, after_seq, entries)
+        window (and the readers arriving meanwhile wait for it)."""
+        done = None
         if self._window is None:
-            window = self._window = _Window(after_seq)
-            for event in events:
-                window.add(event)
-        return events
+            done = self._fetching = anyio.Event()
+        try:
+            self._broker._reads += 1
+            with self._broker._errors(self.stream_id):
+                entries = await self._broker._client.xrange(
+                    self._key, min=f"{after_seq + 1}-0", count=_READ_COUNT
+                )
+            events = _contiguous(self.stream_id, after_seq, entries)
+            if self._window is None:
+                window = self._window = _Window(after_seq)
+                for event in events:
+                    window.add(event)
+            return events
+        finally:
+            if done is not None:
+                self._fetching = None
+                done.set()
 
-    async def _read_head(self, window: _Window) -> None:
-        """Wait for entries after the window's newest, one blocking read per process."""
+    async def _read_head(self, window: _Window, seconds: float | None) -> None:
+        """Wait for entries after the window's newest, one blocking read per process
+        (blocking at most ``block_ms``, and at most ``seconds`` if given)."""
         fetching = self._fetching
         if fetching is not None:  # another reader is at it: take its result
             await fetching.wait()
@@ -311,9 +345,13 @@ class _RemoteLog(StreamLog):
         done = self._fetching = anyio.Event()
         try:
             last = window.last
+            block = self._broker.block_ms
+            if seconds is not None:
+                block = max(1, min(block, int(seconds * 1000)))
+            self._broker._reads += 1
             with self._broker._errors(self.stream_id):
                 reply = await self._broker._client.xread(
-                    {self._key: f"{last}-0"}, count=_READ_COUNT, block=self._broker.block_ms
+                    {self._key: f"{last}-0"}, count=_READ_COUNT, block=block
                 )
             entries = reply[0][1] if reply else []
             if not entries:
@@ -420,6 +458,8 @@ class RedisEventLog(Broker):
         self._owned: dict[str, _OwnedLog] = {}
         self._finished: deque[_OwnedLog] = deque()
         self._remote: dict[str, _RemoteLog] = {}
+        self._attaching: dict[str, anyio.Event] = {}  # an attach asking Redis, per stream
+        self._reads = 0  # XRANGE / XREAD commands sent for the views of other processes' streams
         self._pending: dict[str, _OwnedLog] = {}  # logs with unsent events
         self._wake_sender: asyncio.Event | None = None
         self._sender: asyncio.Task[None] | None = None
@@ -473,18 +513,27 @@ class RedisEventLog(Broker):
         """
         with contextlib.suppress(StreamNotFound):
             return self.get(stream_id)
+        # One view per stream per process, however many subscribers attach at once: the
+        # first asks Redis, the others wait for its view (if it fails, they ask again).
+        while (attaching := self._attaching.get(stream_id)) is not None:
+            await attaching.wait()
         remote = self._remote.get(stream_id)
         if remote is not None and not remote.closed:  # an ended one: is it still retained?
             return remote
-        with self._errors(stream_id):
-            session = await self._client.hget(self._key(stream_id) + ":meta", "session")
-        if session is None:
-            raise StreamNotFound(f"no live or retained stream {stream_id!r}")
-        remote = _RemoteLog(self, stream_id, session.decode())
-        if len(self._remote) >= 1_000:  # forget the views of ended streams
-            self._remote = {k: v for k, v in self._remote.items() if not v.closed}
-        self._remote[stream_id] = remote
-        return remote
+        done = self._attaching[stream_id] = anyio.Event()
+        try:
+            with self._errors(stream_id):
+                session = await self._client.hget(self._key(stream_id) + ":meta", "session")
+            if session is None:
+                raise StreamNotFound(f"no live or retained stream {stream_id!r}")
+            remote = _RemoteLog(self, stream_id, session.decode())
+            if len(self._remote) >= 1_000:  # forget the views of ended streams
+                self._remote = {k: v for k, v in self._remote.items() if not v.closed}
+            self._remote[stream_id] = remote
+            return remote
+        finally:
+            del self._attaching[stream_id]
+            done.set()
 
     def drop(self, stream_id: str) -> None:
         """Forget a stream whose turn never started, here and (in the background) in Redis."""
@@ -523,12 +572,16 @@ class RedisEventLog(Broker):
         return self._degraded
 
     def statistics(self) -> dict[str, int | bool]:
-        """``{owned, remote, pending_events, dropped_events, degraded}``: a snapshot.
-        ``dropped_events`` counts events dropped from full buffers while Redis was
-        unreachable (they are still in the store once a checkpoint has saved them)."""
+        """``{owned, remote, remote_reads, pending_events, dropped_events, degraded}``:
+        a snapshot. ``remote_reads`` counts the ``XRANGE`` and ``XREAD`` commands this
+        process sent to follow other processes' streams since it started (one per batch
+        per stream, however many subscribers follow it here). ``dropped_events`` counts
+        events dropped from full buffers while Redis was unreachable (they are still in
+        the store once a checkpoint has saved them)."""
         return {
             "owned": len(self._owned),
             "remote": len(self._remote),
+            "remote_reads": self._reads,
             "pending_events": sum(len(log._outbox) for log in self._pending.values()),
             "dropped_events": sum(log.dropped for log in self._owned.values()),
             "degraded": self._degraded,

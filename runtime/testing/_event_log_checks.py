@@ -252,7 +252,8 @@ async def check_subscribe_while_publishing(factory: BrokerFactory) -> None:
 
 async def check_attach_from_another_process(factory: BrokerFactory) -> None:
     """On a shared backend, a second broker (another process) attaches to a stream the
-    first runs: it reads every sent event, cannot publish or append (only the owner
+    first runs: it reads every sent event (``read_within`` gives ``None`` at the head
+    once nothing came for its ``seconds``), cannot publish or append (only the owner
     allocates ``seq``: ``RuntimeError``), and sees ``stream.end``, also when it resumed
     at the newest event and waited there; an unknown stream is
     :class:`~runtime.StreamNotFound`. On a backend that is not shared, ``attach`` is
@@ -268,6 +269,8 @@ async def check_attach_from_another_process(factory: BrokerFactory) -> None:
         published = [log.publish("token", {"text": str(i)}) for i in range(5)]
         if not owner.shared:
             _require(await owner.attach(stream_id) is log, "attach() of a local stream is get()")
+            _equal(await log.read_within(0, 0.05), published, "read_within() with events")
+            _equal(await log.read_within(5, 0.05), None, "read_within() at a quiet head")
             with _raises(StreamNotFound, "attach() of an unknown stream"):
                 await owner.attach(_new_id())
             return
@@ -281,6 +284,10 @@ async def check_attach_from_another_process(factory: BrokerFactory) -> None:
             _require(view.remote, "a stream another process runs is remote")
             _equal(view.session_id, "sess", "the session of an attached stream")
             _equal(await view.read(0), published, "events read from another process")
+            _equal(await view.read_within(0, 0.05), published, "read_within() with events")
+            with anyio.fail_after(10):
+                quiet = await view.read_within(5, 0.05)
+            _equal(quiet, None, "read_within() at the head of a stream nobody publishes to")
             for attempt in ("publish", "append"):
                 with _raises(RuntimeError, f"{attempt}() on another process's stream"):
                     if attempt == "publish":

@@ -6,6 +6,7 @@ Each test skips without its server, and fails under ``CI=true``."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -77,6 +78,25 @@ async def test_b_follows_and_resumes_a_turn_run_by_a() -> None:
         assert rest[-1].type == "stream.end" and rest[-2].type == "done"
         on_a = await collect(a, stream_id)
         assert [e.to_dict() for e in on_a] == [e.to_dict() for e in first + rest]
+
+
+async def test_followers_on_b_share_one_view_and_one_read_per_batch() -> None:
+    """200 subscribers joining B at once (as a burst of SSE clients does) get one view of
+    the stream and share B's reads of Redis: without that, each would send its own
+    ``XRANGE`` and ``XREAD`` and decode every event again."""
+    async with two_nodes(redis_url()) as (a, b):
+        session = await a.create_session()
+        stream_id = await a.start_turn(session.session_id, "tokens=30 delay=0.01")
+        views = await asyncio.gather(*(b.broker.attach(stream_id) for _ in range(200)))
+        assert all(view is views[0] for view in views)
+        assert views[0].remote
+        results = await asyncio.gather(*(collect(b, stream_id) for _ in range(200)))
+        seqs = [e.seq for e in results[0]]
+        assert seqs == list(range(1, seqs[-1] + 1)) and results[0][-1].type == "stream.end"
+        assert all([e.to_dict() for e in r] == [e.to_dict() for e in results[0]] for r in results)
+        stats: Callable[[], dict[str, Any]] = b.broker.statistics  # type: ignore[attr-defined]
+        # one read per batch of the stream (at most one per event here), not per subscriber
+        assert 0 < stats()["remote_reads"] <= seqs[-1] + 2
 
 
 async def test_cancel_from_b_ends_the_turn_on_a_like_a_local_cancel() -> None:

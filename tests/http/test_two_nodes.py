@@ -154,8 +154,14 @@ def test_turn_live_on_a_is_busy_on_b(nodes: list[ServerProcess]) -> None:
 
 def _checkpointed(client: httpx.Client, stream_id: str, tools: int) -> Event:
     """Follow the stream until a checkpoint that persisted at least ``tools`` tool
-    results; returns that checkpoint event."""
+    results; returns that checkpoint event.
+
+    The first checkpoint event after the ``tools``-th ``tool.completed`` may come from
+    a save that was already in flight when that tool finished (its event is published
+    when the save returns); the save after it started later, so the second one is
+    the first that is sure to hold the result."""
     seen = 0
+    after = 0
     with connect_sse(client, "GET", f"/api/streams/{stream_id}/events") as src:
         for sse in src.iter_sse():
             if not sse.data:
@@ -164,7 +170,9 @@ def _checkpointed(client: httpx.Client, stream_id: str, tools: int) -> Event:
             if event["type"] == "tool.completed":
                 seen += 1
             if event["type"] == "checkpoint" and seen >= tools:
-                return dict(event)
+                after += 1
+                if after == 2:
+                    return dict(event)
     raise AssertionError("the stream ended before the checkpoint")
 
 
