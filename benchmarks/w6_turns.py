@@ -28,23 +28,14 @@ _HERE = str(Path(__file__).resolve().parent.parent)
 ID = "W6"
 TITLE = "W6 concurrent live turns in one process (peak RSS, event latency)"
 
-#: The young-generation threshold of the "GC tuned" rows: ``gc.set_threshold(GC_TUNED)``,
-#: set by the application (a server holding thousands of live turns), not by the runtime.
-GC_TUNED = (50_000, 20, 100)
-
 LABELS = {
     "asyncio_bare": "bare asyncio tasks + queues (floor)",
     "runtime_memory": "runtime + MemoryStore",
     "runtime_file": "runtime + FileStore",
-    "asyncio_bare_gc_tuned": "bare asyncio tasks + queues (floor), GC tuned",
-    "runtime_memory_gc_tuned": "runtime + MemoryStore, GC tuned",
-    "runtime_file_gc_tuned": "runtime + FileStore, GC tuned",
 }
 
 
-async def _child(
-    store: str, ctx: Context, root: Path, gc_threshold: tuple[int, ...] | None
-) -> dict[str, Any]:
+async def _child(store: str, ctx: Context, root: Path) -> dict[str, Any]:
     cfg = ctx.config
     cmd = [
         sys.executable,
@@ -61,8 +52,6 @@ async def _child(
         "--root",
         str(root),
     ]
-    if gc_threshold is not None:
-        cmd += ["--gc-threshold", ",".join(map(str, gc_threshold))]
     env = dict(os.environ)
     env["PYTHONPATH"] = _HERE + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = await anyio.run_process(cmd, env=env, check=False)
@@ -102,6 +91,7 @@ async def run(ctx: Context) -> Result:
             "checkpoints",
             "GC s (full)",
             "longest GC ms",
+            "GC objects / turn",
         ],
     )
     base = [
@@ -109,10 +99,7 @@ async def run(ctx: Context) -> Result:
         ("runtime_memory", "memory", runtime_missing("runtime") or runtime_missing("memorystore")),
         ("runtime_file", "file", runtime_missing("runtime") or runtime_missing("filestore")),
     ]
-    stores = [(name, store, reason, None) for name, store, reason in base] + [
-        (f"{name}_gc_tuned", store, reason, GC_TUNED) for name, store, reason in base
-    ]
-    for name, store, reason, gc_threshold in stores:
+    for name, store, reason in base:
         if reason is not None:
             res.notes[name] = reason
             res.systems[name] = {"peak_rss_mib": None, "p99_ms": None}
@@ -121,7 +108,7 @@ async def run(ctx: Context) -> Result:
         root = ctx.tmp / f"w6-{store}"
         root.mkdir()
         try:
-            data = await _child(store, ctx, root, gc_threshold)
+            data = await _child(store, ctx, root)
         finally:
             shutil.rmtree(root, ignore_errors=True)
         peak = data["peak_rss_bytes"] / 2**20
@@ -146,6 +133,7 @@ async def run(ctx: Context) -> Result:
             str(data["checkpoint_events"]),
             f"{fmt(data['gc']['total_ms'] / 1000)} ({data['gc']['collections'][2]})",
             fmt(data["gc"]["max_pause_ms"]),
+            fmt(data["gc_tracked_per_turn"]) if "gc_tracked_per_turn" in data else "-",
         )
     table.footnotes.append(
         f"each turn: {cfg.w6_tokens} tokens {cfg.w6_token_interval} s apart + one tool call "
@@ -158,9 +146,9 @@ async def run(ctx: Context) -> Result:
         "full, generation-2 collections in brackets); longest GC ms: the longest single pause"
     )
     table.footnotes.append(
-        f"GC tuned: the child calls gc.set_threshold{GC_TUNED} first, as a server holding "
-        "thousands of live turns would (docs/benchmarks.md, W6); the runtime never changes "
-        "the collector's settings itself"
+        "CPython's default collector settings everywhere (neither the runtime nor the child "
+        "calls gc.set_threshold); GC objects / turn: GC-tracked objects each live turn holds "
+        "(its subscriber included) when all are live, counted with gc.get_objects()"
     )
     res.tables.append(table)
     return res

@@ -9,6 +9,9 @@ are the terminal event and ``stream.end`` published, so that ``done`` means dura
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import logging
 import math
 import time
@@ -35,6 +38,7 @@ from ._resume import (
     with_record,
 )
 from ._session import Message, Session, validate_title
+from ._timer import Latch, StopEvent, Wakeups, asyncio_loop
 from ._tools import LedgerTool, call_maybe_async
 from ._transcript import model_messages as to_model_messages
 from .brokers.abc import StreamLog
@@ -849,7 +853,8 @@ class TurnHandle:
         #: the lease ``start_turn`` claimed; every write of the turn carries it
         self.lease = lease
         self.scope: anyio.CancelScope | None = None
-        self.finished = anyio.Event()
+        #: set once the turn's final save is done (``await handle.finished.wait()``)
+        self.finished = Latch()
         self.cancel_requested = False
         self.lease_lost: LeaseLost | None = None
 
@@ -965,9 +970,10 @@ async def _checkpoint_loop(
     turn: Turn,
     store: Store,
     interval: float,
-    stop: anyio.Event,
+    stop: StopEvent,
     state: dict[str, Any],
     handle: TurnHandle,
+    wakeups: Wakeups,
 ) -> None:
     """The checkpoint coroutine: every ``interval`` seconds, save if the activity
     counter advanced or more text was streamed, else renew the lease once a third of its
@@ -980,14 +986,16 @@ async def _checkpoint_loop(
     A failed save is announced to subscribers at once (a ``checkpoint`` event with
     ``error``, ``failures`` and the unchanged ``persisted_seq``) and retried with
     exponential backoff, up to 32 intervals apart. A lost lease (``LeaseLost``) cancels
-    the turn: nothing more is written."""
+    the turn: nothing more is written.
+
+    It sleeps on the runtime-wide timer (:class:`~runtime._timer.Wakeups`), not on a
+    cancel scope with a deadline per tick, so a sleeping turn holds one future."""
     saved = (0, 0)  # the activity counter and the draft version start at 0
     failures = 0
     lease = handle.lease
     renewed = time.monotonic()
     while not stop.is_set():
-        with anyio.move_on_after(interval * (1 << min(failures, 5))):
-            await stop.wait()
+        await wakeups.sleep(interval * (1 << min(failures, 5)), stop)
         if stop.is_set():
             return
         try:
@@ -1196,6 +1204,34 @@ async def _final_save(
         await log.flush()  # a remote log: the end reaches it before the turn is over
 
 
+async def _call_agent(agent: Agent, turn: Turn, stop: StopEvent) -> Exception | None:
+    """Run the agent; returns the exception it raised (logged), ``None`` if it returned.
+    Sets ``stop`` in a ``finally`` (a cancellation propagates)."""
+    try:
+        await agent(turn)
+        return None
+    except Exception as exc:
+        logger.error("agent failed in session %s: %r", turn.session_id, exc, exc_info=exc)
+        return exc
+    finally:
+        stop.set()
+
+
+async def _join(task: asyncio.Task[None]) -> None:
+    """Wait for a turn's checkpoint task once its stop event is set (it ends at once, or
+    after the save in progress). If the turn is being cancelled, the task is cancelled
+    too and waited for, shielded, as a task group does with its children; its own
+    exception (a bug: it handles store errors itself) propagates."""
+    try:
+        await task  # a cancellation of this task cancels the awaited one as well
+    except BaseException:
+        if not task.done():
+            task.cancel()
+            with anyio.CancelScope(shield=True), contextlib.suppress(BaseException):
+                await task
+        raise
+
+
 async def run_turn(
     agent: Agent,
     turn: Turn,
@@ -1204,6 +1240,7 @@ async def run_turn(
     *,
     checkpoint_interval: float,
     final_save_timeout: float,
+    wakeups: Wakeups,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run one turn to its end. Started with ``TaskGroup.start``: returns control to
@@ -1213,12 +1250,10 @@ async def run_turn(
     final save and is then re-raised.
     """
     state: dict[str, Any] = {"persisted_seq": turn._log.last_seq}  # saved by start_turn
-    stop = anyio.Event()
+    stop = StopEvent()
 
-    async def reserve() -> None:
-        await _checkpoint(turn, store, state, handle.lease)
-
-    turn._reserve_hook = reserve
+    # no closures: their cells are objects a live turn would hold for the collector
+    turn._reserve_hook = functools.partial(_checkpoint, turn, store, state, handle.lease)
     outcome: ev.Outcome = "done"
     error: BaseException | None = None
     try:
@@ -1228,22 +1263,25 @@ async def run_turn(
                 scope.cancel()
             task_status.started()
             try:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(
-                        _checkpoint_loop, turn, store, checkpoint_interval, stop, state, handle
-                    )
+                checkpoints = (turn, store, checkpoint_interval, stop, state, handle, wakeups)
+                loop = asyncio_loop()
+                if loop is None:  # trio: the checkpoint coroutine in a task group
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(_checkpoint_loop, *checkpoints)
+                        error = await _call_agent(agent, turn, stop)
+                else:
+                    # A bare task: an anyio task and a task group per turn hold ~20
+                    # objects the garbage collector walks for as long as the turn lives.
+                    task = loop.create_task(_checkpoint_loop(*checkpoints))
                     try:
-                        await agent(turn)
-                    except Exception as exc:
-                        error = exc
-                        outcome = "error"
-                        logger.error(
-                            "agent failed in session %s: %r", turn.session_id, exc, exc_info=exc
-                        )
+                        error = await _call_agent(agent, turn, stop)
                     finally:
                         stop.set()
+                        await _join(task)
             finally:
                 stop.set()
+            if error is not None:
+                outcome = "error"
         if handle.lease_lost is not None:
             outcome, error = "lease_lost", handle.lease_lost
         elif scope.cancelled_caught:

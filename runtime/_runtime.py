@@ -30,6 +30,7 @@ from ._resume import (
 from ._runner import Agent, Turn, TurnHandle, interval_ok, run_turn
 from ._session import Session, validate_session_id, validate_title
 from ._subscription import Subscription, new_stream_id, session_of_stream
+from ._timer import Wakeups
 from .brokers.abc import Broker
 from .repair import is_stale, mark_interrupted, repair
 from .stores.abc import Lease, RecoveryReport, SessionPage, Store
@@ -144,6 +145,7 @@ class Runtime:
         self.recovery: RecoveryReport | None = None
         self.recover_on_start = recover_on_start
         self._live: dict[str, TurnHandle] = {}  # stream_id -> handle
+        self._wakeups = Wakeups()  # every turn's checkpoint coroutine sleeps on it
         self._busy: dict[str, str] = {}  # session_id -> stream_id, from start_turn on
         self._tg: anyio.abc.TaskGroup | None = None
         self._closed = False
@@ -819,6 +821,7 @@ class Runtime:
                 self.store,
                 checkpoint_interval=self.checkpoint_interval,
                 final_save_timeout=self.final_save_timeout,
+                wakeups=self._wakeups,
                 task_status=task_status,
             )
         finally:
@@ -909,5 +912,13 @@ class Runtime:
         return session_of_stream(stream_id)
 
     def statistics(self) -> dict[str, int]:
-        """``{live_streams, retained_logs}``: an immutable snapshot."""
-        return {"live_streams": len(self._live), "retained_logs": len(self.broker)}
+        """``{live_streams, retained_logs, timer_entries}``: an immutable snapshot.
+
+        ``timer_entries``: wake-ups pending in the runtime-wide timer that every live
+        turn's checkpoint coroutine sleeps on (one per sleeping turn, plus a bounded
+        number left by turns that ended before their wake-up was due)."""
+        return {
+            "live_streams": len(self._live),
+            "retained_logs": len(self.broker),
+            "timer_entries": len(self._wakeups),
+        }

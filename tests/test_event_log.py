@@ -174,3 +174,34 @@ def test_readers_at_one_position_share_the_published_objects() -> None:
     late = log.read_nowait(0)  # now columns: rebuilt, equal
     assert late[:5] == published
     assert late[0] is not published[0]
+
+
+async def test_reads_cancelled_on_a_silent_stream_leave_nothing_behind() -> None:
+    """Subscribers that give up waiting (SSE clients reconnecting while the agent thinks)
+    leave no waiter objects piling up until the next publish, and the next read is
+    still woken by it."""
+    import asyncio
+    import gc
+
+    log = EventLog("silent", "session")
+    _publish(log, 1)
+
+    def futures() -> int:
+        return sum(1 for o in gc.get_objects() if isinstance(o, asyncio.Future))
+
+    before = futures()
+    for _ in range(1000):
+        with anyio.move_on_after(0):  # cancelled at its first wait
+            await log.read(1)
+    gc.collect()
+    assert futures() - before < 32, "cancelled reads left their waiters behind"
+    got: list[int] = []
+
+    async def reader() -> None:
+        got.extend(e.seq for e in await log.read(1))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(reader)
+        await anyio.sleep(0.01)
+        _publish(log, 1)
+    assert got == [2]

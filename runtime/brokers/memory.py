@@ -15,11 +15,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import anyio
 import orjson
 
 from .._events import STREAM_END, Event
 from .._exceptions import StreamNotFound, SubscriberLagged
+from .._timer import Latch
 from .abc import Broker, StreamLog
 
 __all__ = ["EventLog", "MemoryBroker"]
@@ -31,7 +31,7 @@ class _Read:
     __slots__ = ("batch", "done")
 
     def __init__(self) -> None:
-        self.done = anyio.Event()
+        self.done = Latch()
         self.batch: tuple[Event, ...] | None = None
 
 
@@ -94,7 +94,7 @@ class EventLog(StreamLog):
         self._base = 0  # seq of the event before the oldest retained one
         self._last = 0  # seq of the newest event
         self._delivered = 0  # the furthest seq any reader has had
-        self._wakeup: anyio.Event | None = None
+        self._wakeup: Latch | None = None  # light: every waiting subscriber holds one
         self._reads: dict[int, _Read] = {}
         self.closed = False
         self.finished_at: float | None = None
@@ -252,7 +252,7 @@ class EventLog(StreamLog):
             if batch or self.closed:
                 return batch
             if self._wakeup is None:
-                self._wakeup = anyio.Event()
+                self._wakeup = Latch()
             await self._wakeup.wait()
 
     def events_between(self, after_seq: int, up_to_seq: int) -> list[Event]:
