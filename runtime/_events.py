@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from typing import Any, Final, Literal, NotRequired, TypedDict
 
@@ -29,6 +30,10 @@ __all__ = [
     "ToolStartedData",
     "UsageData",
     "encode_sse",
+    "event_records",
+    "events_from_records",
+    "record_last_seq",
+    "records_after",
 ]
 
 
@@ -288,3 +293,138 @@ def encode_sse(event: Event) -> bytes:
         event.type.encode(),
         event.json(),
     )
+
+
+# -- the durable record of events -----------------------------------------------------
+#
+# A store persists a stream's events as records, one JSON object each. A record is
+# either one event (``Event.to_dict()``) or a RUN: two or more consecutive events of
+# one stream, all ``token`` (or all ``reasoning``) with data exactly ``{"text": str}``,
+# held as ``{"seq": first seq, "stream_id", "session_id", "type", "texts": [str, ...],
+# "ts": [float, ...]}`` (the run's events have seqs ``seq, seq + 1, ...``; a ``texts``
+# key is what marks a run). A streamed reply is thousands of such events: one record
+# costs one encoding and a few dozen bytes of keys instead of one per event. Readers
+# expand runs back into the same events (same seq, ts, data).
+
+#: Event types whose consecutive events with data ``{"text": str}`` form one run.
+RUN_TYPES: Final = frozenset({TOKEN, REASONING})
+
+
+def event_records(events: Sequence[Event]) -> list[dict[str, Any]]:
+    """The durable records of ``events`` (in the given order): each run of two or more
+    consecutive text events (see :data:`RUN_TYPES`; consecutive seqs of one stream and
+    session, one type, data exactly ``{"text": str}``) as one run record, every other
+    event as ``Event.to_dict()``. The records share the events' data dicts and strings.
+
+    :returns: ``list[dict]``, JSON-ready when the events' data are.
+    """
+    out: list[dict[str, Any]] = []
+    texts: list[str] = []
+    times: list[float] = []
+    run: dict[str, Any] | None = None  # the open run (None: none)
+    after = -1  # the seq that extends the open run
+    for e in events:
+        data = e.data
+        typ = e.type
+        if typ in RUN_TYPES and len(data) == 1 and type(text := data.get("text")) is str:
+            if (
+                e.seq == after
+                and run is not None
+                and typ == run["type"]
+                and e.stream_id == run["stream_id"]
+                and e.session_id == run["session_id"]
+            ):
+                texts.append(text)
+                times.append(e.ts)
+                after += 1
+                continue
+            texts, times = [text], [e.ts]
+            run = {
+                "seq": e.seq,
+                "stream_id": e.stream_id,
+                "session_id": e.session_id,
+                "type": typ,
+                "texts": texts,
+                "ts": times,
+            }
+            out.append(run)
+            after = e.seq + 1
+            continue
+        out.append(e.to_dict())
+        run, after = None, -1
+    for i, rec in enumerate(out):  # a run of one is written as the event it is
+        held = rec.get("texts")
+        if held is not None and len(held) == 1:
+            out[i] = _single(rec, 0)
+    return out
+
+
+def _single(run: dict[str, Any], i: int) -> dict[str, Any]:
+    """Event ``i`` of a run record, as ``Event.to_dict()``."""
+    return {
+        "seq": run["seq"] + i,
+        "stream_id": run["stream_id"],
+        "session_id": run["session_id"],
+        "type": run["type"],
+        "data": {"text": run["texts"][i]},
+        "ts": run["ts"][i],
+    }
+
+
+def record_last_seq(record: dict[str, Any]) -> int:
+    """The seq of the last event a record holds.
+
+    :raises KeyError: if ``seq`` is missing.
+    """
+    texts = record.get("texts")
+    return int(record["seq"]) + (0 if texts is None else len(texts) - 1)
+
+
+def records_after(records: Iterable[dict[str, Any]], after_seq: int) -> list[dict[str, Any]]:
+    """The records holding events with ``seq > after_seq``; a run that starts at or
+    before ``after_seq`` is cut to its later events (a new dict; ``records`` is not
+    changed).
+
+    :raises KeyError: if a record has no ``seq``.
+    """
+    out: list[dict[str, Any]] = []
+    for rec in records:
+        first = rec["seq"]
+        if first > after_seq:
+            out.append(rec)
+        elif "texts" in rec and record_last_seq(rec) > after_seq:
+            k = after_seq + 1 - first
+            out.append(rec | {"seq": after_seq + 1, "texts": rec["texts"][k:], "ts": rec["ts"][k:]})
+    return out
+
+
+def events_from_records(records: Iterable[dict[str, Any]], after_seq: int = 0) -> list[Event]:
+    """The events the records hold with ``seq > after_seq``, in record order: runs
+    expanded into their events, each with its own ``{"text"}`` dict and timestamp.
+    Nothing is merged or dropped besides that filter (see :func:`records_after` to keep
+    each seq once when records may overlap).
+
+    :raises KeyError: if a record lacks a field of :meth:`Event.to_dict`.
+    :raises ValueError: if a run's ``texts`` and ``ts`` differ in length.
+    """
+    out: list[Event] = []
+    append = out.append
+    for rec in records:
+        texts = rec.get("texts")
+        if texts is None:
+            if rec["seq"] > after_seq:
+                append(Event.from_dict(rec))
+            continue
+        first, times = rec["seq"], rec["ts"]
+        if len(texts) != len(times):
+            raise ValueError(
+                f"invalid event record at seq {first}: {len(texts)} texts but "
+                f"{len(times)} timestamps (a run needs one of each per event)"
+            )
+        skip = max(after_seq + 1 - first, 0)
+        sid, session, typ = rec["stream_id"], rec["session_id"], rec["type"]
+        seq = first + skip
+        for text, ts in zip(texts[skip:], times[skip:], strict=True):
+            append(Event(seq, sid, session, typ, {"text": text}, ts))
+            seq += 1
+    return out
