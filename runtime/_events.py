@@ -381,20 +381,26 @@ def record_last_seq(record: dict[str, Any]) -> int:
 
 
 def records_after(records: Iterable[dict[str, Any]], after_seq: int) -> list[dict[str, Any]]:
-    """The records holding events with ``seq > after_seq``; a run that starts at or
-    before ``after_seq`` is cut to its later events (a new dict; ``records`` is not
-    changed).
+    """The records (in seq order) holding events with ``seq > after_seq``, each seq
+    once: a run that starts at or before ``after_seq``, or at or before the last seq
+    of an earlier record (two saves that overlapped), is cut to its later events (a new
+    dict; ``records`` is not changed); a record with nothing new is left out.
 
     :raises KeyError: if a record has no ``seq``.
     """
     out: list[dict[str, Any]] = []
+    last = after_seq
     for rec in records:
         first = rec["seq"]
-        if first > after_seq:
+        if first > last:
             out.append(rec)
-        elif "texts" in rec and record_last_seq(rec) > after_seq:
-            k = after_seq + 1 - first
-            out.append(rec | {"seq": after_seq + 1, "texts": rec["texts"][k:], "ts": rec["ts"][k:]})
+        elif "texts" in rec and record_last_seq(rec) > last:
+            k = last + 1 - first
+            rec = rec | {"seq": last + 1, "texts": rec["texts"][k:], "ts": rec["ts"][k:]}
+            out.append(rec)
+        else:
+            continue
+        last = record_last_seq(rec)
     return out
 
 
