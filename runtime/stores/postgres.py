@@ -964,8 +964,9 @@ class PostgresStore(Store):
 
     async def prune_events(self) -> int:
         """Delete durable events and tool ledger records older than ``event_retention``
-        seconds (a record by the time its call finished, or started) and expired
-        drafts now; returns the number of events deleted.
+        seconds (a record by the time its call finished, or started; a run of tokens,
+        one row, by its last event's) and expired drafts now; returns the number of
+        events rows deleted (a run of tokens is one row).
 
         :raises StoreError: if the database fails.
         """
