@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
-from typing import Any, Final, Literal, NotRequired, TypedDict
+from typing import Any, Final, Literal, NotRequired, TypedDict, overload
 
 import orjson
 
@@ -18,6 +18,7 @@ __all__ = [
     "DoneData",
     "ErrorData",
     "Event",
+    "EventRecords",
     "EventType",
     "MessageData",
     "Outcome",
@@ -29,6 +30,7 @@ __all__ = [
     "ToolCompletedData",
     "ToolStartedData",
     "UsageData",
+    "column_records",
     "encode_sse",
     "event_records",
     "events_from_records",
@@ -316,8 +318,11 @@ def event_records(events: Sequence[Event]) -> list[dict[str, Any]]:
     session, one type, data exactly ``{"text": str}``) as one run record, every other
     event as ``Event.to_dict()``. The records share the events' data dicts and strings.
 
-    :returns: ``list[dict]``, JSON-ready when the events' data are.
+    :returns: ``list[dict]``, JSON-ready when the events' data are; for an
+        :class:`EventRecords`, its own :attr:`~EventRecords.records`.
     """
+    if isinstance(events, EventRecords):
+        return events.records
     out: list[dict[str, Any]] = []
     texts: list[str] = []
     times: list[float] = []
@@ -352,11 +357,101 @@ def event_records(events: Sequence[Event]) -> list[dict[str, Any]]:
             continue
         out.append(e.to_dict())
         run, after = None, -1
-    for i, rec in enumerate(out):  # a run of one is written as the event it is
+    return _unrun_singles(out)
+
+
+def column_records(
+    first_seq: int,
+    stream_id: str,
+    session_id: str,
+    types: Sequence[str],
+    data: Sequence[dict[str, Any]],
+    ts: Sequence[float],
+) -> list[dict[str, Any]]:
+    """:func:`event_records` of the events ``first_seq, first_seq + 1, ...`` of one
+    stream given as columns (an event log's retained window), without building an
+    :class:`Event` for each.
+
+    :returns: ``list[dict]``; the three columns must have the same length.
+    """
+    out: list[dict[str, Any]] = []
+    texts: list[str] = []
+    times: list[float] = []
+    run_type: str | None = None  # the open run's type (None: no run open)
+    for i, typ in enumerate(types):
+        d = data[i]
+        if typ in RUN_TYPES and len(d) == 1 and type(text := d.get("text")) is str:
+            if typ == run_type:
+                texts.append(text)
+                times.append(ts[i])
+                continue
+            texts, times, run_type = [text], [ts[i]], typ
+            out.append(
+                {
+                    "seq": first_seq + i,
+                    "stream_id": stream_id,
+                    "session_id": session_id,
+                    "type": typ,
+                    "texts": texts,
+                    "ts": times,
+                }
+            )
+            continue
+        out.append(
+            {
+                "seq": first_seq + i,
+                "stream_id": stream_id,
+                "session_id": session_id,
+                "type": typ,
+                "data": d,
+                "ts": ts[i],
+            }
+        )
+        run_type = None
+    return _unrun_singles(out)
+
+
+def _unrun_singles(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``records`` with every run of one event written as the event it is."""
+    for i, rec in enumerate(records):
         held = rec.get("texts")
         if held is not None and len(held) == 1:
-            out[i] = _single(rec, 0)
-    return out
+            records[i] = _single(rec, 0)
+    return records
+
+
+class EventRecords(Sequence[Event]):
+    """Events held as their durable records (:func:`event_records`), as the runner
+    hands them to :meth:`runtime.Store.save`: a store that writes records takes
+    :attr:`records` as they are (``event_records`` returns them), so a run of tokens
+    is never rebuilt as one :class:`Event` per token only to be encoded again. As a
+    sequence it is the events themselves, expanded on first use.
+
+    :ivar records: ``list[dict]``, in seq order.
+    """
+
+    __slots__ = ("_events", "_len", "records")
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        self.records = records
+        self._len = sum(len(r["texts"]) if "texts" in r else 1 for r in records)
+        self._events: list[Event] | None = None
+
+    def __len__(self) -> int:
+        return self._len
+
+    @overload
+    def __getitem__(self, index: int) -> Event: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Event]: ...
+    def __getitem__(self, index: int | slice) -> Event | list[Event]:
+        events = self._events
+        if events is None:
+            events = self._events = events_from_records(self.records)
+        return events[index]
+
+    def __repr__(self) -> str:
+        return f"EventRecords({len(self.records)} records, {self._len} events)"
 
 
 def _single(run: dict[str, Any], i: int) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import orjson
 
-from .._events import STREAM_END, Event
+from .._events import STREAM_END, Event, column_records, event_records
 from .._exceptions import StreamNotFound, SubscriberLagged
 from .abc import Broker, StreamLog
 
@@ -260,6 +260,31 @@ class EventLog(StreamLog):
         start = max(after_seq, self._base)
         stop = min(up_to_seq, self._last)
         return self._slice(start, stop) if start < stop else []
+
+    def records_between(self, after_seq: int, up_to_seq: int) -> list[dict[str, Any]]:
+        """:meth:`events_between` as durable records, the older ones straight from the
+        columns (a run that spans the columns and the newest events is two records)."""
+        start = max(after_seq, self._base)
+        stop = min(up_to_seq, self._last)
+        if start >= stop:
+            return []
+        hot = self._hot
+        hot_base = self._last - len(hot)  # seq before hot[0]
+        out: list[dict[str, Any]] = []
+        if start < hot_base:
+            c0, c1 = start - self._base, min(stop, hot_base) - self._base
+            cold = self._cold
+            out = column_records(
+                self._base + 1 + c0,
+                self.stream_id,
+                self.session_id,
+                cold.types[c0:c1],
+                cold.data[c0:c1],
+                cold.ts[c0:c1],
+            )
+        if stop > hot_base:
+            out += event_records(hot[max(start - hot_base, 0) : stop - hot_base])
+        return out
 
 
 class _Columns:

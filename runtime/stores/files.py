@@ -483,9 +483,9 @@ class FileStore(Store):
         if meta is not None:
             rec["meta"] = meta
         if events:
-            rec["stream_id"] = events[0].stream_id
             # not Event.json(): its cache would pin orjson's buffer on every retained event
-            rec["events"] = event_records(events)
+            records = rec["events"] = event_records(events)
+            rec["stream_id"] = records[0]["stream_id"]
         line = orjson.dumps(rec) + b"\n"
         row = dict(d.row)
         if meta is not None:
