@@ -406,6 +406,7 @@ class Turn:
         if not self._draft or self._running_calls():
             return
         text = "".join(self._draft)
+        self._draft = [text]  # joined once: the next checkpoint joins only what came since
         if self._partial is None:
             self._partial = {
                 "role": "assistant",

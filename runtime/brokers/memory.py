@@ -141,8 +141,17 @@ class EventLog(StreamLog):
             raise ValueError(
                 f"event seq {event.seq} does not follow {last} in stream {self.stream_id!r}"
             )
+        data = event.data
         try:
-            orjson.dumps(event.data)
+            # a token's {"text": ASCII str} is JSON as it is: skip encoding the commonest
+            # event only to throw the bytes away
+            if not (
+                type(data) is dict
+                and len(data) == 1
+                and type(text := data.get("text")) is str
+                and text.isascii()
+            ):
+                orjson.dumps(data)
         except TypeError as exc:
             raise TypeError(
                 f"invalid data for {event.type!r} event {event.seq} of stream "
