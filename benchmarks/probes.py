@@ -3,7 +3,8 @@
 ``python -m benchmarks.probes w1``   W1 at N = 100 and 50k, interleaved: floor, the journal
                                      append in the loop thread, both thread round trips
                                      (anyio's pool, the store's I/O thread), the checkpoint
-                                     save, and where one save's time goes.
+                                     save, where one save's time goes, and the context
+                                     switches (thread wake-ups) of each per call.
 ``python -m benchmarks.probes w3``   W3 at N = 100, 1k, 50k: raw orjson (result freed outside
                                      and inside the timer), FileStore's read in the loop
                                      thread, the I/O thread's round trip after a
@@ -43,6 +44,14 @@ import orjson
 
 def _ms(samples: list[float]) -> float:
     return round(statistics.median(samples) * 1000, 3)
+
+
+def _switches() -> int:
+    """Context switches of this process so far (every thread; ``getrusage``)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_nvcsw + usage.ru_nivcsw
 
 
 def _line(title: str, samples: dict[str, list[float]]) -> str:
@@ -126,22 +135,30 @@ async def _w1() -> None:
             marks["resumed"] = time.perf_counter()
             return result
 
+        # context switches (voluntary + involuntary, every thread) per call: each thread
+        # wake-up of a hop is one, whatever the machine's load makes it cost
+        switches = dict.fromkeys(samples, 0)
         for i in range(300):
             for name, call in calls:
+                before = _switches()
                 t = time.perf_counter()
                 result = call()
                 if asyncio.iscoroutine(result):
                     await result
                 samples[name].append(time.perf_counter() - t)
+                switches[name] += _switches() - before
             for n, (store, session) in stores.items():
                 session.messages.append(appended_message(i))
                 traced = n == 100 and i % 2 == 1
                 _iothread.IOThread.run = traced_run if traced else real_run  # type: ignore[method-assign]
+                before = _switches()
                 t = time.perf_counter()
                 await store.save(session, skip_index=True)
                 t_end = time.perf_counter()
                 _iothread.IOThread.run = real_run  # type: ignore[method-assign]
-                samples["save N=100" if n == 100 else "save N=50k"].append(t_end - t)
+                key = "save N=100" if n == 100 else "save N=50k"
+                samples[key].append(t_end - t)
+                switches[key] += _switches() - before
                 if traced:
                     split["before"].append(marks["submit"] - t)
                     split["wake I/O"].append(marks["start"] - marks["submit"])
@@ -156,6 +173,10 @@ async def _w1() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(_line("W1 probe, 300 samples each, median ms: ", samples))
+    print(
+        "context switches per call: "
+        + " | ".join(f"{k} {v / len(samples[k]):.2f}" for k, v in switches.items())
+    )
     print(_line("one save at N=100 (150 traced), median ms: ", split))
     f = statistics.median(samples["floor"])
     print(
@@ -206,7 +227,9 @@ async def _w3_at(root: Path, n: int, reps: int) -> None:
     calls: dict[str, Callable[[], Any]] = {
         "orjson.loads(read), freed after the timer": loads_free_outside,
         "orjson.loads(read), freed in the timer": loads_free_inside,
-        "FileStore._read_state_sync in the loop thread": lambda: store._read_state_sync(sid),
+        # what load() runs on the I/O thread (known to the store after the first call, as
+        # in W3, whose reopen loads the session once)
+        "FileStore._read_session_sync in the loop thread": lambda: store._read_session_sync(sid),
         "IOThread no-op": lambda: store._io.run(lambda: None),
         "store.load() (freed in the timer)": load,
     }

@@ -7,7 +7,8 @@ skipped without either).
   ``AsyncPostgresSaver`` (one ``ainvoke`` per message), the OpenAI Agents SDK
   ``SQLAlchemySession`` on asyncpg (``add_items``), and the floor: a bare one-row
   ``INSERT`` + ``COMMIT`` on asyncpg.
-* W2: bytes of WAL the server wrote per append (``pg_current_wal_lsn`` around it).
+* W2: bytes of WAL the server wrote per append (``pg_current_wal_lsn`` around it, read
+  on one connection kept open; the floor's INSERTs are bracketed the same way).
 * W3: full load of the session, against a bare ``SELECT`` of the same message rows.
 * W7: first page of 50 and a full listing of S sessions.
 * W8: ``recover()`` over S sessions.
@@ -87,15 +88,28 @@ class _Databases:
             await con.close()
 
 
-async def _wal_lsn(base: str) -> int:
-    import asyncpg
+class _Wal:
+    """The server's WAL position, read on one connection kept open for the whole run.
 
-    con = await asyncpg.connect(base)
-    try:
-        value: int = await con.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+    Every timed write (the floor's INSERTs and each system's appends alike) sits
+    between two of these reads. A connection opened and closed per read would leave a
+    backend exiting while the next write is timed, on the floor's side never."""
+
+    def __init__(self) -> None:
+        self.con: Any = None
+
+    async def open(self, base: str) -> None:
+        import asyncpg
+
+        self.con = await asyncpg.connect(base)
+
+    async def lsn(self) -> int:
+        value: int = await self.con.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
         return int(value)
-    finally:
-        await con.close()
+
+    async def close(self) -> None:
+        if self.con is not None:
+            await self.con.close()
 
 
 class _Runtime:
@@ -238,12 +252,15 @@ class _Floors:
             "rows", records=[(i, orjson.dumps(m).decode()) for i, m in enumerate(messages)]
         )
 
-    async def inserts(self, reps: int) -> list[float]:
+    async def inserts(self, wal: _Wal, reps: int, wal_bytes: list[float]) -> list[float]:
+        """``reps`` timed INSERTs, each between two WAL reads like an append's."""
         out = []
         for _ in range(reps):
+            before = await wal.lsn()
             t0 = now_ms()
             await self.insert_con.execute("INSERT INTO floor (body) VALUES ($1)", self._body)
             out.append(now_ms() - t0)
+            wal_bytes.append(await wal.lsn() - before)
         return out
 
     async def selects(self, reps: int) -> list[float]:
@@ -275,17 +292,17 @@ class _Cell:
         self.wal: list[float] = []
         self.load: list[list[float]] = []
 
-    async def appends(self, base_dsn: str, reps: int, *, timed: bool = True) -> None:
+    async def appends(self, wal: _Wal, reps: int, *, timed: bool = True) -> None:
         samples = []
         for _ in range(reps):
-            before = await _wal_lsn(base_dsn)
+            before = await wal.lsn()
             t0 = now_ms()
             await self.system.append(appended_message(self.appended))
             elapsed = now_ms() - t0
             self.appended += 1
             if timed:
                 samples.append(elapsed)
-                self.wal.append(await _wal_lsn(base_dsn) - before)
+                self.wal.append(await wal.lsn() - before)
         if timed:
             self.append.append(samples)
 
@@ -375,31 +392,37 @@ async def run(ctx: Context) -> Result:
     dbs = _Databases(base)
     notes = {name: why for name in SYSTEMS if (why := _missing(name)) is not None}
     floors: dict[int, list[list[float]]] = {}
+    floor_wal: dict[int, list[float]] = {n: [] for n in sizes}
     selects: dict[int, list[list[float]]] = {}
     cells: dict[str, dict[int, _Cell]] = {name: {} for name in SYSTEMS if name not in notes}
+    wal = _Wal()
     try:
+        await wal.open(base)
         insert_db = _with_db(base, await dbs.new())
         for n in sizes:
-            await _size(ctx, base, dbs, insert_db, n, cells, floors, selects)
+            await _size(ctx, wal, dbs, insert_db, n, cells, (floors, floor_wal[n]), selects)
         listing = await _listing(_with_db(base, await dbs.new()), cfg.store_sizes, cfg.list_reps)
     finally:
+        await wal.close()
         await dbs.drop_all()
-    _tables(ctx, res, floors, selects, cells, notes, listing)
+    _tables(ctx, res, floors, selects, cells, notes, listing, floor_wal)
     return res
 
 
 async def _size(
     ctx: Context,
-    base: str,
+    wal: _Wal,
     dbs: _Databases,
     insert_db: str,
     n: int,
     cells: dict[str, dict[int, _Cell]],
-    floors: dict[int, list[list[float]]],
+    insert_floor: tuple[dict[int, list[list[float]]], list[float]],
     selects: dict[int, list[list[float]]],
 ) -> None:
     """Every system at one N in interleaved passes (the order rotates each pass)."""
     cfg = ctx.config
+    base = dbs.base
+    floors, floor_wal = insert_floor
     floor = _Floors()
     running: list[_Cell] = []
     try:
@@ -409,14 +432,14 @@ async def _size(
             cell = _Cell(name, _FACTORIES[name](_with_db(base, await dbs.new())), reps)
             running.append(cell)
             await cell.system.build(history(n))
-            await cell.appends(base, cfg.warmup, timed=False)
+            await cell.appends(wal, cfg.warmup, timed=False)
             cells[name][n] = cell
         floors[n], selects[n] = [], []
         for p in range(cfg.passes):
             print(f"  WPG N={n} pass {p + 1}/{cfg.passes}", flush=True)
-            floors[n].append(await floor.inserts(max(cfg.append_reps * 3, 24)))
+            floors[n].append(await floor.inserts(wal, max(cfg.append_reps * 3, 24), floor_wal))
             for cell in rotated(running, p):
-                await cell.appends(base, cell.reps)
+                await cell.appends(wal, cell.reps)
             selects[n].append(await floor.selects(cfg.load_reps))
             for cell in rotated(running, p):
                 await cell.loads(n, cfg.load_reps)
@@ -434,6 +457,7 @@ def _tables(
     cells: dict[str, dict[int, _Cell]],
     notes: dict[str, str],
     listing: dict[int, dict[str, float]],
+    floor_wal: dict[int, list[float]],
 ) -> None:
     cfg = ctx.config
     sizes = cfg.sizes
@@ -442,6 +466,7 @@ def _tables(
     select = {n: over_passes(pass_medians(selects[n])) for n in sizes}
     res.extra = {
         "floor_insert_ms": {str(n): f.to_json() for n, f in floor.items()},
+        "floor_wal_bytes": {str(n): median(floor_wal[n]) for n in sizes},
         "select_ms": {str(n): f.to_json() for n, f in select.items()},
         "listing": {str(n): v for n, v in listing.items()},
         "passes": cfg.passes,
@@ -459,6 +484,7 @@ def _tables(
     )
     w1.add(LABELS["floor"], *(fmt_spread(floor[n]) for n in sizes))
     w2 = Table("WPG W2 WAL bytes per append (median)", cols[:-1])
+    w2.add(LABELS["floor"], *(f"{median(floor_wal[n]):,.0f}" for n in sizes))
     w3 = Table(
         "WPG W3 full load on PostgreSQL (median ms ~spread; x = ratio to the bare SELECT, "
         "pass by pass)",

@@ -213,8 +213,10 @@ def truncate_durable(path: Path) -> None:
 def read_bytes(path: Path | str) -> bytes | None:
     """The file's bytes, or ``None`` if it does not exist.
 
-    One ``open``, ``fstat`` and ``read`` of the whole file (plus the read that sees
-    its end), without the buffered file object ``open()`` builds.
+    One ``open``, ``fstat``, ``read`` and ``close``, without the buffered file object
+    ``open()`` builds: a read that returns exactly the size ``fstat`` gave is the whole
+    file as it was then, so no further read looks for its end (one does when the read
+    was short or the file grew meanwhile).
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -229,11 +231,12 @@ def read_bytes(path: Path | str) -> bytes | None:
 
 
 def _read_all(fd: int) -> bytes:
-    data = os.read(fd, os.fstat(fd).st_size + 1)
-    more = os.read(fd, 1 << 20) if data else b""
-    if not more:
+    size = os.fstat(fd).st_size
+    data = os.read(fd, size + 1)  # one byte more than fstat saw: tells growth apart
+    if len(data) == size:
         return data
-    chunks = [data, more]  # the file grew (or a short read): read to its end
+    chunks = [data]  # a short read, or the file grew: read to its end
+    more = data
     while more:
         more = os.read(fd, 1 << 20)
         chunks.append(more)
@@ -282,13 +285,14 @@ def json_lines_checked(data: bytes) -> JsonLines:
         # line (orjson never writes a raw newline inside a value). An empty or damaged
         # line fails the parse, or the count when it holds several comma-separated values
         # or a value spans lines, and the slow path below decides what is kept
-        body = data[:end]
+        # (two copies of the bytes: the replace and the join, which takes a view)
+        array = b"".join((b"[", memoryview(data.replace(b"\n", b","))[:end], b"]"))
         try:
-            out = orjson.loads(b"[" + body.replace(b"\n", b",") + b"]")
+            out = orjson.loads(array)
         except orjson.JSONDecodeError:
             pass
         else:
-            if len(out) == body.count(b"\n") + 1:
+            if len(out) == data.count(b"\n", 0, end) + 1:
                 return JsonLines(out, end == len(data) - 1)
     out = []
     lines = data.split(b"\n")

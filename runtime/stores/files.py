@@ -322,8 +322,24 @@ class FileStore(Store):
 
     # -- reading ---------------------------------------------------------------------
 
-    def _read_state_sync(self, sid: str) -> tuple[dict[str, Any], _Durable] | None:
-        """Snapshot plus this generation's journal lines; caches the durable state."""
+    def _read_session_sync(self, sid: str) -> dict[str, Any] | None:
+        """The session as a dict (snapshot plus journal), or ``None`` if there is none.
+
+        When this process owns the root and holds the session's durable state (it wrote
+        or read it since :meth:`open`), that state is trusted for what it says about the
+        other files: an empty journal is not opened, the ``.bak`` is not probed, and the
+        cache is left alone. A snapshot of another generation (a save replaced it
+        meanwhile) is read in full like an unknown one."""
+        known = None if self.read_only else self._durable.get(sid)
+        state = self._read_state_sync(sid, known)
+        return None if state is None else state[0]
+
+    def _read_state_sync(
+        self, sid: str, known: _Durable | None = None
+    ) -> tuple[dict[str, Any], _Durable] | None:
+        """Snapshot plus this generation's journal lines; caches the durable state
+        (unless ``known``, this process's durable state of the session, matches the
+        snapshot's generation: see :meth:`_read_session_sync`)."""
         path = self._path(sid, ".json")
         data = fio.read_bytes(path)
         if data is None:
@@ -336,10 +352,16 @@ class FileStore(Store):
                 "session its file name says; saving it would write to the other session)"
             )
         gen = d.get("gen", 0)
+        if known is not None and known.gen != gen:
+            known = None  # replaced since: read it as an unknown session
         messages: list[dict[str, Any]] = d["messages"]
         journal_path = self._path(sid, ".journal")
-        journal = fio.read_bytes(journal_path) or b""
+        if known is not None and known.journal_bytes == 0:
+            journal = b""  # compacted, no checkpoint since: the journal is empty
+        else:
+            journal = fio.read_bytes(journal_path) or b""
         has_events = False
+        has_meta = False
         lines = fio.json_lines_checked(journal)
         clean = lines.clean
         for number, rec in enumerate(lines.records, 1):
@@ -356,20 +378,24 @@ class FileStore(Store):
             d["updated_at"] = rec["updated_at"]
             if "meta" in rec:
                 d.update(rec["meta"])
+                has_meta = True
             has_events = has_events or bool(rec.get("events"))
         else:
             if lines.damaged_line is not None:
                 self._damaged_journal(
                     journal_path, lines.damaged_line, lines.dropped, "not valid JSON"
                 )
-        # the journal's messages were checked record by record; its fields are not yet
-        problem = fio.field_error(d, messages=False) if lines.records else None
+        # the journal's messages and times were checked record by record; the fields
+        # its records changed are not yet
+        problem = fio.field_error(d, messages=False) if has_meta else None
         if problem is not None:
             raise CorruptSession(f"{journal_path}: its records make a bad session ({problem})")
         d.pop("format", None)
         d.pop("gen", None)
         events_id = d.pop("events_id", None)
         d["message_count"] = len(messages)
+        if known is not None and clean:
+            return d, known  # what the files say beside the session is known already
         bak = read_backup(self.dir, sid)  # a damaged one goes to quarantine
         row = {k: d.get(k) for k in META_FIELDS}
         row["message_count"] = len(messages)
@@ -412,10 +438,10 @@ class FileStore(Store):
         return d.info()
 
     async def _load(self, session_id: str) -> Session:
-        state = await self._read_state(session_id)
-        if state is None:
+        d = await self._run(self._read_session_sync, session_id)
+        if d is None:
             raise not_found(session_id)
-        return Session.from_dict(state[0])
+        return Session.from_dict(d)
 
     async def _load_metadata(self, session_id: str) -> Session:
         d = self._durable.get(session_id)
@@ -535,18 +561,25 @@ class FileStore(Store):
         # missing from list_sessions() until its next full save or a restart
         index = not skip_index or d is None
         index_line = self._index.put(row) if index else b""
-        await self._run(
-            self._compact_sync,
-            session.session_id,
-            d,
-            messages,
-            meta,
-            row,
-            backup,
-            event_dicts,
-            untomb,
-            index_line,
-        )
+        try:
+            await self._run(
+                self._compact_sync,
+                session.session_id,
+                d,
+                messages,
+                meta,
+                row,
+                backup,
+                event_dicts,
+                untomb,
+                index_line,
+            )
+        except BaseException:
+            # the new snapshot may have landed before the step that failed (emptying the
+            # journal, the directory fsync): the next save reads the files again rather
+            # than append under the old generation, whose lines that snapshot ignores
+            self._durable.pop(session.session_id, None)
+            raise
 
     def _compact_sync(
         self,

@@ -98,6 +98,17 @@ async def listed(store: Store) -> dict[str, int]:
     return {s.session_id: s.message_count for s in page.sessions}
 
 
+async def snapshot_and_checkpoint(store: FileStore, title: str) -> Session:
+    """A new session of two messages: ``msg(0)`` in its snapshot (a full save), ``msg(1)``
+    in its journal (a checkpoint)."""
+    s = store.new_session(title=title)
+    s.messages.append(msg(0))
+    await store.save(s)
+    s.messages.append(msg(1))
+    await store.save(s, skip_index=True)
+    return s
+
+
 def child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -377,17 +388,72 @@ async def test_torn_journal_tail_is_ignored(root: Path, tail: str) -> None:
 async def test_checkpoint_after_torn_tail_is_durable(root: Path) -> None:
     """A crash mid-append leaves a torn tail; the next process's checkpoints must survive."""
     async with FileStore(root) as store:
-        s = store.new_session(title="torn")
-        s.messages.append(msg(0))
-        await store.save(s)
-        s.messages.append(msg(1))
-        await store.save(s, skip_index=True)
+        s = await snapshot_and_checkpoint(store, "torn")
     append_bytes(sdir(root) / f"{s.session_id}.journal", TAILS["half-json-line"])
     async with FileStore(root) as store:
         s = await store.load(s.session_id)
         s.messages.append(msg(2))
         await store.save(s, skip_index=True)  # returned: acknowledged, durable
     assert contents(await load_fresh(root, s.session_id)) == ["0", "1", "2"]
+
+
+async def test_a_load_skips_only_the_files_this_store_knows_are_absent(root: Path) -> None:
+    """A session this store wrote (or read) since it opened is loaded without opening
+    its journal when its last save compacted it, and without probing for a ``.bak``
+    none of its saves left; any other load opens both. Each claim is checked by making
+    every open of that file fail (EIO): the load succeeds only if it never opens it."""
+    async with FileStore(root) as store:
+        s = store.new_session(title="known")
+        s.messages.extend(msgs(3))
+        await store.save(s)  # compacts: an empty journal
+        sid = s.session_id
+        for suffix in (".journal", ".json.bak"):
+            with faults.inject("EIO", "read", times=None, path_contains=suffix) as plan:
+                assert contents(await store.load(sid)) == ["0", "1", "2"]
+            assert plan.fired == 0, suffix
+        s.messages.append(msg(3))
+        await store.save(s, skip_index=True, delta=SaveDelta.appended(3))
+        with (
+            faults.inject("EIO", "read", times=None, path_contains=".journal"),
+            pytest.raises(StoreError, match=r"\.journal"),
+        ):
+            await store.load(sid)  # the journal holds a checkpoint: it is read
+        with faults.inject("EIO", "read", times=None, path_contains=".json.bak") as plan:
+            assert contents(await store.load(sid)) == ["0", "1", "2", "3"]
+        assert plan.fired == 0
+    for read_only in (False, True):  # nothing known: both files are opened
+        async with FileStore(root, read_only=read_only) as store:
+            for suffix in (".journal", ".json.bak"):
+                with (
+                    faults.inject("EIO", "read", times=None, path_contains=suffix),
+                    pytest.raises(StoreError, match=suffix.replace(".", r"\.")),
+                ):
+                    await store.load(sid)
+
+
+async def test_a_journal_damaged_under_an_open_store_makes_its_next_save_compact(
+    root: Path,
+) -> None:
+    """A journal line damaged while the store runs (by hand, say) is found by the next
+    load even though the store knows the session: the load keeps the lines before it,
+    and the next checkpoint compacts instead of appending after the damage, where a
+    restart would drop it."""
+    async with FileStore(root) as store:
+        s = store.new_session(title="damaged")
+        s.messages.extend(msgs(2))
+        await store.save(s)
+        for i in (2, 3):
+            s.messages.append(msg(i))
+            await store.save(s, skip_index=True, delta=SaveDelta.appended(i))
+        journal = sdir(root) / f"{s.session_id}.journal"
+        second = journal.read_bytes().splitlines(keepends=True)[1]
+        journal.write_bytes(b"not json\n" + second)
+        again = await store.load(s.session_id)
+        assert contents(again) == ["0", "1"]
+        again.messages.append(msg(4))
+        await store.save(again, skip_index=True, delta=SaveDelta.appended(2))
+        assert journal.read_bytes() == b"", "the checkpoint appended after the damage"
+    assert contents(await load_fresh(root, s.session_id)) == ["0", "1", "4"]
 
 
 async def test_journal_lines_of_an_older_generation_are_ignored(root: Path) -> None:
@@ -520,6 +586,32 @@ async def test_failed_checkpoint_write_makes_the_next_save_compact(
         await store.save(s, skip_index=True)  # and checkpoints append again afterwards
         assert len(journal_lines(root, "full")) == 1
     assert contents(await load_fresh(root, "full")) == list("01234")
+
+
+@pytest.mark.parametrize("step", ["fsync", "truncate", "dir_fsync"])
+@pytest.mark.parametrize("with_delta", [False, True], ids=["checkpoint", "delta"])
+async def test_a_checkpoint_after_a_failed_full_save_is_durable(
+    root: Path, step: str, with_delta: bool
+) -> None:
+    """A full save can fail after its new snapshot was renamed into place (emptying the
+    journal or the directory fsync fails: EIO injected there), or before (the temp file's
+    fsync). Either way the next checkpoint must land where a restart reads it: not as a
+    journal line of the old generation, which the new snapshot ignores."""
+    async with FileStore(root) as store:
+        s = await snapshot_and_checkpoint(store, "failed compaction")
+        s.messages.append(msg(2))
+        where = "" if step == "dir_fsync" else s.session_id  # the directory names no session
+        with (
+            faults.inject("EIO", step, path_contains=where) as plan,
+            pytest.raises(StoreError, match="Input/output error"),
+        ):
+            await store.save(s)
+        assert plan.fired == 1
+        s.messages.append(msg(3))
+        stored = 2 if step == "fsync" else 3  # what the store holds after the failure
+        delta = SaveDelta.appended(stored) if with_delta else None
+        await store.save(s, skip_index=True, delta=delta)  # acknowledged: durable
+    assert contents(await load_fresh(root, s.session_id)) == ["0", "1", "2", "3"]
 
 
 @pytest.mark.parametrize("how", ["cancel-scope", "task.cancel"])

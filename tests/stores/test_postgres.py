@@ -7,12 +7,14 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator
 
+import anyio
 import asyncpg
 import orjson
 import pytest
 from postgres_server import dropped_after, new_schema, postgres_dsn
 
-from runtime import Event, Session, StoreError
+from runtime import Event, LeaseLost, SaveDelta, Session, StoreError
+from runtime.stores.abc import Lease
 from runtime.stores.postgres import MIGRATIONS, PostgresStore
 
 
@@ -219,3 +221,148 @@ async def test_event_rows_written_one_per_event_still_load(dsn: str, schemas: li
         assert orjson.loads(rows[4][1])["texts"] == ["t5", "t6", "t7", "t8", "t9"]
         for after in range(10):
             assert await store.load_events("old", "st", after) == (old + new[2:])[after:]
+
+
+async def test_released_connections_carry_no_session_state(dsn: str, schemas: list[str]) -> None:
+    """The pool hands a released connection to the next operation as it is (no reset
+    round trip), so no operation may leave session state on it: after saves, a lease
+    claim, checkpoints, a fenced save that fails, the ledger, documents, ``recover()``
+    (a transaction-scoped advisory lock) and a delete, all on the pool's one
+    connection, that backend is idle outside any transaction and holds no lock."""
+    async with _store(dsn, schemas, min_size=1, max_size=1) as store:
+        s = Session("state", messages=[{"role": "user", "content": "hi"}])
+        await store.save(s)
+        lease = Lease("node-a", "token-a", 30.0)
+        s.active_stream_id = "st1"
+        await store.save(s, lease=lease, lease_mode="claim")
+        for i in range(3):
+            base = len(s.messages)
+            s.messages.append({"role": "assistant", "content": str(i)})
+            await store.save(s, skip_index=True, lease=lease, delta=SaveDelta.appended(base))
+        with pytest.raises(LeaseLost):
+            await store.save(s, lease=Lease("node-b", "token-b", 30.0), lease_mode="renew")
+        await store.record_tool_call("state", "st1", "c1", "search", {"q": "x"}, lease=lease)
+        await store.write_document("routes", b"{}", expected_version=None)
+        s.active_stream_id = None
+        await store.save(s, lease=lease, lease_mode="release")
+        await store.recover()
+        await store.delete("state")
+        rows = await _sql(
+            dsn,
+            schemas[-1],
+            "SELECT a.pid, a.state, a.backend_xid,"
+            " (SELECT count(*) FROM pg_locks l WHERE l.pid = a.pid) AS locks"
+            " FROM pg_stat_activity a WHERE a.application_name = $1",
+            f"runtime:{schemas[-1]}",
+        )
+        assert len(rows) == 1, rows  # the pool's one connection served every operation
+        assert (rows[0]["state"], rows[0]["backend_xid"], rows[0]["locks"]) == ("idle", None, 0)
+        assert not await store.exists("state")  # and it still serves the next one
+
+
+async def test_delete_removes_the_message_rows(dsn: str, schemas: list[str]) -> None:
+    """No foreign key cascades from ``sessions`` to ``messages`` (it cost every
+    checkpoint a trigger): the delete itself removes the rows, and the id can be
+    saved again from scratch."""
+    async with _store(dsn, schemas) as store:
+        s = Session("gone", messages=[{"role": "user", "content": str(i)} for i in range(5)])
+        await store.save(s)
+        await store.delete("gone")
+        rows = await _sql(dsn, schemas[-1], "SELECT count(*) FROM messages")
+        assert rows[0][0] == 0
+        again = Session("gone", messages=[{"role": "user", "content": "new"}])
+        await store.save(again)
+        assert [m["content"] for m in (await store.load("gone")).messages] == ["new"]
+        fks = await _sql(
+            dsn,
+            schemas[-1],
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'messages'::regclass"
+            " AND contype = 'f'",
+        )
+        assert fks[0][0] == 0
+
+
+async def test_load_reads_the_history_in_index_order(dsn: str, schemas: list[str]) -> None:
+    """A full load merges the metadata row with the messages in primary-key order: it
+    never sorts the history. Checked on a server that may not write a temporary file
+    (``temp_file_limit=0``) with a small ``work_mem``: a sort of this history would
+    have to spill, and fail."""
+    sep = "&" if "?" in dsn else "?"
+    tight = f"{dsn}{sep}work_mem=64&temp_file_limit=0"
+    messages = [{"role": "tool", "tool_call_id": str(i), "content": "x" * 400} for i in range(3000)]
+    async with _store(dsn, schemas) as store:
+        await store.save(Session("big", messages=messages))
+    await _sql(dsn, schemas[-1], "ANALYZE messages")
+    async with PostgresStore(tight, schema=schemas[-1]) as store:
+        for _ in range(7):  # past the prepared statement's switch to a generic plan
+            loaded = await store.load("big")
+            assert loaded.messages == messages
+
+
+async def test_checkpoints_leave_the_list_index_alone(dsn: str, schemas: list[str]) -> None:
+    """A checkpoint (``skip_index=True``) records its ``updated_at`` where no index
+    looks: a load sees it, the listing keeps the order of the last indexed save, and
+    the row update is HOT (the server counts it; no new index entries)."""
+    async with _store(dsn, schemas) as store:
+        a = Session("a", title="a", messages=[{"role": "user", "content": "hi"}])
+        await store.save(a)
+        await store.save(Session("b", title="b", messages=[{"role": "user", "content": "hi"}]))
+        listed = (await store.list_sessions()).sessions
+        assert [s.session_id for s in listed] == ["b", "a"]
+        for i in range(20):
+            base = len(a.messages)
+            a.messages.append({"role": "assistant", "content": str(i)})
+            await store.save(a, skip_index=True, delta=SaveDelta.appended(base))
+        assert (await store.load("a")).updated_at == a.updated_at
+        assert (await store.load_metadata("a")).updated_at == a.updated_at
+        assert [s.session_id for s in (await store.list_sessions()).sessions] == ["b", "a"]
+        await store.save(a)  # a full save updates the list index
+        listed = (await store.list_sessions()).sessions
+        assert [s.session_id for s in listed] == ["a", "b"]
+        assert listed[0].updated_at == a.updated_at
+    # the store's backends flush their statistics as they exit (after the close)
+    for _ in range(100):
+        hot = await _sql(
+            dsn,
+            schemas[-1],
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables"
+            " WHERE schemaname = $1 AND relname = 'sessions'",
+            schemas[-1],
+        )
+        if hot[0]["n_tup_upd"] >= 23:  # 20 checkpoints, three saves
+            break
+        await anyio.sleep(0.1)
+    assert hot[0]["n_tup_hot_upd"] >= 20, hot
+
+
+async def test_checkpoints_survive_losing_their_kept_connection(
+    dsn: str, schemas: list[str]
+) -> None:
+    """Checkpoints run on a connection the store keeps out of the pool while it is free,
+    on pooled ones when several run at once; a terminated server process under it is
+    a lost connection like any other: the next checkpoint reconnects."""
+    async with _store(dsn, schemas, min_size=1, max_size=3) as store:
+        sessions = [Session(f"k{i}", messages=[{"role": "user", "content": "0"}]) for i in range(3)]
+        for s in sessions:
+            await store.save(s)
+
+        async def checkpoint(s: Session, text: str) -> None:
+            base = len(s.messages)
+            s.messages.append({"role": "assistant", "content": text})
+            await store.save(s, skip_index=True, delta=SaveDelta.appended(base))
+
+        for round_ in range(1, 4):
+            async with anyio.create_task_group() as tg:  # three at once: one kept, two pooled
+                for s in sessions:
+                    tg.start_soon(checkpoint, s, str(round_))
+            await _sql(
+                dsn,
+                "public",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = $1",
+                f"runtime:{schemas[-1]}",
+            )
+        for s in sessions:
+            await checkpoint(s, "after")
+            stored = [m["content"] for m in (await store.load(s.session_id)).messages]
+            assert stored == ["0", "1", "2", "3", "after"]
