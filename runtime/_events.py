@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from enum import StrEnum
-from typing import Any, Final, Literal, NotRequired, TypedDict
+from typing import Any, Final, Literal, NotRequired, TypedDict, overload
 
 import orjson
 
@@ -17,6 +18,7 @@ __all__ = [
     "DoneData",
     "ErrorData",
     "Event",
+    "EventRecords",
     "EventType",
     "MessageData",
     "Outcome",
@@ -28,7 +30,12 @@ __all__ = [
     "ToolCompletedData",
     "ToolStartedData",
     "UsageData",
+    "column_records",
     "encode_sse",
+    "event_records",
+    "events_from_records",
+    "record_last_seq",
+    "records_after",
 ]
 
 
@@ -288,3 +295,237 @@ def encode_sse(event: Event) -> bytes:
         event.type.encode(),
         event.json(),
     )
+
+
+# -- the durable record of events -----------------------------------------------------
+#
+# A store persists a stream's events as records, one JSON object each. A record is
+# either one event (``Event.to_dict()``) or a RUN: two or more consecutive events of
+# one stream, all ``token`` (or all ``reasoning``) with data exactly ``{"text": str}``,
+# held as ``{"seq": first seq, "stream_id", "session_id", "type", "texts": [str, ...],
+# "ts": [float, ...]}`` (the run's events have seqs ``seq, seq + 1, ...``; a ``texts``
+# key is what marks a run). A streamed reply is thousands of such events: one record
+# costs one encoding and a few dozen bytes of keys instead of one per event. Readers
+# expand runs back into the same events (same seq, ts, data).
+
+#: Event types whose consecutive events with data ``{"text": str}`` form one run.
+RUN_TYPES: Final = frozenset({TOKEN, REASONING})
+
+
+def event_records(events: Sequence[Event]) -> list[dict[str, Any]]:
+    """The durable records of ``events`` (in the given order): each run of two or more
+    consecutive text events (see :data:`RUN_TYPES`; consecutive seqs of one stream and
+    session, one type, data exactly ``{"text": str}``) as one run record, every other
+    event as ``Event.to_dict()``. The records share the events' data dicts and strings.
+
+    :returns: ``list[dict]``, JSON-ready when the events' data are; for an
+        :class:`EventRecords`, its own :attr:`~EventRecords.records`.
+    """
+    if isinstance(events, EventRecords):
+        return events.records
+    out: list[dict[str, Any]] = []
+    texts: list[str] = []
+    times: list[float] = []
+    run: dict[str, Any] | None = None  # the open run (None: none)
+    after = -1  # the seq that extends the open run
+    for e in events:
+        data = e.data
+        typ = e.type
+        if typ in RUN_TYPES and len(data) == 1 and type(text := data.get("text")) is str:
+            if (
+                e.seq == after
+                and run is not None
+                and typ == run["type"]
+                and e.stream_id == run["stream_id"]
+                and e.session_id == run["session_id"]
+            ):
+                texts.append(text)
+                times.append(e.ts)
+                after += 1
+                continue
+            texts, times = [text], [e.ts]
+            run = {
+                "seq": e.seq,
+                "stream_id": e.stream_id,
+                "session_id": e.session_id,
+                "type": typ,
+                "texts": texts,
+                "ts": times,
+            }
+            out.append(run)
+            after = e.seq + 1
+            continue
+        out.append(e.to_dict())
+        run, after = None, -1
+    return _unrun_singles(out)
+
+
+def column_records(
+    first_seq: int,
+    stream_id: str,
+    session_id: str,
+    types: Sequence[str],
+    data: Sequence[dict[str, Any]],
+    ts: Sequence[float],
+) -> list[dict[str, Any]]:
+    """:func:`event_records` of the events ``first_seq, first_seq + 1, ...`` of one
+    stream given as columns (an event log's retained window), without building an
+    :class:`Event` for each.
+
+    :returns: ``list[dict]``; the three columns must have the same length.
+    """
+    out: list[dict[str, Any]] = []
+    texts: list[str] = []
+    times: list[float] = []
+    run_type: str | None = None  # the open run's type (None: no run open)
+    for i, typ in enumerate(types):
+        d = data[i]
+        if typ in RUN_TYPES and len(d) == 1 and type(text := d.get("text")) is str:
+            if typ == run_type:
+                texts.append(text)
+                times.append(ts[i])
+                continue
+            texts, times, run_type = [text], [ts[i]], typ
+            out.append(
+                {
+                    "seq": first_seq + i,
+                    "stream_id": stream_id,
+                    "session_id": session_id,
+                    "type": typ,
+                    "texts": texts,
+                    "ts": times,
+                }
+            )
+            continue
+        out.append(
+            {
+                "seq": first_seq + i,
+                "stream_id": stream_id,
+                "session_id": session_id,
+                "type": typ,
+                "data": d,
+                "ts": ts[i],
+            }
+        )
+        run_type = None
+    return _unrun_singles(out)
+
+
+def _unrun_singles(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``records`` with every run of one event written as the event it is."""
+    for i, rec in enumerate(records):
+        held = rec.get("texts")
+        if held is not None and len(held) == 1:
+            records[i] = _single(rec, 0)
+    return records
+
+
+class EventRecords(Sequence[Event]):
+    """Events held as their durable records (:func:`event_records`), as the runner
+    hands them to :meth:`runtime.Store.save`: a store that writes records takes
+    :attr:`records` as they are (``event_records`` returns them), so a run of tokens
+    is never rebuilt as one :class:`Event` per token only to be encoded again. As a
+    sequence it is the events themselves, expanded on first use.
+
+    :ivar records: ``list[dict]``, in seq order.
+    """
+
+    __slots__ = ("_events", "_len", "records")
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        self.records = records
+        self._len = sum(len(r["texts"]) if "texts" in r else 1 for r in records)
+        self._events: list[Event] | None = None
+
+    def __len__(self) -> int:
+        return self._len
+
+    @overload
+    def __getitem__(self, index: int) -> Event: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Event]: ...
+    def __getitem__(self, index: int | slice) -> Event | list[Event]:
+        events = self._events
+        if events is None:
+            events = self._events = events_from_records(self.records)
+        return events[index]
+
+    def __repr__(self) -> str:
+        return f"EventRecords({len(self.records)} records, {self._len} events)"
+
+
+def _single(run: dict[str, Any], i: int) -> dict[str, Any]:
+    """Event ``i`` of a run record, as ``Event.to_dict()``."""
+    return {
+        "seq": run["seq"] + i,
+        "stream_id": run["stream_id"],
+        "session_id": run["session_id"],
+        "type": run["type"],
+        "data": {"text": run["texts"][i]},
+        "ts": run["ts"][i],
+    }
+
+
+def record_last_seq(record: dict[str, Any]) -> int:
+    """The seq of the last event a record holds.
+
+    :raises KeyError: if ``seq`` is missing.
+    """
+    texts = record.get("texts")
+    return int(record["seq"]) + (0 if texts is None else len(texts) - 1)
+
+
+def records_after(records: Iterable[dict[str, Any]], after_seq: int) -> list[dict[str, Any]]:
+    """The records (in seq order) holding events with ``seq > after_seq``, each seq
+    once: a run that starts at or before ``after_seq``, or at or before the last seq
+    of an earlier record (two saves that overlapped), is cut to its later events (a new
+    dict; ``records`` is not changed); a record with nothing new is left out.
+
+    :raises KeyError: if a record has no ``seq``.
+    """
+    out: list[dict[str, Any]] = []
+    last = after_seq
+    for rec in records:
+        first = rec["seq"]
+        if first > last:
+            out.append(rec)
+        elif "texts" in rec and record_last_seq(rec) > last:
+            k = last + 1 - first
+            rec = rec | {"seq": last + 1, "texts": rec["texts"][k:], "ts": rec["ts"][k:]}
+            out.append(rec)
+        else:
+            continue
+        last = record_last_seq(rec)
+    return out
+
+
+def events_from_records(records: Iterable[dict[str, Any]], after_seq: int = 0) -> list[Event]:
+    """The events the records hold with ``seq > after_seq``, in record order: runs
+    expanded into their events, each with its own ``{"text"}`` dict and timestamp.
+    Nothing is merged or dropped besides that filter (see :func:`records_after` to keep
+    each seq once when records may overlap).
+
+    :raises KeyError: if a record lacks a field of :meth:`Event.to_dict`.
+    :raises ValueError: if a run's ``texts`` and ``ts`` differ in length.
+    """
+    out: list[Event] = []
+    append = out.append
+    for rec in records:
+        texts = rec.get("texts")
+        if texts is None:
+            if rec["seq"] > after_seq:
+                append(Event.from_dict(rec))
+            continue
+        first, times = rec["seq"], rec["ts"]
+        if len(texts) != len(times):
+            raise ValueError(
+                f"invalid event record at seq {first}: {len(texts)} texts but "
+                f"{len(times)} timestamps (a run needs one of each per event)"
+            )
+        skip = max(after_seq + 1 - first, 0)
+        sid, session, typ = rec["stream_id"], rec["session_id"], rec["type"]
+        seq = first + skip
+        for text, ts in zip(texts[skip:], times[skip:], strict=True):
+            append(Event(seq, sid, session, typ, {"text": text}, ts))
+            seq += 1
+    return out

@@ -25,7 +25,7 @@ import anyio.lowlevel
 import orjson
 
 from . import _events as ev
-from ._events import Event
+from ._events import Event, EventRecords, event_records
 from ._exceptions import LeaseLost, WriteConflict
 from ._json import check_json_ready
 from ._resume import (
@@ -410,6 +410,7 @@ class Turn:
         if not self._draft or self._running_calls():
             return
         text = "".join(self._draft)
+        self._draft = [text]  # joined once: the next checkpoint joins only what came since
         if self._partial is None:
             self._partial = {
                 "role": "assistant",
@@ -933,7 +934,8 @@ async def _checkpoint(turn: Turn, store: Store, state: dict[str, Any], lease: Le
         up_to = log.last_seq
         if up_to <= state["persisted_seq"] and turn._activity == state.get("activity", -1):
             return  # a reservation checkpoint already saved all of it
-        events = log.events_between(state["persisted_seq"], up_to)
+        # as records: a run of tokens goes to the store as one (see _events.EventRecords)
+        events = EventRecords(log.records_between(state["persisted_seq"], up_to))
         # Counted before the save: the agent goes on appending while it runs, and the
         # event must not claim messages the save never saw.
         messages = turn._session.message_count
@@ -1141,7 +1143,7 @@ async def _final_save(
         Event(seq + 1, turn.stream_id, turn.session_id, terminal[0], terminal[1], ts),
         Event(seq + 2, turn.stream_id, turn.session_id, ev.STREAM_END, {"outcome": outcome}, ts),
     ]
-    events = log.events_between(state["persisted_seq"], seq) + tail
+    events = EventRecords(log.records_between(state["persisted_seq"], seq) + event_records(tail))
     saved = False
     with anyio.move_on_after(save_timeout, shield=True):
         try:

@@ -205,3 +205,28 @@ async def test_reads_cancelled_on_a_silent_stream_leave_nothing_behind() -> None
         await anyio.sleep(0.01)
         _publish(log, 1)
     assert got == [2]
+
+
+def test_records_between_hold_the_events_between() -> None:
+    """``records_between`` (what a save writes: a run of tokens as one record) expands to
+    exactly ``events_between`` from every position, across the log's columns (delivered
+    events) and its newest events, with runs broken by other events and types."""
+    from runtime._events import events_from_records
+
+    log = EventLog("s", "x", hot_events=4)
+    for i in range(1, 41):
+        if i % 13 == 0:
+            log.publish("tool.started", {"call_id": str(i), "name": "t", "arguments": {}})
+        elif 20 <= i < 24:
+            log.publish("reasoning", {"text": f"r{i}"})
+        else:
+            log.publish("token", {"text": f"t{i}"})
+        if i % 7 == 0:
+            log.read_nowait(i)  # delivered: moved to the columns at the next publish
+    for after in range(41):
+        for up_to in range(after, 42):
+            records = log.records_between(after, up_to)
+            got = events_from_records(records)
+            assert got == log.events_between(after, up_to), (after, up_to)
+    # tokens 1-12 are one run, split where the columns end and the newest events begin
+    assert len(log.records_between(0, 12)) <= 2

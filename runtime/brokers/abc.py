@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from .._events import Event
+from .._events import Event, event_records
 
 __all__ = ["Broker", "StreamLog"]
 
@@ -99,6 +99,12 @@ class StreamLog(ABC):
     @abstractmethod
     def events_between(self, after_seq: int, up_to_seq: int) -> list[Event]:
         """Retained events with ``after_seq < seq <= up_to_seq`` (dropped ones skipped)."""
+
+    def records_between(self, after_seq: int, up_to_seq: int) -> list[dict[str, Any]]:
+        """:meth:`events_between` as durable records (:func:`runtime._events.event_records`:
+        a run of tokens is one record), for a save. A log that keeps events in columns
+        overrides it to build the records without an :class:`Event` per event."""
+        return event_records(self.events_between(after_seq, up_to_seq))
 
     async def flush(self) -> None:  # noqa: B027 - optional hook
         """Wait until every published event has reached the log's backend (a no-op

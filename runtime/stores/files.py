@@ -5,14 +5,15 @@ Layout of ``<root>/sessions/`` (also written to ``_README`` there):
 * ``<id>.json`` — snapshot: the session's fields, ``gen`` and all ``messages``;
 * ``<id>.journal`` — checkpoint journal: one JSON line per checkpoint of generation
   ``gen`` (``base``: keep that many messages, then append ``messages``; changed
-  fields; the stream's new ``events``). Lines of another generation are ignored;
+  fields; the stream's new ``events`` as records: a run of tokens is one record, see
+  :func:`runtime._events.event_records`). Lines of another generation are ignored;
 * ``<id>.json.bak`` — the state before a save that shrank the message list;
 * ``<id>.ledger.jsonl`` — the tool ledger: one JSON line per tool call intent or
   result (see :mod:`runtime.stores._file_ledger`); created by the first record;
-* ``<id>.events.jsonl`` — the durable events of the session's latest stream, after a
-  header ``{"stream_id", "id", "base"}``: written just before a snapshot whose
-  ``events_id`` names it; while the snapshot names another (a crash between the two
-  renames), only the first ``base`` events count;
+* ``<id>.events.jsonl`` — the durable events of the session's latest stream, one
+  record a line, after a header ``{"stream_id", "id", "base"}``: written just before a
+  snapshot whose ``events_id`` names it; while the snapshot names another (a crash
+  between the two renames), only the first ``base`` records count;
 * ``_index.jsonl`` (derived, rebuilt when missing or corrupt), ``_deleted.jsonl``
   (tombstones), ``_lock`` (one process per root).
 
@@ -45,7 +46,7 @@ from typing import Any, TypeVar
 import orjson
 
 from .._config import default_root
-from .._events import Event
+from .._events import Event, event_records, events_from_records, record_last_seq, records_after
 from .._exceptions import CorruptSession, InvalidSessionId, StoreError, StoreLocked
 from .._session import META_FIELDS, Session
 from . import _fileio as fio
@@ -67,8 +68,10 @@ This directory is a runtime FileStore (one process at a time; see _lock).
                      "gen" equals the snapshot's apply ("base" = messages kept, then appended)
   <id>.json.bak      the state before a save that shrank the messages; startup recovery
                      restores it if the live file holds fewer messages
-  <id>.events.jsonl  durable events of the session's latest stream (for SSE replay); only its
-                     first "base" events count unless the snapshot's "events_id" is its "id"
+  <id>.events.jsonl  durable events of the session's latest stream (for SSE replay), one per
+                     line or a run of tokens per line ("texts", "ts": lists from "seq" on);
+                     only the first "base" lines count unless the snapshot's "events_id" is
+                     its "id"
   <id>.ledger.jsonl  tool ledger: one line per tool call intent or result (latest wins per
                      stream_id and call_id, except that a call's first result is kept)
   _index.jsonl       derived list index (safe to delete: it is rebuilt)
@@ -506,9 +509,9 @@ class FileStore(Store):
         if meta is not None:
             rec["meta"] = meta
         if events:
-            rec["stream_id"] = events[0].stream_id
             # not Event.json(): its cache would pin orjson's buffer on every retained event
-            rec["events"] = [e.to_dict() for e in events]
+            records = rec["events"] = event_records(events)
+            rec["stream_id"] = records[0]["stream_id"]
         line = orjson.dumps(rec) + b"\n"
         row = dict(d.row)
         if meta is not None:
@@ -553,7 +556,7 @@ class FileStore(Store):
         messages = list(session.messages)  # the list may grow while the thread encodes
         meta = _meta(session)
         row = dict(meta, updated_at=session.updated_at, message_count=len(messages))
-        event_dicts = [e.to_dict() for e in events]  # not Event.json(): see _journal_line
+        event_dicts = event_records(events)  # not Event.json(): see _journal_line
         # a session's first save is indexed even as a checkpoint: else it would be
         # missing from list_sessions() until its next full save or a restart
         index = not skip_index or d is None
@@ -641,8 +644,9 @@ class FileStore(Store):
     def _read_events_sync(
         self, sid: str, d: _Durable | None
     ) -> tuple[str | None, list[dict[str, Any]]]:
-        """The stream id and events held durably: the events file, then the journal
-        lines of the snapshot's generation (``d``; ``None``: the file alone)."""
+        """The stream id and event records held durably: the events file, then the
+        journal lines of the snapshot's generation (``d``; ``None``: the file alone).
+        Files written before runs existed hold one event a line, which is a record."""
         stream_id: str | None = None
         events: list[dict[str, Any]] = []
         recs = fio.json_lines(fio.read_bytes(self._events(sid)) or b"")
@@ -652,32 +656,33 @@ class FileStore(Store):
             events = [e for e in recs[1:] if isinstance(e, dict)]
             if d is not None and "id" in head and head["id"] != d.events_id:
                 # written by a full save whose snapshot never landed (a crash between the
-                # two renames): only the events durable before that save count
+                # two renames): only the records durable before that save count
                 events = events[: head.get("base", 0)]
         if d is not None:
-            last = events[-1].get("seq", 0) if events else 0
+            last = record_last_seq(events[-1]) if events else 0
             for rec in fio.json_lines(fio.read_bytes(self._journal(sid)) or b""):
                 if not isinstance(rec, dict) or rec.get("gen") != d.gen or not rec.get("events"):
                     continue
                 if rec.get("stream_id") != stream_id:
                     stream_id, events, last = rec["stream_id"], [], 0
-                new = [e for e in rec["events"] if e["seq"] > last]
+                new = records_after(rec["events"], last)
                 events.extend(new)
-                last = new[-1]["seq"] if new else last
+                last = record_last_seq(new[-1]) if new else last
         return stream_id, events
 
     def _write_events_sync(
         self, sid: str, d: _Durable | None, new: list[dict[str, Any]]
     ) -> str | None:
-        """Rewrite the events file with ``new`` added; returns its id for the snapshot
-        (``None``: nothing to write)."""
+        """Rewrite the events file with the records ``new`` added (records are never
+        merged, so the first ``base`` lines are exactly the ones durable before); returns
+        its id for the snapshot (``None``: nothing to write)."""
         stream_id, events = self._read_events_sync(sid, d)
         base = len(events)
         if new:
             if new[0]["stream_id"] != stream_id:
                 stream_id, events, base = new[0]["stream_id"], [], 0
-            last = events[-1]["seq"] if events else 0
-            events.extend(e for e in new if e["seq"] > last)
+            last = record_last_seq(events[-1]) if events else 0
+            events.extend(records_after(new, last))
         if stream_id is None:
             return None
         # the file lands before its snapshot, which names it by ``id``: a reader whose
@@ -700,13 +705,7 @@ class FileStore(Store):
             sid_stream, events = self._read_events_sync(session_id, durable)
             if sid_stream != stream_id:
                 return []
-            out: list[Event] = []
-            last = after_seq
-            for e in events:
-                if e["seq"] > last:
-                    out.append(Event.from_dict(e))
-                    last = e["seq"]
-            return out
+            return events_from_records(events, after_seq)
 
         # Under the session's save lock: a full save replaces the events file, then
         # empties the journal; a read of the old file and the emptied journal (the save

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from .._events import Event
+from .._events import Event, event_records, events_from_records, record_last_seq, records_after
 from .._json import kept
 from .._session import Session
 from .abc import (
@@ -65,7 +65,8 @@ class MemoryStore(Store):
     :ivar tombstones: ids of deleted sessions.
     :ivar documents: ``{name: (bytes, version)}``, the named documents (route table).
     :ivar events: ``{(session_id, stream_id): (last seq, JSON lines)}``, the durable
-        events of each stream.
+        events of each stream, one record a line (a run of tokens is one record; see
+        :func:`runtime._events.event_records`).
     :ivar ledger: ``{(session_id, stream_id): {call_id: JSON}}``, the tool ledger of
         each stream, in the order the calls started.
     """
@@ -98,13 +99,14 @@ class MemoryStore(Store):
             del self.backups[sid]  # superseded: recovery would never restore it
         self.sessions[sid] = stored
         self.tombstones.discard(sid)
-        for event in events:
-            key = (sid, event.stream_id)
+        for rec in event_records(events):  # a run of tokens is one record (see _events)
+            key = (sid, rec["stream_id"])
             last, lines = self.events.get(key) or (0, bytearray())
-            if event.seq > last:
-                lines += event.json()
+            cut = records_after((rec,), last)
+            if cut:
+                lines += orjson.dumps(cut[0])
                 lines += b"\n"
-                self.events[key] = (event.seq, lines)
+                self.events[key] = (record_last_seq(cut[0]), lines)
 
     async def _load(self, session_id: str) -> Session:
         d = self.sessions.get(session_id)
@@ -171,8 +173,7 @@ class MemoryStore(Store):
 
     async def _load_events(self, session_id: str, stream_id: str, after_seq: int) -> list[Event]:
         _last, lines = self.events.get((session_id, stream_id)) or (0, bytearray())
-        events = [Event.from_dict(orjson.loads(line)) for line in lines.splitlines()]
-        return [e for e in events if e.seq > after_seq]
+        return events_from_records(map(orjson.loads, lines.splitlines()), after_seq)
 
     async def _read_document(self, name: str) -> tuple[bytes, int] | None:
         return self.documents.get(name)

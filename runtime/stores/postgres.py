@@ -15,7 +15,9 @@ created and migrated at :meth:`~runtime.Store.open` from :data:`MIGRATIONS`:
 * ``backups``: the previous state of a session whose save shrank its messages (the
   ``.bak`` rule); :meth:`~runtime.Store.recover` restores it;
 * ``tombstones``: deleted ids, never recovered;
-* ``events``: the durable events of every stream, pruned after ``event_retention``
+* ``events``: the durable events of every stream, one record a row (``seq``: its
+  first event's; a run of tokens is one row, see :func:`runtime._events.event_records`;
+  ``ts``: its last event's), pruned after ``event_retention``
   seconds by :meth:`~runtime.Store.recover` and :meth:`PostgresStore.prune_events`;
 * ``documents``: small named blobs with a version (the gateway route table), replaced
   by compare-and-set;
@@ -48,7 +50,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import orjson
 
-from .._events import Event
+from .._events import Event, event_records, events_from_records, records_after
 from .._exceptions import SessionBusy, SessionNotFound, StoreError, WriteConflict
 from .._session import META_FIELDS, Session
 from .abc import (
@@ -218,6 +220,15 @@ ON CONFLICT (session_id) DO NOTHING
 RETURNING session_id
 """
 
+# How many events an events row holds: a run record's texts, else one.
+_HELD = "coalesce(json_array_length(({}.body::json) -> 'texts'), 1)"
+# An events row already stored is kept, unless the new one starts at the same seq and
+# holds more events (a run that grew between two saves that overlapped).
+_EVENTS_CONFLICT = (
+    "ON CONFLICT (session_id, stream_id, seq) DO UPDATE SET body = excluded.body, ts = excluded.ts"
+    f" WHERE {_HELD.format('excluded')} > {_HELD.format('events')}"
+)
+
 # One statement writes the row, the lease, the messages from $13 on and the events.
 # $9 lease operation: 0 keep, 1 set ($10 owner, $11 token, $12 ttl seconds), 2 clear.
 _WRITE = f"""
@@ -237,7 +248,7 @@ WITH u AS (
   INSERT INTO events (session_id, stream_id, seq, ts, body)
   SELECT $1, s, q, t, b
     FROM unnest($15::text[], $16::int[], $17::float8[], $18::text[]) AS v(s, q, t, b)
-  ON CONFLICT DO NOTHING
+  {_EVENTS_CONFLICT}
 )
 SELECT 1
 """
@@ -270,7 +281,7 @@ WITH u AS (
   SELECT $1, s, q, t, b
     FROM unnest($14::text[], $15::int[], $16::float8[], $17::text[]) AS v(s, q, t, b)
    WHERE EXISTS (SELECT 1 FROM u)
-  ON CONFLICT DO NOTHING
+  {_EVENTS_CONFLICT}
 )
 SELECT count(*) FROM u
 """
@@ -620,14 +631,16 @@ class PostgresStore(Store):
                 return list(
                     await con.fetch(
                         "SELECT body FROM events WHERE session_id = $1 AND stream_id = $2"
-                        " AND seq > $3 ORDER BY seq",
+                        f" AND (seq > $3 OR seq + {_HELD.format('events')} > $3 + 1)"
+                        " ORDER BY seq",
                         session_id,
                         stream_id,
                         after_seq,
                     )
                 )
 
-        return [Event.from_dict(orjson.loads(r[0])) for r in await self._retry(op)]
+        rows = await self._retry(op)
+        return events_from_records(records_after((orjson.loads(r[0]) for r in rows), after_seq))
 
     async def _lease_of(self, session_id: str) -> HeldLease | None:
         async def op() -> Any:
@@ -651,11 +664,12 @@ class PostgresStore(Store):
         raise NotImplementedError("PostgresStore writes in _save")
 
     async def _save(self, session: Session, request: SaveRequest) -> None:
+        records = event_records(request.events)  # a run of tokens is one row
         events = (
-            [e.stream_id for e in request.events],
-            [e.seq for e in request.events],
-            [e.ts for e in request.events],
-            [e.json().decode() for e in request.events],
+            [r["stream_id"] for r in records],
+            [r["seq"] for r in records],
+            [r["ts"][-1] if "texts" in r else r["ts"] for r in records],
+            [orjson.dumps(r).decode() for r in records],
         )
 
         sid = session.session_id
@@ -1041,8 +1055,9 @@ class PostgresStore(Store):
 
     async def prune_events(self) -> int:
         """Delete durable events and tool ledger records older than ``event_retention``
-        seconds (a record by the time its call finished, or started) and expired
-        drafts now; returns the number of events deleted.
+        seconds (a record by the time its call finished, or started; a run of tokens,
+        one row, by its last event's) and expired drafts now; returns the number of
+        events rows deleted (a run of tokens is one row).
 
         :raises StoreError: if the database fails.
         """

@@ -149,6 +149,7 @@ from ._store_checks import check_recover_clean_store_is_noop as check_recover_cl
 from ._store_checks import check_save_load_round_trip as check_save_load_round_trip
 from ._store_checks import check_shrinking_save_keeps_backup as check_shrinking_save_keeps_backup
 from ._store_checks import check_skip_index_save_is_durable as check_skip_index_save_is_durable
+from ._store_checks import check_token_runs_round_trip as check_token_runs_round_trip
 from ._store_checks import check_touch_updated_at as check_touch_updated_at
 
 __all__ = [
@@ -205,6 +206,7 @@ __all__ = [
     "check_empty_overwrite_refused_while_pending",
     "check_events_round_trip",
     "check_final_save_persists_events",
+    "check_token_runs_round_trip",
     "check_growing_save_keeps_no_backup",
     "check_invalid_session_ids",
     "check_list_bad_limit_and_cursor",

@@ -957,6 +957,56 @@ async def check_final_save_persists_events(
         )
 
 
+def _text_event(seq: int, type: str = "token", text: str | None = None) -> Event:
+    """A ``token``-shaped event of stream ``st1`` of session ``runs``: data exactly
+    ``{"text"}``, the shape a store may keep as one record per run."""
+    data = {"text": f"t{seq} ✓ \n" if text is None else text}
+    return Event(seq, "st1", "runs", type, data, 1_700_000_000.0 + seq / 16)
+
+
+async def check_token_runs_round_trip(
+    factory: StoreFactory, *, reopen: Reopen | None = None
+) -> None:
+    """A stream of many ``token`` events (data ``{"text"}``, the shape a store may keep
+    as one record per run) comes back from ``load_events()`` event for event: the same
+    gapless ``seq``, ``type``, ``data`` and ``ts``, from every ``after_seq`` (a
+    ``Last-Event-ID`` in the middle of a run), also when runs are broken by other
+    events, by ``reasoning`` text, by a token with other data, by saves that end
+    mid-run or overlap, and after a restart.
+
+    Rule: ``Store.load_events`` (the persisted events, in order); DESIGN.md, "Event log
+    and subscribers" (resume from the durable log with ``Last-Event-ID``).
+    """
+    async with _stores(factory, reopen) as stores:
+        store = await stores.fresh()
+        session = _session(session_id="runs", messages=_messages(1), active_stream_id="st1")
+        events = [Event(1, "st1", "runs", "stream.started", {"user_message": "go"}, 1.7e9)]
+        events += [_text_event(seq) for seq in range(2, 40)]
+        events[9] = _text_event(10, "tool.started")  # breaks a run
+        events[19] = _text_event(20, "reasoning")
+        events[20] = _text_event(21, "reasoning", "")  # a run of two reasoning events
+        events[24] = Event(25, "st1", "runs", "token", {"text": "x", "extra": 1}, 1.7e9 + 2)
+        events[29] = _text_event(30, text="")
+        events += [_text_event(seq) for seq in range(40, 44)]
+        await store.save(session, events=events[:5])
+        await store.save(session, skip_index=True, events=events[5:17])  # ends mid-run
+        # overlapping saves: one starts where a stored run starts and goes further, one
+        # starts inside a stored run
+        await store.save(session, skip_index=True, events=events[10:30])
+        await store.save(session, skip_index=True, events=events[27:31])
+        await store.save(session, skip_index=True, events=events[31:38])
+        session.active_stream_id = None
+        await store.save(session, events=events[38:])
+        for label in ("before a restart", "after a restart"):
+            for after in range(len(events) + 1):
+                _equal(
+                    [e.to_dict() for e in await store.load_events("runs", "st1", after)],
+                    [e.to_dict() for e in events[after:]],
+                    f"load_events(after_seq={after}) of a stream of token runs {label}",
+                )
+            store = await stores.restart(store)
+
+
 async def check_closed_store(factory: StoreFactory, *, reopen: Reopen | None = None) -> None:
     """After ``aclose()`` every operation raises :class:`~runtime.StoreClosed` (a
     ``RuntimeError``), ``open()`` included; ``aclose()`` again is a no-op.
@@ -1009,6 +1059,7 @@ BASIC_CHECKS: tuple[StoreCheck, ...] = (
     check_delete_is_never_recovered,
     check_recover_clean_store_is_noop,
     check_events_round_trip,
+    check_token_runs_round_trip,
     check_final_save_persists_events,
     check_closed_store,
 )

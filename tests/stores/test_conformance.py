@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import orjson
 import pytest
 
 from runtime._events import Event
@@ -35,6 +36,7 @@ from runtime.testing import (
     check_recover_clean_store_is_noop,
     check_shrinking_save_keeps_backup,
     check_skip_index_save_is_durable,
+    check_token_runs_round_trip,
     check_wrong_delta_refused,
     run_store_conformance,
 )
@@ -133,6 +135,36 @@ class DuplicatesEvents(MemoryStore):
             for e in events:  # no check of what is already there
                 lines += e.json() + b"\n"
             self.events[key] = (events[-1].seq, lines)
+
+
+class _BreaksTokenRuns(MemoryStore):
+    """Keeps a run of token events as one record, as MemoryStore does, then changes
+    the stored record with :meth:`damage`."""
+
+    def damage(self, texts: list[str], ts: list[float]) -> None:
+        raise NotImplementedError
+
+    async def _write(
+        self, session: Session, *, skip_index: bool, backup: bool, events: Sequence[Event]
+    ) -> None:
+        await super()._write(session, skip_index=skip_index, backup=backup, events=events)
+        for key, (last, lines) in list(self.events.items()):
+            records = [orjson.loads(line) for line in lines.splitlines()]
+            for rec in records:
+                if len(rec.get("texts", ())) >= 3:
+                    self.damage(rec["texts"], rec["ts"])
+            out = bytearray(b"".join(orjson.dumps(r) + b"\n" for r in records))
+            self.events[key] = (last, out)
+
+
+class DropsInsideTokenRuns(_BreaksTokenRuns):
+    def damage(self, texts: list[str], ts: list[float]) -> None:
+        del texts[1], ts[1]  # the later events move up one seq: a gap at the run's end
+
+
+class ReordersInsideTokenRuns(_BreaksTokenRuns):
+    def damage(self, texts: list[str], ts: list[float]) -> None:
+        texts[0], texts[1] = texts[1], texts[0]
 
 
 class SavesNewSessions(MemoryStore):
@@ -278,6 +310,8 @@ BROKEN: list[tuple[type[MemoryStore], StoreCheck]] = [
     (NoTombstones, check_delete_is_never_recovered),
     (SharesItsState, check_loads_are_independent_copies),
     (DuplicatesEvents, check_events_round_trip),
+    (DropsInsideTokenRuns, check_token_runs_round_trip),
+    (ReordersInsideTokenRuns, check_token_runs_round_trip),
     (SavesNewSessions, check_new_session_in_memory_only),
     (AlwaysMorePages, check_list_pagination),
     (ListsEverything, check_list_hides_empty_untitled),

@@ -1052,9 +1052,20 @@ async def test_events_survive_restart_and_compaction(root: Path) -> None:
     assert (sdir(root) / f"{sid}.journal").read_bytes() == b""
     lines = (sdir(root) / f"{sid}.events.jsonl").read_bytes().splitlines()
     head = orjson.loads(lines[0])
-    assert head == {"stream_id": "stream-a", "id": head["id"], "base": 3}
+    # the two tokens are one record (a run: first seq, texts, timestamps); "base" counts
+    # the lines durable before the save: stream.started and the run
+    assert head == {"stream_id": "stream-a", "id": head["id"], "base": 2}
     assert orjson.loads((sdir(root) / f"{sid}.json").read_bytes())["events_id"] == head["id"]
-    assert [orjson.loads(line)["seq"] for line in lines[1:]] == [1, 2, 3, 4, 5]
+    records = [orjson.loads(line) for line in lines[1:]]
+    assert [r["seq"] for r in records] == [1, 2, 4, 5]
+    assert records[1] == {
+        "seq": 2,
+        "stream_id": "stream-a",
+        "session_id": sid,
+        "type": "token",
+        "texts": ["t2", "t3"],
+        "ts": [1002.0, 1003.0],
+    }
     async with FileStore(root) as store:
         got = await store.load_events(sid, "stream-a")
         assert [(e.seq, e.type) for e in got] == [
@@ -1237,3 +1248,51 @@ async def test_a_first_save_as_a_checkpoint_is_listed(root: Path) -> None:
         s.messages.append(msg(0))
         await store.save(s, skip_index=True)
         assert [x.session_id for x in (await store.list_sessions()).sessions] == [s.session_id]
+
+
+async def test_events_written_one_per_line_before_token_runs_still_load(root: Path) -> None:
+    """Files written before a run of tokens became one record (every event its own line
+    in ``<id>.events.jsonl`` and in a journal record's ``events``) load as the same
+    events, from every ``after_seq``; a save appends runs after the old lines."""
+    sid = "0123456789abcdef0123456789abcdef"
+    sdir(root).mkdir(parents=True)
+    fields = {
+        "session_id": sid,
+        "title": "old",
+        "model": None,
+        "model_provider": None,
+        "workspace": None,
+        "created_at": 1000.0,
+        "active_stream_id": "st",
+        "pending_user_message": None,
+        "pending_started_at": None,
+        "metadata": {},
+        "updated_at": 1001.0,
+    }
+    old = [ev(1, "st", sid, "stream.started")] + [ev(seq, "st", sid) for seq in range(2, 7)]
+    snapshot = dict(fields, message_count=1, format=1, gen=1, events_id="e1", messages=[msg(0)])
+    (sdir(root) / f"{sid}.json").write_bytes(orjson.dumps(snapshot))
+    head = {"stream_id": "st", "id": "e1", "base": 0}
+    lines = [orjson.dumps(head)] + [orjson.dumps(e.to_dict()) for e in old[:3]]
+    (sdir(root) / f"{sid}.events.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    journal = {
+        "gen": 1,
+        "base": 1,
+        "messages": [],
+        "updated_at": 1002.0,
+        "stream_id": "st",
+        "events": [e.to_dict() for e in old[2:]],  # seq 3 again: an overlapping save
+    }
+    (sdir(root) / f"{sid}.journal").write_bytes(orjson.dumps(journal) + b"\n")
+    async with FileStore(root) as store:
+        for after in range(len(old) + 1):
+            assert await store.load_events(sid, "st", after) == old[after:]
+        s = await store.load(sid)
+        new = [ev(seq, "st", sid) for seq in range(7, 10)]
+        await store.save(s, events=new)  # a full save: the events file is rewritten
+    records = [orjson.loads(line) for line in (sdir(root) / f"{sid}.events.jsonl").open("rb")]
+    assert [r["seq"] for r in records[1:]] == [1, 2, 3, 4, 5, 6, 7]  # old lines, then a run
+    assert records[-1]["texts"] == ["t7", "t8", "t9"]
+    async with FileStore(root) as store:
+        for after in range(10):
+            assert await store.load_events(sid, "st", after) == (old + new)[after:]

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import anyio
 import asyncpg
+import orjson
 import pytest
 from postgres_server import dropped_after, new_schema, postgres_dsn
 
@@ -183,6 +184,43 @@ async def test_event_retention_prunes_old_events(dsn: str, schemas: list[str]) -
 async def test_bad_schema_name_is_refused(dsn: str) -> None:
     with pytest.raises(ValueError, match="schema"):
         PostgresStore(dsn, schema="x; DROP TABLE y")
+
+
+async def test_event_rows_written_one_per_event_still_load(dsn: str, schemas: list[str]) -> None:
+    """Rows written before a run of tokens became one row (one event per row, the
+    event's JSON as ``body``) load as the same events from every ``after_seq``; later
+    saves add run rows after them."""
+    async with _store(dsn, schemas) as store:
+        s = Session("old", messages=[{"role": "user", "content": "q"}], active_stream_id="st")
+        await store.save(s)
+        old = [Event(1, "st", "old", "stream.started", {"user_message": "q"}, 1000.0)]
+        old += [
+            Event(seq, "st", "old", "token", {"text": f"t{seq}"}, 1000.0 + seq)
+            for seq in range(2, 7)
+        ]
+        con = await asyncpg.connect(dsn, server_settings={"search_path": schemas[-1]})
+        try:
+            await con.executemany(
+                "INSERT INTO events (session_id, stream_id, seq, ts, body)"
+                " VALUES ($1, $2, $3, $4, $5)",
+                [("old", e.stream_id, e.seq, e.ts, e.json().decode()) for e in old],
+            )
+        finally:
+            await con.close()
+        for after in range(len(old) + 1):
+            assert await store.load_events("old", "st", after) == old[after:]
+        new = [
+            Event(seq, "st", "old", "token", {"text": f"t{seq}"}, 1000.0 + seq)
+            for seq in range(5, 10)
+        ]
+        await store.save(s, skip_index=True, events=new)  # overlaps the old rows 5 and 6
+        # the run 5..9 replaces the row of event 5 (it holds more); the old row of event 6
+        # stays, and the reader keeps each seq once
+        rows = await _sql(dsn, schemas[-1], "SELECT seq, body FROM events ORDER BY seq")
+        assert [r[0] for r in rows] == [1, 2, 3, 4, 5, 6]
+        assert orjson.loads(rows[4][1])["texts"] == ["t5", "t6", "t7", "t8", "t9"]
+        for after in range(10):
+            assert await store.load_events("old", "st", after) == (old + new[2:])[after:]
 
 
 async def test_released_connections_carry_no_session_state(dsn: str, schemas: list[str]) -> None:
