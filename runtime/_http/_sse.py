@@ -14,6 +14,7 @@ listener in one task group, whichever ends first cancels the other).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
@@ -30,6 +31,7 @@ from .._events import Event, encode_sse
 from .._exceptions import EventLogUnavailable, StreamNotFound, SubscriberLagged
 from .._runtime import Runtime
 from .._subscription import Subscription
+from .._timer import asyncio_loop
 from ._errors import ApiError
 from ._params import resume_after, stream_id_param
 
@@ -165,8 +167,44 @@ class _EventStream(EventSourceResponse):
     def __init__(self, *args: Any, progress: _Progress, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.progress = progress
+        #: the event loop's time when the write in progress began (``None``: none is)
+        self._sending_since: float | None = None
+        self._stalled = False
+        self._watch: anyio.CancelScope | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        loop = asyncio_loop() if self.send_timeout is not None else None
+        if loop is None:  # no timeout, or not asyncio: sse-starlette's way
+            await self._respond(scope, receive, send)
+            return
+        # One cancel scope and one timer per response instead of a cancel scope per
+        # write: the watchdog looks at the write in progress every ``send_timeout``.
+        self._loop = loop
+        self._timer = loop.call_later(self.send_timeout or 0.0, self._check_stall)
+        try:
+            await self._respond(scope, receive, send)
+        finally:
+            self._timer.cancel()
+            self._watch = None
+
+    def _check_stall(self) -> None:
+        """The watchdog's timer: end the response if its write in progress has waited
+        ``send_timeout`` seconds, else look again when that write (or the next one)
+        would reach it."""
+        loop, timeout, since = self._loop, self.send_timeout, self._sending_since
+        if loop is None or timeout is None or self._watch is None:
+            return
+        now = loop.time()
+        if since is not None and now - since >= timeout:
+            self._stalled = True
+            self._watch.cancel()
+            return
+        at = (since if since is not None else now) + timeout
+        self._timer = loop.call_at(at, self._check_stall)
+
+    async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = completed = False
 
         async def tracking_send(message: Message) -> None:
@@ -178,7 +216,13 @@ class _EventStream(EventSourceResponse):
             await send(message)
 
         try:
-            await super().__call__(scope, receive, tracking_send)
+            if self._loop is None:
+                await super().__call__(scope, receive, tracking_send)
+            else:
+                with anyio.CancelScope() as self._watch:
+                    await super().__call__(scope, receive, tracking_send)
+                if self._stalled:  # the watchdog cancelled the response
+                    raise SendTimeoutError()
         except SendTimeoutError:
             seq = self.progress.sent_seq
             logger.warning(
@@ -203,11 +247,19 @@ class _EventStream(EventSourceResponse):
 
     async def _send_with_timeout(self, send: Send, message: Message) -> None:
         """sse-starlette (3.x) sends each chunk and heartbeat inside
-        ``anyio.move_on_after(send_timeout)``, a cancel scope even when there is no
-        timeout: a tenth of the server's CPU when one stream fans out to 1,000
-        subscribers (docs/benchmarks.md, W5). With no timeout, send directly."""
+        ``anyio.move_on_after(send_timeout)``, a cancel scope per write even when there
+        is no timeout: a tenth of the server's CPU when one stream fans out to 1,000
+        subscribers (docs/benchmarks.md, W5). With no timeout, send directly; on
+        asyncio, note when the write began for the response's watchdog
+        (:meth:`_check_stall`); elsewhere use sse-starlette's scope."""
         if self.send_timeout is None:
             await send(message)
+        elif self._loop is not None:
+            self._sending_since = self._loop.time()
+            try:
+                await send(message)
+            finally:
+                self._sending_since = None
         else:
             await super()._send_with_timeout(send, message)
 

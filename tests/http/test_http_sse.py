@@ -358,3 +358,72 @@ async def test_resume_at_the_live_head_waits_and_follows_the_stream() -> None:
         assert events, "the response ended without following the stream"
         assert_gapless(events, first=head + 1)
         assert [e["type"] for e in events][-2:] == ["done", "stream.end"]
+
+
+async def test_send_timeout_bounds_each_write_not_the_response() -> None:
+    """``send_timeout`` limits how long one write may wait for the client, not how long
+    the response lasts: a reader that takes 0.2 s over every chunk of a 2 s stream is
+    never cut off with a 0.5 s timeout."""
+
+    async def agent(turn: Any) -> None:
+        for i in range(8):
+            await turn.token(f"t{i} ")
+            await anyio.sleep(0.25)
+
+    async with open_app(agent, send_timeout=0.5) as s:
+        sid = (await s.client.post("/api/sessions")).json()["session_id"]
+        stream_id = (
+            await s.client.post(f"/api/sessions/{sid}/turns", json={"message": "x"})
+        ).json()["stream_id"]
+
+        async def on_chunk(chunk: bytes, disconnect: anyio.Event) -> None:
+            await anyio.sleep(0.2)  # slow, but each write finishes within the timeout
+
+        started = time.monotonic()
+        status, chunks = await drive_asgi_get(s.app, f"/api/streams/{stream_id}/events", on_chunk)
+        assert time.monotonic() - started > 1.0  # the response outlived the timeout
+        body = b"".join(chunks).decode()
+        assert status == 200
+        assert "event: lagged" not in body
+        events = events_of(body)
+        assert_gapless(events)
+        assert events[-1]["type"] == "stream.end"
+
+
+async def test_a_write_that_waits_past_send_timeout_ends_the_response_with_lagged() -> None:
+    """One write that waits longer than ``send_timeout`` (a client that stopped reading)
+    ends the response with a ``lagged`` event naming the seq to resume after; the turn
+    goes on, and a reconnect from that seq gets the rest."""
+    reached, go = anyio.Event(), anyio.Event()
+    agent = scripted_agent(["a", "b", Notify(reached), WaitFor(go), Reply("c")])
+    async with open_app(agent, send_timeout=0.3) as s:
+        sid = (await s.client.post("/api/sessions")).json()["session_id"]
+        stream_id = (
+            await s.client.post(f"/api/sessions/{sid}/turns", json={"message": "x"})
+        ).json()["stream_id"]
+        await reached.wait()
+        stalled = 0
+
+        async def on_chunk(chunk: bytes, disconnect: anyio.Event) -> None:
+            nonlocal stalled
+            if b"event: token" in chunk and not stalled:
+                stalled += 1
+                await anyio.sleep(5)  # stops reading: the watchdog ends it long before
+
+        with anyio.fail_after(4):
+            status, chunks = await drive_asgi_get(
+                s.app, f"/api/streams/{stream_id}/events", on_chunk
+            )
+        assert status == 200
+        lagged = [m for m in parse_sse(b"".join(chunks).decode()) if m.event == "lagged"]
+        assert len(lagged) == 1, chunks
+        resume_after = lagged[0].data["resume_after_seq"]
+        assert s.runtime.is_live(stream_id)  # the response ended, the turn did not
+        go.set()
+        await s.runtime.wait_stream(stream_id)
+        r = await s.client.get(
+            f"/api/streams/{stream_id}/events", headers={"Last-Event-ID": str(resume_after)}
+        )
+        rest = events_of(r.text)
+        assert rest[0]["seq"] == resume_after + 1
+        assert rest[-1]["type"] == "stream.end"
