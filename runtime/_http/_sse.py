@@ -182,6 +182,7 @@ class _EventStream(EventSourceResponse):
         # One cancel scope and one timer per response instead of a cancel scope per
         # write: the watchdog looks at the write in progress every ``send_timeout``.
         self._loop = loop
+        self._watch = anyio.CancelScope()  # entered in _respond; cancellable before that
         self._timer = loop.call_later(self.send_timeout or 0.0, self._check_stall)
         try:
             await self._respond(scope, receive, send)
@@ -216,10 +217,10 @@ class _EventStream(EventSourceResponse):
             await send(message)
 
         try:
-            if self._loop is None:
+            if self._watch is None:
                 await super().__call__(scope, receive, tracking_send)
             else:
-                with anyio.CancelScope() as self._watch:
+                with self._watch:
                     await super().__call__(scope, receive, tracking_send)
                 if self._stalled:  # the watchdog cancelled the response
                     raise SendTimeoutError()
