@@ -125,19 +125,24 @@ class _Replayed(NamedTuple):
     damage: tuple[int, int, str] | None  # (line, lines dropped, problem) of a damaged line
     problem: str | None  # what is wrong with the fields the records changed
     events_id: Any  # the snapshot's "events_id", as stored
+    lines: int  # journal lines decoded
 
 
-def _replay(d: dict[str, Any], journal: bytes | bytearray) -> _Replayed:
+def _replay(
+    d: dict[str, Any], journal: bytes | bytearray, line_count: int | None = None
+) -> _Replayed:
     """Apply the journal's records of the snapshot's generation to ``d`` (a decoded
     snapshot) in place and make it the session's dict (``format``, ``gen`` and
     ``events_id`` taken out, ``message_count`` set). No I/O: the caller logs and
-    quarantines a damaged journal and raises for bad fields."""
+    quarantines a damaged journal and raises for bad fields. ``line_count``: how
+    many lines ``journal`` holds, when the caller knows (see
+    :func:`~runtime.stores._fileio.json_lines_checked`)."""
     gen = d.get("gen", 0)
     messages: list[dict[str, Any]] = d["messages"]
     has_events = False
     has_meta = False
     damage = None
-    lines = fio.json_lines_checked(journal)
+    lines = fio.json_lines_checked(journal, line_count)
     clean = lines.clean
     for number, rec in enumerate(lines.records, 1):
         if not isinstance(rec, dict) or rec.get("gen") != gen:
@@ -164,7 +169,7 @@ def _replay(d: dict[str, Any], journal: bytes | bytearray) -> _Replayed:
     d.pop("gen", None)
     events_id = d.pop("events_id", None)
     d["message_count"] = len(messages)
-    return _Replayed(clean, has_events, damage, problem, events_id)
+    return _Replayed(clean, has_events, damage, problem, events_id, len(lines.records))
 
 
 def _meta(session: Session) -> dict[str, Any]:
@@ -181,6 +186,7 @@ class _Durable:
     bak_count: int | None  # messages in <id>.json.bak, None if there is none
     journal_bytes: int
     snapshot_bytes: int
+    journal_lines: int  # lines in the first journal_bytes (one per checkpoint)
     journal_events: bool  # the journal holds events of this generation
     events_id: str | None  # the id of the events file written with this snapshot
 
@@ -445,7 +451,7 @@ class FileStore(Store):
             return None  # changed behind the store's back: the I/O thread reports it
         if d.get("session_id", sid) != sid or d.get("gen", 0) != known.gen:
             return None
-        replayed = _replay(d, journal)
+        replayed = _replay(d, journal, known.journal_lines)
         if not replayed.clean or replayed.problem is not None:
             return None
         return d
@@ -488,13 +494,7 @@ class FileStore(Store):
     def _read_files_sync(
         self, sid: str, known: _Durable | None, kept: dict[str, int] | None
     ) -> tuple[dict[str, Any], _Durable] | None:
-        # The journal is read before the snapshot: a compaction between the two reads
-        # then gives the new snapshot (whose generation the old lines do not match), not
-        # the old snapshot with the journal it just emptied, an older state.
         start = self._durable.get(sid)
-        journal = None
-        if known is None or known.journal_bytes != 0:
-            journal = self._read_file(sid, ".journal", kept) or b""
         path = self._path(sid, ".json")
         data = self._read_file(sid, ".json", kept)
         if data is None:
@@ -508,12 +508,16 @@ class FileStore(Store):
             )
         gen = d.get("gen", 0)
         if known is not None and known.gen != gen:
-            if journal is None:  # replaced since the journal was known empty: read anew
-                return self._read_files_sync(sid, None, kept)
             known = None  # replaced since: read it as an unknown session
         journal_path = self._path(sid, ".journal")
-        if journal is None:
+        if known is not None and known.journal_bytes == 0:
             journal = b""  # compacted, no checkpoint since: the journal is empty
+        else:
+            journal = self._read_file(sid, ".journal", kept) or b""
+            if kept is not None and os.fstat(kept[".json"]).st_nlink == 0:
+                # a compaction replaced the snapshot and emptied the journal between the
+                # two reads: the old snapshot without its lines is an older state
+                return self._read_files_sync(sid, None, kept)
         replayed = _replay(d, journal)
         if replayed.damage is not None:
             self._damaged_journal(journal_path, *replayed.damage)
@@ -537,6 +541,7 @@ class FileStore(Store):
             # would be glued to the fragment and lost
             journal_bytes=len(journal) if replayed.clean else _FORCE_COMPACT,
             snapshot_bytes=len(data),
+            journal_lines=replayed.lines,
             journal_events=replayed.has_events,
             events_id=events_id if isinstance(events_id, str) else None,
         )
@@ -662,6 +667,7 @@ class FileStore(Store):
             bak_count=d.bak_count,
             journal_bytes=d.journal_bytes + len(line),
             snapshot_bytes=d.snapshot_bytes,
+            journal_lines=d.journal_lines + 1,
             journal_events=d.journal_events or bool(events),
             events_id=d.events_id,
         )
@@ -773,6 +779,7 @@ class FileStore(Store):
                 bak_count=bak_count,
                 journal_bytes=0,
                 snapshot_bytes=len(data),
+                journal_lines=0,
                 journal_events=False,
                 events_id=events_id,
             )
