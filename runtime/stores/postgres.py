@@ -255,36 +255,64 @@ SELECT 1
 
 # The checkpoint fast path: one autocommit statement, a compare-and-set on the row. It
 # applies only when the row still holds the message count this process last wrote or
-# the delta names ($12), the checkpoint does not shrink the list, no backup row waits,
+# the delta names ($11), the checkpoint does not shrink the list, no backup row waits,
 # and the stored lease token is the writer's ($9; NULL: not fenced, lease untouched).
 # Otherwise it changes nothing and returns 0, and the transaction path decides (and
 # raises). $2 NULL keeps the metadata JSON: a delta that names no field changed only
 # the counters and updated_at, which have their own columns (updated_at in touched_at:
 # a checkpoint does not update the list index).
-_CHECKPOINT = f"""
+#
+# The new messages ($12, from idx $11 on) are a plain INSERT: the row holds $11
+# messages and ``messages`` holds exactly the rows below a session's message count
+# (every write that lowers the count deletes the rows above it in the same
+# transaction), so none of them can exist. An upsert there cost a speculative
+# insertion per row (a conflict probe, a speculative index entry and one more WAL
+# record to confirm it). Only the stored messages the checkpoint rewrites (the last
+# one while it is still open: from $13 on, bodies $14) go through ON CONFLICT, where
+# the row exists and the conflict path is an update. A checkpoint without events
+# carries no events CTE and no event arrays at all.
+_CHECKPOINT_HEAD = f"""
 WITH u AS (
   UPDATE sessions SET meta = coalesce($2, meta), title = $3, touched_at = $4, message_count = $5,
          active_stream_id = $6, pending_user_message = $7, visible = $8,
          lease_expires = CASE WHEN $9::text IS NULL THEN lease_expires
                          ELSE {_NOW} + $10::float8 END
-   WHERE session_id = $1 AND message_count = $12::int AND $5::int >= $12::int
+   WHERE session_id = $1 AND message_count = $11::int AND $5::int >= $11::int
      AND ($9::text IS NULL OR lease_token = $9::text)
      AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.session_id = $1)
   RETURNING 1
 ), m AS (
   INSERT INTO messages (session_id, idx, body)
-  SELECT $1, $11::int + i - 1, b FROM unnest($13::text[]) WITH ORDINALITY AS t(b, i)
+  SELECT $1, $11::int + i - 1, b FROM unnest($12::text[]) WITH ORDINALITY AS t(b, i)
+   WHERE EXISTS (SELECT 1 FROM u)
+)"""
+_CHECKPOINT_REWRITE = """, r AS (
+  INSERT INTO messages (session_id, idx, body)
+  SELECT $1, $13::int + i - 1, b FROM unnest($14::text[]) WITH ORDINALITY AS t(b, i)
    WHERE EXISTS (SELECT 1 FROM u)
   ON CONFLICT (session_id, idx) DO UPDATE SET body = excluded.body
-), e AS (
+)"""
+_CHECKPOINT_EVENTS = """, e AS (
   INSERT INTO events (session_id, stream_id, seq, ts, body)
   SELECT $1, s, q, t, b
-    FROM unnest($14::text[], $15::int[], $16::float8[], $17::text[]) AS v(s, q, t, b)
+    FROM unnest(${}::text[], ${}::int[], ${}::float8[], ${}::text[]) AS v(s, q, t, b)
    WHERE EXISTS (SELECT 1 FROM u)
-  {_EVENTS_CONFLICT}
-)
-SELECT count(*) FROM u
-"""
+  {}
+)"""
+
+
+def _checkpoint_sql(rewrite: bool, events: bool) -> str:
+    """The checkpoint statement for a shape: stored messages rewritten or not, events
+    or not (their arrays are the last four parameters)."""
+    sql = _CHECKPOINT_HEAD + (_CHECKPOINT_REWRITE if rewrite else "")
+    if events:
+        first = 15 if rewrite else 13
+        sql += _CHECKPOINT_EVENTS.format(*range(first, first + 4), _EVENTS_CONFLICT)
+    return sql + "\nSELECT count(*) FROM u\n"
+
+
+#: (rewrite, events) -> the statement; four texts, so four prepared statements at most
+_CHECKPOINTS = {(r, e): _checkpoint_sql(r, e) for r in (False, True) for e in (False, True)}
 
 _INSERT_MESSAGES = """
 INSERT INTO messages (session_id, idx, body)
@@ -702,7 +730,7 @@ class PostgresStore(Store):
         request: SaveRequest,
         events: tuple[list[str], list[int], list[float], list[str]],
     ) -> bool:
-        """The checkpoint fast path (:data:`_CHECKPOINT`); False if it did not apply."""
+        """The checkpoint fast path (:func:`_checkpoint_sql`); False if it did not apply."""
         sid = session.session_id
         delta = request.delta
         guess = self._counts[sid] if delta is None else delta.base
@@ -716,27 +744,28 @@ class PostgresStore(Store):
         start = max(0, guess - 1) if delta is None else delta.keep
         bodies = [orjson.dumps(m).decode() for m in messages[start:]]
         lease = request.lease
-        applied = await self._on_kept_connection(
-            _CHECKPOINT,
-            (
-                sid,
-                None if delta is not None and not delta.fields else _meta_json(session),
-                session.title,
-                session.updated_at,
-                count,
-                session.active_stream_id,
-                session.pending_user_message,
-                visible_in_list(
-                    session.title, count, session.active_stream_id, session.pending_user_message
-                ),
-                None if lease is None else lease.token,
-                0.0 if lease is None else lease.ttl,
-                start,
-                guess,
-                bodies,
-                *events,
+        args: tuple[Any, ...] = (
+            sid,
+            None if delta is not None and not delta.fields else _meta_json(session),
+            session.title,
+            session.updated_at,
+            count,
+            session.active_stream_id,
+            session.pending_user_message,
+            visible_in_list(
+                session.title, count, session.active_stream_id, session.pending_user_message
             ),
+            None if lease is None else lease.token,
+            0.0 if lease is None else lease.ttl,
+            guess,
+            bodies[guess - start :],
         )
+        rewrite = start < guess
+        if rewrite:
+            args += (start, bodies[: guess - start])
+        if events[0]:
+            args += events
+        applied = await self._on_kept_connection(_CHECKPOINTS[rewrite, bool(events[0])], args)
         if applied:
             self._counts[sid] = count
         return bool(applied)

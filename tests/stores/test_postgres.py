@@ -90,6 +90,53 @@ async def test_checkpoint_inserts_only_new_rows(dsn: str, schemas: list[str]) ->
     assert changed == {49, 50}
 
 
+async def test_every_checkpoint_shape_writes_what_it_names(dsn: str, schemas: list[str]) -> None:
+    """A checkpoint's statement depends on its shape (stored messages rewritten or not,
+    events or not); each one writes the new rows, rewrites the named ones in place and
+    leaves the rest as they were (``xmin``), and the session loads whole."""
+    async with _store(dsn, schemas) as store:
+        s = Session("shapes", messages=[{"role": "user", "content": "0"}], active_stream_id="st")
+        await store.save(s)
+        seq = 0
+
+        async def rows() -> dict[int, str]:
+            found = await _sql(
+                dsn,
+                schemas[-1],
+                "SELECT idx, xmin::text FROM messages WHERE session_id = $1",
+                "shapes",
+            )
+            return {r[0]: r[1] for r in found}
+
+        # (messages rewritten from the end, messages appended, events); delta None: the
+        # store rewrites the last stored message itself
+        shapes = [(0, 1, 0), (0, 2, 3), (1, 1, 0), (1, 0, 2), (3, 2, 1), (None, 1, 0), (None, 0, 1)]
+        for rewritten, appended, n_events in shapes:
+            before = await rows()
+            base = len(s.messages)
+            keep = base - (1 if rewritten is None else rewritten)
+            for i in range(keep, base):
+                s.messages[i] = {**s.messages[i], "content": f"{s.messages[i]['content']}+"}
+            s.messages.extend(
+                {"role": "assistant", "content": str(base + i)} for i in range(appended)
+            )
+            events = []
+            for _ in range(n_events):
+                seq += 1
+                events.append(Event(seq, "st", "shapes", "tool.call", {"n": seq}, 1000.0 + seq))
+            delta = None if rewritten is None else SaveDelta(base, keep)
+            await store.save(s, skip_index=True, events=events, delta=delta)
+            after = await rows()
+            assert sorted(after) == list(range(len(s.messages)))
+            changed = {i for i in after if before.get(i) != after[i]}
+            assert changed == set(range(keep, len(s.messages))), (rewritten, appended, n_events)
+            loaded = await store.load("shapes")
+            assert loaded.messages == s.messages
+            assert [e.seq for e in await store.load_events("shapes", "st")] == list(
+                range(1, seq + 1)
+            )
+
+
 async def test_listing_uses_the_index(dsn: str, schemas: list[str]) -> None:
     async with _store(dsn, schemas) as store:
         for i in range(300):
