@@ -73,8 +73,15 @@ def read_json(path: Path) -> Any:
 
 
 def index_rows(root: Path) -> list[dict[str, Any]]:
-    """The rows of ``_index.jsonl`` in file order (its snapshot's, then its log's)."""
-    lines = (sdir(root) / "_index.jsonl").read_bytes().splitlines()
+    """The rows of ``_index.jsonl`` in file order (its snapshot's, then its log's),
+    read by the layout its module docstring gives: a format 2 snapshot's header line
+    is followed by its binary columns (ids, updated_at doubles, N + 1 offsets)."""
+    data = (sdir(root) / "_index.jsonl").read_bytes()
+    if data.startswith(b'{"index_format":2,'):
+        end = data.index(b"\n")
+        head = orjson.loads(data[:end])
+        data = data[end + 1 + head["ids_bytes"] + 16 * head["rows"] + 8 :]
+    lines = data.splitlines()
     return [row for row in map(orjson.loads, lines) if "session_id" in row]
 
 
@@ -885,7 +892,7 @@ async def test_index_compaction_racing_saves_loses_no_row(root: Path) -> None:
                     tg.start_soon(grow, s, n)
         assert await listed(store) == expected
     head = (sdir(root) / "_index.jsonl").read_bytes().split(b"\n", 1)[0]
-    assert orjson.loads(head)["index_format"] == 1, "the log was never compacted"
+    assert orjson.loads(head)["index_format"] == 2, "the log was never compacted"
     async with FileStore(root) as again:
         assert await listed(again) == expected
         assert again.statistics()["sessions_indexed"] == 300
