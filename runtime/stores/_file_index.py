@@ -28,7 +28,9 @@ that there was no snapshot (only the log): both still open, and the next compact
 writes format 2.
 
 Compaction merges the log into a new snapshot (temp file, fsync, rename) once the log
-holds more than ``1024 + rows / 8`` lines. It reads the file itself, not memory, and
+holds more than ``1024 + rows / 8`` lines, and when a writable store closes with more
+than 1024 (so an open after a clean close parses at most that many; after a crash, at
+most the former). It reads the file itself, not memory, and
 runs under the same lock as every append, so an append racing it lands in the file
 before the merge (and is merged) or after the rename (in the new log), never in a file
 about to be replaced.
@@ -291,6 +293,14 @@ class SessionIndex:
         """Merge the file's log into its snapshot (blocking, atomic)."""
         with self._file_lock:
             self._compact_locked()
+
+    def compact_if_long(self, lines: int = _COMPACT_LINES) -> None:
+        """Merge the log into the snapshot if it holds more than ``lines`` lines
+        (blocking, atomic): the store calls it at close, so the next open reads a
+        snapshot and at most ``lines`` log lines, not up to ``1024 + rows / 8``."""
+        with self._file_lock:
+            if self._lines > lines:
+                self._compact_locked()
 
     def _compact_locked(self) -> None:
         parsed = _parse(read_bytes(self.path) or b"")
