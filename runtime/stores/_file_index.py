@@ -5,17 +5,19 @@ On disk, ``_index.jsonl`` is a compacted snapshot followed by a log:
 
 * a snapshot (optional): a JSON header line ``{"index_format": 2, "rows": N,
   "ids_bytes": B, "byteorder": "little", "crc32": C}``, then the snapshot's columns in
-  binary, in list order (newest first): the N session ids joined by ``\\n`` (B bytes of
-  UTF-8), N ``updated_at`` values (doubles), N + 1 offsets of the row lines
-  (unsigned 64-bit, from the first row's start), C being the CRC-32 of these three;
-  then the N row lines themselves (one JSON object each) in the same order;
+  binary, in list order (newest first): the N session ids, each followed by ``\\n``
+  (B bytes of UTF-8), N + 1 offsets of the ids in them, N ``updated_at`` values
+  (doubles), N + 1 offsets of the row lines (from the first row's start; offsets are
+  unsigned 64-bit), C being the CRC-32 of these four; then the N row lines themselves
+  (one JSON object each) in the same order;
 * then one JSON line per indexed save since the snapshot (the last line for an id
   wins; ``{"session_id": id, "deleted": true}`` removes it).
 
 Opening reads the file once and copies the columns into arrays (``array.frombytes``:
-no parse of a value per session) and splits the ids; nothing else it does grows
-with the snapshot. Rows stay bytes until read (a page of the listing parses its rows
-the first time); only the log is parsed, and compaction bounds it (below). In memory:
+no parse of a value per session, no object per session; an id is decoded when read,
+all of them at the first save); nothing else it does grows with the snapshot. Rows
+stay bytes until read (a page of the listing parses its rows the first time); only
+the log is parsed, and compaction bounds it (below). In memory:
 the snapshot's columns, which are already sorted; the rows saved since by id, with
 their sort keys ``(-updated_at, id)`` in a sorted list; the snapshot ids saved or
 deleted since (skipped when read). A page is a binary search in each and a merge of
@@ -77,11 +79,41 @@ def _visible(row: Row) -> bool:
     )
 
 
+class _SnapIds:
+    """The snapshot's ids, decoded one at a time (a page reads a few) or all at once
+    (the first save builds an id -> position map from them)."""
+
+    __slots__ = ("_blob", "_list", "_starts")
+
+    def __init__(self, blob: bytes, starts: array[int], ids: list[str] | None = None) -> None:
+        self._blob = blob  # the ids, each followed by b"\n"
+        self._starts = starts  # N + 1: where each id starts (the last: the blob's end)
+        self._list = ids
+
+    @classmethod
+    def of(cls, ids: list[str]) -> _SnapIds:
+        return cls(b"", array("Q", [0] * (len(ids) + 1)), ids)
+
+    def __len__(self) -> int:
+        return len(self._starts) - 1
+
+    def __getitem__(self, pos: int) -> str:
+        if self._list is not None:
+            return self._list[pos]
+        return self._blob[self._starts[pos] : self._starts[pos + 1] - 1].decode()
+
+    def list(self) -> list[str]:
+        """Every id, in list order (decoded and split once, then kept)."""
+        if self._list is None:
+            self._list = self._blob[:-1].decode().split("\n") if self._blob else []
+        return self._list
+
+
 class _Parsed(NamedTuple):
     """``_index.jsonl`` decoded: the snapshot's columns (in list order), its rows'
     bytes and their offsets in them (N + 1), and the log records after them."""
 
-    ids: list[str]
+    ids: _SnapIds
     updated: array[float]
     offsets: array[int]
     rows: memoryview
@@ -102,9 +134,10 @@ def _columns_v1(head: dict[str, Any]) -> tuple[list[str], list[float], list[int]
     return ids, updated, lengths
 
 
-def _snapshot_v1(
-    data: bytes, start: int, head: dict[str, Any]
-) -> tuple[list[str], array[float], array[int], int] | None:
+_Snap = tuple[_SnapIds, "array[float]", "array[int]", int]  # ids, updated, offsets, rows end
+
+
+def _snapshot_v1(data: bytes, start: int, head: dict[str, Any]) -> _Snap | None:
     """Format 1: ``(ids, updated_at, offsets, end of the rows)``, or ``None``."""
     cols = _columns_v1(head)
     if cols is None:
@@ -115,12 +148,10 @@ def _snapshot_v1(
         offsets = array("Q", accumulate(lengths, initial=0))
     except (OverflowError, TypeError):
         return None  # an updated_at too large for a double, a negative length
-    return ids, upd, offsets, start + offsets[-1]
+    return _SnapIds.of(ids), upd, offsets, start + offsets[-1]
 
 
-def _snapshot_v2(
-    data: bytes, start: int, head: dict[str, Any]
-) -> tuple[list[str], array[float], array[int], int] | None:
+def _snapshot_v2(data: bytes, start: int, head: dict[str, Any]) -> _Snap | None:
     """Format 2: ``(ids, updated_at, offsets, end of the rows)``, or ``None``."""
     n, n_ids, order, crc = (head.get(k) for k in ("rows", "ids_bytes", "byteorder", "crc32"))
     if not all(type(v) is int and v >= 0 for v in (n, n_ids, crc)):
@@ -129,32 +160,31 @@ def _snapshot_v2(
     if order not in ("little", "big"):
         return None
     view = memoryview(data)
-    cols_end = start + n_ids + 16 * n + 8
+    starts_at = start + n_ids
+    upd_at = starts_at + 8 * (n + 1)
+    offsets_at = upd_at + 8 * n
+    cols_end = offsets_at + 8 * (n + 1)
     if cols_end > len(data) or zlib.crc32(view[start:cols_end]) != crc:
         return None
-    try:
-        text = view[start : start + n_ids].tobytes().decode()
-    except UnicodeDecodeError:
-        return None
-    ids = text.split("\n") if n else []
-    if len(ids) != n:
-        return None
+    starts: array[int] = array("Q")
+    starts.frombytes(view[starts_at:upd_at])
     upd: array[float] = array("d")
-    upd.frombytes(view[start + n_ids : start + n_ids + 8 * n])
+    upd.frombytes(view[upd_at:offsets_at])
     offsets: array[int] = array("Q")
-    offsets.frombytes(view[start + n_ids + 8 * n : cols_end])
+    offsets.frombytes(view[offsets_at:cols_end])
     if order != sys.byteorder:
-        upd.byteswap()
-        offsets.byteswap()
-    if offsets[0] != 0:
+        for column in (starts, upd, offsets):
+            column.byteswap()
+    if starts[0] != 0 or starts[-1] != n_ids or offsets[0] != 0:
         return None
-    return ids, upd, offsets, cols_end + offsets[-1]
+    if n and data[starts_at - 1] != 0x0A:
+        return None
+    return _SnapIds(data[start:starts_at], starts), upd, offsets, cols_end + offsets[-1]
 
 
 def _parse(data: bytes) -> _Parsed | None:
     """Decode the file; ``None`` if it is damaged (the caller rebuilds it)."""
-    snap: tuple[list[str], array[float], array[int], int] | None
-    snap = [], array("d"), array("Q", [0]), 0
+    snap: _Snap | None = _SnapIds.of([]), array("d"), array("Q", [0]), 0
     if data.startswith(_HEADER):
         end = data.find(b"\n")
         if end < 0:
@@ -172,11 +202,11 @@ def _parse(data: bytes) -> _Parsed | None:
             snap = _snapshot_v2(data, end + 1, head)
         else:
             return None
-        if snap is None:
-            return None
+    if snap is None:
+        return None
     ids, upd, offsets, rows_end = snap
     rows_start = rows_end - offsets[-1]
-    if rows_end > len(data) or (ids and data[rows_end - 1 : rows_end] != b"\n"):
+    if rows_end > len(data) or (len(ids) and data[rows_end - 1 : rows_end] != b"\n"):
         return None
     tail = data[rows_end:]
     records = json_lines(tail)
@@ -194,17 +224,24 @@ def _parse(data: bytes) -> _Parsed | None:
 def _snapshot(entries: list[tuple[float, str, bytes]]) -> bytes:
     """The file for ``entries`` (``(updated_at, id, row line)``), sorted here."""
     entries.sort(key=lambda e: sort_key(e[0], e[1]))
-    ids = "\n".join([e[1] for e in entries]).encode()
-    updated = array("d", [e[0] for e in entries]).tobytes()
-    offsets = array("Q", accumulate([len(e[2]) for e in entries], initial=0)).tobytes()
+    ids = [e[1].encode() + b"\n" for e in entries]
+    cols = [
+        b"".join(ids),
+        array("Q", accumulate(map(len, ids), initial=0)).tobytes(),
+        array("d", [e[0] for e in entries]).tobytes(),
+        array("Q", accumulate([len(e[2]) for e in entries], initial=0)).tobytes(),
+    ]
+    crc = 0
+    for col in cols:
+        crc = zlib.crc32(col, crc)
     head = {
         "index_format": _FORMAT,
         "rows": len(entries),
-        "ids_bytes": len(ids),
+        "ids_bytes": len(cols[0]),
         "byteorder": sys.byteorder,
-        "crc32": zlib.crc32(offsets, zlib.crc32(updated, zlib.crc32(ids))),
+        "crc32": crc,
     }
-    return b"".join([orjson.dumps(head), b"\n", ids, updated, offsets, *(e[2] for e in entries)])
+    return b"".join([orjson.dumps(head), b"\n", *cols, *(e[2] for e in entries)])
 
 
 def _line(row: Row) -> bytes:
@@ -232,7 +269,7 @@ class SessionIndex:
         self._keys: list[Key] = []  # their sort keys, sorted
         self._gone: set[str] = set()  # snapshot ids saved or deleted since (and others)
         self._gone_in_snap: int | None = 0  # how many of _gone the snapshot holds
-        self._ids: list[str] = []  # the snapshot's columns, in list order
+        self._ids = _SnapIds.of([])  # the snapshot's columns, in list order
         self._updated: array[float] = array("d")
         self._offsets: array[int] = array("Q", [0])
         self._snap = memoryview(b"")  # the snapshot's row lines
@@ -276,7 +313,7 @@ class SessionIndex:
 
     def _set(self, rows: dict[str, Row]) -> None:
         """Every row, in memory only (parsed, no snapshot behind them)."""
-        self._reset(_Parsed([], array("d"), array("Q", [0]), memoryview(b""), []))
+        self._reset(_Parsed(_SnapIds.of([]), array("d"), array("Q", [0]), memoryview(b""), []))
         self._rows = rows
         self._keys = sorted([_key(r, sid) for sid, r in rows.items()])
 
@@ -316,7 +353,7 @@ class SessionIndex:
         rows, offsets = parsed.rows, parsed.offsets
         entries = [
             (u, sid, bytes(rows[offsets[i] : offsets[i + 1]]))
-            for i, (u, sid) in enumerate(zip(parsed.updated, parsed.ids, strict=True))
+            for i, (u, sid) in enumerate(zip(parsed.updated, parsed.ids.list(), strict=True))
             if sid not in changed
         ]
         entries += [
@@ -350,7 +387,7 @@ class SessionIndex:
 
     def _positions(self) -> dict[str, int]:
         if self._pos is None:
-            self._pos = dict(zip(self._ids, range(len(self._ids)), strict=True))
+            self._pos = dict(zip(self._ids.list(), range(len(self._ids)), strict=True))
         return self._pos
 
     def _position(self, sid: str) -> int | None:
@@ -451,7 +488,7 @@ class SessionIndex:
 
     def ids(self) -> set[str]:
         """The ids of every indexed session."""
-        return set(self._ids).difference(self._gone).union(self._rows)
+        return set(self._ids.list()).difference(self._gone).union(self._rows)
 
     def all_rows(self) -> dict[str, Row]:
         """Every row, parsed (a new mapping, in list order).

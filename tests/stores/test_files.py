@@ -76,12 +76,13 @@ def read_json(path: Path) -> Any:
 def index_rows(root: Path) -> list[dict[str, Any]]:
     """The rows of ``_index.jsonl`` in file order (its snapshot's, then its log's),
     read by the layout its module docstring gives: a format 2 snapshot's header line
-    is followed by its binary columns (ids, updated_at doubles, N + 1 offsets)."""
+    is followed by its binary columns (ids, N + 1 id offsets, N updated_at doubles,
+    N + 1 row offsets)."""
     data = (sdir(root) / "_index.jsonl").read_bytes()
     if data.startswith(b'{"index_format":2,'):
         end = data.index(b"\n")
         head = orjson.loads(data[:end])
-        data = data[end + 1 + head["ids_bytes"] + 16 * head["rows"] + 8 :]
+        data = data[end + 1 + head["ids_bytes"] + 24 * head["rows"] + 16 :]
     lines = data.splitlines()
     return [row for row in map(orjson.loads, lines) if "session_id" in row]
 
@@ -1396,7 +1397,7 @@ async def test_a_damaged_snapshot_column_makes_the_index_rebuilt(
     if damage == "flipped-id-byte":
         data[start + 3] ^= 0x01  # still a valid id character, another id
     elif damage == "flipped-updated-at-byte":
-        data[start + head["ids_bytes"] + 8 + 7] ^= 0x40  # the second row's exponent
+        data[start + head["ids_bytes"] + 8 * 7 + 8 + 7] ^= 0x40  # the second row's exponent
     else:
         del data[start + head["ids_bytes"] + 4 :]
     index.write_bytes(bytes(data))
