@@ -1406,3 +1406,53 @@ async def test_a_damaged_snapshot_column_makes_the_index_rebuilt(
             assert await all_listed(store) == want
     assert "is corrupt: rebuilding" in caplog.text
     assert index.read_bytes() == good  # rebuilt from the same session files
+
+
+async def test_pages_merge_the_snapshot_with_the_rows_saved_since(root: Path) -> None:
+    """A snapshot of 30 sessions, then saves that move some of them to the front or
+    keep their place, a delete and new sessions (the log): pages of 7 list them in
+    ``(-updated_at, id)`` order without gaps or repeats, in the store that saved them
+    and after a reopen (which replays the log)."""
+    await fill_for_index(root, 30)
+    (sdir(root) / "_index.jsonl").unlink()
+    async with FileStore(root) as store:  # rebuilt: a snapshot of every session
+        assert index_head(root) is not None
+        ids = [sid for sid, _, _ in await all_listed(store)]
+        for sid in ids[::3]:
+            s = await store.load(sid)
+            s.messages.append(msg(5))
+            await store.save(s)
+        for sid in ids[2::4]:  # saved since, in place: log rows between snapshot rows
+            s = await store.load(sid)
+            s.title += " renamed"
+            await store.save(s, touch_updated_at=False)
+        await store.delete(ids[1])
+        kept = [sid for sid in ids if sid != ids[1]]
+        for i in range(5):
+            s = store.new_session(title=f"new {i}")
+            s.messages.append(msg(i))
+            await store.save(s)
+            kept.append(s.session_id)
+        sessions = [await store.load(sid) for sid in kept]
+        want = [
+            (s.session_id, s.title, s.message_count)
+            for s in sorted(sessions, key=lambda s: (-s.updated_at, s.session_id))
+            if s.message_count
+        ]
+        assert len(want) == 34
+
+        async def paged(st: Store) -> list[tuple[str, str, int]]:
+            out: list[tuple[str, str, int]] = []
+            cursor = None
+            while True:
+                page = await st.list_sessions(limit=7, cursor=cursor)
+                out += [(s.session_id, s.title, s.message_count) for s in page.sessions]
+                if page.next_cursor is None:
+                    return out
+                cursor = page.next_cursor
+
+        assert await paged(store) == want
+    assert index_head(root)["rows"] == 31  # type: ignore[index]  # the log was kept
+    async with FileStore(root) as again:
+        assert await paged(again) == want
+        assert again.statistics()["sessions_indexed"] == 35
