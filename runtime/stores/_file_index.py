@@ -450,32 +450,38 @@ class SessionIndex:
     def _snap_key(self, pos: int) -> Key:
         return (-self._updated[pos], self._ids[pos])
 
-    def _walk(self, after: tuple[float, str] | None) -> Iterator[tuple[str, Row]]:
-        """``(id, row)`` of every row in list order (visible or hidden) sorting after
-        the cursor key ``after``: the snapshot's and the log's, merged."""
-        ids, gone, keys, rows = self._ids, self._gone, self._keys, self._rows
+    def _walk(self, after: tuple[float, str] | None) -> Iterator[int | str]:
+        """Every row in list order (visible or hidden) sorting after the cursor key
+        ``after``, the snapshot's and the log's merged: a snapshot position (int) or
+        the id of a row saved since (str)."""
+        ids, gone, keys = self._ids, self._gone, self._keys
         n, i, j = len(ids), 0, 0
         if after is not None:
             cursor = sort_key(*after)
             i = bisect.bisect_right(range(n), cursor, key=self._snap_key)
             j = bisect.bisect_right(keys, cursor)
         while True:
-            while i < n and ids[i] in gone:
-                i += 1
+            if gone:
+                while i < n and ids[i] in gone:
+                    i += 1
             if i < n and (j == len(keys) or self._snap_key(i) < keys[j]):
-                yield ids[i], self._snapshot_row(i)
+                yield i
                 i += 1
             elif j < len(keys):
-                sid = keys[j][1]
-                yield sid, rows[sid]
+                yield keys[j][1]
                 j += 1
             else:
                 return
 
+    def _row(self, at: int | str) -> Row:
+        return self._snapshot_row(at) if isinstance(at, int) else self._rows[at]
+
     def page(self, limit: int, after: tuple[float, str] | None) -> list[Row]:
         """Up to ``limit`` visible rows sorting after the cursor key ``after``."""
         out: list[Row] = []
-        for _, row in self._walk(after):
+        rows, snapshot_row = self._rows, self._snapshot_row
+        for at in self._walk(after):
+            row = snapshot_row(at) if isinstance(at, int) else rows[at]
             if _visible(row):
                 out.append(row)
                 if len(out) == limit:
@@ -495,7 +501,8 @@ class SessionIndex:
 
         :raises StoreError: as :meth:`get`.
         """
-        return dict(self._walk(None))
+        ids = self._ids
+        return {ids[at] if isinstance(at, int) else at: self._row(at) for at in self._walk(None)}
 
     def __contains__(self, sid: object) -> bool:
         return isinstance(sid, str) and self.get(sid) is not None
