@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
 
 import anyio
@@ -116,6 +116,25 @@ class BatchEncoder:
                     del chunks[next(iter(chunks))]
                 chunks[key] = chunk
         return chunk
+
+    def chunks(self, batch: Sequence[Event], *, shared: bool) -> Iterable[tuple[bytes, int]]:
+        """``batch`` as the body chunks to send, ``(chunk, seq of its last event)`` each:
+        :func:`chunk_pieces` of it, each piece :meth:`encode`-d when the caller reaches
+        it (a long replay is never encoded whole).
+
+        A shared batch that is one piece and was already encoded (another subscriber
+        read the same ``seq`` range of the stream) is answered from memory without
+        cutting it again, so the subscribers of a burst after the first pay one lookup.
+
+        :param shared: as for :meth:`encode`.
+        :raises IndexError: if ``batch`` is empty.
+        """
+        if shared:
+            first, last = batch[0], batch[-1]
+            chunk = self._chunks.get((first.stream_id, first.seq, last.seq))
+            if chunk is not None:
+                return ((chunk, last.seq),)
+        return ((self.encode(piece, shared=shared), piece[-1].seq) for piece in chunk_pieces(batch))
 
 
 class _Progress:
@@ -353,7 +372,7 @@ class StreamEvents:
         (:func:`chunk_pieces`: at most :data:`CHUNK_EVENTS` events and
         :data:`CHUNK_BYTES` bytes), each sent (and flow-controlled) before the next is
         encoded."""
-        encode = self._encoder.encode
+        chunks = self._encoder.chunks
         head = b"retry: %d\n\n" % self.retry_ms
         batch = first
         try:
@@ -365,13 +384,11 @@ class StreamEvents:
                 head = b""
                 batch = await events.next_batch()
             while batch:
-                shared = events.from_log
-                for piece in chunk_pieces(batch):
-                    chunk = encode(piece, shared=shared)
+                for chunk, last_seq in chunks(batch, shared=events.from_log):
                     if head:
                         chunk, head = head + chunk, b""
                     yield chunk
-                    progress.sent_seq = piece[-1].seq  # the send of that chunk returned
+                    progress.sent_seq = last_seq  # the send of that chunk returned
                 batch = await events.next_batch()  # [] after stream.end
         except SubscriberLagged as exc:
             # The client reconnects with its Last-Event-ID; what the store still holds

@@ -205,6 +205,29 @@ def test_batch_encoder_shares_the_bytes_of_shared_batches_only() -> None:
         BatchEncoder(size=0)
 
 
+def test_batch_encoder_chunks_cut_once_and_share_a_burst() -> None:
+    """Subscribers reading the same burst get the same chunk object; a long batch is
+    still cut into pieces of at most CHUNK_EVENTS events, each with its last seq."""
+    log = EventLog(STREAM, SID)
+    burst = publish_tokens(log, 20)
+    encoder = BatchEncoder()
+    ((chunk, last),) = list(encoder.chunks(burst, shared=True))
+    assert chunk == b"".join(encode_sse(e) for e in burst) and last == burst[-1].seq
+    rebuilt = [Event.from_dict(e.to_dict()) for e in burst]  # another reader's objects
+    ((again, last_again),) = list(encoder.chunks(rebuilt, shared=True))
+    assert again is chunk and last_again == last
+    ((unshared, _),) = list(encoder.chunks(burst, shared=False))
+    assert unshared == chunk and unshared is not chunk
+    long = publish_tokens(log, 2 * CHUNK_EVENTS + 5)
+    pieces = list(encoder.chunks(long, shared=True))
+    assert [n for _, n in pieces] == [
+        long[CHUNK_EVENTS - 1].seq,
+        long[2 * CHUNK_EVENTS - 1].seq,
+        long[-1].seq,
+    ]
+    assert b"".join(c for c, _ in pieces) == b"".join(encode_sse(e) for e in long)
+
+
 async def test_from_log_tells_shared_events_from_a_dead_streams_replay() -> None:
     broker, store, log = await fresh()
     publish_tokens(log, 2)
