@@ -1307,12 +1307,13 @@ async def test_events_written_one_per_line_before_token_runs_still_load(root: Pa
             assert await store.load_events(sid, "st", after) == (old + new)[after:]
 
 
-async def all_listed(store: Store) -> list[tuple[str, str, int]]:
-    """Every listed session in list order: ``(id, title, message_count)``."""
+async def all_listed(store: Store, limit: int = 1000) -> list[tuple[str, str, int]]:
+    """Every listed session in list order (pages of ``limit``): ``(id, title,
+    message_count)``."""
     out: list[tuple[str, str, int]] = []
     cursor = None
     while True:
-        page = await store.list_sessions(limit=1000, cursor=cursor)
+        page = await store.list_sessions(limit=limit, cursor=cursor)
         out += [(s.session_id, s.title, s.message_count) for s in page.sessions]
         cursor = page.next_cursor
         if cursor is None:
@@ -1440,19 +1441,8 @@ async def test_pages_merge_the_snapshot_with_the_rows_saved_since(root: Path) ->
             if s.message_count
         ]
         assert len(want) == 34
-
-        async def paged(st: Store) -> list[tuple[str, str, int]]:
-            out: list[tuple[str, str, int]] = []
-            cursor = None
-            while True:
-                page = await st.list_sessions(limit=7, cursor=cursor)
-                out += [(s.session_id, s.title, s.message_count) for s in page.sessions]
-                if page.next_cursor is None:
-                    return out
-                cursor = page.next_cursor
-
-        assert await paged(store) == want
+        assert await all_listed(store, limit=7) == want
     assert index_head(root)["rows"] == 31  # type: ignore[index]  # the log was kept
     async with FileStore(root) as again:
-        assert await paged(again) == want
+        assert await all_listed(again, limit=7) == want
         assert again.statistics()["sessions_indexed"] == 35
