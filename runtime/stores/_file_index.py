@@ -6,8 +6,8 @@ On disk, ``_index.jsonl`` is a compacted snapshot followed by a log:
 * a snapshot (optional): a JSON header line ``{"index_format": 2, "rows": N,
   "ids_bytes": B, "byteorder": "little", "crc32": C}``, then the snapshot's columns in
   binary, in list order (newest first): the N session ids, each followed by ``\\n``
-  (B bytes of UTF-8), N + 1 offsets of the ids in them, N ``updated_at`` values
-  (doubles), N + 1 offsets of the row lines (from the first row's start; offsets are
+  (B bytes of UTF-8), N + 1 offsets of the ids in them, N ``-updated_at`` values
+  (doubles, so ascending), N + 1 offsets of the row lines (from the first row's start; offsets are
   unsigned 64-bit), C being the CRC-32 of these four; then the N row lines themselves
   (one JSON object each) in the same order;
 * then one JSON line per indexed save since the snapshot (the last line for an id
@@ -48,6 +48,7 @@ import zlib
 from array import array
 from collections.abc import Iterator
 from itertools import accumulate
+from operator import neg
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -114,7 +115,7 @@ class _Parsed(NamedTuple):
     bytes and their offsets in them (N + 1), and the log records after them."""
 
     ids: _SnapIds
-    updated: array[float]
+    negated: array[float]  # -updated_at: ascending in list order
     offsets: array[int]
     rows: memoryview
     log: list[Row]
@@ -144,7 +145,7 @@ def _snapshot_v1(data: bytes, start: int, head: dict[str, Any]) -> _Snap | None:
         return None
     ids, updated, lengths = cols
     try:
-        upd = array("d", updated)
+        upd = array("d", map(neg, updated))
         offsets = array("Q", accumulate(lengths, initial=0))
     except (OverflowError, TypeError):
         return None  # an updated_at too large for a double, a negative length
@@ -228,7 +229,7 @@ def _snapshot(entries: list[tuple[float, str, bytes]]) -> bytes:
     cols = [
         b"".join(ids),
         array("Q", accumulate(map(len, ids), initial=0)).tobytes(),
-        array("d", [e[0] for e in entries]).tobytes(),
+        array("d", [-e[0] for e in entries]).tobytes(),
         array("Q", accumulate([len(e[2]) for e in entries], initial=0)).tobytes(),
     ]
     crc = 0
@@ -270,7 +271,7 @@ class SessionIndex:
         self._gone: set[str] = set()  # snapshot ids saved or deleted since (and others)
         self._gone_in_snap: int | None = 0  # how many of _gone the snapshot holds
         self._ids = _SnapIds.of([])  # the snapshot's columns, in list order
-        self._updated: array[float] = array("d")
+        self._negated: array[float] = array("d")  # -updated_at (ascending)
         self._offsets: array[int] = array("Q", [0])
         self._snap = memoryview(b"")  # the snapshot's row lines
         self._parsed: dict[int, Row] = {}  # snapshot rows parsed so far, by position
@@ -308,7 +309,7 @@ class SessionIndex:
     def _reset(self, parsed: _Parsed) -> None:
         self._rows, self._keys, self._gone, self._gone_in_snap = {}, [], set(), 0
         self._parsed, self._pos = {}, None
-        self._ids, self._updated, self._offsets = parsed.ids, parsed.updated, parsed.offsets
+        self._ids, self._negated, self._offsets = parsed.ids, parsed.negated, parsed.offsets
         self._snap = parsed.rows
 
     def _set(self, rows: dict[str, Row]) -> None:
@@ -352,8 +353,8 @@ class SessionIndex:
             changed[rec["session_id"]] = None if rec.get("deleted") else rec
         rows, offsets = parsed.rows, parsed.offsets
         entries = [
-            (u, sid, bytes(rows[offsets[i] : offsets[i + 1]]))
-            for i, (u, sid) in enumerate(zip(parsed.updated, parsed.ids.list(), strict=True))
+            (-u, sid, bytes(rows[offsets[i] : offsets[i + 1]]))
+            for i, (u, sid) in enumerate(zip(parsed.negated, parsed.ids.list(), strict=True))
             if sid not in changed
         ]
         entries += [
@@ -448,7 +449,7 @@ class SessionIndex:
     # -- reading -----------------------------------------------------------------------
 
     def _snap_key(self, pos: int) -> Key:
-        return (-self._updated[pos], self._ids[pos])
+        return (self._negated[pos], self._ids[pos])
 
     def _walk(self, after: tuple[float, str] | None) -> Iterator[int | str]:
         """Every row in list order (visible or hidden) sorting after the cursor key
@@ -458,7 +459,11 @@ class SessionIndex:
         n, i, j = len(ids), 0, 0
         if after is not None:
             cursor = sort_key(*after)
-            i = bisect.bisect_right(range(n), cursor, key=self._snap_key)
+            # the equal -updated_at run by C bisects on the column, then the ids in it
+            neg_u = cursor[0]
+            lo = bisect.bisect_left(self._negated, neg_u)
+            hi = bisect.bisect_right(self._negated, neg_u, lo)
+            i = bisect.bisect_right(range(n), cursor, lo, hi, key=self._snap_key)
             j = bisect.bisect_right(keys, cursor)
         while True:
             if gone:
