@@ -20,6 +20,17 @@
                                      ``--gc-threshold`` sets the server's ``gc.set_threshold``.
                                      To profile, attach ``py-spy record --pid`` to the
                                      ``benchmarks._w5_server`` child and to this process.
+``python -m benchmarks.probes wpg [--reps R] [--profile]``
+                                     WPG W1 at N = 1k: R (default 1,000) PostgresStore
+                                     checkpoint saves interleaved in batches of 50 with R
+                                     bare one-row INSERT + COMMITs on a held connection
+                                     (``RUNTIME_BENCH_POSTGRES_DSN``, else
+                                     ``RUNTIME_TEST_POSTGRES_DSN``; a database of its own);
+                                     client CPU per op (``time.process_time``), wall
+                                     medians, and, when the server has ``pg_stat_statements``
+                                     loaded, each side's statements, server execution time
+                                     and WAL bytes per op; ``--profile``: a cProfile of the
+                                     saves' client side (top 25 by own time).
 
 Each prints medians; none is part of ``python -m benchmarks``.
 """
@@ -283,20 +294,120 @@ async def _w5(events: int, subscribers: int, gc_threshold: int | None) -> None:
     print(orjson.dumps(data).decode())
 
 
+async def _wpg(reps: int, profile: bool) -> None:
+    import cProfile
+    import pstats
+
+    import asyncpg
+
+    from runtime.stores.abc import SaveDelta
+    from runtime.stores.postgres import PostgresStore
+
+    from ._shapes import appended_message, history
+    from .wpg_postgres import _Databases, _with_db, dsn
+
+    base = dsn()
+    if base is None:
+        raise SystemExit("set RUNTIME_BENCH_POSTGRES_DSN or RUNTIME_TEST_POSTGRES_DSN")
+    dbs = _Databases(base)
+    url = _with_db(base, await dbs.new())
+    store = PostgresStore(url, max_size=2)
+    floor = await asyncpg.connect(url)
+    try:
+        await store.open()
+        session = store.new_session(title="probe")
+        session.messages.extend(history(1000))
+        await store.save(session)
+        await floor.execute("CREATE TABLE floor (id serial PRIMARY KEY, body text NOT NULL)")
+        body = orjson.dumps(appended_message(0)).decode()
+        stats = "pg_stat_statements" in await floor.fetchval(
+            "SELECT current_setting('shared_preload_libraries')"
+        )
+        if stats:
+            await floor.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        sides = ("checkpoint save", "bare INSERT + COMMIT")
+        cpu: dict[str, list[float]] = {k: [] for k in sides}
+        wall: dict[str, list[float]] = {k: [] for k in sides}
+        profiler = cProfile.Profile() if profile else None
+        # built before the timers, like the floor's body: the probe times the save
+        appended = iter([appended_message(i) for i in range(reps + 20)])
+
+        async def save() -> None:
+            base_count = len(session.messages)
+            session.messages.append(next(appended))
+            await store.save(session, skip_index=True, delta=SaveDelta.appended(base_count))
+
+        async def insert() -> None:
+            await floor.execute("INSERT INTO floor (body) VALUES ($1)", body)
+
+        for call in (save, insert):  # warm up: prepared statements, the kept connection
+            for _ in range(20):
+                await call()
+        if stats:
+            await floor.execute("SELECT pg_stat_statements_reset()")
+        batch = 50
+        for _ in range(reps // batch):
+            for name, call in zip(sides, (save, insert), strict=True):
+                if profiler is not None and call is save:
+                    profiler.enable()
+                c, t = time.process_time(), time.perf_counter()
+                for _ in range(batch):
+                    await call()
+                cpu[name].append((time.process_time() - c) / batch)
+                wall[name].append((time.perf_counter() - t) / batch)
+                if profiler is not None:
+                    profiler.disable()
+        print(
+            f"WPG probe, N=1k, {reps} of each in batches of {batch}, load {os.getloadavg()[0]:.1f}"
+        )
+        for name in sides:
+            print(
+                f"  {name}: client CPU {statistics.median(cpu[name]) * 1e6:.0f} us/op, "
+                f"wall {statistics.median(wall[name]) * 1e3:.3f} ms/op (medians over batches)"
+            )
+        ratio = [a / b for a, b in zip(cpu[sides[0]], cpu[sides[1]], strict=True)]
+        print(f"  client CPU ratio save / INSERT: {statistics.median(ratio):.2f}x")
+        if stats:
+            rows = await floor.fetch(
+                "SELECT calls, total_exec_time + total_plan_time, wal_bytes, query"
+                " FROM pg_stat_statements"
+                " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                " AND query NOT LIKE '%pg_stat_statements%' ORDER BY total_exec_time DESC"
+            )
+            print(f"  server, per statement, planning + execution ({reps} of each side):")
+            for calls, total, wal, query in rows:
+                print(
+                    f"    {calls:6d} calls {total * 1000 / calls:7.1f} us "
+                    f"{int(wal) / calls:7.0f} WAL B  {' '.join(query.split())[:90]}"
+                )
+        else:
+            print("  (no pg_stat_statements on this server: no per-statement figures)")
+        if profiler is not None:
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    finally:
+        await floor.close()
+        await store.aclose()
+        await dbs.drop_all()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.probes")
-    p.add_argument("probe", choices=("w1", "w3", "w4", "w5"))
+    p.add_argument("probe", choices=("w1", "w3", "w4", "w5", "wpg"))
     p.add_argument("--freeze", action="store_true", help="w4: gc.freeze() after the imports")
     p.add_argument("--events", type=int, default=3000, help="w5: events in the stream")
     p.add_argument("--subscribers", type=int, default=1000, help="w5: SSE subscribers")
     p.add_argument(
         "--gc-threshold", type=int, default=None, help="w5: gc.set_threshold(N) in the server"
     )
+    p.add_argument("--reps", type=int, default=1000, help="wpg: saves and INSERTs each")
+    p.add_argument("--profile", action="store_true", help="wpg: cProfile the saves")
     args = p.parse_args()
     if args.probe == "w1":
         asyncio.run(_w1())
     elif args.probe == "w3":
         asyncio.run(_w3())
+    elif args.probe == "wpg":
+        asyncio.run(_wpg(args.reps, args.profile))
     elif args.probe == "w4":
         asyncio.run(_w4(args.freeze))
     else:

@@ -255,36 +255,87 @@ SELECT 1
 
 # The checkpoint fast path: one autocommit statement, a compare-and-set on the row. It
 # applies only when the row still holds the message count this process last wrote or
-# the delta names ($12), the checkpoint does not shrink the list, no backup row waits,
-# and the stored lease token is the writer's ($9; NULL: not fenced, lease untouched).
+# the delta names ($4), the checkpoint does not shrink the list, no backup row waits,
+# and the stored lease token is the writer's ($5; NULL: not fenced, lease untouched).
 # Otherwise it changes nothing and returns 0, and the transaction path decides (and
-# raises). $2 NULL keeps the metadata JSON: a delta that names no field changed only
-# the counters and updated_at, which have their own columns (updated_at in touched_at:
-# a checkpoint does not update the list index).
-_CHECKPOINT = f"""
+# raises). The row's updated_at goes to touched_at: a checkpoint does not update the
+# list index.
+#
+# Its text depends on the checkpoint's shape, so each shape binds only what it writes
+# (asyncpg encodes every parameter on every call; eight texts, so at most eight
+# prepared statements per connection):
+#
+# * fields: the metadata JSON and the listing's columns ($8-$12). A delta that names
+#   no field changed only the counters and updated_at, which have their own columns;
+#   then ``visible`` can only turn true, when messages arrive (see visible_in_list).
+# * the new messages ($7, from idx $4 on) are a plain INSERT: the row holds $4
+#   messages and ``messages`` holds exactly the rows below a session's message count
+#   (every write that lowers the count deletes the rows above it in the same
+#   transaction), so none of them can exist. An upsert there cost a speculative
+#   insertion per row (a conflict probe, a speculative index entry and one more WAL
+#   record to confirm it).
+# * rewrite: only the stored messages the checkpoint rewrites (the last one while it
+#   is still open) go through ON CONFLICT, where the row exists and the conflict path
+#   is an update.
+# * events: a checkpoint without events carries no events CTE and no event arrays.
+_CHECKPOINT_ROW = f"""
 WITH u AS (
-  UPDATE sessions SET meta = coalesce($2, meta), title = $3, touched_at = $4, message_count = $5,
-         active_stream_id = $6, pending_user_message = $7, visible = $8,
-         lease_expires = CASE WHEN $9::text IS NULL THEN lease_expires
-                         ELSE {_NOW} + $10::float8 END
-   WHERE session_id = $1 AND message_count = $12::int AND $5::int >= $12::int
-     AND ($9::text IS NULL OR lease_token = $9::text)
+  UPDATE sessions SET touched_at = $2, message_count = $3, {{}}
+         lease_expires = CASE WHEN $5::text IS NULL THEN lease_expires
+                         ELSE {_NOW} + $6::float8 END
+   WHERE session_id = $1 AND message_count = $4::int AND $3::int >= $4::int
+     AND ($5::text IS NULL OR lease_token = $5::text)
      AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.session_id = $1)
   RETURNING 1
 ), m AS (
   INSERT INTO messages (session_id, idx, body)
-  SELECT $1, $11::int + i - 1, b FROM unnest($13::text[]) WITH ORDINALITY AS t(b, i)
+  SELECT $1, $4::int + i - 1, b FROM unnest($7::text[]) WITH ORDINALITY AS t(b, i)
+   WHERE EXISTS (SELECT 1 FROM u)
+)"""
+_CHECKPOINT_FIELDS = (
+    "meta = $8, title = $9, active_stream_id = $10, pending_user_message = $11, visible = $12,"
+)
+_CHECKPOINT_NO_FIELDS = "visible = visible OR $3::int > 0,"
+_CHECKPOINT_REWRITE = """, r AS (
+  INSERT INTO messages (session_id, idx, body)
+  SELECT $1, ${}::int + i - 1, b FROM unnest(${}::text[]) WITH ORDINALITY AS t(b, i)
    WHERE EXISTS (SELECT 1 FROM u)
   ON CONFLICT (session_id, idx) DO UPDATE SET body = excluded.body
-), e AS (
+)"""
+_CHECKPOINT_EVENTS = """, e AS (
   INSERT INTO events (session_id, stream_id, seq, ts, body)
   SELECT $1, s, q, t, b
-    FROM unnest($14::text[], $15::int[], $16::float8[], $17::text[]) AS v(s, q, t, b)
+    FROM unnest(${}::text[], ${}::int[], ${}::float8[], ${}::text[]) AS v(s, q, t, b)
    WHERE EXISTS (SELECT 1 FROM u)
-  {_EVENTS_CONFLICT}
-)
-SELECT count(*) FROM u
-"""
+  {}
+)"""
+
+
+def _checkpoint_sql(fields: bool, rewrite: bool, events: bool) -> str:
+    """The checkpoint statement for a shape. Parameters: $1 session id, $2 updated_at,
+    $3 message count, $4 the stored count it expects, $5 lease token, $6 lease ttl
+    (seconds), $7 the new messages' bodies; then, each group present only in its
+    shape: the five field columns, the first rewritten idx and its bodies, the four
+    event arrays."""
+    n = 8
+    sql = _CHECKPOINT_ROW.format(_CHECKPOINT_FIELDS if fields else _CHECKPOINT_NO_FIELDS)
+    if fields:
+        n += 5
+    if rewrite:
+        sql += _CHECKPOINT_REWRITE.format(n, n + 1)
+        n += 2
+    if events:
+        sql += _CHECKPOINT_EVENTS.format(*range(n, n + 4), _EVENTS_CONFLICT)
+    return sql + "\nSELECT count(*) FROM u\n"
+
+
+#: (fields, rewrite, events) -> the statement
+_CHECKPOINTS = {
+    (f, r, e): _checkpoint_sql(f, r, e)
+    for f in (False, True)
+    for r in (False, True)
+    for e in (False, True)
+}
 
 _INSERT_MESSAGES = """
 INSERT INTO messages (session_id, idx, body)
@@ -471,6 +522,9 @@ class PostgresStore(Store):
         #: the connection kept out of the pool for checkpoints, and whether one runs on it
         self._kept: Any = None
         self._kept_busy = False
+        #: ``anyio.CancelScope`` resolves the event loop's backend (sniffio) on every
+        #: call; asyncpg runs on asyncio only, so the store looks its class up once
+        self._scope: Callable[..., anyio.CancelScope] = anyio.CancelScope
 
     def __repr__(self) -> str:
         return f"PostgresStore(schema={self.schema!r})"
@@ -500,6 +554,7 @@ class PostgresStore(Store):
                 },
             )
 
+        self._scope = type(anyio.CancelScope())
         self._pool = await self._retry(connect)
         try:
             await self._retry(self._migrate)
@@ -545,13 +600,23 @@ class PostgresStore(Store):
     async def _retry(self, op: Callable[[], Awaitable[T]]) -> T:
         """Run ``op``, retrying a lost connection with backoff for ``retry_budget``
         seconds; driver errors leave as :class:`StoreError` (``from`` the original)."""
+        try:
+            # the common case first: no context manager, no clock read (a checkpoint
+            # comes through here every time)
+            return await op()
+        except Exception as first:
+            failed: Exception | None = first
         transient = _transient_errors()
+        # the budget counts from the first failure
         deadline = time.monotonic() + self.retry_budget
         delay = 0.05
         while True:
             try:
                 with map_exceptions(self._errors):
                     try:
+                        if failed is not None:
+                            again, failed = failed, None
+                            raise again
                         return await op()
                     except transient:
                         if time.monotonic() + delay > deadline:
@@ -664,20 +729,22 @@ class PostgresStore(Store):
         raise NotImplementedError("PostgresStore writes in _save")
 
     async def _save(self, session: Session, request: SaveRequest) -> None:
-        records = event_records(request.events)  # a run of tokens is one row
-        events = (
-            [r["stream_id"] for r in records],
-            [r["seq"] for r in records],
-            [r["ts"][-1] if "texts" in r else r["ts"] for r in records],
-            [orjson.dumps(r).decode() for r in records],
-        )
+        events: tuple[list[str], list[int], list[float], list[str]] = ([], [], [], [])
+        if request.events:
+            records = event_records(request.events)  # a run of tokens is one row
+            events = (
+                [r["stream_id"] for r in records],
+                [r["seq"] for r in records],
+                [r["ts"][-1] if "texts" in r else r["ts"] for r in records],
+                [orjson.dumps(r).decode() for r in records],
+            )
 
         sid = session.session_id
         # Shielded: a save whose caller is cancelled still completes (or fails) before
         # the cancellation goes on, so it can never land later, after the caller has
         # looked at the stored state (asyncpg's cancel request races the server).
         # ``command_timeout`` bounds it.
-        with anyio.CancelScope(shield=True):
+        with self._scope(shield=True):
             if (
                 request.skip_index
                 and request.lease_mode == "renew"
@@ -702,7 +769,7 @@ class PostgresStore(Store):
         request: SaveRequest,
         events: tuple[list[str], list[int], list[float], list[str]],
     ) -> bool:
-        """The checkpoint fast path (:data:`_CHECKPOINT`); False if it did not apply."""
+        """The checkpoint fast path (:func:`_checkpoint_sql`); False if it did not apply."""
         sid = session.session_id
         delta = request.delta
         guess = self._counts[sid] if delta is None else delta.base
@@ -716,32 +783,38 @@ class PostgresStore(Store):
         start = max(0, guess - 1) if delta is None else delta.keep
         bodies = [orjson.dumps(m).decode() for m in messages[start:]]
         lease = request.lease
-        applied = await self._on_kept_connection(
-            _CHECKPOINT,
-            (
-                sid,
-                None if delta is not None and not delta.fields else _meta_json(session),
+        args: list[Any] = [
+            sid,
+            session.updated_at,
+            count,
+            guess,
+            None if lease is None else lease.token,
+            0.0 if lease is None else lease.ttl,
+            bodies[guess - start :],
+        ]
+        fields = delta is None or bool(delta.fields)
+        if fields:
+            active, pending = session.active_stream_id, session.pending_user_message
+            args += (
+                _meta_json(session),
                 session.title,
-                session.updated_at,
-                count,
-                session.active_stream_id,
-                session.pending_user_message,
-                visible_in_list(
-                    session.title, count, session.active_stream_id, session.pending_user_message
-                ),
-                None if lease is None else lease.token,
-                0.0 if lease is None else lease.ttl,
-                start,
-                guess,
-                bodies,
-                *events,
-            ),
+                active,
+                pending,
+                visible_in_list(session.title, count, active, pending),
+            )
+        rewrite = start < guess
+        if rewrite:
+            args += (start, bodies[: guess - start])
+        if events[0]:
+            args += events
+        applied = await self._on_kept_connection(
+            _CHECKPOINTS[fields, rewrite, bool(events[0])], args
         )
         if applied:
             self._counts[sid] = count
         return bool(applied)
 
-    async def _on_kept_connection(self, sql: str, args: tuple[Any, ...]) -> Any:
+    async def _on_kept_connection(self, sql: str, args: Sequence[Any]) -> Any:
         """``fetchval(sql, *args)`` on the connection the store keeps acquired for
         checkpoints while no other checkpoint uses it, else on one from the pool.
 
@@ -919,7 +992,7 @@ class PostgresStore(Store):
 
         # Shielded, like a save: a cancelled caller waits for the one statement, so the
         # record is written whole or not at all before the cancellation goes on.
-        with anyio.CancelScope(shield=True):
+        with self._scope(shield=True):
             row = await self._retry(op)
             stored, owner, token, written, existing = row
             if not stored:

@@ -90,6 +90,87 @@ async def test_checkpoint_inserts_only_new_rows(dsn: str, schemas: list[str]) ->
     assert changed == {49, 50}
 
 
+async def test_every_checkpoint_shape_writes_what_it_names(dsn: str, schemas: list[str]) -> None:
+    """A checkpoint's statement depends on its shape (fields named or not, stored
+    messages rewritten or not, events or not); each one writes the new rows, rewrites
+    the named ones in place and leaves the rest as they were (``xmin``), and the
+    session loads whole, with the fields it named."""
+    async with _store(dsn, schemas) as store:
+        s = Session("shapes", messages=[{"role": "user", "content": "0"}], active_stream_id="st")
+        await store.save(s)
+        seq = 0
+
+        async def rows() -> dict[int, str]:
+            found = await _sql(
+                dsn,
+                schemas[-1],
+                "SELECT idx, xmin::text FROM messages WHERE session_id = $1",
+                "shapes",
+            )
+            return {r[0]: r[1] for r in found}
+
+        # (messages rewritten from the end, messages appended, events, title named);
+        # rewritten None: no delta, the store rewrites the last stored message itself
+        # and writes every field
+        shapes = [
+            (0, 1, 0, False),
+            (0, 2, 3, False),
+            (1, 1, 0, False),
+            (1, 0, 2, False),
+            (3, 2, 1, False),
+            (0, 1, 0, True),
+            (2, 1, 2, True),
+            (None, 1, 0, True),
+            (None, 0, 1, True),
+        ]
+        for rewritten, appended, n_events, titled in shapes:
+            before = await rows()
+            base = len(s.messages)
+            keep = base - (1 if rewritten is None else rewritten)
+            for i in range(keep, base):
+                s.messages[i] = {**s.messages[i], "content": f"{s.messages[i]['content']}+"}
+            s.messages.extend(
+                {"role": "assistant", "content": str(base + i)} for i in range(appended)
+            )
+            if titled:
+                s.title = f"title {base}"
+            events = []
+            for _ in range(n_events):
+                seq += 1
+                events.append(Event(seq, "st", "shapes", "tool.call", {"n": seq}, 1000.0 + seq))
+            fields = {"title"} if titled else set()
+            delta = None if rewritten is None else SaveDelta.appended(base, fields)
+            if delta is not None:
+                delta = SaveDelta(base, keep, delta.fields)
+            await store.save(s, skip_index=True, events=events, delta=delta)
+            after = await rows()
+            assert sorted(after) == list(range(len(s.messages)))
+            changed = {i for i in after if before.get(i) != after[i]}
+            assert changed == set(range(keep, len(s.messages))), (rewritten, appended, n_events)
+            loaded = await store.load("shapes")
+            assert loaded.messages == s.messages
+            assert loaded.title == s.title
+            assert [e.seq for e in await store.load_events("shapes", "st")] == list(
+                range(1, seq + 1)
+            )
+
+
+async def test_a_checkpoint_naming_no_field_lists_a_session_its_messages_make_visible(
+    dsn: str, schemas: list[str]
+) -> None:
+    """An "Untitled" session without messages or a stream is not listed; a checkpoint
+    that names no field but appends its first message lists it (the listing's
+    ``visible`` column follows the message count without the other fields)."""
+    async with _store(dsn, schemas) as store:
+        s = store.new_session()
+        await store.save(s)
+        assert (await store.list_sessions()).sessions == []
+        s.messages.append({"role": "user", "content": "hi"})
+        await store.save(s, skip_index=True, delta=SaveDelta.appended(0))
+        listed = (await store.list_sessions()).sessions
+        assert [x.session_id for x in listed] == [s.session_id]
+
+
 async def test_listing_uses_the_index(dsn: str, schemas: list[str]) -> None:
     async with _store(dsn, schemas) as store:
         for i in range(300):
