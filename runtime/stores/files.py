@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio
 import orjson
 
 from .._config import default_root
@@ -286,6 +287,12 @@ class FileStore(Store):
             self._rebuild_index_sync()
 
     async def _close(self) -> None:
+        if self._lock_fd is not None:  # writable and opened: leave a short index log
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self._run(self._index.compact_if_long)
+            except StoreError as exc:  # the log stays: the next open replays it
+                logger.warning("session index not compacted at close: %s", exc)
         self._io.close()
         self._fds.close()
         fd, self._lock_fd = self._lock_fd, None
