@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+import anyio
 import orjson
 
 from .._config import default_root
@@ -368,6 +369,12 @@ class FileStore(Store):
             self._rebuild_index_sync()
 
     async def _close(self) -> None:
+        if self._lock_fd is not None:  # writable and opened: leave a short index log
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self._run(self._index.compact_if_long)
+            except StoreError as exc:  # the log stays: the next open replays it
+                logger.warning("session index not compacted at close: %s", exc)
         self._io.close()
         self._fds.close()
         self._reads.close()

@@ -9,6 +9,7 @@ by the conformance suite (tests/stores/test_conformance.py); this file does not 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import signal
@@ -73,8 +74,16 @@ def read_json(path: Path) -> Any:
 
 
 def index_rows(root: Path) -> list[dict[str, Any]]:
-    """The rows of ``_index.jsonl`` in file order (its snapshot's, then its log's)."""
-    lines = (sdir(root) / "_index.jsonl").read_bytes().splitlines()
+    """The rows of ``_index.jsonl`` in file order (its snapshot's, then its log's),
+    read by the layout its module docstring gives: a format 2 snapshot's header line
+    is followed by its binary columns (ids, N + 1 id offsets, N updated_at doubles,
+    N + 1 row offsets)."""
+    data = (sdir(root) / "_index.jsonl").read_bytes()
+    if data.startswith(b'{"index_format":2,'):
+        end = data.index(b"\n")
+        head = orjson.loads(data[:end])
+        data = data[end + 1 + head["ids_bytes"] + 24 * head["rows"] + 16 :]
+    lines = data.splitlines()
     return [row for row in map(orjson.loads, lines) if "session_id" in row]
 
 
@@ -885,7 +894,7 @@ async def test_index_compaction_racing_saves_loses_no_row(root: Path) -> None:
                     tg.start_soon(grow, s, n)
         assert await listed(store) == expected
     head = (sdir(root) / "_index.jsonl").read_bytes().split(b"\n", 1)[0]
-    assert orjson.loads(head)["index_format"] == 1, "the log was never compacted"
+    assert orjson.loads(head)["index_format"] == 2, "the log was never compacted"
     async with FileStore(root) as again:
         assert await listed(again) == expected
         assert again.statistics()["sessions_indexed"] == 300
@@ -1296,3 +1305,144 @@ async def test_events_written_one_per_line_before_token_runs_still_load(root: Pa
     async with FileStore(root) as store:
         for after in range(10):
             assert await store.load_events(sid, "st", after) == (old + new)[after:]
+
+
+async def all_listed(store: Store, limit: int = 1000) -> list[tuple[str, str, int]]:
+    """Every listed session in list order (pages of ``limit``): ``(id, title,
+    message_count)``."""
+    out: list[tuple[str, str, int]] = []
+    cursor = None
+    while True:
+        page = await store.list_sessions(limit=limit, cursor=cursor)
+        out += [(s.session_id, s.title, s.message_count) for s in page.sessions]
+        cursor = page.next_cursor
+        if cursor is None:
+            return out
+
+
+def index_head(root: Path) -> dict[str, Any] | None:
+    """The snapshot header of ``_index.jsonl``, or None when it is only a log."""
+    data = (sdir(root) / "_index.jsonl").read_bytes()
+    if not data.startswith(b'{"index_format":'):
+        return None
+    head: dict[str, Any] = orjson.loads(data[: data.index(b"\n")])
+    return head
+
+
+async def fill_for_index(root: Path, n: int) -> list[tuple[str, str, int]]:
+    """``n`` sessions and a hidden one (never listed); returns the listing."""
+    async with FileStore(root) as store:
+        for i in range(n):
+            s = store.new_session(title=f"t{i}")
+            s.messages.extend(msgs(1 + i % 3))
+            await store.save(s)
+        await store.save(store.new_session())  # "Untitled", no messages: hidden
+        listing = await all_listed(store)
+    assert len(listing) == n
+    return listing
+
+
+@pytest.mark.parametrize("old", ["format-1", "log-only"])
+async def test_an_index_in_an_older_format_opens_and_is_rewritten_at_its_next_compaction(
+    root: Path, old: str
+) -> None:
+    """Stores written by earlier versions: a format 1 snapshot (its columns as JSON
+    arrays) followed by a log, or a log alone. Both list as before; a close with more
+    than 1024 log lines compacts the index into the current format, which lists the
+    same."""
+    want = await fill_for_index(root, 40)
+    rows = {r["session_id"]: r for r in index_rows(root)}
+    assert len(rows) == 41
+    lines = {sid: orjson.dumps(r) + b"\n" for sid, r in rows.items()}
+    log = [lines[sid] for sid in rows] * 26  # 1066 lines: the same rows saved again
+    if old == "format-1":
+        order = sorted(rows, key=lambda sid: (-rows[sid]["updated_at"], sid))
+        head = {
+            "index_format": 1,
+            "ids": order,
+            "updated_at": [rows[sid]["updated_at"] for sid in order],
+            "lengths": [len(lines[sid]) for sid in order],
+        }
+        data = b"".join([orjson.dumps(head), b"\n", *(lines[sid] for sid in order), *log])
+    else:
+        data = b"".join(log)
+    (sdir(root) / "_index.jsonl").write_bytes(data)
+
+    async with FileStore(root) as store:
+        assert await all_listed(store) == want
+        assert store.statistics()["sessions_indexed"] == 41
+    head2 = index_head(root)
+    assert head2 is not None and head2["index_format"] == 2 and head2["rows"] == 41
+    assert sorted(r["session_id"] for r in index_rows(root)) == sorted(rows), "a log is left"
+    async with FileStore(root) as store:
+        assert await all_listed(store) == want
+        assert store.statistics()["sessions_indexed"] == 41
+
+
+@pytest.mark.parametrize("damage", ["flipped-id-byte", "flipped-updated-at-byte", "truncated"])
+async def test_a_damaged_snapshot_column_makes_the_index_rebuilt(
+    root: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The snapshot's binary columns carry a CRC-32: a changed byte, or a file cut
+    inside them, is found at open and the index is rebuilt from the session files."""
+    want = await fill_for_index(root, 5)
+    index = sdir(root) / "_index.jsonl"
+    index.unlink()
+    async with FileStore(root):  # rebuilt from the sessions: a snapshot, no log
+        pass
+    head = index_head(root)
+    assert head is not None and head["rows"] == 6
+    good = index.read_bytes()
+    data = bytearray(good)
+    start = data.index(b"\n") + 1
+    if damage == "flipped-id-byte":
+        data[start + 3] ^= 0x01  # still a valid id character, another id
+    elif damage == "flipped-updated-at-byte":
+        data[start + head["ids_bytes"] + 8 * 7 + 8 + 7] ^= 0x40  # the second row's exponent
+    else:
+        del data[start + head["ids_bytes"] + 4 :]
+    index.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="runtime.stores.files"):
+        async with FileStore(root) as store:
+            assert await all_listed(store) == want
+    assert "is corrupt: rebuilding" in caplog.text
+    assert index.read_bytes() == good  # rebuilt from the same session files
+
+
+async def test_pages_merge_the_snapshot_with_the_rows_saved_since(root: Path) -> None:
+    """A snapshot of 30 sessions, then saves that move some of them to the front or
+    keep their place, a delete and new sessions (the log): pages of 7 list them in
+    ``(-updated_at, id)`` order without gaps or repeats, in the store that saved them
+    and after a reopen (which replays the log)."""
+    await fill_for_index(root, 30)
+    (sdir(root) / "_index.jsonl").unlink()
+    async with FileStore(root) as store:  # rebuilt: a snapshot of every session
+        assert index_head(root) is not None
+        ids = [sid for sid, _, _ in await all_listed(store)]
+        for sid in ids[::3]:
+            s = await store.load(sid)
+            s.messages.append(msg(5))
+            await store.save(s)
+        for sid in ids[2::4]:  # saved since, in place: log rows between snapshot rows
+            s = await store.load(sid)
+            s.title += " renamed"
+            await store.save(s, touch_updated_at=False)
+        await store.delete(ids[1])
+        kept = [sid for sid in ids if sid != ids[1]]
+        for i in range(5):
+            s = store.new_session(title=f"new {i}")
+            s.messages.append(msg(i))
+            await store.save(s)
+            kept.append(s.session_id)
+        sessions = [await store.load(sid) for sid in kept]
+        want = [
+            (s.session_id, s.title, s.message_count)
+            for s in sorted(sessions, key=lambda s: (-s.updated_at, s.session_id))
+            if s.message_count
+        ]
+        assert len(want) == 34
+        assert await all_listed(store, limit=7) == want
+    assert index_head(root)["rows"] == 31  # type: ignore[index]  # the log was kept
+    async with FileStore(root) as again:
+        assert await all_listed(again, limit=7) == want
+        assert again.statistics()["sessions_indexed"] == 35
