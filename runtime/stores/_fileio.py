@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import orjson
 
@@ -38,7 +38,10 @@ __all__ = [
     "QUARANTINE",
     "AppendFds",
     "JsonLines",
+    "ReadFds",
+    "SessionFds",
     "append_durable",
+    "close_session_fds",
     "atomic_write",
     "decode_session",
     "field_error",
@@ -46,6 +49,8 @@ __all__ = [
     "json_lines_checked",
     "quarantine",
     "read_bytes",
+    "read_keeping_fd",
+    "read_nowait",
     "read_session_file",
     "unlink",
 ]
@@ -125,7 +130,71 @@ def append_durable(path: Path, data: bytes, *, created: bool) -> None:
         fsync_dir(path.parent)
 
 
-class AppendFds:
+V = TypeVar("V")
+
+
+class _KeptFds(Generic[V]):
+    """Open descriptors kept by key (a session id), at most ``size`` keys (least recently
+    used closed first). A caller :meth:`take` s a key's descriptors out while it uses
+    them, so eviction or :meth:`discard` from another thread never closes one in use,
+    and :meth:`keep` s them again afterwards. Thread-safe."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._fds: dict[str, V] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _close(self, value: V) -> None:
+        raise NotImplementedError
+
+    def take(self, key: str) -> V | None:
+        """The descriptors kept for ``key``, now the caller's (keep or close them)."""
+        with self._lock:
+            return self._fds.pop(key, None)
+
+    def keep(self, key: str, value: V) -> None:
+        """Keep ``value`` for ``key`` (closing what it replaces, and the least recently
+        used beyond ``size``); closes it at once after :meth:`close`."""
+        evicted: list[V] = []
+        with self._lock:
+            if self._closed:
+                evicted.append(value)
+            else:
+                old = self._fds.pop(key, None)
+                if old is not None:
+                    evicted.append(old)
+                self._fds[key] = value  # last in iteration order: the most recently used
+                while len(self._fds) > self.size:
+                    evicted.append(self._fds.pop(next(iter(self._fds))))
+        for old in evicted:
+            self._close(old)
+
+    def discard(self, key: str) -> None:
+        """Close the descriptors kept for ``key``, if any."""
+        value = self.take(key)
+        if value is not None:
+            self._close(value)
+
+    def clear(self) -> None:
+        """Close every kept descriptor; one in use is kept again when its use ends."""
+        with self._lock:
+            values, self._fds = list(self._fds.values()), {}
+        for value in values:
+            self._close(value)
+
+    def close(self) -> None:
+        """Close every kept descriptor and keep none from now on (one in use is closed
+        when its user hands it back)."""
+        with self._lock:
+            self._closed = True
+        self.clear()
+
+    def __len__(self) -> int:
+        return len(self._fds)
+
+
+class AppendFds(_KeptFds[int]):
     """Open ``O_APPEND`` descriptors kept between durable appends, by key (a session id).
 
     Saves the ``open`` and ``close`` of every checkpoint. At most ``size`` stay open
@@ -137,11 +206,8 @@ class AppendFds:
     :param size: descriptors kept open at most.
     """
 
-    def __init__(self, size: int = 64) -> None:
-        self.size = size
-        self._fds: dict[str, int] = {}
-        self._lock = threading.Lock()
-        self._closed = False
+    def _close(self, value: int) -> None:
+        os.close(value)
 
     def append_durable(self, key: str, path: Path | str, data: bytes) -> None:
         """Append ``data`` to ``path`` (created if missing; the caller knows its
@@ -150,8 +216,7 @@ class AppendFds:
         :raises OSError: if a write or the sync fails; the descriptor is closed then,
             and part of ``data`` may have reached the file.
         """
-        with self._lock:
-            fd = self._fds.pop(key, None)
+        fd = self.take(key)
         if fd is None:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         try:
@@ -163,40 +228,67 @@ class AppendFds:
         except BaseException:
             os.close(fd)
             raise
-        evicted: list[int] = []
-        with self._lock:
-            if self._closed:
-                evicted.append(fd)
-            else:
-                self._fds[key] = fd  # last in iteration order: the most recently used
-                while len(self._fds) > self.size:
-                    evicted.append(self._fds.pop(next(iter(self._fds))))
-        for old in evicted:
-            os.close(old)
+        self.keep(key, fd)
 
-    def discard(self, key: str) -> None:
-        """Close the descriptor kept for ``key``, if any."""
-        with self._lock:
-            fd = self._fds.pop(key, None)
-        if fd is not None:
-            os.close(fd)
 
-    def clear(self) -> None:
-        """Close every kept descriptor; one in use is kept again when its append ends."""
-        with self._lock:
-            fds, self._fds = list(self._fds.values()), {}
-        for fd in fds:
-            os.close(fd)
+class SessionFds(NamedTuple):
+    """Read-only descriptors of one session's files, as :class:`ReadFds` keeps them."""
 
-    def close(self) -> None:
-        """Close every kept descriptor and keep none from now on (an append still
-        running closes its own when it ends)."""
-        with self._lock:
-            self._closed = True
-        self.clear()
+    gen: int  # the generation of the snapshot ``snapshot`` reads
+    snapshot: int
+    journal: int | None  # None: not opened (the journal was empty or missing)
 
-    def __len__(self) -> int:
-        return len(self._fds)
+
+def close_session_fds(fds: SessionFds) -> None:
+    """Close the descriptors of ``fds``."""
+    os.close(fds.snapshot)
+    if fds.journal is not None:
+        os.close(fds.journal)
+
+
+class ReadFds(_KeptFds[SessionFds]):
+    """Read-only descriptors of sessions' snapshots and journals kept between loads, by
+    session id, so that a load can read them from the page cache in the calling thread
+    (:func:`read_nowait`) with no ``open`` (a path lookup may wait for the disk).
+    A snapshot is replaced by a rename, so a kept descriptor may read an older
+    generation: :attr:`SessionFds.gen` says which. Callers :meth:`discard` a key when
+    its files are replaced or unlinked, so that no old inode stays pinned. Thread-safe.
+
+    :param size: sessions whose descriptors are kept at most.
+    """
+
+    def _close(self, value: SessionFds) -> None:
+        close_session_fds(value)
+
+
+#: ``os.RWF_NOWAIT`` where ``preadv2`` takes it (Linux 4.14+), else ``None``
+_RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
+
+
+def read_nowait(fd: int, size: int, *, exact: bool = False) -> bytearray | None:
+    """The first ``size`` bytes of the open file ``fd`` if the page cache holds all of
+    them, read without waiting for the storage device; else ``None``.
+
+    ``preadv2(2)`` with ``RWF_NOWAIT`` returns at once (``EAGAIN``, or a short read)
+    when the data would have to come from storage or a lock is held, so this never
+    blocks on the disk and may run on the event loop's thread. ``None`` as well where
+    the flag is missing (not Linux) or the file system refuses it (``EOPNOTSUPP``), and
+    when the file holds fewer than ``size`` bytes (with ``exact``: not exactly ``size``).
+    """
+    buf = bytearray(size + 1 if exact else size)  # one byte more tells a longer file apart
+    if not buf:
+        return buf
+    if _RWF_NOWAIT is None:
+        return None
+    try:
+        got = os.preadv(fd, (buf,), 0, _RWF_NOWAIT)
+    except OSError:
+        return None
+    if got != size:
+        return None
+    if exact:
+        del buf[size:]  # at the end: no copy
+    return buf
 
 
 def truncate_durable(path: Path) -> None:
@@ -218,16 +310,28 @@ def read_bytes(path: Path | str) -> bytes | None:
     file as it was then, so no further read looks for its end (one does when the read
     was short or the file grew meanwhile).
     """
+    opened = read_keeping_fd(path)
+    if opened is None:
+        return None
+    os.close(opened[1])
+    return opened[0]
+
+
+def read_keeping_fd(path: Path | str) -> tuple[bytes, int] | None:
+    """:func:`read_bytes`, but the read-only descriptor stays open: ``(bytes, fd)``,
+    the caller closes ``fd``; ``None`` if the file does not exist."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     try:
-        return _read_all(fd)
+        return _read_all(fd), fd
     except OSError as exc:
-        raise _named(exc, path) from None
-    finally:
         os.close(fd)
+        raise _named(exc, path) from None
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _read_all(fd: int) -> bytes:
@@ -269,8 +373,11 @@ class JsonLines(NamedTuple):
     dropped: int = 0
 
 
-def json_lines_checked(data: bytes) -> JsonLines:
+def json_lines_checked(data: bytes | bytearray, lines: int | None = None) -> JsonLines:
     """Decode JSON lines.
+
+    :param lines: how many complete lines ``data`` holds when the caller knows (it
+        wrote them): spares counting them, a byte-by-byte pass over ``data``.
 
     A crash during an append can leave the last line partial; it was never
     acknowledged (its fsync did not return), so it is dropped. An undecodable line
@@ -292,12 +399,12 @@ def json_lines_checked(data: bytes) -> JsonLines:
         except orjson.JSONDecodeError:
             pass
         else:
-            if len(out) == data.count(b"\n", 0, end) + 1:
+            if len(out) == (data.count(b"\n", 0, end) + 1 if lines is None else lines):
                 return JsonLines(out, end == len(data) - 1)
     out = []
-    lines = data.split(b"\n")
-    complete = lines[:-1]  # the piece after the last newline is torn or empty
-    clean = lines[-1] == b""
+    parts = bytes(data).split(b"\n")  # (a copy only of a bytearray, on this rare path)
+    complete = parts[:-1]  # the piece after the last newline is torn or empty
+    clean = parts[-1] == b""
     for number, line in enumerate(complete, 1):
         if not line:
             continue
@@ -385,7 +492,7 @@ def _messages_error(messages: object) -> str | None:
     return None
 
 
-def decode_session(path: Path | str, data: bytes) -> dict[str, Any]:
+def decode_session(path: Path | str, data: bytes | bytearray) -> dict[str, Any]:
     """Decode the bytes of a snapshot (or ``.bak``) file read from ``path``.
 
     :raises CorruptSession: naming ``path`` and the rule, if it is not a JSON object

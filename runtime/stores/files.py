@@ -38,10 +38,11 @@ import errno
 import fcntl
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import anyio
 import orjson
@@ -85,6 +86,7 @@ T = TypeVar("T")
 _FORCE_COMPACT = 1 << 62  # a journal size no checkpoint appends to
 
 _META_KEYS = tuple(k for k in META_FIELDS if k != "updated_at")
+_TIME_TYPES = (float, int)  # exact types of a decoded time (bool is neither)
 
 
 def os_error(exc: OSError) -> StoreError:
@@ -117,6 +119,80 @@ def _journal_record_error(rec: dict[str, Any], count: int) -> str | None:
     return None
 
 
+class _Replayed(NamedTuple):
+    """What :func:`_replay` found beside the session it rebuilt."""
+
+    clean: bool  # nothing dropped: neither a torn tail nor a damaged line
+    has_events: bool  # a record of this generation holds events
+    damage: tuple[int, int, str] | None  # (line, lines dropped, problem) of a damaged line
+    problem: str | None  # what is wrong with the fields the records changed
+    events_id: Any  # the snapshot's "events_id", as stored
+    lines: int  # journal lines decoded
+
+
+def _replay(
+    d: dict[str, Any], journal: bytes | bytearray, line_count: int | None = None
+) -> _Replayed:
+    """Apply the journal's records of the snapshot's generation to ``d`` (a decoded
+    snapshot) in place and make it the session's dict (``format``, ``gen`` and
+    ``events_id`` taken out, ``message_count`` set). No I/O: the caller logs and
+    quarantines a damaged journal and raises for bad fields. ``line_count``: how
+    many lines ``journal`` holds, when the caller knows (see
+    :func:`~runtime.stores._fileio.json_lines_checked`)."""
+    gen = d.get("gen", 0)
+    messages: list[dict[str, Any]] = d["messages"]
+    has_events = False
+    has_meta = False
+    damage = None
+    lines = fio.json_lines_checked(journal, line_count)
+    clean = lines.clean
+    for number, rec in enumerate(lines.records, 1):
+        if not isinstance(rec, dict) or rec.get("gen") != gen:
+            continue
+        # what a checkpoint writes passes these few exact-type tests; anything else gets
+        # the full check, which names the problem (the same verdict, at a third the cost)
+        base = rec.get("base")
+        new = rec.get("messages")
+        if not (
+            type(base) is int
+            and 0 <= base <= len(messages)
+            and type(new) is list
+            and (not new or (len(new) == 1 and type(new[0]) is dict))
+            and type(rec.get("updated_at")) in _TIME_TYPES
+            and (
+                len(rec) == 4  # gen, base, messages, updated_at
+                or (
+                    len(rec) == 6
+                    and type(rec.get("events")) is list
+                    and type(rec.get("stream_id")) is str
+                )
+            )
+        ):
+            problem = _journal_record_error(rec, len(messages))
+            if problem is not None:
+                damage = (number, len(lines.records) - number + 1, problem)
+                clean = False
+                break
+        del messages[rec["base"] :]
+        messages.extend(rec["messages"])
+        d["updated_at"] = rec["updated_at"]
+        if "meta" in rec:
+            d.update(rec["meta"])
+            has_meta = True
+        has_events = has_events or bool(rec.get("events"))
+    else:
+        if lines.damaged_line is not None:
+            damage = (lines.damaged_line, lines.dropped, "not valid JSON")
+    # the journal's messages and times were checked record by record; the fields
+    # its records changed are not yet
+    problem = fio.field_error(d, messages=False) if has_meta else None
+    d.pop("format", None)
+    d.pop("gen", None)
+    events_id = d.pop("events_id", None)
+    d["message_count"] = len(messages)
+    return _Replayed(clean, has_events, damage, problem, events_id, len(lines.records))
+
+
 def _meta(session: Session) -> dict[str, Any]:
     return {k: getattr(session, k) for k in _META_KEYS}
 
@@ -131,6 +207,7 @@ class _Durable:
     bak_count: int | None  # messages in <id>.json.bak, None if there is none
     journal_bytes: int
     snapshot_bytes: int
+    journal_lines: int  # lines in the first journal_bytes (one per checkpoint)
     journal_events: bool  # the journal holds events of this generation
     events_id: str | None  # the id of the events file written with this snapshot
 
@@ -188,11 +265,16 @@ class FileStore(Store):
         self.compact_bytes = compact_bytes
         self._index = SessionIndex(self.dir / "_index.jsonl")
         self._durable: dict[str, _Durable] = {}
+        # held by the I/O threads' writes of _durable (a load's is conditional)
+        self._durable_lock = threading.Lock()
         self._ledgers: dict[str, Ledger] = {}  # folded <id>.ledger.jsonl, as on disk
         self._tombstones: set[str] = set()
         self._lock_fd: int | None = None
         self._io = IOThread(f"runtime FileStore I/O {self.root}")
         self._fds = fio.AppendFds()
+        self._reads = fio.ReadFds()  # snapshot and journal descriptors kept for loads
+        self._loads_page_cache = 0  # loads read on the loop's thread (see _read_cached)
+        self._loads_io_thread = 0
         self._prefix = f"{self.dir}{os.sep}"  # + "<id><suffix>": the hot paths skip pathlib
 
     def __repr__(self) -> str:
@@ -295,6 +377,7 @@ class FileStore(Store):
                 logger.warning("session index not compacted at close: %s", exc)
         self._io.close()
         self._fds.close()
+        self._reads.close()
         fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
             os.close(fd)  # releases the flock; closing an fd does not block
@@ -336,19 +419,111 @@ class FileStore(Store):
         or read it since :meth:`open`), that state is trusted for what it says about the
         other files: an empty journal is not opened, the ``.bak`` is not probed, and the
         cache is left alone. A snapshot of another generation (a save replaced it
-        meanwhile) is read in full like an unknown one."""
-        known = None if self.read_only else self._durable.get(sid)
-        state = self._read_state_sync(sid, known)
+        meanwhile) is read in full like an unknown one. The descriptors read stay open
+        (in ``_reads``) for the next load's :meth:`_read_cached`."""
+        if self.read_only:
+            state = self._read_state_sync(sid)
+        else:
+            state = self._read_state_sync(sid, self._durable.get(sid), keep_fds=True)
         return None if state is None else state[0]
 
+    def _read_cached(self, sid: str) -> dict[str, Any] | None:
+        """The session as a dict, read in the calling thread (the event loop's) from the
+        page cache through descriptors an earlier load kept, never waiting for the disk
+        (:func:`~runtime.stores._fileio.read_nowait`); ``None`` when that is not
+        possible (nothing kept, a page not cached, a replaced snapshot, anything but a
+        clean journal): the caller then reads it in the I/O thread, which also logs,
+        quarantines and raises what needs it.
+
+        It reads exactly the durable state this process holds (``snapshot_bytes`` of the
+        snapshot of generation ``gen``, the first ``journal_bytes`` of the journal), so
+        a save running meanwhile in the I/O thread yields that state or ``None``: a
+        checkpoint only appends; a compaction empties the journal (a short read) and
+        changes ``gen``; one save of a session runs at a time, and none starts while
+        this runs on the loop."""
+        known = None if self.read_only else self._durable.get(sid)
+        if known is None or known.journal_bytes >= _FORCE_COMPACT:
+            return None
+        fds = self._reads.take(sid)
+        if fds is None:
+            return None
+        if fds.gen != known.gen:  # compacted since: the descriptor reads an old inode
+            fio.close_session_fds(fds)
+            return None
+        try:
+            d = self._decode_cached(sid, fds, known)
+        finally:
+            self._reads.keep(sid, fds)
+        if d is None:
+            return None
+        now = self._durable.get(sid)
+        return d if now is not None and now.gen == known.gen else None
+
+    def _decode_cached(
+        self, sid: str, fds: fio.SessionFds, known: _Durable
+    ) -> dict[str, Any] | None:
+        data = fio.read_nowait(fds.snapshot, known.snapshot_bytes, exact=True)
+        if data is None:
+            return None
+        journal: bytearray | None = bytearray()
+        if known.journal_bytes:
+            if fds.journal is None:
+                return None
+            journal = fio.read_nowait(fds.journal, known.journal_bytes)
+        if journal is None:
+            return None
+        try:
+            d = fio.decode_session(self._path(sid, ".json"), data)
+        except CorruptSession:
+            return None  # changed behind the store's back: the I/O thread reports it
+        if d.get("session_id", sid) != sid or d.get("gen", 0) != known.gen:
+            return None
+        replayed = _replay(d, journal, known.journal_lines)
+        if not replayed.clean or replayed.problem is not None:
+            return None
+        return d
+
     def _read_state_sync(
-        self, sid: str, known: _Durable | None = None
+        self, sid: str, known: _Durable | None = None, *, keep_fds: bool = False
     ) -> tuple[dict[str, Any], _Durable] | None:
         """Snapshot plus this generation's journal lines; caches the durable state
         (unless ``known``, this process's durable state of the session, matches the
-        snapshot's generation: see :meth:`_read_session_sync`)."""
+        snapshot's generation: see :meth:`_read_session_sync`). With ``keep_fds``, the
+        descriptors read through are kept in ``_reads`` when the journal was clean."""
+        kept: dict[str, int] | None = {} if keep_fds else None
+        try:
+            state = self._read_files_sync(sid, known, kept)
+        except BaseException:
+            for fd in (kept or {}).values():
+                os.close(fd)
+            raise
+        if kept:
+            if state is not None and state[1].journal_bytes < _FORCE_COMPACT:
+                fds = fio.SessionFds(state[1].gen, kept.pop(".json"), kept.pop(".journal", None))
+                self._reads.keep(sid, fds)
+            for fd in kept.values():
+                os.close(fd)
+        return state
+
+    def _read_file(self, sid: str, suffix: str, kept: dict[str, int] | None) -> bytes | None:
+        path = self._path(sid, suffix)
+        if kept is None:
+            return fio.read_bytes(path)
+        old = kept.pop(suffix, None)
+        if old is not None:
+            os.close(old)
+        opened = fio.read_keeping_fd(path)
+        if opened is None:
+            return None
+        kept[suffix] = opened[1]
+        return opened[0]
+
+    def _read_files_sync(
+        self, sid: str, known: _Durable | None, kept: dict[str, int] | None
+    ) -> tuple[dict[str, Any], _Durable] | None:
+        start = self._durable.get(sid)
         path = self._path(sid, ".json")
-        data = fio.read_bytes(path)
+        data = self._read_file(sid, ".json", kept)
         if data is None:
             return None
         d = fio.decode_session(path, data)
@@ -361,64 +536,46 @@ class FileStore(Store):
         gen = d.get("gen", 0)
         if known is not None and known.gen != gen:
             known = None  # replaced since: read it as an unknown session
-        messages: list[dict[str, Any]] = d["messages"]
         journal_path = self._path(sid, ".journal")
         if known is not None and known.journal_bytes == 0:
             journal = b""  # compacted, no checkpoint since: the journal is empty
         else:
-            journal = fio.read_bytes(journal_path) or b""
-        has_events = False
-        has_meta = False
-        lines = fio.json_lines_checked(journal)
-        clean = lines.clean
-        for number, rec in enumerate(lines.records, 1):
-            if not isinstance(rec, dict) or rec.get("gen") != gen:
-                continue
-            problem = _journal_record_error(rec, len(messages))
-            if problem is not None:
-                dropped = len(lines.records) - number + 1
-                self._damaged_journal(journal_path, number, dropped, problem)
-                clean = False
-                break
-            del messages[rec["base"] :]
-            messages.extend(rec["messages"])
-            d["updated_at"] = rec["updated_at"]
-            if "meta" in rec:
-                d.update(rec["meta"])
-                has_meta = True
-            has_events = has_events or bool(rec.get("events"))
-        else:
-            if lines.damaged_line is not None:
-                self._damaged_journal(
-                    journal_path, lines.damaged_line, lines.dropped, "not valid JSON"
-                )
-        # the journal's messages and times were checked record by record; the fields
-        # its records changed are not yet
-        problem = fio.field_error(d, messages=False) if has_meta else None
-        if problem is not None:
-            raise CorruptSession(f"{journal_path}: its records make a bad session ({problem})")
-        d.pop("format", None)
-        d.pop("gen", None)
-        events_id = d.pop("events_id", None)
-        d["message_count"] = len(messages)
-        if known is not None and clean:
+            journal = self._read_file(sid, ".journal", kept) or b""
+            if kept is not None and os.fstat(kept[".json"]).st_nlink == 0:
+                # a compaction replaced the snapshot and emptied the journal between the
+                # two reads: the old snapshot without its lines is an older state
+                return self._read_files_sync(sid, None, kept)
+        replayed = _replay(d, journal)
+        if replayed.damage is not None:
+            self._damaged_journal(journal_path, *replayed.damage)
+        if replayed.problem is not None:
+            raise CorruptSession(
+                f"{journal_path}: its records make a bad session ({replayed.problem})"
+            )
+        count = d["message_count"]
+        if known is not None and replayed.clean:
             return d, known  # what the files say beside the session is known already
         bak = read_backup(self.dir, sid)  # a damaged one goes to quarantine
         row = {k: d.get(k) for k in META_FIELDS}
-        row["message_count"] = len(messages)
+        row["message_count"] = count
+        events_id = replayed.events_id
         durable = _Durable(
             gen=gen,
-            count=len(messages),
+            count=count,
             row=row,
             bak_count=None if bak is None else len(bak["messages"]),
             # a torn tail (crash mid-append) forces the next save to compact: an append
             # would be glued to the fragment and lost
-            journal_bytes=len(journal) if clean else _FORCE_COMPACT,
+            journal_bytes=len(journal) if replayed.clean else _FORCE_COMPACT,
             snapshot_bytes=len(data),
-            journal_events=has_events,
+            journal_lines=replayed.lines,
+            journal_events=replayed.has_events,
             events_id=events_id if isinstance(events_id, str) else None,
         )
-        self._durable[sid] = durable
+        with self._durable_lock:
+            # a save that ended meanwhile (in another thread) knows better: keep its state
+            if self._durable.get(sid) is start:
+                self._durable[sid] = durable
         return d, durable
 
     def _damaged_journal(self, path: str, line: int, dropped: int, problem: str) -> None:
@@ -445,7 +602,12 @@ class FileStore(Store):
         return d.info()
 
     async def _load(self, session_id: str) -> Session:
-        d = await self._run(self._read_session_sync, session_id)
+        d = self._read_cached(session_id)
+        if d is None:
+            self._loads_io_thread += 1
+            d = await self._run(self._read_session_sync, session_id)
+        else:
+            self._loads_page_cache += 1
         if d is None:
             raise not_found(session_id)
         return Session.from_dict(d)
@@ -532,6 +694,7 @@ class FileStore(Store):
             bak_count=d.bak_count,
             journal_bytes=d.journal_bytes + len(line),
             snapshot_bytes=d.snapshot_bytes,
+            journal_lines=d.journal_lines + 1,
             journal_events=d.journal_events or bool(events),
             events_id=d.events_id,
         )
@@ -548,7 +711,8 @@ class FileStore(Store):
         if after.bak_count is not None and after.count >= after.bak_count:
             fio.unlink(self._bak(sid))  # superseded: recovery would never restore it
             after.bak_count = None
-        self._durable[sid] = after
+        with self._durable_lock:
+            self._durable[sid] = after
 
     async def _compact(
         self,
@@ -601,6 +765,7 @@ class FileStore(Store):
         index_line: bytes,
     ) -> None:
         self._fds.discard(sid)  # the journal is emptied below: no descriptor outlives that
+        self._reads.discard(sid)  # the snapshot is replaced: do not pin the old one
         if untomb:
             fio.append_durable(
                 self.dir / "_deleted.jsonl",
@@ -633,16 +798,18 @@ class FileStore(Store):
         if bak_count is not None and not backup and len(messages) >= bak_count:
             fio.unlink(self._bak(sid))
             bak_count = None
-        self._durable[sid] = _Durable(
-            gen=gen,
-            count=len(messages),
-            row=row,
-            bak_count=bak_count,
-            journal_bytes=0,
-            snapshot_bytes=len(data),
-            journal_events=False,
-            events_id=events_id,
-        )
+        with self._durable_lock:
+            self._durable[sid] = _Durable(
+                gen=gen,
+                count=len(messages),
+                row=row,
+                bak_count=bak_count,
+                journal_bytes=0,
+                snapshot_bytes=len(data),
+                journal_lines=0,
+                journal_events=False,
+                events_id=events_id,
+            )
         if index_line:
             self._index.append(index_line)
 
@@ -783,6 +950,7 @@ class FileStore(Store):
 
         def delete() -> None:
             self._fds.discard(session_id)  # before its journal is unlinked
+            self._reads.discard(session_id)
             self._fds.discard(_ledger_key(session_id))
             fio.append_durable(
                 self.dir / "_deleted.jsonl",
@@ -815,6 +983,7 @@ class FileStore(Store):
 
         def run() -> RecoveryReport:
             self._fds.clear()  # recovery may replace journals
+            self._reads.clear()  # and snapshots
             self._ledgers.clear()  # and remove ledgers (of deleted sessions)
             report, changed = recover_directory(
                 self.dir, self._tombstones, self._index.ids(), self._count_and_gen
@@ -847,6 +1016,7 @@ class FileStore(Store):
         which mean nothing without it) to quarantine; nothing else is touched."""
         self._fds.discard(sid)
         self._fds.discard(_ledger_key(sid))
+        self._reads.discard(sid)
         for suffix in (".json", ".journal", ".events.jsonl", ".ledger.jsonl"):
             fio.quarantine(Path(self._path(sid, suffix)), reason)
         self._durable.pop(sid, None)
@@ -891,11 +1061,18 @@ class FileStore(Store):
         self._documents[name] = (data, version)
 
     def statistics(self) -> dict[str, int]:
-        """``{sessions_indexed, sessions_cached, tombstones}``: an immutable snapshot."""
+        """``{sessions_indexed, sessions_cached, tombstones, loads_page_cache,
+        loads_io_thread}``: an immutable snapshot. ``loads_page_cache`` counts the
+        ``load()`` calls read from the page cache on the calling thread (descriptors an
+        earlier load kept, ``preadv2`` with ``RWF_NOWAIT``), ``loads_io_thread`` those
+        read in the I/O thread (the first of a session, after a compaction, when a page
+        was not cached, on a read-only store, or where ``RWF_NOWAIT`` is missing)."""
         return {
             "sessions_indexed": len(self._index),
             "sessions_cached": len(self._durable),
             "tombstones": len(self._tombstones),
+            "loads_page_cache": self._loads_page_cache,
+            "loads_io_thread": self._loads_io_thread,
         }
 
 
