@@ -643,8 +643,7 @@ class PostgresStore(Store):
 
     async def _load(self, session_id: str) -> Session:
         async def op() -> Any:
-            async with self._conn() as con:
-                return await con.fetch(_LOAD, session_id)
+            return await self._on_kept_connection(_LOAD, (session_id,), rows=True)
 
         rows = await self._retry(op)
         if not rows or rows[0][0] != -1:
@@ -814,19 +813,25 @@ class PostgresStore(Store):
             self._counts[sid] = count
         return bool(applied)
 
-    async def _on_kept_connection(self, sql: str, args: Sequence[Any]) -> Any:
-        """``fetchval(sql, *args)`` on the connection the store keeps acquired for
-        checkpoints while no other checkpoint uses it, else on one from the pool.
+    async def _on_kept_connection(
+        self, sql: str, args: Sequence[Any], *, rows: bool = False
+    ) -> Any:
+        """``fetchval(sql, *args)`` (with ``rows``: ``fetch``, a list of records) on the
+        connection the store keeps acquired for checkpoints and full loads while no
+        other one uses it, else on one from the pool.
 
         A pool acquire and release costs about as much client CPU as the statement's
         round trip (asyncpg releases in a task under ``asyncio.shield``); a running
-        turn checkpoints often, so the store holds one connection out of the pool for
-        that (only when ``max_size >= 2``, so other operations always have one). A
-        failure gives the connection back to the pool (which closes a broken one).
+        turn checkpoints often and a chat UI loads the session it shows, so the store
+        holds one connection out of the pool for that (only when ``max_size >= 2``, so
+        other operations always have one). A failure gives the connection back to the
+        pool (which closes a broken one).
         """
         pool = self._pool
         if pool is None or self._kept_busy or self.max_size < 2:
             async with self._conn() as con:
+                if rows:
+                    return await con.fetch(sql, *args)
                 return await con.fetchval(sql, *args)
         self._kept_busy = True  # no await between the check and this: one user at a time
         try:
@@ -834,6 +839,8 @@ class PostgresStore(Store):
                 self._kept = await pool.acquire()
             con = self._kept
             try:
+                if rows:
+                    return await con.fetch(sql, *args)
                 return await con.fetchval(sql, *args)
             except BaseException:
                 self._kept = None
