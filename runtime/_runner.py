@@ -1276,9 +1276,8 @@ async def run_turn(
                     # objects the garbage collector walks for as long as the turn lives.
                     task = loop.create_task(_checkpoint_loop(*checkpoints))
                     try:
-                        error = await _call_agent(agent, turn, stop)
+                        error = await _call_agent(agent, turn, stop)  # sets stop
                     finally:
-                        stop.set()
                         await _join(task)
             finally:
                 stop.set()

@@ -32,16 +32,9 @@ from typing import Any, Generic, TypeVar
 import anyio
 import anyio.to_thread
 
+from .._timer import asyncio_loop
+
 __all__ = ["IDLE_EXIT", "IOThread"]
-
-
-def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
-    """The running asyncio loop, or ``None`` on another backend (trio has no running
-    asyncio loop). Checked directly: anyio no longer installs sniffio."""
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 T = TypeVar("T")
@@ -88,7 +81,7 @@ class IOThread:
         The call always completes: a cancelled caller waits for it, then the
         cancellation propagates.
         """
-        loop = None if self._in_flight or self._closed else _asyncio_loop()
+        loop = None if self._in_flight or self._closed else asyncio_loop()
         if loop is None:
             return await anyio.to_thread.run_sync(fn, *args)
         job = _Job(loop, fn, args)

@@ -140,7 +140,7 @@ async def test_other_backends_use_anyio_s_pool(
     """trio is not installed here: the backend detection is faked to say "trio", which
     must route the call through ``anyio.to_thread`` (the worker thread would hand the
     result to an asyncio loop that trio does not run)."""
-    monkeypatch.setattr(_iothread, "_asyncio_loop", lambda: None)
+    monkeypatch.setattr(_iothread, "asyncio_loop", lambda: None)
     assert await io.run(current_thread_name) != "test I/O"
     assert not io.running
 
