@@ -38,7 +38,7 @@ from ._resume import (
     with_record,
 )
 from ._session import Message, Session, validate_title
-from ._timer import Latch, StopEvent, Wakeups, asyncio_loop
+from ._timer import Latch, Mutex, StopEvent, Wakeups, asyncio_loop
 from ._tools import LedgerTool, call_maybe_async
 from ._transcript import model_messages as to_model_messages
 from .brokers.abc import StreamLog
@@ -275,7 +275,7 @@ class Turn:
         self._reserved: float = record["seq_reserved"] if record is not None else math.inf
         self._reserve_at: float = self._reserved - SEQ_SLACK
         self._reserve_hook: Callable[[], Awaitable[None]] | None = None
-        self._save_lock = anyio.Lock()  # checkpoints one at a time
+        self._save_lock = Mutex()  # checkpoints one at a time
 
     # -- resume ---------------------------------------------------------------------
 
