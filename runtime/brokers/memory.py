@@ -269,7 +269,8 @@ class EventLog(StreamLog):
                 if self._wakeup is None:
                     self._wakeup = Latch()
                 await self._wakeup.wait()
-            pending.batch = tuple(batch)
+            if pending.done is not None:  # others wait for this read: their copy
+                pending.batch = tuple(batch)
             return batch
         finally:
             del reads[after_seq]
