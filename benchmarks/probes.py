@@ -20,16 +20,17 @@
                                      ``--gc-threshold`` sets the server's ``gc.set_threshold``.
                                      To profile, attach ``py-spy record --pid`` to the
                                      ``benchmarks._w5_server`` child and to this process.
-``python -m benchmarks.probes wpg [--reps R] [--profile]``
-                                     WPG W1 at N = 1k: R (default 1,000) PostgresStore
+``python -m benchmarks.probes wpg [--reps R] [--n N] [--profile]``
+                                     WPG W1 at N (default 1k): R (default 1,000) PostgresStore
                                      checkpoint saves interleaved in batches of 50 with R
                                      bare one-row INSERT + COMMITs on a held connection
                                      (``RUNTIME_BENCH_POSTGRES_DSN``, else
                                      ``RUNTIME_TEST_POSTGRES_DSN``; a database of its own);
                                      client CPU per op (``time.process_time``), wall
                                      medians, and, when the server has ``pg_stat_statements``
-                                     loaded, each side's statements, server execution time
-                                     and WAL bytes per op; ``--profile``: a cProfile of the
+                                     loaded, each side's statements, server planning +
+                                     execution time (planning apart), shared buffers
+                                     touched and WAL bytes per op; ``--profile``: a cProfile of the
                                      saves' client side (top 25 by own time).
 
 Each prints medians; none is part of ``python -m benchmarks``.
