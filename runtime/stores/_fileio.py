@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar, overload
 
 import orjson
 
@@ -309,9 +309,22 @@ class ReadFds(_KeptFds[SessionFds]):
 _RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 
 
-def read_nowait(fd: int, size: int, *, exact: bool = False) -> bytearray | None:
+@overload
+def read_nowait(fd: int, size: int, *, exact: bool = False) -> bytearray | None: ...
+@overload
+def read_nowait(
+    fd: int, size: int, *, exact: bool = False, into: bytearray
+) -> bytearray | memoryview | None: ...
+def read_nowait(
+    fd: int, size: int, *, exact: bool = False, into: bytearray | None = None
+) -> bytearray | memoryview | None:
     """The first ``size`` bytes of the open file ``fd`` if the page cache holds all of
     them, read without waiting for the storage device; else ``None``.
+
+    With ``into`` (a buffer of at least ``size + 1`` bytes the caller reuses), the bytes
+    are read into it and a ``memoryview`` of them is returned, valid until the caller's
+    next read into it: spares zero-filling a new buffer (``bytearray(n)`` does, and
+    ``preadv`` needs a writable one) on every read.
 
     ``preadv2(2)`` with ``RWF_NOWAIT`` returns at once (``EAGAIN``, or a short read)
     when the data would have to come from storage or a lock is held, so this never
@@ -319,7 +332,17 @@ def read_nowait(fd: int, size: int, *, exact: bool = False) -> bytearray | None:
     the flag is missing (not Linux) or the file system refuses it (``EOPNOTSUPP``), and
     when the file holds fewer than ``size`` bytes (with ``exact``: not exactly ``size``).
     """
-    buf = bytearray(size + 1 if exact else size)  # one byte more tells a longer file apart
+    want = size + 1 if exact else size  # one byte more tells a longer file apart
+    if into is not None and len(into) >= want:
+        view = memoryview(into)[:want]
+        if not want or _RWF_NOWAIT is None:
+            return view[:0] if not want else None
+        try:
+            got = os.preadv(fd, (view,), 0, _RWF_NOWAIT)
+        except OSError:
+            return None
+        return view[:size] if got == size else None
+    buf = bytearray(want)
     if not buf:
         return buf
     if _RWF_NOWAIT is None:
@@ -536,7 +559,7 @@ def _messages_error(messages: object) -> str | None:
     return None
 
 
-def decode_session(path: Path | str, data: bytes | bytearray) -> dict[str, Any]:
+def decode_session(path: Path | str, data: bytes | bytearray | memoryview) -> dict[str, Any]:
     """Decode the bytes of a snapshot (or ``.bak``) file read from ``path``.
 
     :raises CorruptSession: naming ``path`` and the rule, if it is not a JSON object
