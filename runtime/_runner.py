@@ -1263,8 +1263,10 @@ async def run_turn(
     wakeups: Wakeups,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run one turn to its end. Started with ``TaskGroup.start``: returns control to
-    the caller once ``stream.started`` is published.
+    """Run one turn to its end, as the turn's own task (``stream.started`` is already
+    published by the caller). Under ``TaskGroup.start`` (trio) control returns to the
+    caller once the turn's cancel scope is in place; a cancel requested before that
+    (``TurnHandle.cancel``) ends the turn as soon as it runs.
 
     A cancellation from outside the turn (runtime shutdown) still gets the shielded
     final save and is then re-raised.
