@@ -108,6 +108,10 @@ async def test_cancel_from_b_ends_the_turn_on_a_like_a_local_cancel() -> None:
         status = await b.session_status(sid)
         assert status["active_stream_id"] == stream_id and status["live"] is True
         assert await b.cancel(stream_id) is True
+        # b.cancel returns once the store shows the stream ended; A drops its live
+        # handle right after that final save, a moment later under load.
+        with anyio.fail_after(5):
+            await a.wait_stream(stream_id)
         assert not a.is_live(stream_id)
         events = await collect(b, stream_id)
         assert [e.type for e in events[-2:]] == ["cancelled", "stream.end"]
