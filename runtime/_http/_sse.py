@@ -196,9 +196,10 @@ class _EventStream(EventSourceResponse):
     completes its HTTP response and ends a stalled reader's response.
 
     **One task.** sse-starlette runs each response as a task group of four tasks (the
-    body, the ping, a shutdown-signal watcher and a disconnect listener): with 1,000
-    subscribers, a few hundred thousand coroutines, cancel scopes and closures for the
-    garbage collector to walk on every full collection (docs/benchmarks.md, W5). On
+    body, the ping, a shutdown-signal watcher and a disconnect listener): their
+    coroutines, cancel scopes, closures and events were ~140 of the ~254 GC-tracked
+    objects per connection that every full collection walks while all streams wait
+    (with 1,000 subscribers, 310-330 ms of CPU per collection; docs/benchmarks.md, W5). On
     asyncio this response instead sends the body from the ASGI task itself, inside one
     cancel scope, and
 
@@ -262,18 +263,18 @@ class _EventStream(EventSourceResponse):
         registry.add(on_shutdown)  # type: ignore[arg-type]  # duck-typed: has set()
         self._last_send = loop.time()
         self._schedule()
-        completed = False
+        start: Message = {
+            "type": "http.response.start",
+            "status": self.status_code,
+            "headers": self.raw_headers,
+        }
+        started = completed = False
         try:
             if AppStatus.should_exit:
                 self._stop("shutdown")
             with self._scope:
-                await self._write(
-                    {
-                        "type": "http.response.start",
-                        "status": self.status_code,
-                        "headers": self.raw_headers,
-                    }
-                )
+                await self._write(start)
+                started = True
                 async for chunk in self.body_iterator:
                     await self._write(
                         {"type": "http.response.body", "body": chunk, "more_body": True}
@@ -295,8 +296,9 @@ class _EventStream(EventSourceResponse):
         if self._ended_by == "stall":
             await self._lagged(send)
         elif self._ended_by == "shutdown" and not completed:
-            # The headers were sent first thing in the scope: a cut body gets its end.
-            with anyio.move_on_after(self.send_timeout or 1.0):
+            with anyio.move_on_after(self.send_timeout or 1.0):  # a cut body gets its end
+                if not started:
+                    await send(start)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         if self.background is not None:
             await self.background()
