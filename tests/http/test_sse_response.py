@@ -59,7 +59,8 @@ def _start_turn(base_url: str, message: str) -> str:
 
 def test_heartbeats_are_sent_while_the_stream_is_idle(tmp_path: Path) -> None:
     """``--heartbeat 0.2`` and an agent silent for 1.5 s between its two tokens: the
-    idle gap carries heartbeat comments, and the stream still ends cleanly."""
+    idle gap carries heartbeat comments, and the stream still ends cleanly; the
+    response has the SSE headers (no caching, no proxy buffering)."""
     port = free_port()
     server = ServerProcess(tmp_path / "store", port, tmp_path / "log", "--heartbeat", "0.2")
     server.start()
@@ -68,6 +69,14 @@ def test_heartbeats_are_sent_while_the_stream_is_idle(tmp_path: Path) -> None:
         with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
             sock.sendall(_get(port, stream_id))
             body = _read_until(sock, b"event: stream.end")
+        head = body.partition(b"\r\n\r\n")[0].lower()
+        assert head.startswith(b"http/1.1 200"), head
+        for header in (
+            b"content-type: text/event-stream",
+            b"cache-control: no-store",
+            b"x-accel-buffering: no",  # nginx must not buffer the stream
+        ):
+            assert header in head, head
         _, _, after_first = body.partition(b"event: token")
         gap, _, _ = after_first.partition(b"event: token")
         assert b"event: token" in after_first, body  # the second token came
