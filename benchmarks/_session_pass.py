@@ -58,21 +58,33 @@ class SessionPass:
 
 
 def fsync_floor(directory: Path, reps: int) -> list[float]:
-    """``reps`` timings (ms) of a bare 1-byte append + ``fsync`` on one open file."""
-    path = directory / "floor.bin"
+    """``reps`` timings (ms) of a bare 1-byte append + ``fsync`` on one open file.
+
+    Each is timed as :func:`_appends` times a system's append: between the bookkeeping
+    it does around every append (``dir_size`` of the file's directory and
+    ``/proc/self/io``, before and after). Timed back to back instead, the same
+    write + ``fsync`` measured ~1.25x faster on the benchmark machine (interleaved
+    blocks, see docs/benchmarks.md), a condition no system's append gets."""
+    floor_dir = directory / "floor"
+    floor_dir.mkdir()
+    path = floor_dir / "floor.bin"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     samples = []
     try:
         os.write(fd, b"x")
         os.fsync(fd)
         for _ in range(reps):
+            dir_size(floor_dir)
+            io_counters()
             t0 = now_ms()
             os.write(fd, b"x")
             os.fsync(fd)
             samples.append(now_ms() - t0)
+            io_counters()
+            dir_size(floor_dir)
     finally:
         os.close(fd)
-        path.unlink()
+        shutil.rmtree(floor_dir, ignore_errors=True)
     return samples
 
 
@@ -146,6 +158,20 @@ def _orjson_baseline(directory: Path, messages: list[dict[str, object]], reps: i
     return samples
 
 
+def _order(running: list[_Running], p: int) -> list[_Running]:
+    """Pass ``p``'s order of the systems: rotated by ``p`` and, every other pass, reversed.
+
+    A plain rotation keeps each system's neighbours: the one after LangGraph (whose
+    appends rewrite the whole history into SQLite, up to ~60 MB at 50k) would follow it
+    in every pass but one, and its first ``fsync`` would commit whatever file-system
+    metadata the heavy writer left in ext4's journal. Reversing every other pass varies
+    the predecessors: with five systems and five passes, FileStore runs right after
+    the floor twice, after LangGraph twice and after JSON lines once (after LangGraph
+    four times out of five with the plain rotation)."""
+    order = rotated(running, p)
+    return order[::-1] if p % 2 else order
+
+
 async def _size(ctx: Context, n: int, systems: list[str], sp: SessionPass, log: bool) -> None:
     cfg = ctx.config
     base = history(n)
@@ -169,12 +195,12 @@ async def _size(ctx: Context, n: int, systems: list[str], sp: SessionPass, log: 
                 print(f"  W1-W3 N={n} pass {p + 1}/{cfg.passes}", flush=True)
             gc.collect()
             sp.floor_ms[n].append(fsync_floor(ctx.tmp, cfg.floor_reps))
-            for r in rotated(running, p):
+            for r in _order(running, p):
                 await _appends(r, r.reps, timed=True)
             total = cfg.warmup + (p + 1) * cfg.append_reps
             extra = [appended_message(i) for i in range(total)]
             sp.orjson_ms[n].append(_orjson_baseline(ctx.tmp, base + extra, cfg.load_reps))
-            for r in rotated(running, p):
+            for r in _order(running, p):
                 await _loads(r, n, cfg.load_reps)
     finally:
         for r in running:

@@ -20,16 +20,17 @@
                                      ``--gc-threshold`` sets the server's ``gc.set_threshold``.
                                      To profile, attach ``py-spy record --pid`` to the
                                      ``benchmarks._w5_server`` child and to this process.
-``python -m benchmarks.probes wpg [--reps R] [--profile]``
-                                     WPG W1 at N = 1k: R (default 1,000) PostgresStore
+``python -m benchmarks.probes wpg [--reps R] [--n N] [--profile]``
+                                     WPG W1 at N (default 1k): R (default 1,000) PostgresStore
                                      checkpoint saves interleaved in batches of 50 with R
                                      bare one-row INSERT + COMMITs on a held connection
                                      (``RUNTIME_BENCH_POSTGRES_DSN``, else
                                      ``RUNTIME_TEST_POSTGRES_DSN``; a database of its own);
                                      client CPU per op (``time.process_time``), wall
                                      medians, and, when the server has ``pg_stat_statements``
-                                     loaded, each side's statements, server execution time
-                                     and WAL bytes per op; ``--profile``: a cProfile of the
+                                     loaded, each side's statements, server planning +
+                                     execution time (planning apart), shared buffers
+                                     touched and WAL bytes per op; ``--profile``: a cProfile of the
                                      saves' client side (top 25 by own time).
 
 Each prints medians; none is part of ``python -m benchmarks``.
@@ -294,7 +295,7 @@ async def _w5(events: int, subscribers: int, gc_threshold: int | None) -> None:
     print(orjson.dumps(data).decode())
 
 
-async def _wpg(reps: int, profile: bool) -> None:
+async def _wpg(reps: int, profile: bool, n: int = 1000) -> None:
     import cProfile
     import pstats
 
@@ -316,7 +317,7 @@ async def _wpg(reps: int, profile: bool) -> None:
     try:
         await store.open()
         session = store.new_session(title="probe")
-        session.messages.extend(history(1000))
+        session.messages.extend(history(n))
         await store.save(session)
         await floor.execute("CREATE TABLE floor (id serial PRIMARY KEY, body text NOT NULL)")
         body = orjson.dumps(appended_message(0)).decode()
@@ -358,7 +359,7 @@ async def _wpg(reps: int, profile: bool) -> None:
                 if profiler is not None:
                     profiler.disable()
         print(
-            f"WPG probe, N=1k, {reps} of each in batches of {batch}, load {os.getloadavg()[0]:.1f}"
+            f"WPG probe, N={n}, {reps} of each in batches of {batch}, load {os.getloadavg()[0]:.1f}"
         )
         for name in sides:
             print(
@@ -369,15 +370,17 @@ async def _wpg(reps: int, profile: bool) -> None:
         print(f"  client CPU ratio save / INSERT: {statistics.median(ratio):.2f}x")
         if stats:
             rows = await floor.fetch(
-                "SELECT calls, total_exec_time + total_plan_time, wal_bytes, query"
+                "SELECT calls, total_exec_time + total_plan_time, total_plan_time, wal_bytes,"
+                " shared_blks_hit + shared_blks_read, query"
                 " FROM pg_stat_statements"
                 " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
                 " AND query NOT LIKE '%pg_stat_statements%' ORDER BY total_exec_time DESC"
             )
             print(f"  server, per statement, planning + execution ({reps} of each side):")
-            for calls, total, wal, query in rows:
+            for calls, total, plan, wal, blocks, query in rows:
                 print(
                     f"    {calls:6d} calls {total * 1000 / calls:7.1f} us "
+                    f"(plan {plan * 1000 / calls:5.1f}) {blocks / calls:5.1f} blocks "
                     f"{int(wal) / calls:7.0f} WAL B  {' '.join(query.split())[:90]}"
                 )
         else:
@@ -401,13 +404,14 @@ def main() -> None:
     )
     p.add_argument("--reps", type=int, default=1000, help="wpg: saves and INSERTs each")
     p.add_argument("--profile", action="store_true", help="wpg: cProfile the saves")
+    p.add_argument("--n", type=int, default=1000, help="wpg: messages in the session")
     args = p.parse_args()
     if args.probe == "w1":
         asyncio.run(_w1())
     elif args.probe == "w3":
         asyncio.run(_w3())
     elif args.probe == "wpg":
-        asyncio.run(_wpg(args.reps, args.profile))
+        asyncio.run(_wpg(args.reps, args.profile, args.n))
     elif args.probe == "w4":
         asyncio.run(_w4(args.freeze))
     else:

@@ -68,7 +68,8 @@ async def run(ctx: Context) -> Result:
     table.footnotes.append(spread_note(sp.passes))
     table.footnotes.append(
         f"floor: {ctx.config.floor_reps} 1-byte O_APPEND writes + fsync per pass, on the same "
-        "file system, just before that pass's systems"
+        "file system, just before that pass's systems, each timed between the same "
+        "bookkeeping as a system's append"
     )
     reps_note = ", ".join(
         f"{size_label(n)}: {ctx.config.langgraph_reps(n)}"

@@ -11,13 +11,14 @@ and, in their metadata, whatever a host put there.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar, overload
 
 import orjson
 
@@ -53,6 +54,7 @@ __all__ = [
     "read_nowait",
     "read_session_file",
     "unlink",
+    "write_durable",
 ]
 
 
@@ -71,6 +73,50 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+#: ``pwritev2``'s ``RWF_DSYNC`` where this Python and OS have it (Linux 4.7+), else 0;
+#: set to 0 for the process when the kernel or file system refuses the flag
+_RWF_DSYNC: int = getattr(os, "RWF_DSYNC", 0) if hasattr(os, "pwritev") else 0
+
+
+def write_durable(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` at ``fd`` (an ``O_APPEND`` descriptor: at the file's
+    end) and make it durable, as ``write`` + ``fdatasync`` do, in one system call where
+    the kernel allows: ``pwritev2(fd, data, -1, RWF_DSYNC)``.
+
+    ``RWF_DSYNC`` is the per-write form of ``O_DSYNC`` (pwritev2(2)): the call returns
+    once the bytes written and the metadata needed to read them back (the file's new
+    size) are on stable storage, i.e. synchronized I/O data integrity completion, what
+    ``fdatasync`` gives (on Linux both end in ``vfs_fsync_range(..., datasync=1)``, the
+    flag's over the range just written; every earlier byte of the file was made durable
+    by the append that wrote it). Where the flag is missing (not Linux, an old kernel)
+    or refused (``EOPNOTSUPP``/``EINVAL``/``ENOSYS``, before anything is written) this
+    falls back to ``write`` + ``fdatasync`` for the rest of the process. Saves one
+    system call and, in a Python thread, one more release and re-take of the GIL.
+
+    :raises OSError: if a write or the sync fails; part of ``data`` may be in the file.
+    """
+    global _RWF_DSYNC
+    flag = _RWF_DSYNC
+    if flag:
+        view = memoryview(data)
+        try:
+            n = os.pwritev(fd, (view,), -1, flag)
+        except (NotImplementedError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno not in _REFUSED:
+                raise
+            _RWF_DSYNC = 0  # nothing was written: the flags are checked first
+        else:
+            while n < len(view):  # a short write: the part written is durable already
+                view = view[n:]
+                n = os.pwritev(fd, (view,), -1, flag)
+            return
+    _write_all(fd, data)
+    os.fdatasync(fd)
+
+
+_REFUSED = (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
 
 
 def fsync_dir(directory: Path) -> None:
@@ -113,15 +159,14 @@ def atomic_write(path: Path, data: bytes, *, sync_dir: bool = True, mode: int = 
 
 
 def append_durable(path: Path, data: bytes, *, created: bool) -> None:
-    """Append ``data`` to ``path`` and make it durable with one ``fdatasync``.
+    """Append ``data`` to ``path`` and make it durable (:func:`write_durable`).
 
     :param created: the file is known to exist with a durable directory entry; when
         False the directory is fsynced too, so the new name survives a crash.
     """
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
     try:
-        _write_all(fd, data)
-        os.fdatasync(fd)
+        write_durable(fd, data)
     except OSError as exc:
         raise _named(exc, path) from None
     finally:
@@ -211,7 +256,7 @@ class AppendFds(_KeptFds[int]):
 
     def append_durable(self, key: str, path: Path | str, data: bytes) -> None:
         """Append ``data`` to ``path`` (created if missing; the caller knows its
-        directory entry is durable) and ``fdatasync`` it.
+        directory entry is durable) and make it durable (:func:`write_durable`).
 
         :raises OSError: if a write or the sync fails; the descriptor is closed then,
             and part of ``data`` may have reached the file.
@@ -220,8 +265,7 @@ class AppendFds(_KeptFds[int]):
         if fd is None:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         try:
-            _write_all(fd, data)
-            os.fdatasync(fd)
+            write_durable(fd, data)
         except OSError as exc:
             os.close(fd)
             raise _named(exc, path) from None
@@ -265,9 +309,22 @@ class ReadFds(_KeptFds[SessionFds]):
 _RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 
 
-def read_nowait(fd: int, size: int, *, exact: bool = False) -> bytearray | None:
+@overload
+def read_nowait(fd: int, size: int, *, exact: bool = False) -> bytearray | None: ...
+@overload
+def read_nowait(
+    fd: int, size: int, *, exact: bool = False, into: bytearray
+) -> bytearray | memoryview | None: ...
+def read_nowait(
+    fd: int, size: int, *, exact: bool = False, into: bytearray | None = None
+) -> bytearray | memoryview | None:
     """The first ``size`` bytes of the open file ``fd`` if the page cache holds all of
     them, read without waiting for the storage device; else ``None``.
+
+    With ``into`` (a buffer of at least ``size + 1`` bytes the caller reuses), the bytes
+    are read into it and a ``memoryview`` of them is returned, valid until the caller's
+    next read into it: spares zero-filling a new buffer (``bytearray(n)`` does, and
+    ``preadv`` needs a writable one) on every read.
 
     ``preadv2(2)`` with ``RWF_NOWAIT`` returns at once (``EAGAIN``, or a short read)
     when the data would have to come from storage or a lock is held, so this never
@@ -275,7 +332,17 @@ def read_nowait(fd: int, size: int, *, exact: bool = False) -> bytearray | None:
     the flag is missing (not Linux) or the file system refuses it (``EOPNOTSUPP``), and
     when the file holds fewer than ``size`` bytes (with ``exact``: not exactly ``size``).
     """
-    buf = bytearray(size + 1 if exact else size)  # one byte more tells a longer file apart
+    want = size + 1 if exact else size  # one byte more tells a longer file apart
+    if into is not None and len(into) >= want:
+        view = memoryview(into)[:want]
+        if not want or _RWF_NOWAIT is None:
+            return view[:0] if not want else None
+        try:
+            got = os.preadv(fd, (view,), 0, _RWF_NOWAIT)
+        except OSError:
+            return None
+        return view[:size] if got == size else None
+    buf = bytearray(want)
     if not buf:
         return buf
     if _RWF_NOWAIT is None:
@@ -492,7 +559,7 @@ def _messages_error(messages: object) -> str | None:
     return None
 
 
-def decode_session(path: Path | str, data: bytes | bytearray) -> dict[str, Any]:
+def decode_session(path: Path | str, data: bytes | bytearray | memoryview) -> dict[str, Any]:
     """Decode the bytes of a snapshot (or ``.bak``) file read from ``path``.
 
     :raises CorruptSession: naming ``path`` and the rule, if it is not a JSON object

@@ -11,7 +11,9 @@ Steps (:data:`STEPS`), each a kind of call of the store's I/O module:
 
 ==================  ===============================================================
 ``journal_append``  ``write`` of a checkpoint line to ``<id>.journal``
-``fdatasync``       ``fdatasync`` after an append (journal, ledger, index, tombstones)
+``fdatasync``       ``fdatasync`` after an append (journal, ledger, index, tombstones);
+                    an append made durable in one ``pwritev2(RWF_DSYNC)`` counts as its
+                    ``write`` step, then this one
 ``snapshot_write``  ``write`` of the temporary file of a new ``<id>.json``
 ``backup_write``    ``write`` of the temporary file of ``<id>.json.bak``
 ``events_file``     ``write`` of the temporary file of ``<id>.events.jsonl``
@@ -246,6 +248,16 @@ class _FaultyOS:
             _kill()
         n = os.write(fd, data)
         self._after(due)
+        return n
+
+    def pwritev(self, fd: int, buffers: Any, offset: int, flags: int = 0) -> int:
+        # a durable append in one call (RWF_DSYNC) is both steps, as write + fdatasync
+        # would be: the write's (a torn write, a failed one), then the sync's
+        if offset != -1 or flags & ~getattr(os, "RWF_DSYNC", 0):
+            return os.pwritev(fd, buffers, offset, flags)
+        n = self.write(fd, b"".join(buffers))
+        if flags:
+            self.fdatasync(fd)
         return n
 
     def fdatasync(self, fd: int) -> None:

@@ -84,6 +84,9 @@ Names starting with "_" or "." are never sessions. List sessions with: runtime s
 T = TypeVar("T")
 
 _FORCE_COMPACT = 1 << 62  # a journal size no checkpoint appends to
+#: bytes of the snapshot read buffer a store keeps for loads from the page cache: a
+#: bigger snapshot is read into a new buffer, whose zero-filling is small beside its parse
+_SCRATCH_MAX = 2 << 20
 
 _META_KEYS = tuple(k for k in META_FIELDS if k != "updated_at")
 _TIME_TYPES = (float, int)  # exact types of a decoded time (bool is neither)
@@ -274,6 +277,7 @@ class FileStore(Store):
         self._fds = fio.AppendFds()
         self._reads = fio.ReadFds()  # snapshot and journal descriptors kept for loads
         self._loads_page_cache = 0  # loads read on the loop's thread (see _read_cached)
+        self._scratch = bytearray()  # those loads' snapshot read buffer, reused (loop only)
         self._loads_io_thread = 0
         self._prefix = f"{self.dir}{os.sep}"  # + "<id><suffix>": the hot paths skip pathlib
 
@@ -462,9 +466,6 @@ class FileStore(Store):
     def _decode_cached(
         self, sid: str, fds: fio.SessionFds, known: _Durable
     ) -> dict[str, Any] | None:
-        data = fio.read_nowait(fds.snapshot, known.snapshot_bytes, exact=True)
-        if data is None:
-            return None
         journal: bytearray | None = bytearray()
         if known.journal_bytes:
             if fds.journal is None:
@@ -472,10 +473,21 @@ class FileStore(Store):
             journal = fio.read_nowait(fds.journal, known.journal_bytes)
         if journal is None:
             return None
+        need = known.snapshot_bytes + 1
+        scratch = self._scratch
+        if len(scratch) < need <= _SCRATCH_MAX:
+            # zero-filled once here, not on every load (see read_nowait)
+            scratch = self._scratch = bytearray(min(max(need, 2 * len(scratch)), _SCRATCH_MAX))
+        data = fio.read_nowait(fds.snapshot, known.snapshot_bytes, exact=True, into=scratch)
+        if data is None:
+            return None
         try:
             d = fio.decode_session(self._path(sid, ".json"), data)
         except CorruptSession:
             return None  # changed behind the store's back: the I/O thread reports it
+        finally:
+            if isinstance(data, memoryview):
+                data.release()  # the scratch buffer may be replaced by a later load
         if d.get("session_id", sid) != sid or d.get("gen", 0) != known.gen:
             return None
         replayed = _replay(d, journal, known.journal_lines)

@@ -573,14 +573,14 @@ async def test_failed_checkpoint_write_makes_the_next_save_compact(
         s.messages.append(msg(1))
         await store.save(s, skip_index=True)
 
-        real_write_all = _fileio._write_all
+        real_write_durable = _fileio.write_durable
 
         def short_write(fd: int, data: bytes) -> None:
-            monkeypatch.setattr(_fileio, "_write_all", real_write_all)
+            monkeypatch.setattr(_fileio, "write_durable", real_write_durable)
             os.write(fd, data[: len(data) // 2])
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(_fileio, "_write_all", short_write)
+        monkeypatch.setattr(_fileio, "write_durable", short_write)
         s.messages.append(msg(2))
         with pytest.raises(StoreError, match=r"full\.journal: No space left on device \(ENOSPC\)"):
             await store.save(s, skip_index=True)
@@ -630,20 +630,28 @@ async def test_cancelled_checkpoint_finishes_its_line_before_it_raises(
     """A checkpoint cancelled while its line is being synced returns (cancelled) only
     once the line is whole and synced, so the session lock never lets the next append
     follow a half-written line. A slow disk is faked: ``fdatasync`` waits on an event,
-    so that the cancellation provably lands while the append is in the I/O thread."""
+    so that the cancellation provably lands while the append is in the I/O thread
+    (and so does ``pwritev``, which makes the line durable in one call where the kernel
+    has ``RWF_DSYNC``)."""
     in_sync, release = threading.Event(), threading.Event()
-    real_fdatasync = os.fdatasync
+    real_fdatasync, real_pwritev = os.fdatasync, os.pwritev
 
     def slow_fdatasync(fd: int) -> None:
         in_sync.set()
         release.wait(10)
         real_fdatasync(fd)
 
+    def slow_pwritev(fd: int, buffers: Any, offset: int, flags: int = 0) -> int:
+        in_sync.set()
+        release.wait(10)
+        return real_pwritev(fd, buffers, offset, flags)
+
     async with FileStore(root) as store:
         s = store.new_session(session_id="cancel", title="c")
         s.messages.append(msg(0))
         await store.save(s)
         monkeypatch.setattr(os, "fdatasync", slow_fdatasync)
+        monkeypatch.setattr(os, "pwritev", slow_pwritev)
         s.messages.append(msg(1))
         outcome: list[str] = []
         if how == "cancel-scope":

@@ -95,6 +95,29 @@ async def test_loads_from_the_page_cache_follow_checkpoints_compactions_and_dele
         assert loads(store) == (4, 4)
 
 
+async def test_page_cache_loads_of_sessions_of_every_size_share_one_read_buffer(
+    root: Path,
+) -> None:
+    """Loads from the page cache read snapshots into one buffer the store reuses (no
+    zero-filled buffer per load): sessions smaller and larger than it, one larger than
+    the most it keeps (2 MiB), loaded in turn, each come back whole and unmixed."""
+    sizes = {"small": 3, "mid": 400, "big": 3_000}
+    bulk = "x" * 1_000  # 3,000 messages of ~1 KB: a ~3 MB snapshot
+    async with FileStore(root) as store:
+        for sid, n in sizes.items():
+            s = store.new_session(session_id=sid, title=sid)
+            s.messages.extend({"role": "user", "content": f"{sid}{i}{bulk}"} for i in range(n))
+            await store.save(s)
+            await store.load(sid)  # the first load keeps the descriptors
+        before = loads(store)
+        for sid in ["big", "small", "mid", "big", "mid", "small", "big"]:
+            got = await store.load(sid)
+            assert [m["content"] for m in got.messages] == [
+                f"{sid}{i}{bulk}" for i in range(sizes[sid])
+            ]
+        assert loads(store) == (before[0] + 7, before[1])
+
+
 async def test_a_journal_changed_behind_the_store_is_read_in_the_io_thread(
     root: Path,
 ) -> None:
