@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -30,7 +31,7 @@ from ._resume import (
 from ._runner import Agent, Turn, TurnHandle, interval_ok, run_turn
 from ._session import Session, validate_session_id, validate_title
 from ._subscription import Subscription, new_stream_id, session_of_stream
-from ._timer import Wakeups
+from ._timer import Wakeups, asyncio_loop
 from .brokers.abc import Broker
 from .repair import is_stale, mark_interrupted, repair
 from .stores.abc import Lease, RecoveryReport, SessionPage, Store
@@ -145,6 +146,7 @@ class Runtime:
         self.recovery: RecoveryReport | None = None
         self.recover_on_start = recover_on_start
         self._live: dict[str, TurnHandle] = {}  # stream_id -> handle
+        self._turn_tasks: set[asyncio.Task[None]] = set()  # asyncio: each turn's task
         self._wakeups = Wakeups()  # every turn's checkpoint coroutine sleeps on it
         self._busy: dict[str, str] = {}  # session_id -> stream_id, from start_turn on
         self._tg: anyio.abc.TaskGroup | None = None
@@ -251,6 +253,8 @@ class Runtime:
         try:
             with anyio.CancelScope(shield=True):
                 await self._drain(self.shutdown_grace if exc is None else 0.0)
+                if self._turn_tasks:  # ended (finished is set): let each task return
+                    await asyncio.wait(list(self._turn_tasks))
             if self._background is not None:
                 self._background.cancel()
             if self._sweep_scope is not None:
@@ -283,6 +287,29 @@ class Runtime:
             handle.cancel()
         for handle in list(self._live.values()):
             await handle.finished.wait()
+
+    async def _start(self, tg: anyio.abc.TaskGroup, turn: Turn, handle: TurnHandle) -> None:
+        """Start a turn's task. On asyncio a bare task: one started by
+        ``TaskGroup.start`` carries anyio's task handle, its cancel scope, a finished
+        event and a start future (~20 GC-tracked objects) for as long as the turn
+        lives, and with thousands of live turns what they hold is what every full
+        collection walks (docs/benchmarks.md, W6). Nothing is lost by it: a turn ends
+        by its own cancel scope (``TurnHandle.cancel``, which shutdown calls for every
+        live turn before waiting for their tasks), handles every error of the agent
+        and the store itself, and a bug escaping it is logged. On trio the turn runs in
+        the runtime's task group."""
+        loop = asyncio_loop()
+        if loop is None:
+            await tg.start(self._run, turn, handle)
+            return
+        task = loop.create_task(self._run(turn, handle))
+        self._turn_tasks.add(task)
+        task.add_done_callback(self._turn_task_done)
+
+    def _turn_task_done(self, task: asyncio.Task[None]) -> None:
+        self._turn_tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.error("turn task %s failed", task.get_name(), exc_info=exc)
 
     def _task_group(self) -> anyio.abc.TaskGroup:
         if self._tg is None:
@@ -559,7 +586,7 @@ class Runtime:
             )
             self._live[stream_id] = handle
             try:
-                await tg.start(self._run, turn, handle)
+                await self._start(tg, turn, handle)
             except BaseException:
                 self._live.pop(stream_id, None)
                 raise
@@ -676,7 +703,7 @@ class Runtime:
             raise
         self._live[stream_id] = handle
         try:
-            await tg.start(self._run, turn, handle)
+            await self._start(tg, turn, handle)
         except BaseException:
             self._live.pop(stream_id, None)
             if self._busy.get(session_id) == stream_id:

@@ -52,7 +52,7 @@ class SharedBatchLog(EventLog):
     __slots__ = ("_last_batch",)
 
     async def read(self, after_seq: int) -> list[Event]:
-        batch = await self._read_one(after_seq)
+        batch = await super().read(after_seq)
         cached = getattr(self, "_last_batch", None)
         if cached is not None and cached[0] == after_seq:
             return cached[1]  # type: ignore[no-any-return]

@@ -128,8 +128,16 @@ class EventLog(StreamLog):
         """
         if self.closed:
             raise RuntimeError(f"stream {self.stream_id!r} has ended; cannot publish {type!r}")
-        event = Event(self._last + 1, self.stream_id, self.session_id, type, data, time.time())
-        self.append(event)
+        seq = self._last + 1
+        if not (  # _plain_text(data), inlined: this runs once per token
+            data.__class__ is dict
+            and len(data) == 1
+            and (text := data.get("text")).__class__ is str
+            and text.isascii()
+        ):
+            self._check(type, seq, data)
+        event = Event(seq, self.stream_id, self.session_id, type, data, time.time())
+        self._push(event)
         return event
 
     def append(self, event: Event) -> None:
@@ -141,27 +149,27 @@ class EventLog(StreamLog):
         :raises ValueError: if the ``seq`` would leave a gap or repeat.
         :raises TypeError: if the event's ``data`` is not JSON-ready; nothing is appended.
         """
-        last = self._last
-        if event.seq != last + 1:
+        if event.seq != self._last + 1:
             raise ValueError(
-                f"event seq {event.seq} does not follow {last} in stream {self.stream_id!r}"
+                f"event seq {event.seq} does not follow {self._last} in stream {self.stream_id!r}"
             )
-        data = event.data
+        if not _plain_text(event.data):
+            self._check(event.type, event.seq, event.data)
+        self._push(event)
+
+    def _check(self, type: str, seq: int, data: dict[str, Any]) -> None:
+        """:raises TypeError: if ``data`` (of event ``seq``) is not JSON-ready."""
         try:
-            # a token's {"text": ASCII str} is JSON as it is: skip encoding the commonest
-            # event only to throw the bytes away
-            if not (
-                type(data) is dict
-                and len(data) == 1
-                and type(text := data.get("text")) is str
-                and text.isascii()
-            ):
-                orjson.dumps(data)
+            orjson.dumps(data)
         except TypeError as exc:
             raise TypeError(
-                f"invalid data for {event.type!r} event {event.seq} of stream "
+                f"invalid data for {type!r} event {seq} of stream "
                 f"{self.stream_id!r}: not JSON-ready ({exc})"
             ) from None
+
+    def _push(self, event: Event) -> None:
+        """Add a checked event whose seq is ``last_seq + 1``, and wake the subscribers."""
+        last = self._last
         hot = self._hot
         delivered = self._delivered - (last - len(hot))
         if delivered > 0:
@@ -255,22 +263,19 @@ class EventLog(StreamLog):
                 return list(pending.batch)
         pending = reads[after_seq] = _Read()
         try:
-            batch = await self._read_one(after_seq)
-            pending.batch = tuple(batch)
+            # the wait, in this coroutine: a waiting subscriber holds no helper
+            # coroutine (each is an object the collector walks while it waits)
+            while not (batch := self.read_nowait(after_seq)) and not self.closed:
+                if self._wakeup is None:
+                    self._wakeup = Latch()
+                await self._wakeup.wait()
+            if pending.done is not None:  # others wait for this read: their copy
+                pending.batch = tuple(batch)
             return batch
         finally:
             del reads[after_seq]
             if pending.done is not None:
                 pending.done.set()
-
-    async def _read_one(self, after_seq: int) -> list[Event]:
-        while True:
-            batch = self.read_nowait(after_seq)
-            if batch or self.closed:
-                return batch
-            if self._wakeup is None:
-                self._wakeup = Latch()
-            await self._wakeup.wait()
 
     def events_between(self, after_seq: int, up_to_seq: int) -> list[Event]:
         """Retained events with ``after_seq < seq <= up_to_seq`` (dropped ones are skipped)."""
@@ -302,6 +307,17 @@ class EventLog(StreamLog):
         if stop > hot_base:
             out += event_records(hot[max(start - hot_base, 0) : stop - hot_base])
         return out
+
+
+def _plain_text(data: object) -> bool:
+    """Whether ``data`` is ``{"text": ASCII str}``: JSON as it is, so a token's data is
+    not encoded at publish only to throw the bytes away."""
+    return (
+        type(data) is dict
+        and len(data) == 1
+        and type(text := data.get("text")) is str
+        and text.isascii()
+    )
 
 
 class _Columns:
