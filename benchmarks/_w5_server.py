@@ -44,8 +44,13 @@ _watch = GcWatch()
 async def _agent(turn: Any) -> None:
     _params["go"] = turn.user_message
     go = anyio.Path(turn.user_message)
+    # GC-tracked objects before the subscribers connect and once all of them are: what
+    # the collector walks per SSE connection (docs/benchmarks.md, W5)
+    objects0 = len(gc.get_objects())
     while not await go.exists():  # noqa: ASYNC110 - the signal comes from another process
         await anyio.sleep(0.01)
+    _stats["gc_objects_before"] = objects0
+    _stats["gc_objects_connected"] = len(gc.get_objects())
     events, burst, interval = _params["events"], _params["burst"], _params["interval"]
     if _params["gc_threshold"] is not None:
         gc.set_threshold(_params["gc_threshold"])

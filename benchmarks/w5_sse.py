@@ -208,6 +208,7 @@ async def _measure(ctx: Context, *, gc_threshold: int | None = None) -> dict[str
         "burst_late_p50_ms": server.get("burst_late_p50_ms"),
         "burst_late_max_ms": server.get("burst_late_max_ms"),
         "server_gc_threshold": server.get("gc_threshold"),
+        "server_objects_per_subscriber": _per_subscriber(server, subs_n),
         "lost": subs_n * events - received,
         "gaps": sum(s.gaps for s in subs),
         "ended": sum(1 for s in subs if s.ended),
@@ -236,6 +237,15 @@ def _server_stats(output: bytes) -> dict[str, Any]:
             stats: dict[str, Any] = json.loads(raw[6:])
             return stats
     return {}
+
+
+def _per_subscriber(server: dict[str, Any], subscribers: int) -> float | None:
+    """GC-tracked objects the server gained per subscriber between the turn's start
+    (no subscriber yet) and the go signal (all connected), or ``None`` if not reported."""
+    before, connected = server.get("gc_objects_before"), server.get("gc_objects_connected")
+    if before is None or connected is None or subscribers < 1:
+        return None
+    return round((connected - before) / subscribers, 1)
 
 
 def _importable(module: str) -> bool:
@@ -308,6 +318,13 @@ async def run(ctx: Context) -> Result:
         "stream; a process whose CPU s nears 'stream s' is saturated. Bursts started "
         f"{fmt(data['burst_late_p50_ms'])} ms late (median), {fmt(data['burst_late_max_ms'])} "
         "ms at most (the agent waits on a loop busy with the fan-out)"
+    )
+    gc_info = data["server_gc"] or {}
+    table.footnotes.append(
+        f"server GC: {gc_info.get('collections')} collections (generations 0, 1, 2), "
+        f"longest pause {fmt(gc_info.get('max_pause_ms'))} ms; "
+        f"{fmt(data['server_objects_per_subscriber'])} GC-tracked objects per connected "
+        "subscriber (the server's count before the first connection and with all connected)"
     )
     res.tables.append(table)
     return res

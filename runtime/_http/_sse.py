@@ -8,21 +8,26 @@ after it. Every batch of events a subscriber wakes up to goes out as one body ch
 (many SSE messages, one ASGI ``send``), and the bytes of a batch are shared by the
 subscribers that read the same batch, so fan-out costs one send per subscriber per
 burst and one encoding per event. Disconnecting only ends this response; the turn
-runs on in the runtime's task group (sse-starlette runs the body and a disconnect
-listener in one task group, whichever ends first cancels the other).
+runs on in the runtime's task group.
+
+The response loop is this module's own (:class:`_EventStream`: one task, one timer
+and one disconnect listener per response); sse-starlette still provides the headers,
+the heartbeat's encoding and the server-shutdown signal.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
 
 import anyio
 import orjson
 from sse_starlette import EventSourceResponse, ServerSentEvent
-from sse_starlette.sse import SendTimeoutError
+from sse_starlette.event import ensure_bytes
+from sse_starlette.sse import AppStatus, SendTimeoutError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
@@ -38,6 +43,12 @@ from ._params import resume_after, stream_id_param
 __all__ = ["StreamEvents"]
 
 logger = logging.getLogger("runtime.asgi")
+
+try:  # sse-starlette's one shutdown watcher per event loop (private: 3.x)
+    from sse_starlette.sse import _ensure_watcher_started_on_this_loop as _start_shutdown_watcher
+    from sse_starlette.sse import _get_shutdown_state as _shutdown_state
+except ImportError:  # pragma: no cover - another sse-starlette: its own response
+    _shutdown_state = None  # type: ignore[assignment]
 
 
 #: Most events sent in one body chunk (a replay of a long stream is split).
@@ -167,64 +178,243 @@ def _ending(event: bytes, error: str, resume_after_seq: int, detail: str) -> byt
     return b"event: " + event + b"\ndata: " + data + b"\n\n"
 
 
+class _OnShutdown:
+    """What sse-starlette's shutdown watcher sets (it calls ``.set()`` on each object
+    registered with it): ends one response."""
+
+    __slots__ = ("response",)
+
+    def __init__(self, response: _EventStream) -> None:
+        self.response = response
+
+    def set(self) -> None:
+        self.response._stop("shutdown")
+
+
 class _EventStream(EventSourceResponse):
-    """An :class:`EventSourceResponse` that always completes its HTTP response, and
-    ends a stalled reader's response.
+    """An :class:`EventSourceResponse` served by one task per response, that always
+    completes its HTTP response and ends a stalled reader's response.
 
-    On server shutdown sse-starlette cancels the body mid-stream and returns without the
-    final (empty) body message; uvicorn then logs "ASGI callable returned without
-    completing response" and the client sees a truncated chunked body. Completing it
-    here gives the client a clean end, after which ``EventSource`` reconnects with its
-    ``Last-Event-ID``.
+    **One task.** sse-starlette runs each response as a task group of four tasks (the
+    body, the ping, a shutdown-signal watcher and a disconnect listener): their
+    coroutines, cancel scopes, closures and events were ~140 of the ~254 GC-tracked
+    objects per connection that every full collection walks while all streams wait
+    (with 1,000 subscribers, 310-330 ms of CPU per collection; docs/benchmarks.md, W5). On
+    asyncio this response instead sends the body from the ASGI task itself, inside one
+    cancel scope, and
 
-    A client that stops reading blocks every write once the socket buffers are full.
-    With ``send_timeout`` set, a write that waits longer ends the response: the reader
-    is sent (if it still can take it) a :func:`lagged_ending` and may resume; its
-    subscription and buffers are freed either way.
+    - listens for ``http.disconnect`` in one plain asyncio task awaiting ``receive()``;
+      a disconnect cancels the scope, which ends the body's wait at once and frees its
+      subscription;
+    - sends the heartbeat from one timer per response (``loop.call_at``) when nothing
+      was written for ``ping`` seconds, as a short-lived task (one send, then gone);
+      the body's next write waits for it, so writes never overlap;
+    - registers with sse-starlette's shutdown watcher (one per event loop, polling
+      uvicorn's ``should_exit``), which cancels the scope on server shutdown.
+
+    On another event loop (trio), for ``HEAD`` and on a WebSocket scope it is
+    sse-starlette's own response.
+
+    **Completion.** On server shutdown sse-starlette cancels the body mid-stream and
+    returns without the final (empty) body message; uvicorn then logs "ASGI callable
+    returned without completing response" and the client sees a truncated chunked body.
+    Completing it here gives the client a clean end, after which ``EventSource``
+    reconnects with its ``Last-Event-ID``.
+
+    **Stalled readers.** A client that stops reading blocks every write once the socket
+    buffers are full. With ``send_timeout`` set, a write that waits longer ends the
+    response (the same timer checks the write in progress): the reader is sent (if it
+    still can take it) a :func:`lagged_ending` and may resume; its subscription and
+    buffers are freed either way.
     """
 
     def __init__(self, *args: Any, progress: _Progress, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.progress = progress
-        #: the event loop's time when the write in progress began (``None``: none is)
-        self._sending_since: float | None = None
-        self._stalled = False
-        self._watch: anyio.CancelScope | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: the loop's time when the write in progress began (``None``: none is)
+        self._sending_since: float | None = None
+        #: the loop's time when the last write (body or heartbeat) began
+        self._last_send = 0.0
+        #: why the response was cut short: "disconnect", "shutdown" or "stall"
+        self._ended_by: str | None = None
+        self._completing = False  # the final body message is being sent
+        self._scope: anyio.CancelScope | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._ping_task: asyncio.Task[None] | None = None
+        self._send: Send | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        loop = asyncio_loop() if self.send_timeout is not None else None
-        if loop is None:  # no timeout, or not asyncio: sse-starlette's way
+        loop = asyncio_loop()
+        if (
+            loop is None
+            or _shutdown_state is None
+            or scope["type"] != "http"
+            or scope["method"].upper() == "HEAD"
+        ):
             await self._respond(scope, receive, send)
             return
-        # One cancel scope and one timer per response instead of a cancel scope per
-        # write: the watchdog looks at the write in progress every ``send_timeout``.
-        self._loop = loop
-        self._watch = anyio.CancelScope()  # entered in _respond; cancellable before that
-        self._timer = loop.call_later(self.send_timeout or 0.0, self._check_stall)
+        self._loop, self._send = loop, send
+        self._scope = anyio.CancelScope()
+        listener = loop.create_task(self._await_disconnect(receive))
+        on_shutdown = _OnShutdown(self)
+        _start_shutdown_watcher()
+        registry = _shutdown_state().events
+        registry.add(on_shutdown)  # type: ignore[arg-type]  # duck-typed: has set()
+        self._last_send = loop.time()
+        self._schedule()
+        start: Message = {
+            "type": "http.response.start",
+            "status": self.status_code,
+            "headers": self.raw_headers,
+        }
+        started = completed = False
         try:
-            await self._respond(scope, receive, send)
+            if AppStatus.should_exit:
+                self._stop("shutdown")
+            with self._scope:
+                await self._write(start)
+                started = True
+                async for chunk in self.body_iterator:
+                    await self._write(
+                        {"type": "http.response.body", "body": chunk, "more_body": True}
+                    )
+                self._completing = True
+                await self._write({"type": "http.response.body", "body": b"", "more_body": False})
+                completed = True
         finally:
-            self._timer.cancel()
-            self._watch = None
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:  # suspended at a yield when a write was cut short
+                await aclose()
+            if self._timer is not None:
+                self._timer.cancel()
+            listener.cancel()
+            if self._ping_task is not None:
+                self._ping_task.cancel()
+            registry.discard(on_shutdown)
+            self._scope = None
+        if self._ended_by == "stall":
+            await self._lagged(send)
+        elif self._ended_by == "shutdown" and not completed:
+            with anyio.move_on_after(self.send_timeout or 1.0):  # a cut body gets its end
+                if not started:
+                    await send(start)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if self.background is not None:
+            await self.background()
 
-    def _check_stall(self) -> None:
-        """The watchdog's timer: end the response if its write in progress has waited
-        ``send_timeout`` seconds, else look again when that write (or the next one)
-        would reach it."""
-        loop, timeout, since = self._loop, self.send_timeout, self._sending_since
-        if loop is None or timeout is None or self._watch is None:
+    def _stop(self, reason: str) -> None:
+        """End the response (its body's wait or write) for ``reason``: "disconnect",
+        "shutdown" (not once the final message is being sent) or "stall"."""
+        if self._scope is None or self._ended_by is not None:
             return
-        now = loop.time()
-        if since is not None and now - since >= timeout:
-            self._stalled = True
-            self._watch.cancel()
+        if self._completing and reason != "stall":
             return
-        at = (since if since is not None else now) + timeout
-        self._timer = loop.call_at(at, self._check_stall)
+        self._ended_by = reason
+        self.active = False
+        self._scope.cancel()
+
+    async def _await_disconnect(self, receive: Receive) -> None:
+        """The disconnect listener: ``receive()`` until ``http.disconnect``."""
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self._stop("disconnect")
+
+    async def _write(self, message: Message) -> None:
+        """One ASGI send, after the heartbeat in flight if there is one; the timer
+        watches how long it waits."""
+        ping = self._ping_task
+        if ping is not None:
+            await ping
+        send, loop = self._send, self._loop
+        assert send is not None and loop is not None
+        self._sending_since = self._last_send = loop.time()
+        try:
+            await send(message)
+        finally:
+            self._sending_since = None
+
+    def _schedule(self) -> None:
+        """Set the timer for the next look: when the write in progress would reach
+        ``send_timeout``, or when a heartbeat would be due."""
+        loop, ping, timeout = self._loop, self.ping_interval, self.send_timeout
+        assert loop is not None
+        since = self._sending_since
+        if since is not None:
+            at = since + (timeout if timeout is not None else ping)
+        else:
+            # idle: the next heartbeat, and a look at a write begun before then (so a
+            # stalled write is ended within one to two send_timeouts)
+            at = self._last_send + ping if ping > 0 else math.inf
+            if timeout is not None:
+                at = min(at, loop.time() + timeout)
+            if at == math.inf:
+                self._timer = None
+                return
+        self._timer = loop.call_at(at, self._tick)
+
+    def _tick(self) -> None:
+        """The timer: end a write that waited ``send_timeout`` seconds; send a
+        heartbeat if nothing was written for ``ping`` seconds; look again later."""
+        loop, ping, timeout = self._loop, self.ping_interval, self.send_timeout
+        if loop is None or self._scope is None:
+            return
+        now, since = loop.time(), self._sending_since
+        if since is not None:
+            if timeout is not None and now - since >= timeout:
+                self._stop("stall")
+                return
+        elif (
+            ping > 0
+            and now - self._last_send >= ping
+            and self._ping_task is None
+            and not self._completing
+        ):
+            self._sending_since = self._last_send = now
+            self._ping_task = loop.create_task(self._heartbeat())
+        self._schedule()
+
+    async def _heartbeat(self) -> None:
+        """Send one heartbeat comment (sse-starlette's encoding of the response's
+        ``ping_message_factory``); the timer set :attr:`_sending_since`."""
+        send = self._send
+        assert send is not None
+        factory = self.ping_message_factory or _heartbeat
+        try:
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": ensure_bytes(factory(), self.sep),
+                    "more_body": True,
+                }
+            )
+        finally:
+            self._sending_since = None
+            self._ping_task = None
+
+    async def _lagged(self, send: Send) -> None:
+        """End a stalled reader's response with a :func:`lagged_ending` (if it can still
+        take it within ``send_timeout``)."""
+        seq = self.progress.sent_seq
+        logger.warning(
+            "SSE reader stalled for %ss: response ended after seq %d", self.send_timeout, seq
+        )
+        with anyio.move_on_after(self.send_timeout or 1.0):
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": lagged_ending(
+                        seq,
+                        f"the client read nothing for {self.send_timeout}s; "
+                        f"reconnect to resume after seq {seq}",
+                    ),
+                    "more_body": False,
+                }
+            )
 
     async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """sse-starlette's response (trio, ``HEAD``, WebSocket), completed on shutdown
+        and ended with a :func:`lagged_ending` when a write times out."""
         started = completed = False
 
         async def tracking_send(message: Message) -> None:
@@ -236,52 +426,12 @@ class _EventStream(EventSourceResponse):
             await send(message)
 
         try:
-            if self._watch is None:
-                await super().__call__(scope, receive, tracking_send)
-            else:
-                with self._watch:
-                    await super().__call__(scope, receive, tracking_send)
-                if self._stalled:  # the watchdog cancelled the response
-                    raise SendTimeoutError()
+            await super().__call__(scope, receive, tracking_send)
         except SendTimeoutError:
-            seq = self.progress.sent_seq
-            logger.warning(
-                "SSE reader stalled for %ss: response ended after seq %d", self.send_timeout, seq
-            )
-            with anyio.move_on_after(self.send_timeout or 1.0):
-                await send(
-                    {
-                        "type": "http.response.body",
-                        "body": lagged_ending(
-                            seq,
-                            f"the client read nothing for {self.send_timeout}s; "
-                            f"reconnect to resume after seq {seq}",
-                        ),
-                        "more_body": False,
-                    }
-                )
-                completed = True
+            await self._lagged(send)
             return
         if started and not completed:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    async def _send_with_timeout(self, send: Send, message: Message) -> None:
-        """sse-starlette (3.x) sends each chunk and heartbeat inside
-        ``anyio.move_on_after(send_timeout)``, a cancel scope per write even when there
-        is no timeout: a tenth of the server's CPU when one stream fans out to 1,000
-        subscribers (docs/benchmarks.md, W5). With no timeout, send directly; on
-        asyncio, note when the write began for the response's watchdog
-        (:meth:`_check_stall`); elsewhere use sse-starlette's scope."""
-        if self.send_timeout is None:
-            await send(message)
-        elif self._loop is not None:
-            self._sending_since = self._loop.time()
-            try:
-                await send(message)
-            finally:
-                self._sending_since = None
-        else:
-            await super()._send_with_timeout(send, message)
 
 
 class StreamEvents:

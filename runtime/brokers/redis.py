@@ -49,6 +49,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._events import STREAM_END, Event
 from .._exceptions import EventLogUnavailable, StreamNotFound, SubscriberLagged
+from .._timer import Latch
 from .abc import Broker, StreamLog
 
 __all__ = ["RedisEventLog"]
@@ -235,7 +236,9 @@ class _RemoteLog(StreamLog):
         self._broker = broker
         self._key = broker._key(stream_id)
         self._window: _Window | None = None  # set by the first read
-        self._fetching: anyio.Event | None = None  # a head read in flight
+        # a read in flight, which the other readers of this view wait for (a Latch: each
+        # waiter holds one future, not a coroutine chain, per burst)
+        self._fetching: Latch | None = None
 
     @property
     def closed(self) -> bool:  # type: ignore[override]
@@ -317,7 +320,7 @@ class _RemoteLog(StreamLog):
         window (and the readers arriving meanwhile wait for it)."""
         done = None
         if self._window is None:
-            done = self._fetching = anyio.Event()
+            done = self._fetching = Latch()
         try:
             self._broker._reads += 1
             with self._broker._errors(self.stream_id):
@@ -342,7 +345,7 @@ class _RemoteLog(StreamLog):
         if fetching is not None:  # another reader is at it: take its result
             await fetching.wait()
             return
-        done = self._fetching = anyio.Event()
+        done = self._fetching = Latch()
         try:
             last = window.last
             block = self._broker.block_ms
