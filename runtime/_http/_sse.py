@@ -329,7 +329,7 @@ class _EventStream(EventSourceResponse):
         body, progress, loop = self.source, self.progress, self._loop
         send = self._send
         assert loop is not None and send is not None
-        events, chunks = body.events, body.chunks
+        events, chunks = body.events, body.encoder.chunks
         head = body.head
         batch, body.first = body.first, []
         try:
@@ -576,7 +576,7 @@ class _Body:
     sse-starlette iterates :meth:`iterate`.
     """
 
-    __slots__ = ("_encoder", "events", "first", "head", "progress", "stream_id")
+    __slots__ = ("encoder", "events", "first", "head", "progress", "stream_id")
 
     def __init__(
         self,
@@ -591,14 +591,11 @@ class _Body:
         #: events already read (before the headers), sent first
         self.first = first
         self.events = events
-        self._encoder = encoder
+        #: the endpoint's, shared by its responses
+        self.encoder = encoder
         self.progress = progress
         #: the ``retry:`` hint, sent with the first chunk
         self.head = head
-
-    def chunks(self, batch: Sequence[Event], *, shared: bool) -> Iterable[tuple[bytes, int]]:
-        """:meth:`BatchEncoder.chunks` of the response's encoder."""
-        return self._encoder.chunks(batch, shared=shared)
 
     def ending(self, exc: SubscriberLagged | EventLogUnavailable) -> bytes:
         """The message that ends the body when the subscription raised ``exc``: the
@@ -611,7 +608,7 @@ class _Body:
 
     async def iterate(self) -> AsyncIterator[bytes]:
         """The body as an async iterator of chunks (sse-starlette's own response)."""
-        events, progress, chunks = self.events, self.progress, self.chunks
+        events, progress, chunks = self.events, self.progress, self.encoder.chunks
         head = self.head
         batch, self.first = self.first, []
         try:
