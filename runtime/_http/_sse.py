@@ -329,18 +329,16 @@ class _EventStream(EventSourceResponse):
         body, progress, loop = self.source, self.progress, self._loop
         send = self._send
         assert loop is not None and send is not None
-        events, chunks = body.events, body.encoder.chunks
-        head = body.head
+        events, pieces = body.events, body.pieces
         batch, body.first = body.first, []
         try:
-            if not batch:
-                await self._write({"type": "http.response.body", "body": head, "more_body": True})
-                head = b""
+            if not batch:  # resumed at the live head (see _Body.iterate)
+                await self._write(
+                    {"type": "http.response.body", "body": body.take_head(), "more_body": True}
+                )
                 batch = await events.next_batch()
             while batch:
-                for chunk, last_seq in chunks(batch, shared=events.from_log):
-                    if head:
-                        chunk, head = head + chunk, b""
+                for chunk, last_seq in pieces(batch):
                     # self._write inlined: one coroutine less per subscriber per burst
                     if self._ping_task is not None:
                         await self._ping_task
@@ -606,25 +604,42 @@ class _Body:
             return lagged_ending(self.progress.sent_seq, str(exc))
         return unavailable_ending(self.progress.sent_seq, str(exc))
 
+    def take_head(self) -> bytes:
+        """The ``retry:`` hint, once (``b""`` after the first call)."""
+        head, self.head = self.head, b""
+        return head
+
+    def pieces(self, batch: Sequence[Event]) -> Iterable[tuple[bytes, int]]:
+        """``batch`` as the chunks to send, ``(chunk, seq of its last event)`` each
+        (:meth:`BatchEncoder.chunks`), the ``retry:`` hint before the first chunk of
+        the response."""
+        chunks = self.encoder.chunks(batch, shared=self.events.from_log)
+        if not self.head:
+            return chunks
+        return _after(self.take_head(), chunks)
+
     async def iterate(self) -> AsyncIterator[bytes]:
         """The body as an async iterator of chunks (sse-starlette's own response)."""
-        events, progress, chunks = self.events, self.progress, self.encoder.chunks
-        head = self.head
+        events, progress = self.events, self.progress
         batch, self.first = self.first, []
         try:
             if not batch:
                 # Resumed at the live head: nothing to replay, so send the hint at once
                 # and wait for the stream to go on (a client that dropped right after
                 # the newest event must be followed, not cut off).
-                yield head
-                head = b""
+                yield self.take_head()
                 batch = await events.next_batch()
             while batch:
-                for chunk, last_seq in chunks(batch, shared=events.from_log):
-                    if head:
-                        chunk, head = head + chunk, b""
+                for chunk, last_seq in self.pieces(batch):
                     yield chunk
                     progress.sent_seq = last_seq  # the send of that chunk returned
                 batch = await events.next_batch()  # [] after stream.end
         except (SubscriberLagged, EventLogUnavailable) as exc:
             yield self.ending(exc)
+
+
+def _after(head: bytes, chunks: Iterable[tuple[bytes, int]]) -> Iterator[tuple[bytes, int]]:
+    """``chunks`` with ``head`` put before the first chunk's bytes."""
+    for chunk, last_seq in chunks:
+        yield head + chunk, last_seq
+        head = b""
