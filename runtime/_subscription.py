@@ -107,9 +107,21 @@ class Subscription:
 
     async def __anext__(self) -> Event:
         if self._pos >= len(self._batch):
-            self._batch = await self._fetch()
+            log = self._log
+            if log is not None and self._durable is False and not self._done and not log.remote:
+                # this process's log, read here rather than in _fetch: one coroutine
+                # less held across every wait (what the collector promotes, W6)
+                try:
+                    batch = await log.read(self.last_seq)
+                except SubscriberLagged as exc:
+                    batch = await self._fill_gap(exc.first_retained_seq)
+                if not batch or batch[-1].type == ev.STREAM_END:
+                    self._done = True  # as _fetch: ended, or drained without stream.end
+            else:
+                batch = await self._fetch()
+            self._batch = batch
             self._pos = 0
-            if not self._batch:
+            if not batch:
                 raise StopAsyncIteration
         event = self._batch[self._pos]
         self._pos += 1
