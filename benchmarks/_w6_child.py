@@ -37,7 +37,10 @@ async def _agent(turn: Any) -> None:
         if i == tokens // 2:
             async with turn.tool("grep", {"pattern": "TaskGroup"}) as call:
                 call.result = "src/a.py:1: async with anyio.create_task_group() as tg:"
-        await anyio.sleep(interval)
+        # the model's pause between tokens, slept as the floor's turns sleep it:
+        # anyio.sleep would add two coroutines per token that are the agent's, not
+        # the runtime's (the run is on asyncio either way)
+        await asyncio.sleep(interval)
     await turn.reply("done.")
 
 
