@@ -270,10 +270,12 @@ class EventLog(StreamLog):
         try:
             # the wait, in this coroutine: a waiting subscriber holds no helper
             # coroutine (each is an object the collector walks while it waits)
-            while not (batch := self.read_nowait(after_seq)) and not self.closed:
+            # (no empty batch held across the wait: one more object to promote)
+            while after_seq >= self._last and not self.closed:
                 if self._wakeup is None:
                     self._wakeup = Latch()
                 await self._wakeup.wait()
+            batch = self.read_nowait(after_seq)
             pending = reads[after_seq]
             if pending is not _ALONE:  # others wait for this read: their copy
                 pending.batch = tuple(batch)
