@@ -1,7 +1,9 @@
 """W6 in a child process (so that its peak RSS is its own): T concurrent live turns in
 one Runtime, each streaming tokens, making one tool call (which advances the activity
 counter, so checkpoints happen) and replying; one subscriber per turn measures event
-latency (publish ``ts`` -> receipt). Prints one JSON object on stdout.
+latency (publish ``ts`` -> receipt). Prints one JSON object on stdout. The agent sleeps
+and the subscribers run as the floor's do (``asyncio.sleep``, bare asyncio tasks), so
+what differs from the floor is the runtime.
 
 ``--store bare`` runs the same schedule on bare asyncio tasks and queues: the event
 loop's own floor at that load.
