@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Self
 
 from . import _events as ev
@@ -28,6 +28,10 @@ from .brokers.abc import Broker, StreamLog
 from .stores.abc import Store
 
 __all__ = ["Subscription", "new_stream_id", "session_of_stream"]
+
+
+#: an exhausted batch (never appended to)
+_NO_EVENTS: list[Event] = []
 
 
 def new_stream_id(session_id: str) -> str:
@@ -87,7 +91,7 @@ class Subscription:
         self.last_seq = after_seq
         self._on_dead_stream = on_dead_stream
         self._liveness = liveness  # seconds without events before asking the store
-        self._batch: Sequence[Event] = ()  # fetched, partly handed out by __anext__
+        self._batch: list[Event] = _NO_EVENTS  # fetched, partly handed out by __anext__
         self._pos = 0
         self._log: StreamLog | None = None
         self._durable: bool | None = None  # None: not decided yet
@@ -107,12 +111,25 @@ class Subscription:
 
     async def __anext__(self) -> Event:
         if self._pos >= len(self._batch):
-            last_seq = self.last_seq
-            batch = await self.next_batch()
+            self._batch = _NO_EVENTS  # not held across the wait: it would be promoted
+            log = self._log
+            if log is not None and self._durable is False and not self._done and not log.remote:
+                # this process's log, read here rather than in next_batch: one
+                # coroutine less held across every wait (what the collector promotes, W6)
+                try:
+                    batch = await log.read(self.last_seq)
+                except SubscriberLagged as exc:
+                    batch = await self._fill_gap(exc.first_retained_seq)
+                if not batch or batch[-1].type == ev.STREAM_END:
+                    self._done = True  # as next_batch: ended, or drained without stream.end
+            else:
+                last_seq = self.last_seq
+                batch = await self.next_batch()
+                self.last_seq = last_seq  # handed out one event at a time: follows them
+            self._batch = batch
+            self._pos = 0
             if not batch:
                 raise StopAsyncIteration
-            # handed out one event at a time: last_seq follows them
-            self._batch, self._pos, self.last_seq = batch, 0, last_seq
         event = self._batch[self._pos]
         self._pos += 1
         self.last_seq = event.seq
@@ -128,11 +145,11 @@ class Subscription:
             store does not hold the missing events either.
         """
         if self._pos < len(self._batch):  # the rest of what __anext__ was handing out
-            rest = list(self._batch[self._pos :])
-            self._batch, self._pos = (), 0
+            rest = self._batch[self._pos :]
+            self._batch, self._pos = _NO_EVENTS, 0
             self.last_seq = rest[-1].seq
             return rest
-        self._batch, self._pos = (), 0
+        self._batch, self._pos = _NO_EVENTS, 0
         # The fetch, in this coroutine (no helper coroutine per step, no new list): a
         # subscriber waiting for the next burst holds as few objects as possible (at
         # 1,000 subscribers, what they hold across a wait is what the garbage collector
