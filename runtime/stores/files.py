@@ -41,6 +41,8 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate, chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -90,6 +92,7 @@ _SCRATCH_MAX = 2 << 20
 
 _META_KEYS = tuple(k for k in META_FIELDS if k != "updated_at")
 _TIME_TYPES = (float, int)  # exact types of a decoded time (bool is neither)
+_TIME_TYPE_SET = frozenset(_TIME_TYPES)
 
 
 def os_error(exc: OSError) -> StoreError:
@@ -133,6 +136,58 @@ class _Replayed(NamedTuple):
     lines: int  # journal lines decoded
 
 
+class _Appended(NamedTuple):
+    messages: list[dict[str, Any]]  # the records' messages, in order
+    updated_at: float | int  # the last record's
+    has_events: bool
+
+
+_PLAIN = itemgetter("gen", "base", "messages", "updated_at")
+_EVENTS = itemgetter("events", "stream_id")
+
+
+def _appended(records: list[Any], gen: object, count: int) -> _Appended | None:
+    """What a journal of plain appends adds to ``count`` messages, checked in bulk: every
+    record is of generation ``gen``, holds exactly the fields a checkpoint of appended
+    messages writes (``gen``, ``base``, ``messages``, ``updated_at``, and maybe
+    ``events`` with ``stream_id``) with the right types, and its ``base`` is the count
+    the records before it left. ``None`` for anything else (or no records): the caller
+    then applies the records one by one, which finds and names any problem. A loop
+    over the records in C (``map``, ``set``, ``itemgetter``) instead of Python
+    bytecode per record: the same verdict, for a few times less work."""
+    if not records:
+        return None
+    try:
+        gens, bases, news, times = zip(*map(_PLAIN, records), strict=True)
+    except (KeyError, TypeError):  # a field missing, or a record not an object
+        return None
+    sizes = set(map(len, records))
+    if sizes == {4}:
+        has_events = False
+    elif sizes == {6} or sizes == {4, 6}:
+        try:
+            events, streams = zip(*map(_EVENTS, [r for r in records if len(r) == 6]), strict=True)
+        except KeyError:
+            return None
+        if set(map(type, events)) != {list} or set(map(type, streams)) != {str}:
+            return None
+        has_events = any(events)
+    else:
+        return None
+    if (
+        gens.count(gen) != len(gens)
+        or set(map(type, bases)) != {int}
+        or set(map(type, news)) != {list}
+        or not set(map(type, times)) <= _TIME_TYPE_SET
+        or list(bases) != list(accumulate(map(len, news), initial=count))[:-1]
+    ):
+        return None
+    added = list(chain.from_iterable(news))
+    if not set(map(type, added)) <= {dict}:
+        return None
+    return _Appended(added, times[-1], has_events)
+
+
 def _replay(
     d: dict[str, Any], journal: bytes | bytearray, line_count: int | None = None
 ) -> _Replayed:
@@ -149,7 +204,13 @@ def _replay(
     damage = None
     lines = fio.json_lines_checked(journal, line_count)
     clean = lines.clean
-    for number, rec in enumerate(lines.records, 1):
+    appended = _appended(lines.records, gen, len(messages))
+    records = () if appended is not None else lines.records
+    if appended is not None:
+        messages.extend(appended.messages)
+        d["updated_at"] = appended.updated_at
+        has_events = appended.has_events
+    for number, rec in enumerate(records, 1):
         if not isinstance(rec, dict) or rec.get("gen") != gen:
             continue
         # what a checkpoint writes passes these few exact-type tests; anything else gets
