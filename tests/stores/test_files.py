@@ -272,11 +272,8 @@ async def test_a_journal_of_any_mix_of_checkpoints_loads_as_saved(
     was saved: through a store that never saw it (the I/O thread's read) and again
     through the same store (the page-cache read), with the stream's events intact."""
     async with FileStore(root) as store:
-        s = store.new_session(title="mix")
-        s.messages.extend(msgs(3))
-        s.active_stream_id = "stream-a"
+        s = await started_stream(store, 3)
         sid = s.session_id
-        await store.save(s, events=[ev(1, "stream-a", sid, "stream.started")])
         seq = 1
         for kind in kinds:
             base = len(s.messages)
@@ -1062,11 +1059,8 @@ async def test_events_of_a_full_save_whose_snapshot_never_landed_do_not_count(
     turn. Only the events durable before that save may be replayed, else a client is
     told ``done`` for a turn whose transcript is then repaired as interrupted."""
     async with FileStore(root) as store:
-        s = store.new_session(title="events")
-        s.messages.append(msg(0))
-        s.active_stream_id = "stream-a"
+        s = await started_stream(store, 1)
         sid = s.session_id
-        await store.save(s, events=[ev(1, "stream-a", sid, "stream.started")])
         await store.save(s, skip_index=True, events=[ev(2, "stream-a", sid)])
         s.active_stream_id = None
         s.messages.append(msg(1))
@@ -1092,12 +1086,18 @@ def ev(seq: int, stream_id: str, session_id: str, type: str = "token") -> Event:
     return Event(seq, stream_id, session_id, type, {"text": f"t{seq}"}, 1000.0 + seq)
 
 
+async def started_stream(store: FileStore, n: int) -> Session:
+    """A new session of ``n`` messages, saved with stream ``stream-a`` started (event 1)."""
+    s = store.new_session(title="events")
+    s.messages.extend(msgs(n))
+    s.active_stream_id = "stream-a"
+    await store.save(s, events=[ev(1, "stream-a", s.session_id, "stream.started")])
+    return s
+
+
 async def test_events_survive_restart_and_compaction(root: Path) -> None:
     async with FileStore(root) as store:
-        s = store.new_session(title="events")
-        s.messages.append(msg(0))
-        s.active_stream_id = "stream-a"
-        await store.save(s, events=[ev(1, "stream-a", s.session_id, "stream.started")])
+        s = await started_stream(store, 1)
         s.messages.append(msg(1))
         await store.save(
             s,
