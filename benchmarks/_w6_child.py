@@ -1,7 +1,9 @@
 """W6 in a child process (so that its peak RSS is its own): T concurrent live turns in
 one Runtime, each streaming tokens, making one tool call (which advances the activity
 counter, so checkpoints happen) and replying; one subscriber per turn measures event
-latency (publish ``ts`` -> receipt). Prints one JSON object on stdout.
+latency (publish ``ts`` -> receipt). Prints one JSON object on stdout. The agent sleeps
+and the subscribers run as the floor's do (``asyncio.sleep``, bare asyncio tasks), so
+what differs from the floor is the runtime.
 
 ``--store bare`` runs the same schedule on bare asyncio tasks and queues: the event
 loop's own floor at that load.
@@ -13,6 +15,7 @@ loop's own floor at that load.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import sys
 import time
@@ -36,7 +39,10 @@ async def _agent(turn: Any) -> None:
         if i == tokens // 2:
             async with turn.tool("grep", {"pattern": "TaskGroup"}) as call:
                 call.result = "src/a.py:1: async with anyio.create_task_group() as tg:"
-        await anyio.sleep(interval)
+        # the model's pause between tokens, slept as the floor's turns sleep it:
+        # anyio.sleep would add two coroutines per token that are the agent's, not
+        # the runtime's (the run is on asyncio either way)
+        await asyncio.sleep(interval)
     await turn.reply("done.")
 
 
@@ -56,7 +62,6 @@ def _rss() -> int:
 async def _bare(args: argparse.Namespace) -> dict[str, Any]:
     """The floor: the same turns as bare asyncio tasks, one ``asyncio.Queue`` per turn
     carrying (seq, ts) to one subscriber task; no persistence, no runtime."""
-    import asyncio
 
     latencies: list[float] = []
     received = {"token": 0, "end": 0}
@@ -166,26 +171,30 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     ):
         stop = anyio.Event()
         tg.start_soon(sample_rss, stop)
-        async with anyio.create_task_group() as subs:
+        # Each subscriber is a bare asyncio task, as the floor's are: how a host runs
+        # its subscribers is the host's choice, and an anyio task group's task (its
+        # task state, the wrapper coroutine) would be counted against the runtime.
+        subs: list[asyncio.Task[None]] = []
 
-            async def start(i: int) -> None:
-                session = rt.new_session(title=f"w6 {i}")
-                stream_id = await rt.start_turn(session.session_id, f"question {i}")
-                subs.start_soon(follow, rt, stream_id)
+        async def start(i: int) -> None:
+            session = rt.new_session(title=f"w6 {i}")
+            stream_id = await rt.start_turn(session.session_id, f"question {i}")
+            subs.append(asyncio.create_task(follow(rt, stream_id)))
 
-            batch = 100
-            for lo in range(0, args.turns, batch):
-                async with anyio.create_task_group() as starters:
-                    for i in range(lo, min(lo + batch, args.turns)):
-                        starters.start_soon(start, i)
-            live = rt.statistics()["live_streams"]
-            # GC-tracked objects each live turn holds while it waits (its subscriber
-            # included): what every full collection walks; counted outside both timings
-            counting = time.perf_counter()
-            tracked = (len(gc.get_objects()) - tracked_before) / max(live, 1)
-            t_started = time.perf_counter()
-            t_start += t_started - counting
-            _go.set()
+        batch = 100
+        for lo in range(0, args.turns, batch):
+            async with anyio.create_task_group() as starters:
+                for i in range(lo, min(lo + batch, args.turns)):
+                    starters.start_soon(start, i)
+        live = rt.statistics()["live_streams"]
+        # GC-tracked objects each live turn holds while it waits (its subscriber
+        # included): what every full collection walks; counted outside both timings
+        counting = time.perf_counter()
+        tracked = (len(gc.get_objects()) - tracked_before) / max(live, 1)
+        t_started = time.perf_counter()
+        t_start += t_started - counting
+        _go.set()
+        await asyncio.gather(*subs)
         t_done = time.perf_counter()
         stop.set()
     rss_samples.append(_rss())

@@ -137,7 +137,9 @@ async def run(ctx: Context) -> Result:
         )
     table.footnotes.append(
         f"each turn: {cfg.w6_tokens} tokens {cfg.w6_token_interval} s apart + one tool call "
-        f"+ reply, one subscriber per turn; checkpoint_interval 1 s; nominal stream time "
+        f"+ reply, one subscriber per turn (a bare asyncio task, and the agent sleeps "
+        f"with asyncio.sleep, as the floor's turns and subscribers do); "
+        f"checkpoint_interval 1 s; nominal stream time "
         f"{cfg.w6_tokens * cfg.w6_token_interval:g} s; peak RSS = VmHWM of the child "
         "process (interpreter and imports included)"
     )

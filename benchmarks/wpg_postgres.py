@@ -14,7 +14,9 @@ skipped without either).
   measured at the start of each pass.
 * W2: bytes of WAL the server wrote per append (``pg_current_wal_lsn`` around it, read
   on one connection kept open; the floor's INSERTs are bracketed the same way).
-* W3: full load of the session, against a bare ``SELECT`` of the same message rows.
+* W3: full load of the session, against a bare ``SELECT`` of the same message rows;
+  like W1, each timed load comes right after one timed floor ``SELECT`` and its ratio
+  is taken against those (the floor row is measured at the start of each pass).
 * W7: first page of 50 and a full listing of S sessions.
 * W8: ``recover()`` over S sessions.
 
@@ -302,6 +304,8 @@ class _Cell:
         self.floor: list[list[float]] = []
         self.wal: list[float] = []
         self.load: list[list[float]] = []
+        #: per pass, the floor SELECT timed just before each of this system's loads
+        self.select: list[list[float]] = []
 
     async def appends(self, wal: _Wal, reps: int, floor: _Floors | None = None) -> None:
         """``reps`` appends; timed (samples and WAL bytes kept) when ``floor`` is given,
@@ -325,15 +329,20 @@ class _Cell:
             self.append.append(samples)
             self.floor.append(floors)
 
-    async def loads(self, n: int, reps: int) -> None:
-        samples = []
+    async def loads(self, n: int, reps: int, floor: _Floors) -> None:
+        """``reps`` timed loads, each right after one timed floor ``SELECT`` (as
+        :meth:`appends`: the system and its floor share the same moment of the
+        server's and the client's background work)."""
+        samples, selects = [], []
         for _ in range(reps):
+            selects += await floor.selects(1)
             t0 = now_ms()
             count = await self.system.load()
             samples.append(now_ms() - t0)
             if count != n + self.appended:
                 raise RuntimeError(f"{self.name} loaded {count} messages, not {n + self.appended}")
         self.load.append(samples)
+        self.select.append(selects)
 
 
 async def _listing(url: str, sizes: tuple[int, ...], reps: int) -> dict[int, dict[str, float]]:
@@ -461,7 +470,7 @@ async def _size(
                 await cell.appends(wal, cell.reps, floor)
             selects[n].append(await floor.selects(cfg.load_reps))
             for cell in rotated(running, p):
-                await cell.loads(n, cfg.load_reps)
+                await cell.loads(n, cfg.load_reps, floor)
     finally:
         await floor.close()
         for cell in running:
@@ -523,7 +532,8 @@ def _tables(
         # against the floor measured at the start of each pass (the ratio before
         # the adjacent floor), kept for comparison
         app_x_start = {n: ratio_by_pass(by_n[n].append, floors[n]) for n in sizes}
-        load_x = {n: ratio_by_pass(by_n[n].load, selects[n]) for n in sizes}
+        load_x = {n: ratio_by_pass(by_n[n].load, by_n[n].select) for n in sizes}
+        load_x_start = {n: ratio_by_pass(by_n[n].load, selects[n]) for n in sizes}
         res.systems[name] = {
             str(n): {
                 "append_ms": app[n].to_json(),
@@ -532,6 +542,7 @@ def _tables(
                 "wal_bytes": wal[n],
                 "load_ms": load[n].to_json(),
                 "load_x_select": load_x[n].to_json(),
+                "load_x_pass_start_select": load_x_start[n].to_json(),
             }
             for n in sizes
         }
@@ -560,6 +571,20 @@ def _tables(
             "runtime PostgresStore against the start-of-pass floor instead: "
             + ", ".join(
                 f"N={size_label(n)} {start[str(n)]['append_x_pass_start_floor']['median']:.2f}x"
+                for n in sizes
+            )
+        )
+    w3.footnotes.append(
+        f"{cfg.load_reps} timed loads per cell and pass; the SELECT row is measured at the "
+        "start of each pass, each system's x against one floor SELECT timed just before "
+        "each of its loads"
+    )
+    if "runtime" in res.systems:
+        start = res.systems["runtime"]
+        w3.footnotes.append(
+            "runtime PostgresStore against the start-of-pass SELECT instead: "
+            + ", ".join(
+                f"N={size_label(n)} {start[str(n)]['load_x_pass_start_select']['median']:.2f}x"
                 for n in sizes
             )
         )

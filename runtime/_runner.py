@@ -423,8 +423,10 @@ class Turn:
         Not while tool calls run: nothing may come between their call and results."""
         if not self._draft or self._running_calls():
             return
-        text = "".join(self._draft)
-        self._draft = [text]  # joined once: the next checkpoint joins only what came since
+        draft = self._draft
+        text = "".join(draft)
+        draft.clear()  # joined once: the next checkpoint joins only what came since
+        draft.append(text)  # (the same list: a new one per checkpoint would be promoted)
         if self._partial is None:
             self._partial = {
                 "role": "assistant",
@@ -440,7 +442,7 @@ class Turn:
         """The draft text (or None) and its materialised dict (or None); resets both."""
         text = "".join(self._draft) if self._draft else None
         partial = self._partial
-        self._draft = []
+        self._draft.clear()
         self._partial = None
         return text, partial
 

@@ -30,6 +30,10 @@ from .stores.abc import Store
 __all__ = ["Subscription", "new_stream_id", "session_of_stream"]
 
 
+#: an exhausted batch (never appended to)
+_NO_EVENTS: list[Event] = []
+
+
 def new_stream_id(session_id: str) -> str:
     """``<16 hex>.<session_id>``: the session is recoverable from the stream id, so a
     stream can be replayed from its session's durable events after a restart."""
@@ -107,9 +111,22 @@ class Subscription:
 
     async def __anext__(self) -> Event:
         if self._pos >= len(self._batch):
-            self._batch = await self._fetch()
+            self._batch = _NO_EVENTS  # not held across the wait: it would be promoted
+            log = self._log
+            if log is not None and self._durable is False and not self._done and not log.remote:
+                # this process's log, read here rather than in _fetch: one coroutine
+                # less held across every wait (what the collector promotes, W6)
+                try:
+                    batch = await log.read(self.last_seq)
+                except SubscriberLagged as exc:
+                    batch = await self._fill_gap(exc.first_retained_seq)
+                if not batch or batch[-1].type == ev.STREAM_END:
+                    self._done = True  # as _fetch: ended, or drained without stream.end
+            else:
+                batch = await self._fetch()
+            self._batch = batch
             self._pos = 0
-            if not self._batch:
+            if not batch:
                 raise StopAsyncIteration
         event = self._batch[self._pos]
         self._pos += 1

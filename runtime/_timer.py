@@ -60,7 +60,10 @@ class Latch:
 
     def __init__(self) -> None:
         self._is_set = False
-        self._waiters: list[asyncio.Future[None]] | None = None
+        # one waiter is held as it is, two or more in a list: most latches (a turn's
+        # stop event, a log's wake-up) have one waiter, and a list per wait would be
+        # one more object for the collector to promote
+        self._waiters: asyncio.Future[None] | list[asyncio.Future[None]] | None = None
         self._event: anyio.Event | None = None  # the fallback's, made on demand
 
     def is_set(self) -> bool:
@@ -71,10 +74,12 @@ class Latch:
         """Set the latch and wake every waiter. Idempotent; never blocks."""
         self._is_set = True
         waiters, self._waiters = self._waiters, None
-        if waiters is not None:
+        if isinstance(waiters, list):
             for waiter in waiters:
                 if not waiter.done():  # a cancelled waiter's future is done
                     waiter.set_result(None)
+        elif waiters is not None and not waiters.done():
+            waiters.set_result(None)
         if self._event is not None:
             self._event.set()
 
@@ -99,7 +104,10 @@ class Latch:
     def _add(self, waiter: asyncio.Future[None]) -> None:
         waiters = self._waiters
         if waiters is None:
-            self._waiters = [waiter]
+            self._waiters = waiter
+            return
+        if not isinstance(waiters, list):
+            self._waiters = [waiters, waiter]
             return
         waiters.append(waiter)
         n = len(waiters)
@@ -110,7 +118,9 @@ class Latch:
         """Forget a waiter woken by something else (a timer), so that a latch waited on
         once per tick for hours keeps no list of done futures."""
         waiters = self._waiters
-        if waiters is not None and waiter in waiters:
+        if waiters is waiter:
+            self._waiters = None
+        elif isinstance(waiters, list) and waiter in waiters:
             waiters.remove(waiter)
 
 
@@ -126,21 +136,31 @@ class Mutex:
     waiter leaves the mutex as it was. Works on any event loop :class:`Latch` does.
     """
 
-    __slots__ = ("_free", "_held")
+    __slots__ = ("_free", "_held", "_waiting")
 
     def __init__(self) -> None:
         self._held = False
         self._free: Latch | None = None  # made by the first waiter, set at release
+        self._waiting = 0
 
     def locked(self) -> bool:
         """Whether someone holds it."""
         return self._held
 
+    def idle(self) -> bool:
+        """Whether nobody holds it and nobody waits for it (woken waiters that have not
+        run yet count as waiting): a mutex kept in a table may then be dropped."""
+        return not self._held and not self._waiting
+
     async def __aenter__(self) -> None:
         while self._held:
             if self._free is None:
                 self._free = Latch()
-            await self._free.wait()
+            self._waiting += 1
+            try:
+                await self._free.wait()
+            finally:
+                self._waiting -= 1
         self._held = True
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -230,3 +230,45 @@ def test_records_between_hold_the_events_between() -> None:
             assert got == log.events_between(after, up_to), (after, up_to)
     # tokens 1-12 are one run, split where the columns end and the newest events begin
     assert len(log.records_between(0, 12)) <= 2
+
+
+async def test_readers_waiting_together_each_get_the_batch_even_if_the_first_leaves() -> None:
+    """Three readers wait at one position: the first reads for all, the others get
+    their own list of the same events; if the first leaves before the publish, the
+    others read for themselves and still get every event once."""
+    log = EventLog("st", "se")
+    _publish(log, 1)
+    got: dict[str, list[int]] = {}
+    lists: list[list[object]] = []
+
+    async def reader(name: str) -> None:
+        batch = await log.read(1)
+        lists.append(batch)
+        got[name] = [e.seq for e in batch]
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(reader, "a")
+        await anyio.sleep(0.01)  # "a" waits first: it reads for the others
+        tg.start_soon(reader, "b")
+        tg.start_soon(reader, "c")
+        await anyio.sleep(0.01)
+        _publish(log, 2)
+    assert got == {"a": [2, 3], "b": [2, 3], "c": [2, 3]}
+    assert len({id(batch) for batch in lists}) == 3  # each caller its own list
+
+    # a first reader cancelled while others wait for its read
+    async def stays(name: str) -> None:
+        got[name] = [e.seq for e in await log.read(3)]
+
+    got.clear()
+    async with anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as leaving:
+            leaving.start_soon(stays, "leaver")
+            await anyio.sleep(0.01)
+            tg.start_soon(stays, "d")
+            tg.start_soon(stays, "e")
+            await anyio.sleep(0.01)
+            leaving.cancel_scope.cancel()
+        await anyio.sleep(0.01)
+        _publish(log, 1)
+    assert got == {"d": [4], "e": [4]}

@@ -26,18 +26,23 @@ __all__ = ["EventLog", "MemoryBroker"]
 
 
 class _Read:
-    """One read of a log in flight, and what it returned (``None``: it failed).
+    """One read of a log in flight that other readers wait for, and what it returned
+    (``None``: it failed).
 
-    ``done`` is made by the first other reader that waits for it: a stream with one
-    subscriber never needs it (an ``anyio.Event`` made per read, which looks up the
-    async backend, cost 5 % of a W4 pass; a :class:`Latch` is lighter but still an
-    object per read)."""
+    Made by the first other reader that waits for it: while a read has no company its
+    entry is :data:`_ALONE`, so a stream with one subscriber makes no object per read
+    (an ``anyio.Event`` per read, which looks up the async backend, cost 5 % of a W4
+    pass; each object a waiting subscriber holds is one the collector promotes, W6)."""
 
     __slots__ = ("batch", "done")
 
     def __init__(self) -> None:
-        self.done: Latch | None = None
+        self.done = Latch()
         self.batch: tuple[Event, ...] | None = None
+
+
+#: the entry of a read in flight that no other reader waits for
+_ALONE = _Read()
 
 
 class EventLog(StreamLog):
@@ -256,25 +261,28 @@ class EventLog(StreamLog):
             return batch
         reads = self._reads
         while (pending := reads.get(after_seq)) is not None:
-            if pending.done is None:
-                pending.done = Latch()
+            if pending is _ALONE:  # the first to keep that read company
+                pending = reads[after_seq] = _Read()
             await pending.done.wait()
             if pending.batch is not None:
                 return list(pending.batch)
-        pending = reads[after_seq] = _Read()
+        reads[after_seq] = _ALONE
         try:
             # the wait, in this coroutine: a waiting subscriber holds no helper
             # coroutine (each is an object the collector walks while it waits)
-            while not (batch := self.read_nowait(after_seq)) and not self.closed:
+            # (no empty batch held across the wait: one more object to promote)
+            while after_seq >= self._last and not self.closed:
                 if self._wakeup is None:
                     self._wakeup = Latch()
                 await self._wakeup.wait()
-            if pending.done is not None:  # others wait for this read: their copy
+            batch = self.read_nowait(after_seq)
+            pending = reads[after_seq]
+            if pending is not _ALONE:  # others wait for this read: their copy
                 pending.batch = tuple(batch)
             return batch
         finally:
-            del reads[after_seq]
-            if pending.done is not None:
+            pending = reads.pop(after_seq)
+            if pending is not _ALONE:
                 pending.done.set()
 
     def events_between(self, after_seq: int, up_to_seq: int) -> list[Event]:

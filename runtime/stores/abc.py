@@ -36,7 +36,6 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, ClassVar, Literal, NamedTuple, Self, TypedDict
 
-import anyio
 import orjson
 
 from .._events import Event
@@ -54,6 +53,7 @@ from .._exceptions import (
 )
 from .._json import check_json_ready
 from .._session import META_FIELDS, Session, validate_session_id
+from .._timer import Mutex
 
 __all__ = [
     "DEFAULT_REDACT_KEYS",
@@ -633,7 +633,7 @@ class Store(ABC):
         self._unsaved: dict[str, Session] = {}
         self._opened = False
         self._closed = False
-        self._locks: dict[str, anyio.Lock] = {}
+        self._locks: dict[str, Mutex] = {}
         self._locks_limit = self._LOCKS_KEPT
         #: leases held in this process: ``{session_id: (owner, token, deadline)}``,
         #: deadlines on :attr:`_clock` (used by the default :meth:`_save`)
@@ -641,21 +641,23 @@ class Store(ABC):
         self._clock: Callable[[], float] = time.monotonic
         self._documents: dict[str, tuple[bytes, int]] = {}
 
-    def _session_lock(self, session_id: str) -> anyio.Lock:
+    def _session_lock(self, session_id: str) -> Mutex:
         """The lock that serialises writes to one session (a checkpoint and a final
         save, say). Locks stay in a dict so a session's next save reuses its lock; idle
         ones are dropped when the dict reaches a limit that doubles with the number
-        still in use (amortised O(1) per save, memory bounded by the busy sessions)."""
+        still in use (amortised O(1) per save, memory bounded by the busy sessions).
+        A light mutex rather than ``anyio.Lock``: every live turn's session holds one,
+        and an ``anyio.Lock`` is two objects and a backend lookup per acquire."""
         lock = self._locks.get(session_id)
         if lock is None:
             if len(self._locks) >= self._locks_limit:
                 self._prune_locks()
-            lock = self._locks[session_id] = anyio.Lock(fast_acquire=True)
+            lock = self._locks[session_id] = Mutex()
         return lock
 
     def _prune_locks(self) -> None:
         for sid, lock in list(self._locks.items()):
-            if not lock.locked() and not lock.statistics().tasks_waiting:
+            if lock.idle():
                 del self._locks[sid]
         self._locks_limit = max(self._LOCKS_KEPT, 2 * len(self._locks))
 
@@ -824,9 +826,7 @@ class Store(ABC):
         applies :func:`check_lease` and :func:`plan_save` to the state it locked.
         """
         sid = session.session_id
-        lock = self._session_lock(sid)
-        await lock.acquire()
-        try:
+        async with self._session_lock(sid):
             info = await self._stored_info(sid)
             check_lease(
                 sid,
@@ -849,8 +849,6 @@ class Store(ABC):
                     self._leases[sid] = (lease.owner, lease.token, self._clock() + lease.ttl)
                 else:
                     self._leases.pop(sid, None)
-        finally:
-            lock.release()
 
     def _held_lease(self, session_id: str) -> HeldLease | None:
         held = self._leases.get(session_id)

@@ -38,6 +38,12 @@ class Stored:
     )
 
     def __init__(self, session: Session) -> None:
+        self.fill(session)
+
+    def fill(self, session: Session) -> None:
+        """Hold ``session``'s state now (what a save made of a state nobody else holds
+        does, instead of a new object per checkpoint: each would be one more object
+        that lives past young collections, W6)."""
         self.blob = kept(orjson.dumps(session.to_dict()))
         self.message_count = session.message_count
         self.title = session.title
@@ -92,12 +98,20 @@ class MemoryStore(Store):
         self, session: Session, *, skip_index: bool, backup: bool, events: Sequence[Event]
     ) -> None:
         sid = session.session_id
-        stored = Stored(session)
-        if backup and sid in self.sessions:
-            self.backups[sid] = self.sessions[sid]
-        elif sid in self.backups and stored.message_count >= self.backups[sid].message_count:
-            del self.backups[sid]  # superseded: recovery would never restore it
-        self.sessions[sid] = stored
+        current = self.sessions.get(sid)
+        if backup and current is not None:
+            self.backups[sid] = current
+            current = None
+        else:
+            kept_bak = self.backups.get(sid)
+            if kept_bak is not None and session.message_count >= kept_bak.message_count:
+                del self.backups[sid]  # superseded: recovery would never restore it
+            elif kept_bak is current:  # recovery restored the backup: both hold it
+                current = None
+        if current is None:
+            self.sessions[sid] = Stored(session)
+        else:
+            current.fill(session)
         self.tombstones.discard(sid)
         for rec in event_records(events):  # a run of tokens is one record (see _events)
             key = (sid, rec["stream_id"])

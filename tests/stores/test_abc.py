@@ -67,11 +67,8 @@ async def test_pruning_keeps_the_locks_in_use() -> None:
     let a new save of that session take a second lock and run alongside."""
     async with MemoryStore() as store:
         held = store._session_lock("busy")
-        await held.acquire()
-        try:
+        async with held:
             for i in range(2 * Store._LOCKS_KEPT):
                 store._session_lock(f"idle{i}")
             assert store._locks["busy"] is held
             assert store._session_lock("busy") is held
-        finally:
-            held.release()

@@ -160,3 +160,27 @@ async def test_nothing_outlives_the_instance() -> None:
             "orphaned_backups": 0,
             "quarantined": 0,
         }
+
+
+async def test_saves_after_a_recovery_leave_the_restored_backup_intact(
+    store: MemoryStore,
+) -> None:
+    """Recovery puts the backup back as the live state, so both dicts hold one saved
+    state: a save must not change it in place under the backup (saves refill the
+    stored state in place only when nothing else holds it)."""
+    session = _session("a", 3)
+    await store.save(session)
+    session.messages = session.messages[:1]
+    await store.save(session)  # shrinking: the 3-message state is the backup
+    del store.sessions["a"]
+    await store.recover()
+    assert store.sessions["a"] is store.backups["a"]
+    smaller = _session("a", 2)
+    await store.save(smaller, skip_index=True)
+    assert len(store.backups["a"].to_dict()["messages"]) == 3
+    assert (await store.load("a")).message_count == 2
+    grown = _session("a", 4)
+    await store.save(grown)
+    await store.save(_session("a", 5))  # refilled in place now: nothing else holds it
+    assert (await store.load("a")).message_count == 5
+    assert "a" not in store.backups
