@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Generic, NamedTuple, TypeVar, overload
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import orjson
 
@@ -51,7 +51,7 @@ __all__ = [
     "quarantine",
     "read_bytes",
     "read_keeping_fd",
-    "read_nowait",
+    "read_session_nowait",
     "read_session_file",
     "unlink",
     "write_durable",
@@ -293,7 +293,7 @@ def close_session_fds(fds: SessionFds) -> None:
 class ReadFds(_KeptFds[SessionFds]):
     """Read-only descriptors of sessions' snapshots and journals kept between loads, by
     session id, so that a load can read them from the page cache in the calling thread
-    (:func:`read_nowait`) with no ``open`` (a path lookup may wait for the disk).
+    (:func:`read_session_nowait`) with no ``open`` (a path lookup may wait for the disk).
     A snapshot is replaced by a rename, so a kept descriptor may read an older
     generation: :attr:`SessionFds.gen` says which. Callers :meth:`discard` a key when
     its files are replaced or unlinked, so that no old inode stays pinned. Thread-safe.
@@ -309,53 +309,87 @@ class ReadFds(_KeptFds[SessionFds]):
 _RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 
 
-@overload
-def read_nowait(fd: int, size: int, *, exact: bool = False) -> bytearray | None: ...
-@overload
-def read_nowait(
-    fd: int, size: int, *, exact: bool = False, into: bytearray
-) -> bytearray | memoryview | None: ...
-def read_nowait(
-    fd: int, size: int, *, exact: bool = False, into: bytearray | None = None
-) -> bytearray | memoryview | None:
-    """The first ``size`` bytes of the open file ``fd`` if the page cache holds all of
-    them, read without waiting for the storage device; else ``None``.
+def read_session_nowait(
+    snapshot: int,
+    snapshot_size: int,
+    journal: int | None,
+    journal_size: int,
+    journal_lines: int,
+    into: bytearray,
+) -> list[Any] | None:
+    """A snapshot and the journal lines after it, decoded by one ``orjson.loads`` as
+    ``[snapshot, record, ...]``, when the page cache holds every byte; else ``None``.
 
-    With ``into`` (a buffer of at least ``size + 1`` bytes the caller reuses), the bytes
-    are read into it and a ``memoryview`` of them is returned, valid until the caller's
-    next read into it: spares zero-filling a new buffer (``bytearray(n)`` does, and
-    ``preadv`` needs a writable one) on every read.
+    :param snapshot: an open snapshot file, holding exactly ``snapshot_size`` bytes.
+    :param journal: an open journal whose first ``journal_size`` bytes are
+        ``journal_lines`` complete lines (``None`` if ``journal_size`` is 0).
+    :param into: a buffer the caller reuses between reads; one of
+        ``snapshot_size + journal_size + 3`` bytes at least, else a new one is made
+        (``bytearray(n)`` zero-fills, which a reused buffer spares).
 
-    ``preadv2(2)`` with ``RWF_NOWAIT`` returns at once (``EAGAIN``, or a short read)
-    when the data would have to come from storage or a lock is held, so this never
-    blocks on the disk and may run on the event loop's thread. ``None`` as well where
-    the flag is missing (not Linux) or the file system refuses it (``EOPNOTSUPP``), and
-    when the file holds fewer than ``size`` bytes (with ``exact``: not exactly ``size``).
+    Both files are read into one buffer with ``preadv2(2)`` and ``RWF_NOWAIT``: the
+    kernel returns at once (``EAGAIN``, or a short read) when data would have to come
+    from the storage device or a lock is held, so this never waits on the disk and may
+    run on the event loop's thread. Between ``[`` and ``]``, a comma is written after
+    the snapshot and in place of each line's newline: the one JSON array the bytes then
+    hold is decoded in one call, with no copy of the bytes (orjson never writes a raw
+    newline inside a value). ``None`` as well where the flag is missing (not Linux) or
+    refused (``EOPNOTSUPP``), when the snapshot does not hold exactly
+    ``snapshot_size`` bytes or the journal fewer than ``journal_size``, and when the
+    bytes do not decode to ``1 + journal_lines`` values (a damaged or changed file: the
+    caller reads it again the slow way, which says what is wrong).
     """
-    want = size + 1 if exact else size  # one byte more tells a longer file apart
-    if into is not None and len(into) >= want:
-        view = memoryview(into)[:want]
-        if not want or _RWF_NOWAIT is None:
-            return view[:0] if not want else None
-        try:
-            got = os.preadv(fd, (view,), 0, _RWF_NOWAIT)
-        except OSError:
-            return None
-        return view[:size] if got == size else None
-    buf = bytearray(want)
-    if not buf:
-        return buf
-    if _RWF_NOWAIT is None:
+    if _RWF_NOWAIT is None or (journal_size and journal is None):
         return None
+    start = snapshot_size + 2  # the journal's first byte, after "[" and the comma
+    end = start + journal_size if journal_size else start
+    buf = into if len(into) > end else bytearray(end + 1)
+    view = memoryview(buf)
     try:
-        got = os.preadv(fd, (buf,), 0, _RWF_NOWAIT)
+        # one byte more than the snapshot should hold tells a longer file apart
+        if _preadv_nowait(snapshot, view[1 : snapshot_size + 2]) != snapshot_size:
+            return None
+        buf[0] = 0x5B  # [
+        if not journal_size:
+            buf[start - 1] = 0x5D  # ]
+            return _array(view[:start], 1)
+        assert journal is not None
+        if _preadv_nowait(journal, view[start:end]) != journal_size:
+            return None
+        buf[start - 1] = 0x2C  # ,
+        at = start
+        for _ in range(journal_lines):  # each newline becomes a comma, the last "]"
+            at = buf.find(b"\n", at, end)
+            if at < 0:
+                return None
+            buf[at] = 0x2C
+            at += 1
+        if at != end:  # the last line does not end at journal_size: not as written
+            return None
+        buf[end - 1] = 0x5D
+        return _array(view[:end], 1 + journal_lines)
+    finally:
+        view.release()
+
+
+def _preadv_nowait(fd: int, view: memoryview) -> int:
+    """Bytes read into ``view`` from offset 0 of ``fd`` by ``preadv2(RWF_NOWAIT)``; -1
+    when the call fails (``EAGAIN``: not all in the page cache; ``EOPNOTSUPP``)."""
+    assert _RWF_NOWAIT is not None
+    try:
+        return os.preadv(fd, (view,), 0, _RWF_NOWAIT)
     except OSError:
+        return -1
+
+
+def _array(data: memoryview, count: int) -> list[Any] | None:
+    try:
+        out = orjson.loads(data)
+    except orjson.JSONDecodeError:
         return None
-    if got != size:
-        return None
-    if exact:
-        del buf[size:]  # at the end: no copy
-    return buf
+    finally:
+        data.release()
+    return out if type(out) is list and len(out) == count else None
 
 
 def truncate_durable(path: Path) -> None:
@@ -440,11 +474,8 @@ class JsonLines(NamedTuple):
     dropped: int = 0
 
 
-def json_lines_checked(data: bytes | bytearray, lines: int | None = None) -> JsonLines:
+def json_lines_checked(data: bytes | bytearray) -> JsonLines:
     """Decode JSON lines.
-
-    :param lines: how many complete lines ``data`` holds when the caller knows (it
-        wrote them): spares counting them, a byte-by-byte pass over ``data``.
 
     A crash during an append can leave the last line partial; it was never
     acknowledged (its fsync did not return), so it is dropped. An undecodable line
@@ -466,7 +497,7 @@ def json_lines_checked(data: bytes | bytearray, lines: int | None = None) -> Jso
         except orjson.JSONDecodeError:
             pass
         else:
-            if len(out) == (data.count(b"\n", 0, end) + 1 if lines is None else lines):
+            if len(out) == data.count(b"\n", 0, end) + 1:
                 return JsonLines(out, end == len(data) - 1)
     out = []
     parts = bytes(data).split(b"\n")  # (a copy only of a bytearray, on this rare path)

@@ -252,6 +252,59 @@ async def test_journal_line_holds_what_the_delta_names(store: FileStore, root: P
     assert loaded.to_dict() == s.to_dict()
 
 
+JOURNALS = {
+    # appends only: the journal a runner's checkpoints usually leave
+    "appends": ["append", "append", "append"],
+    "appends-with-events": ["append", "append+events", "append", "append+events"],
+    "only-events": ["events", "append+events"],
+    # a record that rewrites the last message or changes fields, among appends
+    "rewrite-last": ["append", "rewrite", "append"],
+    "field-change": ["append", "rename", "append+events"],
+    "two-messages-at-once": ["append", "append2", "append"],
+}
+
+
+@pytest.mark.parametrize("kinds", list(JOURNALS.values()), ids=list(JOURNALS))
+async def test_a_journal_of_any_mix_of_checkpoints_loads_as_saved(
+    root: Path, kinds: list[str]
+) -> None:
+    """Every kind of checkpoint record, alone and mixed, loads back as the session that
+    was saved: through a store that never saw it (the I/O thread's read) and again
+    through the same store (the page-cache read), with the stream's events intact."""
+    async with FileStore(root) as store:
+        s = await started_stream(store, 3)
+        sid = s.session_id
+        seq = 1
+        for kind in kinds:
+            base = len(s.messages)
+            events = []
+            if "events" in kind:
+                seq += 1
+                events = [ev(seq, "stream-a", sid)]
+            if kind.startswith("append"):
+                s.messages.extend(msgs(2 if kind == "append2" else 1, base))
+                delta = SaveDelta.appended(base)
+            elif kind == "rewrite":
+                s.messages[-1] = {"role": "assistant", "content": "rewritten"}
+                delta = SaveDelta(base, base - 1)
+            elif kind == "rename":
+                s.title = "renamed"
+                delta = SaveDelta(base, base, frozenset({"title"}))
+            else:
+                delta = SaveDelta.appended(base)
+            await store.save(s, skip_index=True, events=events, delta=delta)
+    async with FileStore(root) as again:
+        first = await again.load(sid)
+        second = await again.load(sid)
+        stats = again.statistics()
+        if hasattr(os, "RWF_NOWAIT"):  # preadv2(RWF_NOWAIT): Linux only
+            assert (stats["loads_page_cache"], stats["loads_io_thread"]) == (1, 1)
+        got = await again.load_events(sid, "stream-a")
+    assert first.to_dict() == s.to_dict()
+    assert second.to_dict() == s.to_dict()
+    assert [e.seq for e in got] == list(range(1, seq + 1))
+
+
 @pytest.mark.parametrize("skip_index", [False, True], ids=["full", "checkpoint"])
 async def test_touch_updated_at_false_keeps_updated_at(root: Path, skip_index: bool) -> None:
     async with FileStore(root) as store:
@@ -1006,11 +1059,8 @@ async def test_events_of_a_full_save_whose_snapshot_never_landed_do_not_count(
     turn. Only the events durable before that save may be replayed, else a client is
     told ``done`` for a turn whose transcript is then repaired as interrupted."""
     async with FileStore(root) as store:
-        s = store.new_session(title="events")
-        s.messages.append(msg(0))
-        s.active_stream_id = "stream-a"
+        s = await started_stream(store, 1)
         sid = s.session_id
-        await store.save(s, events=[ev(1, "stream-a", sid, "stream.started")])
         await store.save(s, skip_index=True, events=[ev(2, "stream-a", sid)])
         s.active_stream_id = None
         s.messages.append(msg(1))
@@ -1036,12 +1086,18 @@ def ev(seq: int, stream_id: str, session_id: str, type: str = "token") -> Event:
     return Event(seq, stream_id, session_id, type, {"text": f"t{seq}"}, 1000.0 + seq)
 
 
+async def started_stream(store: FileStore, n: int) -> Session:
+    """A new session of ``n`` messages, saved with stream ``stream-a`` started (event 1)."""
+    s = store.new_session(title="events")
+    s.messages.extend(msgs(n))
+    s.active_stream_id = "stream-a"
+    await store.save(s, events=[ev(1, "stream-a", s.session_id, "stream.started")])
+    return s
+
+
 async def test_events_survive_restart_and_compaction(root: Path) -> None:
     async with FileStore(root) as store:
-        s = store.new_session(title="events")
-        s.messages.append(msg(0))
-        s.active_stream_id = "stream-a"
-        await store.save(s, events=[ev(1, "stream-a", s.session_id, "stream.started")])
+        s = await started_stream(store, 1)
         s.messages.append(msg(1))
         await store.save(
             s,
