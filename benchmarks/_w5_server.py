@@ -61,6 +61,13 @@ async def _agent(turn: Any) -> None:
     late: list[float] = []  # seconds each burst started after its nominal time
     sent = 0
     while sent < events:
+        if len(late) in (_PROBE_BURST, _PROBE_BURST + 1):
+            # let every subscriber finish the previous burst and wait again; the pause
+            # moves the schedule, so no burst after it counts as late
+            paused = time.perf_counter()
+            await anyio.sleep(0.5)
+            _burst_objects(len(late) == _PROBE_BURST)
+            t0 += time.perf_counter() - paused
         late.append(time.perf_counter() - t0 - len(late) * interval)
         for _ in range(min(burst, events - sent)):
             sent += 1
@@ -71,6 +78,36 @@ async def _agent(turn: Any) -> None:
     late.sort()
     _stats["burst_late_p50_ms"] = round(late[len(late) // 2] * 1000, 1)
     _stats["burst_late_max_ms"] = round(late[-1] * 1000, 1)
+
+
+#: the burst before which, and before the next, the heap is snapshotted
+_PROBE_BURST = 10
+
+
+def _burst_objects(first: bool) -> None:
+    """What one burst leaves behind: GC-tracked objects alive just before burst
+    :data:`_PROBE_BURST` + 1 (every subscriber waiting for it) that were not alive just
+    before burst :data:`_PROBE_BURST`. A subscriber that keeps up holds these across its
+    wait, so young collections walk them and middle ones promote them (docs/benchmarks.md,
+    W5); ``burst_new_objects`` is their count, ``burst_new_types`` the commonest types."""
+    objects = gc.get_objects()
+    if first:
+        # the objects themselves are kept until the second snapshot, so that no new
+        # object can reuse the address (the id) of one that died meanwhile
+        _params["probe_objects"] = objects
+        return
+    old = _params.pop("probe_objects", None)
+    if old is None:
+        return
+    seen = {id(o) for o in old}
+    del old
+    new = [o for o in objects if id(o) not in seen]
+    types: dict[str, int] = {}
+    for o in new:
+        name = type(o).__qualname__
+        types[name] = types.get(name, 0) + 1
+    _stats["burst_new_objects"] = len(new)
+    _stats["burst_new_types"] = dict(sorted(types.items(), key=lambda kv: -kv[1])[:12])
 
 
 async def _serve(args: argparse.Namespace) -> None:

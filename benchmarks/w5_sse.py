@@ -209,6 +209,12 @@ async def _measure(ctx: Context, *, gc_threshold: int | None = None) -> dict[str
         "burst_late_max_ms": server.get("burst_late_max_ms"),
         "server_gc_threshold": server.get("gc_threshold"),
         "server_objects_per_subscriber": _per_subscriber(server, subs_n),
+        "server_burst_objects_per_subscriber": (
+            round(server["burst_new_objects"] / subs_n, 2)
+            if "burst_new_objects" in server and subs_n
+            else None
+        ),
+        "server_burst_new_types": server.get("burst_new_types"),
         "lost": subs_n * events - received,
         "gaps": sum(s.gaps for s in subs),
         "ended": sum(1 for s in subs if s.ended),

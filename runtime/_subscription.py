@@ -91,7 +91,7 @@ class Subscription:
         self.last_seq = after_seq
         self._on_dead_stream = on_dead_stream
         self._liveness = liveness  # seconds without events before asking the store
-        self._batch: list[Event] = []  # fetched, partly handed out by __anext__
+        self._batch: list[Event] = _NO_EVENTS  # fetched, partly handed out by __anext__
         self._pos = 0
         self._log: StreamLog | None = None
         self._durable: bool | None = None  # None: not decided yet
@@ -114,16 +114,18 @@ class Subscription:
             self._batch = _NO_EVENTS  # not held across the wait: it would be promoted
             log = self._log
             if log is not None and self._durable is False and not self._done and not log.remote:
-                # this process's log, read here rather than in _fetch: one coroutine
-                # less held across every wait (what the collector promotes, W6)
+                # this process's log, read here rather than in next_batch: one
+                # coroutine less held across every wait (what the collector promotes, W6)
                 try:
                     batch = await log.read(self.last_seq)
                 except SubscriberLagged as exc:
                     batch = await self._fill_gap(exc.first_retained_seq)
                 if not batch or batch[-1].type == ev.STREAM_END:
-                    self._done = True  # as _fetch: ended, or drained without stream.end
+                    self._done = True  # as next_batch: ended, or drained without stream.end
             else:
-                batch = await self._fetch()
+                last_seq = self.last_seq
+                batch = await self.next_batch()
+                self.last_seq = last_seq  # handed out one event at a time: follows them
             self._batch = batch
             self._pos = 0
             if not batch:
@@ -143,31 +145,15 @@ class Subscription:
             store does not hold the missing events either.
         """
         if self._pos < len(self._batch):  # the rest of what __anext__ was handing out
-            batch = self._batch[self._pos :]
-        else:
-            batch = await self._fetch()
-        self._batch = []
-        self._pos = 0
-        if batch:
-            self.last_seq = batch[-1].seq
-        return batch
-
-    async def batches(self) -> AsyncIterator[list[Event]]:
-        """``async for batch in sub.batches()``: :meth:`next_batch` until the stream
-        ends; each batch is a non-empty ``list[Event]``.
-
-        :raises StreamNotFound: as :meth:`next_batch`.
-        :raises SubscriberLagged: as :meth:`next_batch`.
-        """
-        while batch := await self.next_batch():
-            yield batch
-
-    async def _fetch(self) -> list[Event]:
-        """The next non-empty batch after ``last_seq``, or ``[]`` once the stream is over.
-
-        No helper coroutine per step: a subscriber waiting for the next burst holds as
-        few objects as possible (at 1,000 subscribers, what they hold across a wait is
-        what the garbage collector keeps promoting, docs/benchmarks.md, W5)."""
+            rest = self._batch[self._pos :]
+            self._batch, self._pos = _NO_EVENTS, 0
+            self.last_seq = rest[-1].seq
+            return rest
+        self._batch, self._pos = _NO_EVENTS, 0
+        # The fetch, in this coroutine (no helper coroutine per step, no new list): a
+        # subscriber waiting for the next burst holds as few objects as possible (at
+        # 1,000 subscribers, what they hold across a wait is what the garbage collector
+        # walks and promotes at every burst, docs/benchmarks.md, W5).
         while not self._done:
             if self._durable is None:
                 try:
@@ -184,8 +170,9 @@ class Subscription:
                 assert log is not None
                 try:
                     if log.remote:
-                        remote = await self._read_remote(log)
+                        remote = await log.read_within(self.last_seq, self._liveness)
                         if remote is None:
+                            await self._check_remote()
                             continue
                         batch = remote
                     else:
@@ -197,27 +184,34 @@ class Subscription:
             if batch:
                 if batch[-1].type == ev.STREAM_END:
                     self._done = True
+                self.last_seq = batch[-1].seq
                 return batch
         return []
 
-    async def _read_remote(self, log: StreamLog) -> list[Event] | None:
-        """Read a log another process appends to; ``None`` when nothing came for
-        ``liveness`` seconds (asked again), or when the store says the stream is over
-        (then the rest comes from the store: a process that died never ends its log,
-        and its ending is made up once its lease has expired)."""
-        batch = await log.read_within(self.last_seq, self._liveness)
-        if batch is not None:
-            return batch
+    async def batches(self) -> AsyncIterator[list[Event]]:
+        """``async for batch in sub.batches()``: :meth:`next_batch` until the stream
+        ends; each batch is a non-empty ``list[Event]``.
+
+        :raises StreamNotFound: as :meth:`next_batch`.
+        :raises SubscriberLagged: as :meth:`next_batch`.
+        """
+        while batch := await self.next_batch():
+            yield batch
+
+    async def _check_remote(self) -> None:
+        """Nothing came for ``liveness`` seconds from a log another process appends to:
+        ask the store whether the stream is over (then the rest comes from the store: a
+        process that died never ends its log, and its ending is made up once its lease
+        has expired)."""
         session_id = session_of_stream(self.stream_id)
         try:
             if self._on_dead_stream is not None:
                 await self._on_dead_stream(session_id)  # repairs it once the lease expired
             meta = await self._store.load_metadata(session_id)
         except SessionNotFound:  # a store that does not hold the stream's session
-            return None  # cannot tell: the log is all there is
+            return  # cannot tell: the log is all there is
         if meta.active_stream_id != self.stream_id:
             self._durable = True
-        return None
 
     async def _fill_gap(self, first: int) -> list[Event]:
         """Events before ``first`` that the live log no longer (or never) held, from the

@@ -28,6 +28,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from ._http._agui import AgUiRun
 from ._http._ai_sdk import AiSdkChat
@@ -38,7 +39,7 @@ from ._http._mount import mount
 from ._http._openapi import openapi_document
 from ._http._owners import OWNER_KEY, Authenticate, Owners
 from ._http._routes import Api
-from ._http._sse import StreamEvents
+from ._http._sse import SERVER_SEND, StreamEvents
 from ._http._table import Pages, build_routes
 from ._runtime import Runtime
 
@@ -46,6 +47,18 @@ __all__ = ["OWNER_KEY", "Authenticate", "create_app", "mount"]
 
 #: The demo page's files (package data).
 STATIC_DIR = Path(__file__).parent / "static"
+
+
+class _App(Starlette):
+    """The runtime's Starlette app; it also hands the ``send`` it was called with to its
+    SSE responses (``scope[SERVER_SEND]``), which send their body chunks through it,
+    past the send wrappers of the middleware in between (Starlette's error handlers
+    only note the start message, CORS only adds its headers to it): a coroutine per
+    wrapper less per subscriber per burst (docs/benchmarks.md, W5)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[SERVER_SEND] = send
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -145,7 +158,7 @@ def create_app(
         async with runtime:
             yield
 
-    app = Starlette(
+    app = _App(
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(HostCheck, allowed=hosts), *cors_middleware(origins)],

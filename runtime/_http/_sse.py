@@ -21,7 +21,6 @@ import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from typing import Any
 
 import anyio
 import orjson
@@ -50,6 +49,11 @@ try:  # sse-starlette's one shutdown watcher per event loop (private: 3.x)
 except ImportError:  # pragma: no cover - another sse-starlette: its own response
     _shutdown_state = None  # type: ignore[assignment]
 
+
+#: The scope key under which the app puts the ``send`` it was called with (the server's,
+#: or a host app's when mounted): body chunks of an SSE response go through it, past
+#: the send wrappers of the middleware in between (``runtime.asgi.create_app``).
+SERVER_SEND = "runtime.server_send"
 
 #: Most events sent in one body chunk (a replay of a long stream is split).
 CHUNK_EVENTS = 256
@@ -228,8 +232,17 @@ class _EventStream(EventSourceResponse):
     buffers are freed either way.
     """
 
-    def __init__(self, *args: Any, progress: _Progress, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, body: _Body, *, ping: float, send_timeout: float | None, progress: _Progress
+    ) -> None:
+        super().__init__(
+            body.iterate(),
+            ping=ping,
+            ping_message_factory=_heartbeat,
+            sep="\n",
+            send_timeout=send_timeout,
+        )
+        self.source = body
         self.progress = progress
         self._loop: asyncio.AbstractEventLoop | None = None
         #: the loop's time when the write in progress began (``None``: none is)
@@ -254,7 +267,11 @@ class _EventStream(EventSourceResponse):
         ):
             await self._respond(scope, receive, send)
             return
-        self._loop, self._send = loop, send
+        # Body chunks go straight to the server's send (what the app itself was given,
+        # :data:`SERVER_SEND`): the middleware's send wrappers only look at (Starlette's
+        # error handlers) or change (CORS) the start message, which goes through them.
+        server_send = scope.get(SERVER_SEND, send)
+        self._loop, self._send = loop, server_send
         self._scope = anyio.CancelScope()
         listener = loop.create_task(self._await_disconnect(receive))
         on_shutdown = _OnShutdown(self)
@@ -273,12 +290,11 @@ class _EventStream(EventSourceResponse):
             if AppStatus.should_exit:
                 self._stop("shutdown")
             with self._scope:
+                self._send = send
                 await self._write(start)
+                self._send = server_send
                 started = True
-                async for chunk in self.body_iterator:
-                    await self._write(
-                        {"type": "http.response.body", "body": chunk, "more_body": True}
-                    )
+                await self._pump()
                 self._completing = True
                 await self._write({"type": "http.response.body", "body": b"", "more_body": False})
                 completed = True
@@ -302,6 +318,42 @@ class _EventStream(EventSourceResponse):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         if self.background is not None:
             await self.background()
+
+    async def _pump(self) -> None:
+        """Send the body (:meth:`_Body.iterate`'s chunks) from this task: one ASGI send
+        per chunk and one :meth:`Subscription.next_batch` per burst, and nothing else
+        made per burst. A subscriber waiting for the next burst holds only that wait (no
+        async generator step, no batch of the last burst): at 1,000 subscribers what
+        they hold across the wait is what young collections walk and middle ones promote
+        (docs/benchmarks.md, W5)."""
+        body, progress, loop = self.source, self.progress, self._loop
+        send = self._send
+        assert loop is not None and send is not None
+        events, pieces = body.events, body.pieces
+        batch, body.first = body.first, []
+        try:
+            if not batch:  # resumed at the live head (see _Body.iterate)
+                await self._write(
+                    {"type": "http.response.body", "body": body.take_head(), "more_body": True}
+                )
+                batch = await events.next_batch()
+            while batch:
+                for chunk, last_seq in pieces(batch):
+                    # self._write inlined: one coroutine less per subscriber per burst
+                    if self._ping_task is not None:
+                        await self._ping_task
+                    self._sending_since = self._last_send = loop.time()
+                    try:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    finally:
+                        self._sending_since = None
+                    progress.sent_seq = last_seq
+                del batch  # hold no burst across the wait
+                batch = await events.next_batch()  # [] after stream.end
+        except (SubscriberLagged, EventLogUnavailable) as exc:
+            await self._write(
+                {"type": "http.response.body", "body": body.ending(exc), "more_body": True}
+            )
 
     def _stop(self, reason: str) -> None:
         """End the response (its body's wait or write) for ``reason``: "disconnect",
@@ -483,26 +535,21 @@ class StreamEvents:
             first = await events.next_batch()
             if not first:
                 return Response(status_code=204)
-        progress = _Progress(after_seq)
-        return _EventStream(
-            self._body(stream_id, first, events, progress),
-            ping=self.heartbeat,
-            ping_message_factory=_heartbeat,
-            sep="\n",
-            send_timeout=self.send_timeout,
-            progress=progress,
-        )
+        return self._response(stream_id, first, events, after_seq)
 
     def follow(self, stream_id: str) -> Response:
         """A stream from its first event, e.g. one this request just started."""
-        progress = _Progress(0)
+        return self._response(stream_id, [], self.runtime.events(stream_id, 0), 0)
+
+    def _response(
+        self, stream_id: str, first: list[Event], events: Subscription, after_seq: int
+    ) -> _EventStream:
+        progress = _Progress(after_seq)
+        body = _Body(
+            stream_id, first, events, self._encoder, progress, b"retry: %d\n\n" % self.retry_ms
+        )
         return _EventStream(
-            self._body(stream_id, [], self.runtime.events(stream_id, 0), progress),
-            ping=self.heartbeat,
-            ping_message_factory=_heartbeat,
-            sep="\n",
-            send_timeout=self.send_timeout,
-            progress=progress,
+            body, ping=self.heartbeat, send_timeout=self.send_timeout, progress=progress
         )
 
     def _newest_live_seq(self, stream_id: str) -> int | None:
@@ -514,37 +561,85 @@ class StreamEvents:
         except StreamNotFound:  # pragma: no cover - a live stream always has its log
             return None
 
-    async def _body(
-        self, stream_id: str, first: list[Event], events: Subscription, progress: _Progress
-    ) -> AsyncIterator[bytes]:
-        """The response body: the ``retry:`` hint with the first batch, then one chunk
-        per batch until ``stream.end``. A long batch (a replay) goes out in pieces
-        (:func:`chunk_pieces`: at most :data:`CHUNK_EVENTS` events and
-        :data:`CHUNK_BYTES` bytes), each sent (and flow-controlled) before the next is
-        encoded."""
-        chunks = self._encoder.chunks
-        head = b"retry: %d\n\n" % self.retry_ms
-        batch = first
+
+class _Body:
+    """The body of one SSE response: the ``retry:`` hint with the first batch, then one
+    chunk per batch until ``stream.end``. A long batch (a replay) goes out in pieces
+    (:func:`chunk_pieces`: at most :data:`CHUNK_EVENTS` events and :data:`CHUNK_BYTES`
+    bytes), each sent (and flow-controlled) before the next is encoded. A subscriber
+    that lags or loses the shared event log gets an ending (:func:`lagged_ending`,
+    :func:`unavailable_ending`) resuming after the last event sent.
+
+    On asyncio :meth:`_EventStream._pump` sends it from the response's task; elsewhere
+    sse-starlette iterates :meth:`iterate`.
+    """
+
+    __slots__ = ("encoder", "events", "first", "head", "progress", "stream_id")
+
+    def __init__(
+        self,
+        stream_id: str,
+        first: list[Event],
+        events: Subscription,
+        encoder: BatchEncoder,
+        progress: _Progress,
+        head: bytes,
+    ) -> None:
+        self.stream_id = stream_id
+        #: events already read (before the headers), sent first
+        self.first = first
+        self.events = events
+        #: the endpoint's, shared by its responses
+        self.encoder = encoder
+        self.progress = progress
+        #: the ``retry:`` hint, sent with the first chunk
+        self.head = head
+
+    def ending(self, exc: SubscriberLagged | EventLogUnavailable) -> bytes:
+        """The message that ends the body when the subscription raised ``exc``: the
+        client reconnects with its ``Last-Event-ID``, and what the store still holds is
+        replayed then (else it is answered 410)."""
+        logger.warning("SSE subscriber of %s: %s", self.stream_id, exc)
+        if isinstance(exc, SubscriberLagged):
+            return lagged_ending(self.progress.sent_seq, str(exc))
+        return unavailable_ending(self.progress.sent_seq, str(exc))
+
+    def take_head(self) -> bytes:
+        """The ``retry:`` hint, once (``b""`` after the first call)."""
+        head, self.head = self.head, b""
+        return head
+
+    def pieces(self, batch: Sequence[Event]) -> Iterable[tuple[bytes, int]]:
+        """``batch`` as the chunks to send, ``(chunk, seq of its last event)`` each
+        (:meth:`BatchEncoder.chunks`), the ``retry:`` hint before the first chunk of
+        the response."""
+        chunks = self.encoder.chunks(batch, shared=self.events.from_log)
+        if not self.head:
+            return chunks
+        return _after(self.take_head(), chunks)
+
+    async def iterate(self) -> AsyncIterator[bytes]:
+        """The body as an async iterator of chunks (sse-starlette's own response)."""
+        events, progress = self.events, self.progress
+        batch, self.first = self.first, []
         try:
             if not batch:
                 # Resumed at the live head: nothing to replay, so send the hint at once
                 # and wait for the stream to go on (a client that dropped right after
                 # the newest event must be followed, not cut off).
-                yield head
-                head = b""
+                yield self.take_head()
                 batch = await events.next_batch()
             while batch:
-                for chunk, last_seq in chunks(batch, shared=events.from_log):
-                    if head:
-                        chunk, head = head + chunk, b""
+                for chunk, last_seq in self.pieces(batch):
                     yield chunk
                     progress.sent_seq = last_seq  # the send of that chunk returned
                 batch = await events.next_batch()  # [] after stream.end
-        except SubscriberLagged as exc:
-            # The client reconnects with its Last-Event-ID; what the store still holds
-            # is replayed then, else it is answered 410.
-            logger.warning("SSE subscriber of %s lagged: %s", stream_id, exc)
-            yield lagged_ending(progress.sent_seq, str(exc))
-        except EventLogUnavailable as exc:
-            logger.warning("SSE subscriber of %s: %s", stream_id, exc)
-            yield unavailable_ending(progress.sent_seq, str(exc))
+        except (SubscriberLagged, EventLogUnavailable) as exc:
+            yield self.ending(exc)
+
+
+def _after(head: bytes, chunks: Iterable[tuple[bytes, int]]) -> Iterator[tuple[bytes, int]]:
+    """``chunks`` with ``head`` put before the first chunk's bytes."""
+    for chunk, last_seq in chunks:
+        yield head + chunk, last_seq
+        head = b""

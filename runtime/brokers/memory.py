@@ -259,6 +259,7 @@ class EventLog(StreamLog):
         batch = self.read_nowait(after_seq)
         if batch or self.closed:  # nothing to wait for: no shared read needed
             return batch
+        del batch  # an empty list: nothing of it held across the wait
         reads = self._reads
         while (pending := reads.get(after_seq)) is not None:
             if pending is _ALONE:  # the first to keep that read company

@@ -37,7 +37,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import anyio
@@ -74,7 +74,7 @@ class _Window:
         self.base = base  # seq of the event before events[0]
         self.events: list[Event] = []
         self.closed = False
-        self.wakeup: anyio.Event | None = None
+        self.wakeup: Latch | None = None  # a future per waiting reader, no coroutine
 
     @property
     def last(self) -> int:
@@ -103,12 +103,6 @@ class _Window:
         start = max(after_seq, self.base) - self.base
         stop = min(up_to_seq, self.last) - self.base
         return self.events[start:stop] if start < stop else []
-
-    async def wait_past(self, seq: int) -> None:
-        if self.last <= seq and not self.closed:
-            if self.wakeup is None:
-                self.wakeup = anyio.Event()
-            await self.wakeup.wait()
 
 
 def _check_json(event: Event, stream_id: str) -> None:
@@ -190,7 +184,14 @@ class _OwnedLog(StreamLog):
         return window.slice(after_seq, window.last)
 
     async def read(self, after_seq: int) -> list[Event]:
-        await self._window.wait_past(after_seq)
+        # the wait, in this coroutine: a reader waiting for the next burst holds one
+        # future (what 1,000 subscribers hold across a wait is what the collector walks
+        # and promotes at every burst, docs/benchmarks.md, W5)
+        window = self._window
+        if window.last <= after_seq and not window.closed:
+            if window.wakeup is None:
+                window.wakeup = Latch()
+            await window.wakeup.wait()
         return self.read_nowait(after_seq)
 
     def events_between(self, after_seq: int, up_to_seq: int) -> list[Event]:
@@ -282,16 +283,19 @@ class _RemoteLog(StreamLog):
         assert events is not None  # no deadline: waits for events or the end
         return events
 
-    async def read_within(self, after_seq: int, seconds: float) -> list[Event] | None:
+    def read_within(
+        self, after_seq: int, seconds: float
+    ) -> Coroutine[Any, Any, list[Event] | None]:
         """:meth:`read`, or ``None`` once no event came for ``seconds`` (checked after
         each blocking read, which then waits at most ``seconds``: so between
         ``seconds`` and twice that). No timer per reader: the readers waiting at the
-        head share one ``XREAD BLOCK`` and its timeout.
+        head share one ``XREAD BLOCK`` and its timeout. (The read's own coroutine is
+        returned: no coroutine of this method's per read.)
 
         :raises SubscriberLagged: as :meth:`read`.
         :raises EventLogUnavailable: as :meth:`read`.
         """
-        return await self._read(after_seq, seconds)
+        return self._read(after_seq, seconds)
 
     async def _read(self, after_seq: int, seconds: float | None) -> list[Event] | None:
         deadline = None if seconds is None else time.monotonic() + seconds
@@ -313,6 +317,10 @@ class _RemoteLog(StreamLog):
                 return []
             if deadline is not None and time.monotonic() >= deadline:
                 return None
+            fetching = self._fetching
+            if fetching is not None:  # another reader is at the head: take its result
+                await fetching.wait()  # (here, not in _read_head: a coroutine less)
+                continue
             await self._read_head(window, seconds)
 
     async def _read_range(self, after_seq: int) -> list[Event]:
@@ -340,11 +348,8 @@ class _RemoteLog(StreamLog):
 
     async def _read_head(self, window: _Window, seconds: float | None) -> None:
         """Wait for entries after the window's newest, one blocking read per process
-        (blocking at most ``block_ms``, and at most ``seconds`` if given)."""
-        fetching = self._fetching
-        if fetching is not None:  # another reader is at it: take its result
-            await fetching.wait()
-            return
+        (blocking at most ``block_ms``, and at most ``seconds`` if given); the caller
+        made sure no other reader is at it."""
         done = self._fetching = Latch()
         try:
             last = window.last
