@@ -565,29 +565,13 @@ def _tables(
         "floor), each system's x against one floor INSERT timed just before each of its "
         "appends"
     )
-    if "runtime" in res.systems:
-        start = res.systems["runtime"]
-        w1.footnotes.append(
-            "runtime PostgresStore against the start-of-pass floor instead: "
-            + ", ".join(
-                f"N={size_label(n)} {start[str(n)]['append_x_pass_start_floor']['median']:.2f}x"
-                for n in sizes
-            )
-        )
+    _start_of_pass_note(w1, res, sizes, "append_x_pass_start_floor", "floor")
     w3.footnotes.append(
         f"{cfg.load_reps} timed loads per cell and pass; the SELECT row is measured at the "
         "start of each pass, each system's x against one floor SELECT timed just before "
         "each of its loads"
     )
-    if "runtime" in res.systems:
-        start = res.systems["runtime"]
-        w3.footnotes.append(
-            "runtime PostgresStore against the start-of-pass SELECT instead: "
-            + ", ".join(
-                f"N={size_label(n)} {start[str(n)]['load_x_pass_start_select']['median']:.2f}x"
-                for n in sizes
-            )
-        )
+    _start_of_pass_note(w3, res, sizes, "load_x_pass_start_select", "SELECT")
     w7 = Table(
         "WPG W7/W8 PostgresStore listing and recover() (median ms)",
         ["S", "first page of 50", "all pages", "recover()"],
@@ -595,3 +579,17 @@ def _tables(
     for s, row in listing.items():
         w7.add(size_label(s), fmt(row["page"]), fmt(row["all"]), fmt(row["recover"]))
     res.tables.extend([w1, w2, w3, w7])
+
+
+def _start_of_pass_note(
+    table: Table, res: Result, sizes: tuple[int, ...], key: str, floor: str
+) -> None:
+    """A footnote with the runtime row's ratio against the floor measured at the start
+    of each pass (``key`` in its JSON cells), beside the adjacent floor the table uses."""
+    if "runtime" not in res.systems:
+        return
+    cells = res.systems["runtime"]
+    table.footnotes.append(
+        f"runtime PostgresStore against the start-of-pass {floor} instead: "
+        + ", ".join(f"N={size_label(n)} {cells[str(n)][key]['median']:.2f}x" for n in sizes)
+    )
