@@ -30,6 +30,7 @@ import json
 import socket
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 import anyio
@@ -102,12 +103,8 @@ def _burst_objects(first: bool) -> None:
     seen = {id(o) for o in old}
     del old
     new = [o for o in objects if id(o) not in seen]
-    types: dict[str, int] = {}
-    for o in new:
-        name = type(o).__qualname__
-        types[name] = types.get(name, 0) + 1
     _stats["burst_new_objects"] = len(new)
-    _stats["burst_new_types"] = dict(sorted(types.items(), key=lambda kv: -kv[1])[:12])
+    _stats["burst_new_types"] = dict(Counter(type(o).__qualname__ for o in new).most_common(12))
 
 
 async def _serve(args: argparse.Namespace) -> None:

@@ -299,9 +299,8 @@ class _EventStream(EventSourceResponse):
                 await self._write({"type": "http.response.body", "body": b"", "more_body": False})
                 completed = True
         finally:
-            aclose = getattr(self.body_iterator, "aclose", None)
-            if aclose is not None:  # suspended at a yield when a write was cut short
-                await aclose()
+            # (the body iterator sse-starlette was given is never started on this path:
+            # _pump sends the body, so there is nothing to close)
             if self._timer is not None:
                 self._timer.cancel()
             listener.cancel()
