@@ -164,18 +164,6 @@ class Mutex:
         self._held = True
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self.release()
-
-    def acquire_nowait(self) -> bool:
-        """Take the mutex if nobody holds it or waits for it; whether it was taken
-        (the taker calls :meth:`release`)."""
-        if not self.idle():
-            return False
-        self._held = True
-        return True
-
-    def release(self) -> None:
-        """Give the mutex up and wake its waiters."""
         self._held = False
         free, self._free = self._free, None
         if free is not None:

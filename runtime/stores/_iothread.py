@@ -81,19 +81,9 @@ class IOThread:
         The call always completes: a cancelled caller waits for it, then the
         cancellation propagates.
         """
-        job = None if self._in_flight else self.submit(fn, *args)
-        if job is None:
-            return await anyio.to_thread.run_sync(fn, *args)
-        return await self.result(job)
-
-    def submit(self, fn: Callable[..., T], *args: Any) -> _Job[T] | None:
-        """Queue ``fn(*args)`` for the worker thread now, behind any job in flight, and
-        return its handle for :meth:`result`; ``None`` (nothing queued) on another
-        backend than asyncio or after :meth:`close`. For work that must start before
-        the caller next yields to the event loop (a background compaction)."""
-        loop = None if self._closed else asyncio_loop()
+        loop = None if self._in_flight or self._closed else asyncio_loop()
         if loop is None:
-            return None
+            return await anyio.to_thread.run_sync(fn, *args)
         job = _Job(loop, fn, args)
         with self._lock:
             if self._thread is None:
@@ -101,11 +91,6 @@ class IOThread:
                 self._thread.start()
             self._queue.put(job)
         self._in_flight += 1
-        return job
-
-    async def result(self, job: _Job[T]) -> T:
-        """Wait for a job from :meth:`submit`; its result, or its exception raised.
-        A cancelled caller waits for the job to end, then the cancellation propagates."""
         try:
             await job.waiter
         except BaseException:

@@ -58,13 +58,13 @@ from .._config import default_root
 from .._events import Event, event_records, events_from_records, record_last_seq, records_after
 from .._exceptions import CorruptSession, InvalidSessionId, StoreError, StoreLocked
 from .._session import META_FIELDS, Session
-from .._timer import Mutex
+from .._timer import asyncio_loop
 from . import _fileio as fio
 from . import faults
 from ._file_index import SessionIndex
 from ._file_ledger import Ledger, encode_record, read_ledger
 from ._file_recovery import read_backup, recover_directory
-from ._iothread import IOThread, _Job
+from ._iothread import IOThread
 from .abc import RecoveryReport, SaveDelta, Store, StoredInfo, ToolCallRecord, not_found
 
 __all__ = ["FileStore", "JournalInfo"]
@@ -759,40 +759,39 @@ class FileStore(Store):
             or self._lease_live(sid)
         ):
             return
-        lock = self._session_lock(sid)
-        if not lock.acquire_nowait():  # a save runs or waits: it changes the state anyway
+        loop = asyncio_loop()
+        if loop is None:  # trio: no task outlives the caller without a task group
             return
-        # queued in the I/O thread now, not when the loop next runs a task: it runs
-        # beside what the caller does next with the session, not beside whatever the
-        # process does later (and it holds the lock from here on)
-        job = self._io.submit(self._compact_loaded_sync, sid, d)
-        if job is None:  # trio, or closed: no task may outlive the caller there
-            lock.release()
-            return
-        loop = asyncio.get_running_loop()
-        self._compactions[sid] = loop.create_task(self._compact_after_load(sid, job, lock))
+        self._compactions[sid] = loop.create_task(self._compact_after_load(sid, d))
 
     def _lease_live(self, sid: str) -> bool:
         """Whether a turn holds an unexpired lease on ``sid`` (this process's table)."""
         held = self._held_lease(sid)
         return held is not None and held.expires_in > 0
 
-    async def _compact_after_load(self, sid: str, job: _Job[bool], lock: Mutex) -> None:
-        """Wait for the compaction ``job`` queued with ``lock`` (the session's save lock)
-        held, then release it; a failure is logged and leaves the journal to the next
-        full save."""
+    async def _compact_after_load(self, sid: str, seen: _Durable) -> None:
+        """Compact ``sid`` if its durable state is still ``seen`` (the one the load
+        read: no save, delete or other load changed it since) once its save lock is
+        taken, and no lease is held; a failure is logged and leaves the journal to the
+        next full save."""
         try:
-            try:
-                done = await self._io.result(job)
-            except BaseException:
-                # as after a failed full save: the new snapshot may have landed, so
-                # the next save reads the files again (see _compact)
-                self._durable.pop(sid, None)
-                raise
-            finally:
-                lock.release()
-            if done:
-                self._compactions_after_load += 1
+            async with self._session_lock(sid):
+                if (
+                    self._closing
+                    or self._durable.get(sid) is not seen
+                    or seen.journal_bytes >= _FORCE_COMPACT  # an append failed meanwhile
+                    or self._lease_live(sid)
+                ):
+                    return
+                try:
+                    done = await self._run(self._compact_loaded_sync, sid, seen)
+                except BaseException:
+                    # as after a failed full save: the new snapshot may have landed, so
+                    # the next save reads the files again (see _compact)
+                    self._durable.pop(sid, None)
+                    raise
+                if done:
+                    self._compactions_after_load += 1
         except Exception as exc:
             logger.warning(
                 "session %s: compaction after a load failed (the next full save compacts): %s",
@@ -810,9 +809,7 @@ class FileStore(Store):
         The session is read again here (from the page cache, under the save lock):
         the object the load returned belongs to the caller, who may change it.
         False when the files no longer match ``seen`` (nothing written). Runs with the
-        session's save lock held by the loop (see :meth:`_after_load`)."""
-        if self._durable.get(sid) is not seen:  # a load in another thread replaced it
-            return False
+        session's save lock held (see :meth:`_compact_after_load`)."""
         state = self._read_state_sync(sid, seen)
         if state is None or state[1] is not seen:  # changed, damaged: a full save's job
             return False

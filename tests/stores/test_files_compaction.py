@@ -155,10 +155,11 @@ async def test_no_compaction_while_a_turn_holds_the_lease(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("yields", [0, 1, 2, 3, 5, 8])
 async def test_saves_racing_the_compaction_lose_nothing(tmp_path: Path, yields: int) -> None:
-    """Checkpoints and loads issued right after the load that queued the compaction
-    (which holds the session's save lock from then on), after ``yields`` turns of the
-    event loop: while it runs in the I/O thread (checkpoints wait for the lock; loads
-    read the old generation or the new one) or after it."""
+    """Checkpoints and loads issued right after the load that scheduled the compaction,
+    after ``yields`` turns of the event loop: before its task takes the session's lock
+    (it then finds the durable state changed and writes nothing), while it runs in the
+    I/O thread (checkpoints wait for the lock; loads read the old generation or the new
+    one), or after it."""
     saved = await build(tmp_path)
     sid = saved.session_id
     async with FileStore(tmp_path) as store:
@@ -188,9 +189,10 @@ async def test_saves_racing_the_compaction_lose_nothing(tmp_path: Path, yields: 
         assert (await store.load(sid)).messages == expected
         info = await store.journal_info(sid)
         compacted = store.statistics()["compactions_after_load"]
-        assert compacted >= 1  # it held the lock before the first checkpoint
-        # the checkpoints went on top of the new generation (or a later compaction)
-        assert info.journal_records <= 10
+        if yields >= 1:  # its task took the lock before the first checkpoint
+            assert compacted >= 1
+        # the journal holds the checkpoints the last compaction did not absorb
+        assert info.journal_records <= 10 or compacted == 0
     async with FileStore(tmp_path) as store:
         again = await store.load(sid)
         assert again.messages == expected
@@ -215,8 +217,8 @@ async def test_a_delete_racing_the_compaction_wins(tmp_path: Path) -> None:
     not hasattr(os, "RWF_NOWAIT"), reason="the load must read the page cache on the loop"
 )
 async def test_no_compaction_while_a_save_holds_the_lock(tmp_path: Path) -> None:
-    """A load that ends while a save of the session runs (or waits) schedules nothing:
-    that save changes the durable state the load read."""
+    """A load that ends while a save of the session runs: the compaction it schedules
+    waits for the lock, finds the durable state changed by that save, writes nothing."""
     saved = await build(tmp_path)
     sid = saved.session_id
     async with FileStore(tmp_path) as store:
@@ -315,8 +317,8 @@ async def test_sigkill_mid_compaction_loses_nothing(tmp_path: Path, spec: str) -
         )
     assert child.returncode == -signal.SIGKILL, (child.stdout, child.stderr)
     # the kill came from the compaction: nothing else in the child writes (its load
-    # reads only; it may die before it prints "loaded", the compaction being queued in
-    # the I/O thread before load() returns) and it never got to print "compacted"
+    # reads only), and it never got to print "compacted"
+    assert b"loaded" in child.stdout
     assert b"compacted" not in child.stdout
     async with FileStore(tmp_path) as store:
         same(await store.load(sid), saved)
