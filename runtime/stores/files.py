@@ -355,21 +355,9 @@ class FileStore(Store):
                 f"invalid load_compact_ratio {load_compact_ratio!r}: must be a finite "
                 "number > 0, or None to never compact after a load"
             )
-        if (
-            isinstance(load_compact_records, bool)
-            or not isinstance(load_compact_records, int)
-            or load_compact_records < 1
-        ):
-            raise ValueError(
-                f"invalid load_compact_records {load_compact_records!r}: must be an integer >= 1"
-            )
         self.load_compact_ratio = load_compact_ratio
-        self.load_compact_records = load_compact_records
-        if isinstance(ledger_streams, bool) or not isinstance(ledger_streams, int):
-            raise ValueError(f"invalid ledger_streams {ledger_streams!r}: must be an integer >= 1")
-        if ledger_streams < 1:
-            raise ValueError(f"invalid ledger_streams {ledger_streams!r}: must be an integer >= 1")
-        self.ledger_streams = ledger_streams
+        self.load_compact_records = _positive_int(load_compact_records, "load_compact_records")
+        self.ledger_streams = _positive_int(ledger_streams, "ledger_streams")
         self.read_only = read_only
         self.exclusive = not read_only
         self.root = Path(root) if root is not None else default_root()
@@ -1329,6 +1317,13 @@ class FileStore(Store):
             "loads_io_thread": self._loads_io_thread,
             "compactions_after_load": self._compactions_after_load,
         }
+
+
+def _positive_int(value: object, name: str) -> int:
+    """``value`` if it is an integer >= 1 (not a bool), else a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"invalid {name} {value!r}: must be an integer >= 1")
+    return value
 
 
 def _ledger_key(sid: str) -> str:
