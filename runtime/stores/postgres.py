@@ -10,8 +10,12 @@ created and migrated at :meth:`~runtime.Store.open` from :data:`MIGRATIONS`:
   database server's clock); ``updated_at`` is the listing's key, written by the saves
   that update the list index, and ``touched_at`` the ``updated_at`` of a later
   checkpoint (a column no index holds, so the checkpoint's row update can be HOT);
-* ``messages``: one row per message (``session_id``, ``idx``, ``body`` JSON text); a
-  checkpoint rewrites the last stored row and inserts the new ones, O(new data);
+* ``messages``: one row per message (``session_id``, ``idx``, ``body`` JSON text,
+  ``touched_at``: the updated_at of a checkpoint that wrote it without writing the
+  session's row, else NULL); a checkpoint rewrites the last stored row and inserts the
+  new ones, O(new data). The rows are exactly ``0 .. count-1``: the session's exact
+  message count, of which ``sessions.message_count`` is a lower bound while a running
+  turn appends (see :data:`_CHECKPOINT_LOCKED`);
 * ``backups``: the previous state of a session whose save shrank its messages (the
   ``.bak`` rule); :meth:`~runtime.Store.recover` restores it;
 * ``tombstones``: deleted ids, never recovered;
@@ -34,8 +38,13 @@ can move the lease under it), applies the lease check, and inserts the intent
 comes back when nothing was written.
 
 Every save is one transaction that locks the session's row (``SELECT … FOR UPDATE``),
-applies the lease and content rules of the :class:`~runtime.Store` contract to what it
-locked, and writes. Driver errors become :class:`~runtime.StoreError` at this edge;
+counts its message rows, applies the lease and content rules of the
+:class:`~runtime.Store` contract to what it locked, and writes; or, for a session whose
+row this store wrote last, a checkpoint statement guarded by that row version's
+``xmin`` (see :data:`_CHECKPOINT_ROW`): a running turn's appends lock the row ``FOR
+SHARE`` and write only messages and events, so a metadata-only load and the listing
+(which read the row only) show the count and updated_at of the turn's last row write
+(its claim or the last lease extension) until its final save. Driver errors become :class:`~runtime.StoreError` at this edge;
 a lost connection is retried within ``retry_budget`` seconds.
 """
 
