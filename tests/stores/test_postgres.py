@@ -4,8 +4,10 @@ listing's index, error translation, retries after a lost connection, retention."
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import asyncpg
@@ -456,6 +458,19 @@ async def _row_version(dsn: str, schema: str, session_id: str) -> str:
     return str(rows[0][0])
 
 
+@contextlib.asynccontextmanager
+async def _other_transaction(dsn: str, schema: str) -> AsyncIterator[Any]:
+    """A transaction open on a connection of its own (another process's, in effect);
+    yields the connection and the transaction, which the caller commits."""
+    con = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    try:
+        tx = con.transaction()
+        await tx.start()
+        yield con, tx
+    finally:
+        await con.close()
+
+
 async def _wait_for_lock_wait(dsn: str, schema: str) -> None:
     """Until a backend of the store (its application_name) waits on a row lock."""
     for _ in range(500):
@@ -528,10 +543,7 @@ async def test_a_stale_checkpoint_racing_a_claim_writes_nothing(
         await store.save(s, lease=lease, lease_mode="claim")
         s.messages.append({"role": "assistant", "content": "1"})
         await store.save(s, skip_index=True, lease=lease, delta=SaveDelta.appended(1))
-        claimer = await asyncpg.connect(dsn, server_settings={"search_path": schemas[-1]})
-        try:
-            tx = claimer.transaction()
-            await tx.start()
+        async with _other_transaction(dsn, schemas[-1]) as (claimer, tx):
             await claimer.execute("SELECT 1 FROM sessions WHERE session_id = 'race' FOR UPDATE")
             await claimer.execute(
                 "UPDATE sessions SET lease_owner = 'node-b', lease_token = $1"
@@ -553,8 +565,6 @@ async def test_a_stale_checkpoint_racing_a_claim_writes_nothing(
                 tg.start_soon(checkpoint)
                 await _wait_for_lock_wait(dsn, schemas[-1])
                 await tx.commit()
-        finally:
-            await claimer.close()
         assert len(outcome) == 1 and isinstance(outcome[0], LeaseLost)
         idx = await _sql(dsn, schemas[-1], "SELECT idx FROM messages ORDER BY idx")
         assert [r[0] for r in idx] == [0, 1]
@@ -570,10 +580,7 @@ async def test_a_save_waiting_for_a_locked_append_counts_its_rows(
     async with _store(dsn, schemas) as store, PostgresStore(dsn, schema=schemas[-1]) as other:
         s = Session("count", messages=[{"role": "user", "content": "q"}])
         await store.save(s)
-        appender = await asyncpg.connect(dsn, server_settings={"search_path": schemas[-1]})
-        try:
-            tx = appender.transaction()
-            await tx.start()
+        async with _other_transaction(dsn, schemas[-1]) as (appender, tx):
             await appender.execute("SELECT 1 FROM sessions WHERE session_id = 'count' FOR SHARE")
             await appender.execute(
                 "INSERT INTO messages (session_id, idx, body) VALUES ('count', 1, $1)",
@@ -586,8 +593,6 @@ async def test_a_save_waiting_for_a_locked_append_counts_its_rows(
                 tg.start_soon(lambda: other.save(s, delta=SaveDelta.appended(2, ["title"])))
                 await _wait_for_lock_wait(dsn, schemas[-1])
                 await tx.commit()
-        finally:
-            await appender.close()
         loaded = await store.load("count")
         assert loaded.messages == s.messages and loaded.title == s.title
         assert (await store.load_metadata("count")).message_count == 3
