@@ -188,6 +188,40 @@ class Subscription:
                 return batch
         return []
 
+    def next_batch_nowait(self) -> list[Event] | None:
+        """:meth:`next_batch` without waiting, where that is possible: the events after
+        :attr:`last_seq` already in this process's log of the stream (a non-empty list,
+        handed out exactly as :meth:`next_batch` hands it out), or ``None`` when there
+        are none yet or this step needs :meth:`next_batch` (the first fetch, a replay
+        from the store, a remote log, a subscriber that fell behind, the stream's end).
+        With :meth:`waiter` it lets a writer follow a stream holding no coroutine across
+        its waits (the SSE edge at 1,000 subscribers, docs/benchmarks.md, W5)."""
+        log = self._log
+        if log is None or self._durable is not False or self._done or log.remote:
+            return None
+        if self._pos < len(self._batch):
+            return None
+        try:
+            batch = log.read_nowait(self.last_seq)
+        except SubscriberLagged:
+            return None  # next_batch fills the gap from the store
+        if not batch:
+            return None
+        if batch[-1].type == ev.STREAM_END:
+            self._done = True
+        self.last_seq = batch[-1].seq
+        return batch
+
+    def waiter(self) -> Awaitable[None] | None:
+        """After :meth:`next_batch_nowait` returned ``None``: something to await before
+        trying it again (done once this process's log holds an event after
+        :attr:`last_seq`, or is closed), or ``None`` when the caller must await
+        :meth:`next_batch` instead. See :meth:`StreamLog.waiter`."""
+        log = self._log
+        if log is None or self._durable is not False or self._done or log.remote or log.closed:
+            return None
+        return log.waiter(self.last_seq)
+
     async def batches(self) -> AsyncIterator[list[Event]]:
         """``async for batch in sub.batches()``: :meth:`next_batch` until the stream
         ends; each batch is a non-empty ``list[Event]``.

@@ -17,6 +17,7 @@ from runtime.testing import (
     check_readers_wait_and_all_get_every_event,
     check_retention_and_drop,
     check_subscribe_while_publishing,
+    check_waiters_wake_and_cancel_alone,
     check_window_is_bounded,
     run_event_log_conformance,
 )
@@ -113,6 +114,24 @@ class _Skipping(StreamLog):
         return self.inner.events_between(after_seq, up_to_seq)
 
 
+class WaiterIgnoresPositionLog(EventLog):
+    """Its waiter always waits for the next publish, even when the events it waits for
+    are already there: a reader that checked before a publish would sleep past it."""
+
+    __slots__ = ()
+
+    def waiter(self, after_seq: int) -> Any:
+        return super().waiter(self.last_seq)
+
+
+class WaiterIgnoresPosition(MemoryBroker):
+    def open(self, stream_id: str, session_id: str) -> EventLog:
+        super().open(stream_id, session_id)
+        log = self._logs[stream_id] = WaiterIgnoresPositionLog(stream_id, session_id)
+        log._on_end = self._finished.append
+        return log
+
+
 class SaysSharedButIsNot(MemoryBroker):
     """Claims other processes see its streams; a second broker finds none of them."""
 
@@ -125,6 +144,7 @@ BROKEN = [
     (UnboundedBroker, check_window_is_bounded),
     (SharedBatchBroker, check_readers_wait_and_all_get_every_event),
     (NeverExpires, check_retention_and_drop),
+    (WaiterIgnoresPosition, check_waiters_wake_and_cancel_alone),
 ]
 
 

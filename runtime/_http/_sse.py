@@ -320,11 +320,12 @@ class _EventStream(EventSourceResponse):
 
     async def _pump(self) -> None:
         """Send the body (:meth:`_Body.iterate`'s chunks) from this task: one ASGI send
-        per chunk and one :meth:`Subscription.next_batch` per burst, and nothing else
-        made per burst. A subscriber waiting for the next burst holds only that wait (no
-        async generator step, no batch of the last burst): at 1,000 subscribers what
-        they hold across the wait is what young collections walk and middle ones promote
-        (docs/benchmarks.md, W5)."""
+        per chunk and, per burst, :meth:`Subscription.next_batch_nowait` after awaiting
+        its :meth:`Subscription.waiter` (or :meth:`Subscription.next_batch` where there
+        is none), and nothing else made per burst. A subscriber waiting for the next
+        burst holds only that wait (no async generator step, no coroutine, no batch of
+        the last burst): at 1,000 subscribers what they hold across the wait is what
+        young collections walk and middle ones promote (docs/benchmarks.md, W5)."""
         body, progress, loop = self.source, self.progress, self._loop
         send = self._send
         assert loop is not None and send is not None
@@ -348,7 +349,19 @@ class _EventStream(EventSourceResponse):
                         self._sending_since = None
                     progress.sent_seq = last_seq
                 del batch  # hold no burst across the wait
-                batch = await events.next_batch()  # [] after stream.end
+                # Subscription.next_batch inlined where this process's log offers a
+                # waiter: across the wait the subscriber then holds its task and that
+                # waiter (a future on asyncio), no coroutine of the subscription's or
+                # the log's; that is what the collector walks and promotes per burst
+                while (ready := events.next_batch_nowait()) is None:
+                    waiter = events.waiter()
+                    if waiter is None:
+                        ready = await events.next_batch()  # [] after stream.end
+                        break
+                    await waiter
+                    del waiter
+                batch = ready
+                del ready
         except (SubscriberLagged, EventLogUnavailable) as exc:
             await self._write(
                 {"type": "http.response.body", "body": body.ending(exc), "more_body": True}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from array import array
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -285,6 +285,18 @@ class EventLog(StreamLog):
             pending = reads.pop(after_seq)
             if pending is not _ALONE:
                 pending.done.set()
+
+    def waiter(self, after_seq: int) -> Awaitable[None]:
+        """The wait of :meth:`read` alone: on asyncio a future of its own, done at the
+        next publish (or at once if an event after ``after_seq`` is already here, or
+        the log is closed); the caller then reads with :meth:`read_nowait`."""
+        if after_seq < self._last or self.closed:
+            ready = Latch()
+            ready.set()
+            return ready.wait()
+        if self._wakeup is None:
+            self._wakeup = Latch()
+        return self._wakeup.wait()
 
     def events_between(self, after_seq: int, up_to_seq: int) -> list[Event]:
         """Retained events with ``after_seq < seq <= up_to_seq`` (dropped ones are skipped)."""

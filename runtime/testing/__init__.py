@@ -93,6 +93,9 @@ from ._event_log_checks import check_retention_and_drop as check_retention_and_d
 from ._event_log_checks import (
     check_subscribe_while_publishing as check_subscribe_while_publishing,
 )
+from ._event_log_checks import (
+    check_waiters_wake_and_cancel_alone as check_waiters_wake_and_cancel_alone,
+)
 from ._event_log_checks import check_window_is_bounded as check_window_is_bounded
 from ._event_log_checks import run_event_log_conformance as run_event_log_conformance
 from ._lease_checks import check_cancelled_save_is_old_or_new as check_cancelled_save_is_old_or_new
@@ -161,6 +164,7 @@ __all__ = [
     "check_publish_and_read_in_order",
     "check_append_refuses_gaps_and_bad_data",
     "check_readers_wait_and_all_get_every_event",
+    "check_waiters_wake_and_cancel_alone",
     "check_window_is_bounded",
     "check_retention_and_drop",
     "check_subscribe_while_publishing",

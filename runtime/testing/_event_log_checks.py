@@ -141,6 +141,80 @@ async def check_readers_wait_and_all_get_every_event(factory: BrokerFactory) -> 
         await broker.aclose()
 
 
+async def check_waiters_wake_and_cancel_alone(factory: BrokerFactory) -> None:
+    """A backend whose :meth:`~runtime.brokers.abc.StreamLog.waiter` returns an
+    awaitable: ten readers that wait on it and then ``read_nowait`` get every event
+    exactly once, in order, and end after ``stream.end``; a waiter that is cancelled
+    leaves the others waiting; a waiter asked for after the event it waits for is
+    already there is done at once, and so is one on a closed log. A backend that
+    returns ``None`` (no such wait) passes after checking it does so for every call.
+
+    Rule: DESIGN.md, "Event log and subscribers" (several subscribers follow one
+    stream; delivery is batched; a subscriber that leaves never affects the others).
+    """
+    broker = factory()
+    try:
+        log = broker.open("s-waiter", "sess")
+        if log.waiter(0) is None:
+            log.publish("token", {"text": "a"})
+            _require(log.waiter(0) is None and log.waiter(1) is None, "waiter is None throughout")
+            return
+        got: dict[int, list[int]] = {}
+
+        async def follow(i: int) -> None:
+            seen: list[int] = []
+            after = 0
+            while True:
+                batch = log.read_nowait(after)
+                if batch:
+                    seen += _seqs(batch)
+                    after = batch[-1].seq
+                    if batch[-1].type == "stream.end":
+                        break
+                    continue
+                waiter = log.waiter(after)
+                _require(waiter is not None, "a waiter once the backend has offered one")
+                assert waiter is not None
+                await waiter
+            got[i] = seen
+
+        async def leave(scope: anyio.CancelScope) -> None:
+            with scope:
+                waiter = log.waiter(0)
+                assert waiter is not None
+                await waiter
+
+        async with anyio.create_task_group() as tg:
+            gone = anyio.CancelScope()
+            tg.start_soon(leave, gone)
+            for i in range(10):
+                tg.start_soon(follow, i)
+            await anyio.wait_all_tasks_blocked()
+            gone.cancel()  # one waiter leaves before the first publish
+            await anyio.wait_all_tasks_blocked()
+            for burst in range(5):
+                for j in range(7):
+                    log.publish("token", {"text": f"{burst}.{j}"})
+                await anyio.wait_all_tasks_blocked()
+            early = log.waiter(0)
+            assert early is not None
+            with anyio.move_on_after(2) as waited:  # a bound on a hang, not a timing
+                await early
+            early_done = not waited.cancelled_caught
+            log.publish("stream.end", {"outcome": "done"})
+        _require(early_done, "a waiter for events already there is done")
+        _equal(sorted(got), list(range(10)), "readers that finished")
+        for i, seen in got.items():
+            _equal(seen, list(range(1, 37)), f"events reader {i} got")
+        closed = log.waiter(log.last_seq)
+        assert closed is not None
+        with anyio.move_on_after(2) as waited:
+            await closed
+        _require(not waited.cancelled_caught, "a waiter on a closed log is done")
+    finally:
+        await broker.aclose()
+
+
 async def check_window_is_bounded(factory: BrokerFactory) -> None:
     """With ``max_events=8``, publishing 100 events keeps at most 8 (plus what a
     backend drops in chunks: never more than 8) retained, ``first_retained_seq`` moves
@@ -369,6 +443,7 @@ EVENT_LOG_CHECKS: tuple[EventLogCheck, ...] = (
     check_publish_and_read_in_order,
     check_append_refuses_gaps_and_bad_data,
     check_readers_wait_and_all_get_every_event,
+    check_waiters_wake_and_cancel_alone,
     check_window_is_bounded,
     check_retention_and_drop,
     check_subscribe_while_publishing,

@@ -79,11 +79,13 @@ async def _until(predicate: Any) -> None:
 async def test_a_subscriber_waiting_for_the_next_burst_holds_few_new_objects() -> None:
     """100 SSE clients follow one stream whose agent emits bursts of 20 tokens on
     demand. Between two bursts (every client has the first, so every response waits for
-    the next) at most 7 GC-tracked objects per subscriber were made and are still alive
-    (the wait itself is a future, its iterator, the task's wake-up and two coroutines).
+    the next) at most 5 GC-tracked objects per subscriber were made and are still alive:
+    the wait itself is a future, its iterator and the task's wake-up (no coroutine), and
+    this test's reader thread, blocked in ``recv``, holds its argument tuple.
     What 1,000 subscribers hold across a wait is what each young collection walks and
     each middle one promotes (docs/benchmarks.md, W5); the response used to hold 10 per
-    subscriber per burst."""
+    subscriber per burst, then 5 (two coroutines of the subscription's and the log's),
+    6 here."""
     n = 100
     bursts = [anyio.Event() for _ in range(3)]
 
@@ -121,7 +123,7 @@ async def test_a_subscriber_waiting_for_the_next_burst_holds_few_new_objects() -
         kinds: dict[str, int] = {}
         for o in new:
             kinds[type(o).__name__] = kinds.get(type(o).__name__, 0) + 1
-        assert len(new) <= 7 * n, sorted(kinds.items(), key=lambda kv: -kv[1])[:10]
+        assert len(new) <= 5 * n, sorted(kinds.items(), key=lambda kv: -kv[1])[:10]
         del new
 
         bursts[2].set()
