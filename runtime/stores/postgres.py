@@ -44,8 +44,9 @@ row this store wrote last, a checkpoint statement guarded by that row version's
 ``xmin`` (see :data:`_CHECKPOINT_ROW`): a running turn's appends lock the row ``FOR
 SHARE`` and write only messages and events, so a metadata-only load and the listing
 (which read the row only) show the count and updated_at of the turn's last row write
-(its claim or the last lease extension) until its final save. Driver errors become :class:`~runtime.StoreError` at this edge;
-a lost connection is retried within ``retry_budget`` seconds.
+(its claim or the last lease extension) until its final save. Driver errors become
+:class:`~runtime.StoreError` at this edge; a lost connection is retried within
+``retry_budget`` seconds.
 """
 
 from __future__ import annotations
