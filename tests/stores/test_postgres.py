@@ -606,7 +606,7 @@ async def test_a_checkpoint_extends_the_lease_once_a_third_of_its_ttl_passed(
     ttl again (the row path)."""
     async with _store(dsn, schemas) as store:
         s = Session("renew", messages=[{"role": "user", "content": "q"}])
-        lease = Lease("node-a", "a" * 32, 3.0)
+        lease = Lease("node-a", "a" * 32, 6.0)
         await store.save(s, lease=lease, lease_mode="claim")
         claimed = await _row_version(dsn, schemas[-1], "renew")
         s.messages.append({"role": "assistant", "content": "1"})
