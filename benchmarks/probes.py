@@ -301,7 +301,7 @@ async def _wpg(reps: int, profile: bool, n: int = 1000) -> None:
 
     import asyncpg
 
-    from runtime.stores.abc import SaveDelta
+    from runtime.stores.abc import Lease, SaveDelta
     from runtime.stores.postgres import PostgresStore
 
     from ._shapes import appended_message, history
@@ -319,6 +319,12 @@ async def _wpg(reps: int, profile: bool, n: int = 1000) -> None:
         session = store.new_session(title="probe")
         session.messages.extend(history(n))
         await store.save(session)
+        # a running turn's lease, as the runner checkpoints (ttl: Runtime's default)
+        lease = Lease("probe", "t" * 32, 30.0)
+        await store.save(session, lease=lease, lease_mode="claim")
+        unfenced = store.new_session(title="probe")
+        unfenced.messages.extend(history(n))
+        await store.save(unfenced)
         await floor.execute("CREATE TABLE floor (id serial PRIMARY KEY, body text NOT NULL)")
         body = orjson.dumps(appended_message(0)).decode()
         stats = "pg_stat_statements" in await floor.fetchval(
@@ -326,29 +332,38 @@ async def _wpg(reps: int, profile: bool, n: int = 1000) -> None:
         )
         if stats:
             await floor.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        sides = ("checkpoint save", "bare INSERT + COMMIT")
+        sides = ("checkpoint save", "bare INSERT + COMMIT", "unfenced checkpoint")
         cpu: dict[str, list[float]] = {k: [] for k in sides}
         wall: dict[str, list[float]] = {k: [] for k in sides}
         profiler = cProfile.Profile() if profile else None
         # built before the timers, like the floor's body: the probe times the save
-        appended = iter([appended_message(i) for i in range(reps + 20)])
+        appended = iter([appended_message(i) for i in range(2 * reps + 40)])
 
         async def save() -> None:
             base_count = len(session.messages)
             session.messages.append(next(appended))
-            await store.save(session, skip_index=True, delta=SaveDelta.appended(base_count))
+            await store.save(
+                session, skip_index=True, delta=SaveDelta.appended(base_count), lease=lease
+            )
+
+        async def save_unfenced() -> None:
+            # without a lease (an adapter's or a tool's save): the row path every time
+            base_count = len(unfenced.messages)
+            unfenced.messages.append(next(appended))
+            await store.save(unfenced, skip_index=True, delta=SaveDelta.appended(base_count))
 
         async def insert() -> None:
             await floor.execute("INSERT INTO floor (body) VALUES ($1)", body)
 
-        for call in (save, insert):  # warm up: prepared statements, the kept connection
+        calls = (save, insert, save_unfenced)
+        for call in calls:  # warm up: prepared statements, the kept connection
             for _ in range(20):
                 await call()
         if stats:
             await floor.execute("SELECT pg_stat_statements_reset()")
         batch = 50
         for _ in range(reps // batch):
-            for name, call in zip(sides, (save, insert), strict=True):
+            for name, call in zip(sides, calls, strict=True):
                 if profiler is not None and call is save:
                     profiler.enable()
                 c, t = time.process_time(), time.perf_counter()
@@ -366,8 +381,13 @@ async def _wpg(reps: int, profile: bool, n: int = 1000) -> None:
                 f"  {name}: client CPU {statistics.median(cpu[name]) * 1e6:.0f} us/op, "
                 f"wall {statistics.median(wall[name]) * 1e3:.3f} ms/op (medians over batches)"
             )
-        ratio = [a / b for a, b in zip(cpu[sides[0]], cpu[sides[1]], strict=True)]
-        print(f"  client CPU ratio save / INSERT: {statistics.median(ratio):.2f}x")
+        for side in (sides[0], sides[2]):
+            ratio = [a / b for a, b in zip(cpu[side], cpu[sides[1]], strict=True)]
+            walls = [a / b for a, b in zip(wall[side], wall[sides[1]], strict=True)]
+            print(
+                f"  {side} / INSERT: client CPU {statistics.median(ratio):.2f}x,"
+                f" wall {statistics.median(walls):.2f}x (medians of adjacent batches)"
+            )
         if stats:
             rows = await floor.fetch(
                 "SELECT calls, total_exec_time + total_plan_time, total_plan_time, wal_bytes,"

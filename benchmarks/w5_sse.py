@@ -1,26 +1,22 @@
 """W5: SSE fan-out over loopback HTTP: S subscribers on one stream, E events.
 
-The server (``_w5_server``, a child process: uvicorn + ``runtime.asgi.create_app``)
-runs one turn whose agent emits E tokens in bursts; S raw HTTP/1.1 clients in this
-process follow ``GET /api/streams/{id}/events``. Clients parse ``id:`` and the event's
-``ts`` with a regular expression (cheap, so the client side stays off the critical
-path); latency = receipt time - publish ``ts`` (one clock, one machine). Lost events
-= tokens expected minus tokens received, summed over subscribers; gaps = ids skipped.
-Both processes report their CPU seconds (and the server its garbage-collection time),
-so a table shows which side was saturated.
+The server (``_w5_server``, a child process: uvicorn + ``runtime.asgi.create_app`` on
+the stock asyncio loop) runs one turn whose agent emits E tokens in bursts; S raw
+HTTP/1.1 clients in another child, the load generator (:mod:`benchmarks._sse_clients`:
+uvloop when installed, each read checked with C-level passes, so that it takes as
+little of the machine's CPU from the server as it can), follow ``GET
+/api/streams/{id}/events``; latency = receipt time - publish ``ts`` (one clock, one
+machine). Lost events = tokens expected minus tokens received, summed over subscribers;
+gaps = ids skipped. Both processes report their CPU seconds (and the server its
+garbage-collection time), so a table shows which side was saturated.
 """
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import json
 import os
-import re
-import resource
 import sys
-import time
-from array import array
 from pathlib import Path
 from typing import Any
 
@@ -30,118 +26,43 @@ from ._config import Context
 from ._labels import size_label
 from ._report import Result, Table, fmt
 from ._rt import runtime_missing
-from ._stats import percentile
 
 _HERE = str(Path(__file__).resolve().parent.parent)
 
 ID = "W5"
 TITLE = "W5 SSE fan-out over loopback HTTP (one stream)"
 
-_EVENT = re.compile(rb'id: (\d+)\nevent: ([\w.]+)\ndata: [^\n]*"ts":([0-9.eE+-]+)\}\n\n')
-_ID = re.compile(rb"id: (\d+)\n")
-_TS = re.compile(rb'"ts":([0-9.eE+-]+)\}\n\n')
-_TOKEN = b"\nevent: token\n"
 
+async def run_clients(
+    ports: list[int], stream_id: str, subscribers: int, events: int, go: Path, follow_s: float
+) -> dict[str, Any]:
+    """Run the load generator (:mod:`benchmarks._sse_clients`, its own process) against
+    ``ports`` (it follows the stream for ``follow_s`` seconds at most) and return its
+    result.
 
-class _Subscriber(asyncio.Protocol):
-    """One SSE client: a raw HTTP/1.1 GET whose events are checked as bytes arrive.
-
-    Every read is checked whole: its ids (one ``findall``) must be the next ones in
-    order, each exactly once, and every event a token; then the tokens are counted and
-    the latency (receipt time minus the event's publish ``ts``) taken for each token
-    whose seq is a multiple of ``stride``, all with C-level passes over the bytes, so
-    the load generator's CPU per event stays small beside the server's. A read that is
-    anything else (the stream's first or last events, a gap, a repeat) goes through the
-    event-by-event parse, which counts the gap and records the same latencies.
+    :raises RuntimeError: if it printed no result (its stderr is in the message).
     """
-
-    def __init__(self, request: bytes, stride: int, done: asyncio.Future[None]) -> None:
-        self.request = request
-        self.stride = stride
-        self.buf = b""
-        self.last_seq = 0
-        self.gaps = 0
-        self.tokens = 0
-        self.latencies = array("d")
-        self.ready = asyncio.get_running_loop().create_future()
-        self.done = done
-        self.ended = False
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self.request)
-
-    def data_received(self, data: bytes) -> None:
-        now = time.time()
-        buf = self.buf + data if self.buf else data
-        stop = buf.rfind(b"\n\n") + 2
-        if stop < 2:
-            self.buf = buf
-            return
-        self.buf = buf[stop:]
-        ids = _ID.findall(buf, 0, stop)
-        n = len(ids)
-        first = self.last_seq + 1
-        if (
-            n
-            and buf.count(_TOKEN, 0, stop) == n
-            and list(map(int, ids)) == list(range(first, first + n))
-        ):
-            stamps = _TS.findall(buf, 0, stop)
-            if len(stamps) == n:
-                self.last_seq = first + n - 1
-                self.tokens += n
-                sampled = stamps[(-first) % self.stride :: self.stride]
-                self.latencies.extend([now - float(ts) for ts in sampled])
-                return
-        self._parse(buf, stop, now)
-
-    def _parse(self, buf: bytes, stop: int, now: float) -> None:
-        """The complete events in ``buf[:stop]``, one by one."""
-        for m in _EVENT.finditer(buf, 0, stop):
-            seq = int(m.group(1))
-            if seq != self.last_seq + 1:
-                self.gaps += max(0, seq - self.last_seq - 1)
-            self.last_seq = max(self.last_seq, seq)
-            kind = m.group(2)
-            if kind == b"token":
-                self.tokens += 1
-                if seq % self.stride == 0:
-                    self.latencies.append(now - float(m.group(3)))
-            elif kind == b"stream.started" and not self.ready.done():
-                self.ready.set_result(None)
-            elif kind == b"stream.end":
-                self.ended = True
-                if self.transport is not None:
-                    self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.ready.done():
-            peer = self.transport.get_extra_info("peername") if self.transport else None
-            port = peer[1] if peer else "?"
-            self.ready.set_exception(
-                ConnectionError(
-                    f"SSE connection to port {port} lost before stream.started: {exc}; "
-                    f"unparsed bytes {self.buf[:300]!r}"
-                )
-            )
-        if not self.done.done():
-            self.done.set_result(None)
-
-
-def _raise_nofile(need: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < need:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = _HERE + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    cmd = [sys.executable, "-m", "benchmarks._sse_clients", "--ports"]
+    cmd += [",".join(map(str, ports)), "--stream-id", stream_id]
+    cmd += ["--subscribers", str(subscribers), "--events", str(events)]
+    cmd += ["--go", str(go), "--timeout", str(follow_s)]
+    done = await anyio.run_process(cmd, env=env, check=False)
+    for raw in done.stdout.splitlines():
+        if raw.startswith(b"result "):
+            result: dict[str, Any] = json.loads(raw[7:])
+            return result
+    raise RuntimeError(
+        f"the SSE load generator exited {done.returncode} without a result: "
+        f"{done.stderr.decode(errors='replace')[-2000:]}"
+    )
 
 
 async def _measure(ctx: Context, *, gc_threshold: int | None = None) -> dict[str, Any]:
     """One W5 run; ``gc_threshold`` is passed to the server (probes only)."""
     cfg = ctx.config
     subs_n, events = cfg.w5_subscribers, cfg.w5_events
-    _raise_nofile(subs_n + 256)
     env = dict(os.environ)
     env["PYTHONPATH"] = _HERE + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     cmd = [
@@ -176,38 +97,8 @@ async def _measure(ctx: Context, *, gc_threshold: int | None = None) -> dict[str
             r = await client.post(f"/api/sessions/{session_id}/turns", json={"message": str(go)})
             r.raise_for_status()
             stream_id = r.json()["stream_id"]
-        request = (
-            f"GET /api/streams/{stream_id}/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            "Accept: text/event-stream\r\nConnection: close\r\n\r\n"
-        ).encode()
-        loop = asyncio.get_running_loop()
-        stride = max(1, (subs_n * events) // 1_000_000)
-        subs: list[_Subscriber] = []
-        t_connect = time.perf_counter()
-        for lo in range(0, subs_n, 100):
-            batch = []
-            for _ in range(lo, min(lo + 100, subs_n)):
-                sub = _Subscriber(request, stride, loop.create_future())
-                batch.append(sub)
-                # the factory runs before create_connection returns, so sub is this one
-                await loop.create_connection(lambda: sub, "127.0.0.1", port)  # noqa: B023
-            subs += batch
-            await asyncio.gather(*(s.ready for s in batch))
-        connect_s = time.perf_counter() - t_connect
-        go.write_bytes(b"go")
-        t0 = time.perf_counter()
-        cpu0 = time.process_time()
         nominal = (events / cfg.w5_burst) * cfg.w5_burst_interval
-        timeout = 60 + 5 * nominal
-        try:
-            with anyio.move_on_after(timeout):
-                await asyncio.gather(*(s.done for s in subs))
-        finally:
-            for s in subs:
-                if s.transport is not None:
-                    s.transport.close()
-        elapsed = time.perf_counter() - t0
-        client_cpu = time.process_time() - cpu0
+        clients = await run_clients([port], stream_id, subs_n, events, go, 60 + 5 * nominal)
         go.with_name(go.name + ".stop").write_bytes(b"stop")  # the server reports, exits
         with anyio.move_on_after(20):
             line += await _read_to_end(proc.stdout)
@@ -222,17 +113,17 @@ async def _measure(ctx: Context, *, gc_threshold: int | None = None) -> dict[str
                 await proc.wait()
         await proc.aclose()
     server = _server_stats(line)
-    lat = [x for s in subs for x in s.latencies]
-    received = sum(s.tokens for s in subs)
+    group = clients["ports"][str(port)]
     return {
         "subscribers": subs_n,
         "events": events,
         "burst": cfg.w5_burst,
         "burst_interval_s": cfg.w5_burst_interval,
         "nominal_s": nominal,
-        "connect_s": round(connect_s, 3),
-        "stream_s": round(elapsed, 3),
-        "client_cpu_s": round(client_cpu, 3),
+        "connect_s": clients["connect_s"],
+        "stream_s": clients["stream_s"],
+        "client_cpu_s": clients["client_cpu_s"],
+        "client_loop": clients["loop"],
         "server_cpu_s": server.get("cpu_s"),
         "server_gc_ms": server.get("gc", {}).get("total_ms"),
         "server_gc": server.get("gc"),
@@ -246,14 +137,14 @@ async def _measure(ctx: Context, *, gc_threshold: int | None = None) -> dict[str
             else None
         ),
         "server_burst_new_types": server.get("burst_new_types"),
-        "lost": subs_n * events - received,
-        "gaps": sum(s.gaps for s in subs),
-        "ended": sum(1 for s in subs if s.ended),
-        "latency_samples": len(lat),
-        "latency_stride": stride,
-        "p50_ms": percentile(lat, 50) * 1000 if lat else None,
-        "p99_ms": percentile(lat, 99) * 1000 if lat else None,
-        "max_ms": max(lat) * 1000 if lat else None,
+        "lost": subs_n * events - group["tokens"],
+        "gaps": group["gaps"],
+        "ended": group["ended"],
+        "latency_samples": group["latency_samples"],
+        "latency_stride": clients["latency_stride"],
+        "p50_ms": group["p50_ms"],
+        "p99_ms": group["p99_ms"],
+        "max_ms": group["max_ms"],
     }
 
 
@@ -346,13 +237,14 @@ async def run(ctx: Context) -> Result:
     table.footnotes.append(
         f"the agent emits {cfg.w5_burst} tokens every {cfg.w5_burst_interval} s on a fixed "
         f"schedule ({cfg.w5_burst / cfg.w5_burst_interval:g} events/s); server in a child "
-        f"process, clients in this one (raw asyncio protocol, regex parsing); latency = "
-        f"receipt - publish ts over every {data['latency_stride']}th event of every subscriber"
+        f"process on the stock asyncio loop, the clients in another (raw HTTP/1.1, "
+        f"{data['client_loop']} loop); latency = receipt - publish ts over every "
+        f"{data['latency_stride']}th event of every subscriber"
     )
     table.footnotes.append(
         "server CPU s / GC s: CPU time of the server process from the first token to its "
-        "shutdown, and the cyclic GC's part of it; client CPU s: this process over the same "
-        "stream; a process whose CPU s nears 'stream s' is saturated. Bursts started "
+        "shutdown, and the cyclic GC's part of it; client CPU s: the load generator over "
+        "the same stream; a process whose CPU s nears 'stream s' is saturated. Bursts started "
         f"{fmt(data['burst_late_p50_ms'])} ms late (median), {fmt(data['burst_late_max_ms'])} "
         "ms at most (the agent waits on a loop busy with the fan-out)"
     )

@@ -3,7 +3,9 @@ server in the same run (``RUNTIME_BENCH_POSTGRES_DSN``, else ``RUNTIME_TEST_POST
 skipped without either).
 
 * W1: append one message to a session of N and make it durable: PostgresStore's
-  checkpoint (``save(skip_index=True, delta=...)``, as the runner makes it), LangGraph
+  checkpoint (``save(skip_index=True, delta=..., lease=...)``, as the runner makes it
+  for a running turn, which holds the session's lease: claimed by a save before the
+  timed appends, ttl 30 s, the runtime's default), LangGraph
   ``AsyncPostgresSaver`` (one ``ainvoke`` per message), the OpenAI Agents SDK
   ``SQLAlchemySession`` on asyncpg (``add_items``), and the floor: a bare one-row
   ``INSERT`` + ``COMMIT`` on asyncpg. Each timed append comes right after one timed
@@ -125,20 +127,28 @@ class _Runtime:
 
         self.store = PostgresStore(url, max_size=2)
         self.session: Any = None
+        self.lease: Any = None
 
     async def build(self, messages: list[dict[str, Any]]) -> None:
+        from runtime.stores.abc import Lease
+
         await self.store.open()
         self.session = self.store.new_session(title="bench")
         self.session.messages.extend(messages)
         await self.store.save(self.session)
+        # a running turn's lease (Runtime.lease_ttl's default), claimed as start_turn does
+        self.lease = Lease("bench", uuid.uuid4().hex, 30.0)
+        await self.store.save(self.session, lease=self.lease, lease_mode="claim")
 
     async def append(self, message: dict[str, Any]) -> None:
         from runtime.stores.abc import SaveDelta
 
         base = len(self.session.messages)
         self.session.messages.append(message)
-        # the runner's checkpoint: one message appended, no field changed
-        await self.store.save(self.session, skip_index=True, delta=SaveDelta.appended(base))
+        # the runner's checkpoint: one message appended, no field changed, the lease
+        await self.store.save(
+            self.session, skip_index=True, delta=SaveDelta.appended(base), lease=self.lease
+        )
 
     async def load(self) -> int:
         return len((await self.store.load(self.session.session_id)).messages)

@@ -31,9 +31,9 @@ import anyio
 from ._config import Context
 from ._labels import size_label
 from ._report import Result, Table, fmt, fmt_ratio
-from ._stats import median, percentile
+from ._stats import median
 from .w4_events import _runtime_log
-from .w5_sse import _raise_nofile, _read_to_end, _server_stats, _Subscriber
+from .w5_sse import _read_to_end, _server_stats, run_clients
 
 ID = "WREDIS"
 TITLE = "Redis event log: W4 across processes, W5 over two nodes"
@@ -255,7 +255,6 @@ async def _stop(proc: Any) -> bytes:
 async def _w5(ctx: Context, url: str, res: Result) -> Table:
     cfg = ctx.config
     subs_n, events = cfg.w5_subscribers, cfg.w5_events
-    _raise_nofile(subs_n + 256)
     go = ctx.tmp / "wredis-go"
     prefix = "bench_" + uuid.uuid4().hex[:12]
     base = [sys.executable, "-m", "benchmarks._w5_server", "--events", str(events)]
@@ -271,32 +270,11 @@ async def _w5(ctx: Context, url: str, res: Result) -> Table:
             session_id = (await c.post("/api/sessions", json={})).json()["session_id"]
             r = await c.post(f"/api/sessions/{session_id}/turns", json={"message": str(go)})
             stream_id = r.json()["stream_id"]
-        loop = asyncio.get_running_loop()
-        stride = max(1, (subs_n * events) // 1_000_000)
-        subs: list[_Subscriber] = []
-        for i in range(subs_n):
-            port = (port_a, port_b)[i % 2]
-            request = (
-                f"GET /api/streams/{stream_id}/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                "Accept: text/event-stream\r\nConnection: close\r\n\r\n"
-            ).encode()
-            sub = _Subscriber(request, stride, loop.create_future())
-            await loop.create_connection(lambda: sub, "127.0.0.1", port)  # noqa: B023
-            subs.append(sub)
-            if i % 100 == 99:
-                await asyncio.gather(*(s.ready for s in subs[-100:]))
-        await asyncio.gather(*(s.ready for s in subs))
-        go.write_bytes(b"go")
-        t0 = time.perf_counter()
-        cpu0 = time.process_time()
         nominal = (events / cfg.w5_burst) * cfg.w5_burst_interval
-        with anyio.move_on_after(60 + 5 * nominal):
-            await asyncio.gather(*(s.done for s in subs))
-        elapsed = time.perf_counter() - t0
-        client_cpu = time.process_time() - cpu0
-        for s in subs:
-            if s.transport is not None:
-                s.transport.close()
+        clients = await run_clients(
+            [port_a, port_b], stream_id, subs_n, events, go, 60 + 5 * nominal
+        )
+        elapsed, client_cpu = clients["stream_s"], clients["client_cpu_s"]
         go.with_name(go.name + ".stop").write_bytes(b"stop")
     finally:
         stats_a = _server_stats(await _stop(node_a))
@@ -307,18 +285,19 @@ async def _w5(ctx: Context, url: str, res: Result) -> Table:
         f"{size_label(events)} events",
         ["node", "lost events", "p50 ms", "p99 ms", "max ms", "CPU s", "stream s", "nominal s"],
     )
-    for name, group, stats in (
-        ("A (runs the turn)", subs[0::2], stats_a),
-        ("B (from Redis)", subs[1::2], stats_b),
+    for name, port, stats in (
+        ("A (runs the turn)", port_a, stats_a),
+        ("B (from Redis)", port_b, stats_b),
     ):
-        lat = [x for s in group for x in s.latencies]
-        lost = len(group) * events - sum(s.tokens for s in group)
+        group = clients["ports"][str(port)]
+        lost = group["subscribers"] * events - group["tokens"]
         key = "w5_node_a" if name.startswith("A") else "w5_node_b"
         res.systems[key] = {
             "lost": lost,
-            "p50_ms": percentile(lat, 50) * 1000 if lat else None,
-            "p99_ms": percentile(lat, 99) * 1000 if lat else None,
-            "max_ms": max(lat) * 1000 if lat else None,
+            "gaps": group["gaps"],
+            "p50_ms": group["p50_ms"],
+            "p99_ms": group["p99_ms"],
+            "max_ms": group["max_ms"],
             "cpu_s": stats.get("cpu_s"),
         }
         row = res.systems[key]
@@ -334,12 +313,14 @@ async def _w5(ctx: Context, url: str, res: Result) -> Table:
         )
     res.extra["w5_node_a_cpu_s"] = stats_a.get("cpu_s")
     res.extra["w5_client_cpu_s"] = round(client_cpu, 3)
+    res.extra["w5_client_loop"] = clients["loop"]
     table.footnotes.append(
         f"the agent on A emits {cfg.w5_burst} tokens every {cfg.w5_burst_interval} s; "
         "latency = receipt - publish ts (one machine, one clock); CPU s = the node's "
         "process CPU from the first token (A) or the go signal (B) to the end; the "
-        f"load generator (one process, every subscriber of both nodes) used {client_cpu:.1f} "
-        "CPU s meanwhile"
+        f"load generator (one process on the {clients['loop']} loop, every subscriber of "
+        f"both nodes; the nodes run the stock asyncio loop) used {client_cpu:.1f} CPU s "
+        "meanwhile"
     )
     return table
 

@@ -83,6 +83,13 @@ class Latch:
         if self._event is not None:
             self._event.set()
 
+    def waiters(self) -> int:
+        """How many waits are pending on asyncio (cancelled ones not yet dropped count)."""
+        waiters = self._waiters
+        if waiters is None:
+            return 0
+        return len(waiters) if isinstance(waiters, list) else 1
+
     def wait(self) -> Awaitable[None]:
         """``await latch.wait()``: returns once the latch is set (at once if it is).
         Cancellable; a cancelled wait leaves nothing behind but a done future that the

@@ -770,9 +770,10 @@ class Store(ABC):
             the lease is left as it is).
         :param lease_mode: with ``lease``: ``"claim"`` takes the lease if it is free or
             expired (``start_turn``); ``"renew"`` requires it and extends it by
-            ``lease.ttl`` (checkpoints); ``"release"`` requires it and frees it (the
-            final save); ``"repair"`` takes a free or expired lease and frees it in the
-            same write (closing a dead stream).
+            ``lease.ttl`` (checkpoints; a shared store may leave the expiry alone until
+            a third of the ttl has passed since it last extended it); ``"release"``
+            requires it and frees it (the final save); ``"repair"`` takes a free or
+            expired lease and frees it in the same write (closing a dead stream).
         :param delta: what changed since the last durable write (see :class:`SaveDelta`),
             so the backend writes only that; ``None`` (a full save): the backend finds
             out or writes everything. With a delta, only ``session.messages[delta.keep:]``

@@ -10,8 +10,12 @@ created and migrated at :meth:`~runtime.Store.open` from :data:`MIGRATIONS`:
   database server's clock); ``updated_at`` is the listing's key, written by the saves
   that update the list index, and ``touched_at`` the ``updated_at`` of a later
   checkpoint (a column no index holds, so the checkpoint's row update can be HOT);
-* ``messages``: one row per message (``session_id``, ``idx``, ``body`` JSON text); a
-  checkpoint rewrites the last stored row and inserts the new ones, O(new data);
+* ``messages``: one row per message (``session_id``, ``idx``, ``body`` JSON text,
+  ``touched_at``: the updated_at of a checkpoint that wrote it without writing the
+  session's row, else NULL); a checkpoint rewrites the last stored row and inserts the
+  new ones, O(new data). The rows are exactly ``0 .. count-1``: the session's exact
+  message count, of which ``sessions.message_count`` is a lower bound while a running
+  turn appends (see :data:`_CHECKPOINT_LOCKED`);
 * ``backups``: the previous state of a session whose save shrank its messages (the
   ``.bak`` rule); :meth:`~runtime.Store.recover` restores it;
 * ``tombstones``: deleted ids, never recovered;
@@ -34,9 +38,15 @@ can move the lease under it), applies the lease check, and inserts the intent
 comes back when nothing was written.
 
 Every save is one transaction that locks the session's row (``SELECT … FOR UPDATE``),
-applies the lease and content rules of the :class:`~runtime.Store` contract to what it
-locked, and writes. Driver errors become :class:`~runtime.StoreError` at this edge;
-a lost connection is retried within ``retry_budget`` seconds.
+counts its message rows, applies the lease and content rules of the
+:class:`~runtime.Store` contract to what it locked, and writes; or, for a session whose
+row this store wrote last, a checkpoint statement guarded by that row version's
+``xmin`` (see :data:`_CHECKPOINT_ROW`): a running turn's appends lock the row ``FOR
+SHARE`` and write only messages and events, so a metadata-only load and the listing
+(which read the row only) show the count and updated_at of the turn's last row write
+(its claim or the last lease extension) until its final save. Driver errors become
+:class:`~runtime.StoreError` at this edge; a lost connection is retried within
+``retry_budget`` seconds.
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -186,12 +197,23 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         ALTER TABLE sessions SET (fillfactor = 80);
         """,
     ),
+    (
+        6,
+        # A checkpoint that only writes messages (and events) leaves the session's row
+        # alone (see _CHECKPOINT_LOCKED): its updated_at goes into the messages it
+        # writes. NULL on every row written otherwise, and on all existing rows, whose
+        # sessions keep their row's updated_at and exact message_count: no data moves.
+        """
+        ALTER TABLE messages ADD COLUMN touched_at double precision;
+        """,
+    ),
 )
 
 _NOW = "extract(epoch from clock_timestamp())"
 
-# One statement, so one snapshot: the metadata row (idx -1, with the updated_at column,
-# which a checkpoint updates without rewriting ``meta``) and the messages in order, each
+# One statement, so one snapshot: the metadata row (idx -1, with the session's
+# updated_at: the last message's touched_at, else the row's column, which a checkpoint
+# updates without rewriting ``meta``) and the messages in order, each
 # decoded on its own (no server-side aggregation of the whole history).
 # The messages branch carries its own ORDER BY, so the planner reads it in the primary
 # key's order (an index scan, or a sort of a small table); with one ORDER BY over the
@@ -203,8 +225,10 @@ _NOW = "extract(epoch from clock_timestamp())"
 # where the metadata row lands; the messages branch's rows keep their order (one plan
 # node produces them all, and Append, parallel or not, never reorders a child's rows).
 _LOAD = """
-SELECT -1 AS idx, meta AS body, coalesce(touched_at, updated_at) FROM sessions
- WHERE session_id = $1
+SELECT -1 AS idx, meta AS body,
+       coalesce((SELECT touched_at FROM messages WHERE session_id = $1 ORDER BY idx DESC LIMIT 1),
+                touched_at, updated_at)
+  FROM sessions WHERE session_id = $1
 UNION ALL
 (SELECT idx, body, NULL FROM messages WHERE session_id = $1 ORDER BY idx)
 """
@@ -222,6 +246,21 @@ def _split_load(rows: list[Any]) -> tuple[Any, list[Any]]:
             return row, rows[:i] + rows[i + 1 :]
     return None, rows
 
+
+# The session's last message row (one probe of the primary key backwards), joined to
+# a sessions row ``s``: ``l.idx + 1`` is the exact message count (NULL: none), and
+# ``l.touched_at`` the updated_at of a checkpoint that wrote messages only (NULL: the
+# row's).
+_LAST_MESSAGE = """
+LEFT JOIN LATERAL (SELECT idx, touched_at FROM messages m WHERE m.session_id = s.session_id
+                    ORDER BY idx DESC LIMIT 1) l ON true
+"""
+# The count of a row a transaction has locked FOR UPDATE, in a statement of its own:
+# the lock may have waited for a checkpoint's locked append, whose rows the locking
+# statement's snapshot (taken before the wait) does not see; this statement's does.
+_COUNT = """
+SELECT coalesce((SELECT idx + 1 FROM messages WHERE session_id = $1 ORDER BY idx DESC LIMIT 1), 0)
+"""
 
 _LOCK = f"""
 SELECT message_count, active_stream_id, pending_user_message,
@@ -247,7 +286,9 @@ _EVENTS_CONFLICT = (
     f" WHERE {_HELD.format('excluded')} > {_HELD.format('events')}"
 )
 
-# One statement writes the row, the lease, the messages from $13 on and the events.
+# One statement writes the row, the lease, the messages from $13 on and the events,
+# and returns the row version's xmin (see the checkpoint fast paths). It leaves the
+# last message's touched_at NULL: the row's updated_at is the session's.
 # $9 lease operation: 0 keep, 1 set ($10 owner, $11 token, $12 ttl seconds), 2 clear.
 _WRITE = f"""
 WITH u AS (
@@ -258,40 +299,68 @@ WITH u AS (
          lease_expires = CASE $9::int WHEN 0 THEN lease_expires
                          WHEN 1 THEN {_NOW} + $12::float8 END
    WHERE session_id = $1
+  RETURNING xmin
 ), m AS (
   INSERT INTO messages (session_id, idx, body)
   SELECT $1, $13::int + i - 1, b FROM unnest($14::text[]) WITH ORDINALITY AS t(b, i)
-  ON CONFLICT (session_id, idx) DO UPDATE SET body = excluded.body
+  ON CONFLICT (session_id, idx) DO UPDATE SET body = excluded.body, touched_at = NULL
+), c AS (
+  UPDATE messages SET touched_at = NULL
+   WHERE session_id = $1 AND idx = $5::int - 1 AND $13::int >= $5::int
+     AND touched_at IS NOT NULL
 ), e AS (
   INSERT INTO events (session_id, stream_id, seq, ts, body)
   SELECT $1, s, q, t, b
     FROM unnest($15::text[], $16::int[], $17::float8[], $18::text[]) AS v(s, q, t, b)
   {_EVENTS_CONFLICT}
 )
-SELECT 1
+SELECT xmin FROM u
 """
 
-# The checkpoint fast path: one autocommit statement, a compare-and-set on the row. It
-# applies only when the row still holds the message count this process last wrote or
-# the delta names ($4), the checkpoint does not shrink the list, no backup row waits,
-# and the stored lease token is the writer's ($5; NULL: not fenced, lease untouched).
-# Otherwise it changes nothing and returns 0, and the transaction path decides (and
-# raises). The row's updated_at goes to touched_at: a checkpoint does not update the
-# list index.
+# The checkpoint fast paths: one autocommit statement each, for a session whose row
+# this store wrote last. The store remembers that row version's ``xmin`` (the id of the
+# transaction that wrote it) with the message count it knows; a statement applies only
+# while the row is still that version (no other writer, claim, repair, shrink or
+# restore since: each of them writes the row) and the stored lease token is the
+# writer's ($5; NULL: not fenced). Otherwise it changes nothing and returns NULL / 0,
+# and the transaction path decides (and raises).
 #
-# Its text depends on the checkpoint's shape, so each shape binds only what it writes
-# (asyncpg encodes every parameter on every call; eight texts, so at most eight
+# * The row path (:data:`_CHECKPOINT_ROW`) updates the row: the counter, touched_at,
+#   the lease's expiry, the fields; it returns the new row version's xmin. It also
+#   applies only while no backup row waits and the checkpoint does not shrink the list.
+#   The row's updated_at goes to touched_at: a checkpoint does not update the list
+#   index, so the update is HOT.
+# * The locked path (:data:`_CHECKPOINT_LOCKED`) writes message rows (and events) only:
+#   it locks the row ``FOR SHARE`` and inserts under that lock. A claim, repair or
+#   transactional save locks the row ``FOR UPDATE``, so it waits for a running append
+#   (then counts the rows in a later statement, see :data:`_COUNT`) or the append
+#   waits for it and, under READ COMMITTED, re-checks its WHERE on the row version
+#   that committed meanwhile: another xmin, so it writes nothing. No new row
+#   version, no index entry, no HOT chain: a lock record in the WAL instead of an
+#   update record. Its updated_at goes into the written messages' ``touched_at``.
+#
+# So ``sessions.message_count`` is a lower bound between row writes: the exact count is
+# the messages' (they are dense: ``messages`` holds exactly the rows ``0 .. count-1``;
+# every write that lowers the count deletes the rows above it in the same transaction),
+# read by :data:`_LAST_MESSAGE`. And the session's updated_at is the last message's
+# ``touched_at`` when set, else the row's: every row write leaves the last message's
+# ``touched_at`` NULL (new rows have none; rewritten rows and a last row it does not
+# write get NULL).
+#
+# Their texts depend on the checkpoint's shape, so each shape binds only what it writes
+# (asyncpg encodes every parameter on every call; twelve texts, so at most twelve
 # prepared statements per connection):
 #
-# * fields: the metadata JSON and the listing's columns ($8-$12). A delta that names
-#   no field changed only the counters and updated_at, which have their own columns;
-#   then ``visible`` can only turn true, when messages arrive (see visible_in_list).
-# * the new messages ($7, from idx $4 on) are a plain INSERT: the row holds $4
-#   messages and ``messages`` holds exactly the rows below a session's message count
-#   (every write that lowers the count deletes the rows above it in the same
-#   transaction), so none of them can exist. An upsert there cost a speculative
-#   insertion per row (a conflict probe, a speculative index entry and one more WAL
-#   record to confirm it).
+# * fields (row path only): the metadata JSON and the listing's columns. A delta that
+#   names no field changed only the counters and updated_at, which have their own
+#   columns; then ``visible`` can only turn true, when messages arrive (see
+#   visible_in_list), and the locked path runs only when the row already holds
+#   messages (so ``visible`` is already true).
+# * the new messages (from idx $4 on) are a plain INSERT: the store knows the session
+#   holds $4 messages and no other writer wrote since, so none of them can exist (two
+#   tasks of this process racing an unfenced save collide on the primary key: that
+#   error means "did not apply"). An upsert there cost a speculative insertion per
+#   row (a conflict probe, a speculative index entry and one more WAL record).
 # * rewrite: only the stored messages the checkpoint rewrites (the last one while it
 #   is still open) go through ON CONFLICT, where the row exists and the conflict path
 #   is an update.
@@ -301,24 +370,41 @@ WITH u AS (
   UPDATE sessions SET touched_at = $2, message_count = $3, {{}}
          lease_expires = CASE WHEN $5::text IS NULL THEN lease_expires
                          ELSE {_NOW} + $6::float8 END
-   WHERE session_id = $1 AND message_count = $4::int AND $3::int >= $4::int
+   WHERE session_id = $1 AND xmin = $7::xid AND $3::int >= $4::int
      AND ($5::text IS NULL OR lease_token = $5::text)
      AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.session_id = $1)
-  RETURNING 1
+  RETURNING xmin
 ), m AS (
   INSERT INTO messages (session_id, idx, body)
-  SELECT $1, $4::int + i - 1, b FROM unnest($7::text[]) WITH ORDINALITY AS t(b, i)
+  SELECT $1, $4::int + i - 1, b FROM unnest($8::text[]) WITH ORDINALITY AS t(b, i)
+   WHERE EXISTS (SELECT 1 FROM u)
+)"""
+# the row path without a message to write: the last one's touched_at goes back to NULL
+_CHECKPOINT_CLEAR = """, c AS (
+  UPDATE messages SET touched_at = NULL
+   WHERE session_id = $1 AND idx = $4::int - 1 AND touched_at IS NOT NULL
+     AND cardinality($8::text[]) = 0 AND EXISTS (SELECT 1 FROM u)
+)"""
+_CHECKPOINT_LOCKED = """
+WITH u AS (
+  SELECT 1 FROM sessions
+   WHERE session_id = $1 AND xmin = $5::xid AND lease_token = $4::text
+     FOR SHARE
+), m AS (
+  INSERT INTO messages (session_id, idx, body, touched_at)
+  SELECT $1, $3::int + i - 1, b, $2 FROM unnest($6::text[]) WITH ORDINALITY AS t(b, i)
    WHERE EXISTS (SELECT 1 FROM u)
 )"""
 _CHECKPOINT_FIELDS = (
-    "meta = $8, title = $9, active_stream_id = $10, pending_user_message = $11, visible = $12,"
+    "meta = ${}, title = ${}, active_stream_id = ${}, pending_user_message = ${}, visible = ${},"
 )
 _CHECKPOINT_NO_FIELDS = "visible = visible OR $3::int > 0,"
 _CHECKPOINT_REWRITE = """, r AS (
-  INSERT INTO messages (session_id, idx, body)
-  SELECT $1, ${}::int + i - 1, b FROM unnest(${}::text[]) WITH ORDINALITY AS t(b, i)
+  INSERT INTO messages (session_id, idx, body, touched_at)
+  SELECT $1, ${}::int + i - 1, b, {} FROM unnest(${}::text[]) WITH ORDINALITY AS t(b, i)
    WHERE EXISTS (SELECT 1 FROM u)
-  ON CONFLICT (session_id, idx) DO UPDATE SET body = excluded.body
+  ON CONFLICT (session_id, idx) DO UPDATE SET body = excluded.body,
+     touched_at = excluded.touched_at
 )"""
 _CHECKPOINT_EVENTS = """, e AS (
   INSERT INTO events (session_id, stream_id, seq, ts, body)
@@ -329,22 +415,38 @@ _CHECKPOINT_EVENTS = """, e AS (
 )"""
 
 
-def _checkpoint_sql(fields: bool, rewrite: bool, events: bool) -> str:
-    """The checkpoint statement for a shape. Parameters: $1 session id, $2 updated_at,
-    $3 message count, $4 the stored count it expects, $5 lease token, $6 lease ttl
-    (seconds), $7 the new messages' bodies; then, each group present only in its
+def _checkpoint_sql(fields: bool, rewrite: bool, events: bool, locked: bool = False) -> str:
+    """The checkpoint statement for a shape.
+
+    The row path's parameters: $1 session id, $2 updated_at, $3 message count, $4 the
+    stored count it expects, $5 lease token, $6 lease ttl (seconds), $7 the row's
+    expected xmin, $8 the new messages' bodies; then, each group present only in its
     shape: the five field columns, the first rewritten idx and its bodies, the four
-    event arrays."""
-    n = 8
-    sql = _CHECKPOINT_ROW.format(_CHECKPOINT_FIELDS if fields else _CHECKPOINT_NO_FIELDS)
-    if fields:
-        n += 5
+    event arrays. It returns the new xmin (NULL: not applied).
+
+    The locked path's (``locked``; never with ``fields``): $1 session id, $2
+    updated_at, $3 the stored count, $4 lease token, $5 the row's expected xmin, $6
+    the new messages' bodies, then the rewrite and event groups. It returns 1 (0: not
+    applied).
+    """
+    if locked:
+        assert not fields
+        n, sql, ts = 7, _CHECKPOINT_LOCKED, "$2"
+    else:
+        n, ts = 9, "NULL::float8"
+        sql = _CHECKPOINT_ROW.format(
+            _CHECKPOINT_FIELDS.format(*range(n, n + 5)) if fields else _CHECKPOINT_NO_FIELDS
+        )
+        if fields:
+            n += 5
+        if not rewrite:
+            sql += _CHECKPOINT_CLEAR
     if rewrite:
-        sql += _CHECKPOINT_REWRITE.format(n, n + 1)
+        sql += _CHECKPOINT_REWRITE.format(n, ts, n + 1)
         n += 2
     if events:
         sql += _CHECKPOINT_EVENTS.format(*range(n, n + 4), _EVENTS_CONFLICT)
-    return sql + "\nSELECT count(*) FROM u\n"
+    return sql + ("\nSELECT count(*) FROM u\n" if locked else "\nSELECT xmin FROM u\n")
 
 
 #: (fields, rewrite, events) -> the statement
@@ -353,6 +455,10 @@ _CHECKPOINTS = {
     for f in (False, True)
     for r in (False, True)
     for e in (False, True)
+}
+#: (rewrite, events) -> the locked path's statement
+_CHECKPOINTS_LOCKED = {
+    (r, e): _checkpoint_sql(False, r, e, locked=True) for r in (False, True) for e in (False, True)
 }
 
 _INSERT_MESSAGES = """
@@ -368,10 +474,11 @@ UPDATE sessions SET meta = $2, title = $3, updated_at = $4, touched_at = NULL,
 
 _BACKUP = """
 INSERT INTO backups (session_id, meta, message_count, messages)
-SELECT s.session_id, s.meta, s.message_count,
-       coalesce((SELECT array_agg(m.body ORDER BY m.idx) FROM messages m
-                  WHERE m.session_id = s.session_id), '{}')
-  FROM sessions s WHERE s.session_id = $1
+SELECT s.session_id, s.meta, cardinality(a.bodies), a.bodies
+  FROM sessions s,
+       LATERAL (SELECT coalesce(array_agg(m.body ORDER BY m.idx), '{}') AS bodies
+                  FROM messages m WHERE m.session_id = s.session_id) a
+ WHERE s.session_id = $1
 ON CONFLICT (session_id) DO UPDATE
    SET meta = excluded.meta, message_count = excluded.message_count,
        messages = excluded.messages
@@ -479,6 +586,30 @@ def _tool_call(session_id: str, stream_id: str, row: Any) -> ToolCallRecord:
     )
 
 
+@dataclass(slots=True)
+class _Written:
+    """What this store knows of a session's row version it wrote last: the checkpoint
+    fast paths apply only while the row is still that version (see
+    :data:`_CHECKPOINT_ROW`)."""
+
+    #: the messages stored (rows ``0 .. count-1``)
+    count: int
+    #: the row version's ``xmin``
+    xmin: int
+    #: the lease token the row holds, when this store set or renewed it (else None)
+    token: str | None = None
+    #: ``time.monotonic()`` just before the statement that set or extended that lease
+    #: was sent: its expiry is at least ``ttl`` after this, on any clock
+    renewed: float = 0.0
+
+
+#: A checkpoint extends its lease (the row path) once this fraction of the lease's ttl
+#: has passed since the last extension; in between, checkpoints take the locked path.
+#: The runner's checkpoint coroutine renews an idle turn's lease after a third of the
+#: ttl too, so a running turn's lease keeps at least a third of its ttl.
+RENEW_AFTER = 1 / 3
+
+
 class PostgresStore(Store):
     """Sessions in PostgreSQL through an asyncpg connection pool.
 
@@ -535,8 +666,9 @@ class PostgresStore(Store):
         self.command_timeout = command_timeout
         self._pool: asyncpg.Pool | None = None
         self._errors: dict[type[BaseException], type[Exception]] = {}
-        #: the message count this process last wrote per session (the fast path's guess)
-        self._counts: dict[str, int] = {}
+        #: per session, the row version this store wrote last (the fast paths' guard)
+        self._written: dict[str, _Written] = {}
+        self._unique_violation: type[Exception] = Exception
         #: the connection kept out of the pool for checkpoints, and whether one runs on it
         self._kept: Any = None
         self._kept_busy = False
@@ -552,6 +684,7 @@ class PostgresStore(Store):
     async def _open(self) -> None:
         import asyncpg
 
+        self._unique_violation = asyncpg.UniqueViolationError
         self._errors = {
             asyncpg.PostgresError: StoreError,
             asyncpg.InterfaceError: StoreError,
@@ -765,20 +898,21 @@ class PostgresStore(Store):
             if (
                 request.skip_index
                 and request.lease_mode == "renew"
-                and (sid in self._counts or request.delta is not None)
+                and sid in self._written
                 and await self._retry(lambda: self._checkpoint_cas(session, request, events))
             ):
                 return
 
-            async def op() -> None:
+            async def op() -> _Written | None:
                 async with self._conn() as con, con.transaction():
-                    await self._save_in(con, session, request, events)
+                    return await self._save_in(con, session, request, events)
 
-            self._counts.pop(sid, None)
-            await self._retry(op)
-            self._counts[sid] = session.message_count
-        if len(self._counts) > 10_000:  # a guess per session: keep it bounded
-            self._counts.clear()
+            self._written.pop(sid, None)
+            written = await self._retry(op)
+            if written is not None:
+                self._written[sid] = written
+        if len(self._written) > 10_000:  # a guess per session: keep it bounded
+            self._written.clear()
 
     async def _checkpoint_cas(
         self,
@@ -786,10 +920,15 @@ class PostgresStore(Store):
         request: SaveRequest,
         events: tuple[list[str], list[int], list[float], list[str]],
     ) -> bool:
-        """The checkpoint fast path (:func:`_checkpoint_sql`); False if it did not apply."""
+        """The checkpoint fast paths (:func:`_checkpoint_sql`) for a session whose row
+        this store wrote last; False if they did not apply (the transaction path then
+        decides)."""
         sid = session.session_id
+        written = self._written[sid]
         delta = request.delta
-        guess = self._counts[sid] if delta is None else delta.base
+        guess = written.count
+        if delta is not None and delta.base != guess:
+            return False  # a wrong delta, or another writer: the transaction path decides
         if request.touch_updated_at:
             session.updated_at = time.time()
         messages = session.messages
@@ -800,36 +939,67 @@ class PostgresStore(Store):
         start = max(0, guess - 1) if delta is None else delta.keep
         bodies = [orjson.dumps(m).decode() for m in messages[start:]]
         lease = request.lease
-        args: list[Any] = [
-            sid,
-            session.updated_at,
-            count,
-            guess,
-            None if lease is None else lease.token,
-            0.0 if lease is None else lease.ttl,
-            bodies[guess - start :],
-        ]
+        token = None if lease is None else lease.token
         fields = delta is None or bool(delta.fields)
-        if fields:
-            active, pending = session.active_stream_id, session.pending_user_message
-            args += (
-                _meta_json(session),
-                session.title,
-                active,
-                pending,
-                visible_in_list(session.title, count, active, pending),
-            )
         rewrite = start < guess
+        now = time.monotonic()
+        # The locked path: a running turn's checkpoint (a lease: the row's count and
+        # updated_at may lag behind its checkpoints until the lease's next extension or
+        # the final save, see the module docstring), no field to write, a message to
+        # write (it carries the updated_at), messages stored already (so the row is
+        # listed, see visible_in_list), and the lease extended by this store less than
+        # a third of its ttl ago (else the row path extends it).
+        locked = (
+            lease is not None
+            and not fields
+            and count > start
+            and guess > 0
+            and written.token == token
+            and now - written.renewed < lease.ttl * RENEW_AFTER
+        )
+        args: list[Any]
+        if locked:
+            args = [sid, session.updated_at, guess, token, written.xmin, bodies[guess - start :]]
+            sql = _CHECKPOINTS_LOCKED[rewrite, bool(events[0])]
+        else:
+            args = [
+                sid,
+                session.updated_at,
+                count,
+                guess,
+                token,
+                0.0 if lease is None else lease.ttl,
+                written.xmin,
+                bodies[guess - start :],
+            ]
+            if fields:
+                active, pending = session.active_stream_id, session.pending_user_message
+                args += (
+                    _meta_json(session),
+                    session.title,
+                    active,
+                    pending,
+                    visible_in_list(session.title, count, active, pending),
+                )
+            sql = _CHECKPOINTS[fields, rewrite, bool(events[0])]
         if rewrite:
             args += (start, bodies[: guess - start])
         if events[0]:
             args += events
-        applied = await self._on_kept_connection(
-            _CHECKPOINTS[fields, rewrite, bool(events[0])], args
-        )
-        if applied:
-            self._counts[sid] = count
-        return bool(applied)
+        try:
+            applied = await self._on_kept_connection(sql, args)
+        except self._unique_violation:
+            # another task of this process appended the same messages first (an
+            # unfenced save racing this one): not applied, nothing written
+            return False
+        if not applied:
+            return False
+        written.count = count
+        if not locked:
+            written.xmin = applied
+            if lease is not None:
+                written.token, written.renewed = token, now
+        return True
 
     async def _on_kept_connection(
         self, sql: str, args: Sequence[Any], *, rows: bool = False
@@ -877,8 +1047,10 @@ class PostgresStore(Store):
         session: Session,
         request: SaveRequest,
         events: tuple[list[str], list[int], list[float], list[str]],
-    ) -> None:
-        """The conditional write, inside one transaction."""
+    ) -> _Written | None:
+        """The conditional write, inside one transaction; returns what the fast paths
+        need to know of the row version it wrote (``None``: they must not apply, a
+        backup row waits)."""
         sid = session.session_id
         row = await con.fetchrow(_LOCK, sid)
         if row is None:
@@ -888,18 +1060,19 @@ class PostgresStore(Store):
             else:
                 await con.execute("DELETE FROM tombstones WHERE session_id = $1", sid)
                 await con.execute("DELETE FROM drafts WHERE session_id = $1", sid)
+        # the exact count, from the rows (the row's column lags behind locked appends)
+        stored = 0 if row is None else await con.fetchval(_COUNT, sid)
         # From here to the first await below nothing else runs on the event loop: the
         # rules see, and the write persists, one state of the session even though the
         # agent keeps running while a checkpoint is in flight. Only the messages the
         # write needs are encoded: a checkpoint rewrites at most the last stored one and
         # inserts the new ones (O(new data)); a full save may change any message.
-        info = None if row is None else StoredInfo(row[0], row[1], row[2])
+        info = None if row is None else StoredInfo(stored, row[1], row[2])
         held = None if row is None or row[4] is None else HeldLease(row[3], row[4], row[5])
         check_lease(sid, held, request.lease, request.lease_mode, None if row is None else row[1])
         backup = plan_save(session, info, request)
         messages = session.messages
         count = len(messages)
-        stored = 0 if row is None else row[0]
         start = max(0, min(stored, count) - 1) if request.skip_index and row is not None else 0
         if request.delta is not None:
             start = request.delta.keep  # plan_save checked it against the stored count
@@ -926,7 +1099,8 @@ class PostgresStore(Store):
                 )
         lease = request.lease
         op = 0 if lease is None else 1 if request.lease_mode in ("claim", "renew") else 2
-        await con.execute(
+        sent = time.monotonic()
+        xmin = await con.fetchval(
             _WRITE,
             sid,
             meta,
@@ -939,8 +1113,37 @@ class PostgresStore(Store):
             bodies,
             *events,
         )
+        if backup or (row is not None and row[6] is not None and row[6] > count):
+            return None
+        written = _Written(count, xmin)
+        if op == 1:
+            assert lease is not None
+            written.token, written.renewed = lease.token, sent
+        return written
 
     async def _renew(self, session_id: str, lease: Lease) -> None:
+        written = self._written.get(session_id)
+        if written is not None:
+            # the row version this store wrote: renew it and keep the fast paths
+            async def guarded() -> Any:
+                async with self._conn() as con:
+                    return await con.fetchval(
+                        f"UPDATE sessions SET lease_expires = {_NOW} + $3"
+                        " WHERE session_id = $1 AND lease_token = $2 AND xmin = $4::xid"
+                        " RETURNING xmin",
+                        session_id,
+                        lease.token,
+                        lease.ttl,
+                        written.xmin,
+                    )
+
+            sent = time.monotonic()
+            xmin = await self._retry(guarded)
+            if xmin is not None:
+                written.xmin, written.token, written.renewed = xmin, lease.token, sent
+                return
+            self._written.pop(session_id, None)
+
         async def op() -> str:
             async with self._conn() as con:
                 result: str = await con.execute(
@@ -995,7 +1198,7 @@ class PostgresStore(Store):
             return
         if await self._drop_draft(session_id):
             return
-        self._counts.pop(session_id, None)
+        self._written.pop(session_id, None)
         await self._delete(session_id)
 
     # -- the tool ledger ---------------------------------------------------------------
@@ -1090,8 +1293,9 @@ class PostgresStore(Store):
                 await con.execute("SELECT pg_advisory_xact_lock(hashtext($1) + 1)", self.schema)
                 restored = orphaned = 0
                 baks = await con.fetch(
-                    "SELECT b.session_id, b.message_count, s.message_count FROM backups b"
-                    " LEFT JOIN sessions s USING (session_id)"
+                    "SELECT b.session_id, b.message_count,"
+                    " CASE WHEN s.session_id IS NOT NULL THEN coalesce(l.idx + 1, 0) END"
+                    f" FROM backups b LEFT JOIN sessions s USING (session_id) {_LAST_MESSAGE}"
                     " WHERE b.session_id NOT IN (SELECT session_id FROM tombstones)"
                 )
                 for sid, bak_count, live_count in baks:

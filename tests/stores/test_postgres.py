@@ -4,8 +4,10 @@ listing's index, error translation, retries after a lost connection, retention."
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import asyncpg
@@ -447,3 +449,176 @@ async def test_checkpoints_survive_losing_their_kept_connection(
             await checkpoint(s, "after")
             stored = [m["content"] for m in (await store.load(s.session_id)).messages]
             assert stored == ["0", "1", "2", "3", "after"]
+
+
+async def _row_version(dsn: str, schema: str, session_id: str) -> str:
+    rows = await _sql(
+        dsn, schema, "SELECT xmin::text FROM sessions WHERE session_id = $1", session_id
+    )
+    return str(rows[0][0])
+
+
+@contextlib.asynccontextmanager
+async def _other_transaction(dsn: str, schema: str) -> AsyncIterator[Any]:
+    """A transaction open on a connection of its own (another process's, in effect);
+    yields the connection and the transaction, which the caller commits."""
+    con = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    try:
+        tx = con.transaction()
+        await tx.start()
+        yield con, tx
+    finally:
+        await con.close()
+
+
+async def _wait_for_lock_wait(dsn: str, schema: str) -> None:
+    """Until a backend of the store (its application_name) waits on a row lock."""
+    for _ in range(500):
+        waiting = await _sql(
+            dsn,
+            "public",
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = $1 AND wait_event_type = 'Lock'",
+            f"runtime:{schema}",
+        )
+        if waiting[0][0]:
+            return
+        await anyio.sleep(0.01)
+    raise AssertionError("the store's statement never waited on the row lock")
+
+
+async def test_leased_append_checkpoints_leave_the_session_row_alone(
+    dsn: str, schemas: list[str]
+) -> None:
+    """A running turn's checkpoints that only append (or rewrite the last message) and
+    carry events leave the session's row as it is (one row version: no update, no
+    HOT chain); a full load still sees every message and the last checkpoint's
+    ``updated_at``. The row's count and ``updated_at`` (what a metadata-only load and
+    the listing read) catch up at the turn's final save; an idle renewal keeps the
+    fast path."""
+    async with _store(dsn, schemas) as store:
+        s = Session("turn", title="t", messages=[{"role": "user", "content": "q"}])
+        await store.save(s)
+        lease = Lease("node-a", "a" * 32, 60.0)
+        s.active_stream_id = "st"
+        await store.save(s, lease=lease, lease_mode="claim")
+        claimed = await _row_version(dsn, schemas[-1], "turn")
+        for i in range(5):
+            base = len(s.messages)
+            s.messages.append({"role": "assistant", "content": f"part {i}"})
+            event = Event(i + 1, "st", "turn", "tool.call", {"n": i}, 1000.0 + i)
+            await store.save(
+                s, skip_index=True, events=[event], lease=lease, delta=SaveDelta.appended(base)
+            )
+        s.messages[-1] = {"role": "assistant", "content": "part 4, grown"}
+        await store.save(s, skip_index=True, lease=lease, delta=SaveDelta(6, 5))
+        await store.renew_lease("turn", lease)  # the runner's renewal of an idle turn
+        renewed = await _row_version(dsn, schemas[-1], "turn")
+        assert renewed != claimed
+        s.messages.append({"role": "assistant", "content": "after the renewal"})
+        await store.save(s, skip_index=True, lease=lease, delta=SaveDelta.appended(6))
+        assert await _row_version(dsn, schemas[-1], "turn") == renewed
+        loaded = await store.load("turn")
+        assert loaded.messages == s.messages
+        assert loaded.updated_at == s.updated_at
+        assert [e.seq for e in await store.load_events("turn", "st")] == [1, 2, 3, 4, 5]
+        # the row still holds the claim's count: documented, until the final save
+        assert (await store.load_metadata("turn")).message_count == 1
+        s.active_stream_id = None
+        await store.save(s, lease=lease, lease_mode="release")
+        meta = await store.load_metadata("turn")
+        assert (meta.message_count, meta.updated_at) == (7, s.updated_at)
+        assert (await store.load("turn")).messages == s.messages
+
+
+async def test_a_stale_checkpoint_racing_a_claim_writes_nothing(
+    dsn: str, schemas: list[str]
+) -> None:
+    """A checkpoint whose row lock waits for another process's claim (the claim holds
+    the row ``FOR UPDATE`` and moves the lease) re-checks the row that claim
+    committed: it raises ``LeaseLost`` and writes no message."""
+    async with _store(dsn, schemas) as store:
+        s = Session("race", messages=[{"role": "user", "content": "q"}])
+        lease = Lease("node-a", "a" * 32, 60.0)
+        await store.save(s, lease=lease, lease_mode="claim")
+        s.messages.append({"role": "assistant", "content": "1"})
+        await store.save(s, skip_index=True, lease=lease, delta=SaveDelta.appended(1))
+        async with _other_transaction(dsn, schemas[-1]) as (claimer, tx):
+            await claimer.execute("SELECT 1 FROM sessions WHERE session_id = 'race' FOR UPDATE")
+            await claimer.execute(
+                "UPDATE sessions SET lease_owner = 'node-b', lease_token = $1"
+                " WHERE session_id = 'race'",
+                "b" * 32,
+            )
+            s.messages.append({"role": "assistant", "content": "2, from the stale holder"})
+            async with anyio.create_task_group() as tg:
+                outcome: list[BaseException] = []
+
+                async def checkpoint() -> None:
+                    try:
+                        await store.save(
+                            s, skip_index=True, lease=lease, delta=SaveDelta.appended(2)
+                        )
+                    except LeaseLost as exc:
+                        outcome.append(exc)
+
+                tg.start_soon(checkpoint)
+                await _wait_for_lock_wait(dsn, schemas[-1])
+                await tx.commit()
+        assert len(outcome) == 1 and isinstance(outcome[0], LeaseLost)
+        idx = await _sql(dsn, schemas[-1], "SELECT idx FROM messages ORDER BY idx")
+        assert [r[0] for r in idx] == [0, 1]
+
+
+async def test_a_save_waiting_for_a_locked_append_counts_its_rows(
+    dsn: str, schemas: list[str]
+) -> None:
+    """A locked append in flight holds the row ``FOR SHARE``; a transactional save
+    (here a full save with a delta, from another store) waits for it and then counts
+    the rows it committed (a later statement's snapshot), so it sees the right stored
+    count: no ``WriteConflict``, and no row lost or overwritten."""
+    async with _store(dsn, schemas) as store, PostgresStore(dsn, schema=schemas[-1]) as other:
+        s = Session("count", messages=[{"role": "user", "content": "q"}])
+        await store.save(s)
+        async with _other_transaction(dsn, schemas[-1]) as (appender, tx):
+            await appender.execute("SELECT 1 FROM sessions WHERE session_id = 'count' FOR SHARE")
+            await appender.execute(
+                "INSERT INTO messages (session_id, idx, body) VALUES ('count', 1, $1)",
+                orjson.dumps({"role": "assistant", "content": "appended"}).decode(),
+            )
+            s.messages.append({"role": "assistant", "content": "appended"})
+            s.messages.append({"role": "user", "content": "next"})
+            s.title = "saved after the append"
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: other.save(s, delta=SaveDelta.appended(2, ["title"])))
+                await _wait_for_lock_wait(dsn, schemas[-1])
+                await tx.commit()
+        loaded = await store.load("count")
+        assert loaded.messages == s.messages and loaded.title == s.title
+        assert (await store.load_metadata("count")).message_count == 3
+
+
+async def test_a_checkpoint_extends_the_lease_once_a_third_of_its_ttl_passed(
+    dsn: str, schemas: list[str]
+) -> None:
+    """Checkpoints leave the lease's expiry alone while less than a third of its ttl
+    passed since the store last extended it; the first one after extends it by the
+    ttl again (the row path)."""
+    async with _store(dsn, schemas) as store:
+        s = Session("renew", messages=[{"role": "user", "content": "q"}])
+        lease = Lease("node-a", "a" * 32, 6.0)
+        await store.save(s, lease=lease, lease_mode="claim")
+        claimed = await _row_version(dsn, schemas[-1], "renew")
+        s.messages.append({"role": "assistant", "content": "1"})
+        await store.save(s, skip_index=True, lease=lease, delta=SaveDelta.appended(1))
+        assert await _row_version(dsn, schemas[-1], "renew") == claimed
+        await anyio.sleep(lease.ttl / 3 + 0.1)
+        state = await store.lease_state("renew")
+        assert state is not None
+        before = state.expires_in
+        s.messages.append({"role": "assistant", "content": "2"})
+        await store.save(s, skip_index=True, lease=lease, delta=SaveDelta.appended(2))
+        assert await _row_version(dsn, schemas[-1], "renew") != claimed
+        state = await store.lease_state("renew")
+        assert state is not None and state.expires_in > before
+        assert (await store.load("renew")).messages == s.messages
