@@ -48,6 +48,7 @@ __all__ = [
     "field_error",
     "fsync_dir",
     "json_lines_checked",
+    "open_read",
     "quarantine",
     "read_bytes",
     "read_keeping_fd",
@@ -401,6 +402,15 @@ def truncate_durable(path: Path) -> None:
         raise _named(exc, path) from None
     finally:
         os.close(fd)
+
+
+def open_read(path: Path | str) -> int | None:
+    """A read-only descriptor of ``path`` (the caller closes it), or ``None`` if the
+    file does not exist."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
 
 
 def read_bytes(path: Path | str) -> bytes | None:
