@@ -73,6 +73,11 @@ class _Runtime:
         session = await self.store.load(self.session.session_id)
         return len(session.messages)
 
+    async def settle(self) -> None:
+        """Let the compaction a load scheduled in the background finish (untimed), so
+        it never runs beside the next system's timed work."""
+        await self.store.wait_compactions()
+
     async def close(self) -> None:
         await self.store.aclose()
 

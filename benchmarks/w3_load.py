@@ -51,8 +51,10 @@ async def run(ctx: Context) -> Result:
     table.footnotes.append(spread_note(sp.passes))
     table.footnotes.append(
         f"{ctx.config.load_reps} loads per cell and pass, after that pass's W1 appends; each "
-        "pass reopens the system first (the runtime: a fresh FileStore instance); "
-        "gc.collect() before every load"
+        "pass reopens the system first (the runtime: a fresh FileStore instance, whose "
+        "first, untimed load may schedule the compaction of a long journal in the "
+        "background; it runs after the timed loads, untimed, before the next system's "
+        "turn); gc.collect() before every load"
     )
     res.tables.append(table)
     return res
