@@ -32,6 +32,18 @@ async def test_run_event_log_conformance_passes_for_the_memory_broker() -> None:
     await run_event_log_conformance(MemoryBroker)
 
 
+class _BrokerOf(MemoryBroker):
+    """A MemoryBroker whose streams get logs of ``log_class`` (a broken one under test)."""
+
+    log_class: type[EventLog] = EventLog
+
+    def open(self, stream_id: str, session_id: str) -> EventLog:
+        super().open(stream_id, session_id)
+        log = self._logs[stream_id] = self.log_class(stream_id, session_id)
+        log._on_end = self._finished.append
+        return log
+
+
 class UnboundedLog(EventLog):
     __slots__ = ()
 
@@ -39,12 +51,8 @@ class UnboundedLog(EventLog):
         """Never drops anything."""
 
 
-class UnboundedBroker(MemoryBroker):
-    def open(self, stream_id: str, session_id: str) -> EventLog:
-        super().open(stream_id, session_id)
-        log = self._logs[stream_id] = UnboundedLog(stream_id, session_id)
-        log._on_end = self._finished.append
-        return log
+class UnboundedBroker(_BrokerOf):
+    log_class = UnboundedLog
 
 
 class SharedBatchLog(EventLog):
@@ -61,12 +69,8 @@ class SharedBatchLog(EventLog):
         return batch
 
 
-class SharedBatchBroker(MemoryBroker):
-    def open(self, stream_id: str, session_id: str) -> EventLog:
-        super().open(stream_id, session_id)
-        log = self._logs[stream_id] = SharedBatchLog(stream_id, session_id)
-        log._on_end = self._finished.append
-        return log
+class SharedBatchBroker(_BrokerOf):
+    log_class = SharedBatchLog
 
 
 class NeverExpires(MemoryBroker):
@@ -124,12 +128,8 @@ class WaiterIgnoresPositionLog(EventLog):
         return super().waiter(self.last_seq)
 
 
-class WaiterIgnoresPosition(MemoryBroker):
-    def open(self, stream_id: str, session_id: str) -> EventLog:
-        super().open(stream_id, session_id)
-        log = self._logs[stream_id] = WaiterIgnoresPositionLog(stream_id, session_id)
-        log._on_end = self._finished.append
-        return log
+class WaiterIgnoresPosition(_BrokerOf):
+    log_class = WaiterIgnoresPositionLog
 
 
 class SaysSharedButIsNot(MemoryBroker):
