@@ -189,16 +189,18 @@ def test_sigkill_a_then_b_repairs_after_the_lease_and_runs_a_new_turn(
         checkpoint = _checkpointed(ca, stream_id, tools=4)
         a.kill()
         killed_at = time.monotonic()
-        # Until the lease expires, B trusts A: the session is busy, nothing repaired.
+        # Until the lease expires, B trusts A: the session is busy, nothing repaired. A
+        # running turn extends its lease once a third of the ttl has passed since the
+        # last extension, so at least about two thirds of it are left at the kill.
         early = cb.get(f"/api/sessions/{sid}/status").json()
-        if time.monotonic() - killed_at < LEASE_TTL * 0.8:
+        if time.monotonic() - killed_at < LEASE_TTL * 0.5:
             assert early["active_stream_id"] == stream_id and early["live"] is True
             assert cb.post(f"/api/sessions/{sid}/turns", json={"message": "x"}).status_code == 409
         repaired = wait_for(
             lambda: (s := cb.get(f"/api/sessions/{sid}").json())["active_stream_id"] is None and s,
             "B to repair the session after the lease expired",
         )
-        assert time.monotonic() - killed_at >= LEASE_TTL * 0.9
+        assert time.monotonic() - killed_at >= LEASE_TTL * 0.6  # (2/3 less timer slack)
         messages = repaired["messages"]
         prompts = [m for m in messages if m["role"] == "user"]
         assert [m["content"] for m in prompts] == ["the prompt tokens=2000 delay=0.01 tool_every=3"]

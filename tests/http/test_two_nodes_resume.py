@@ -122,7 +122,9 @@ def test_b_resumes_a_turn_of_a_killed_node_once_its_lease_expired(
         a.kill()
         killed_at = time.monotonic()
         session = finished_on(cb, sid)
-        assert time.monotonic() - killed_at >= LEASE_TTL * 0.9, "B waited for A's lease"
+        # a running turn extends its lease once a third of the ttl has passed since the
+        # last extension: at least about two thirds of it are left at the kill
+        assert time.monotonic() - killed_at >= LEASE_TTL * 0.6, "B waited for A's lease"
         check_completed_once(session, effects)
         records = ledger(database, sid, stream_id)
         assert [r["call_id"] for r in records] == [f"step-{i}" for i in range(1, STEPS + 1)]
