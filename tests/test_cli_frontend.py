@@ -9,6 +9,7 @@ agent tracebacks in the log file or with ``--verbose``; reading the store while
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,14 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
 
 
+def _as_a_terminal_starts_it() -> None:
+    """In the child before ``exec``: Ctrl-C's SIGINT at its default action, as a shell
+    starts a foreground program. An ignored SIGINT is inherited across ``exec`` and
+    Python keeps it ignored, so a test process left ignoring it (by whatever ran in it
+    before) would spawn a chat that Ctrl-C cannot reach."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(home: Path, *args: str) -> pexpect.spawn:
     """``python -m runtime ARGS`` in a pseudo-terminal of 30x100 characters."""
     env = {**env_for(home), "COLUMNS": "100", "LINES": "30", "TERM": "xterm"}
@@ -43,6 +52,7 @@ def spawn(home: Path, *args: str) -> pexpect.spawn:
         encoding="utf-8",
         timeout=30,
         dimensions=(30, 100),
+        preexec_fn=_as_a_terminal_starts_it,
     )
     return child
 
