@@ -33,6 +33,14 @@ ID = "W5"
 TITLE = "W5 SSE fan-out over loopback HTTP (one stream)"
 
 
+def child_env() -> dict[str, str]:
+    """This process's environment with this checkout first on ``PYTHONPATH``, for the
+    benchmark's child processes (``python -m benchmarks._…``)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = _HERE + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
 async def run_clients(
     ports: list[int], stream_id: str, subscribers: int, events: int, go: Path, follow_s: float
 ) -> dict[str, Any]:
@@ -42,8 +50,7 @@ async def run_clients(
 
     :raises RuntimeError: if it printed no result (its stderr is in the message).
     """
-    env = dict(os.environ)
-    env["PYTHONPATH"] = _HERE + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env = child_env()
     cmd = [sys.executable, "-m", "benchmarks._sse_clients", "--ports"]
     cmd += [",".join(map(str, ports)), "--stream-id", stream_id]
     cmd += ["--subscribers", str(subscribers), "--events", str(events)]
@@ -63,8 +70,7 @@ async def _measure(ctx: Context, *, gc_threshold: int | None = None) -> dict[str
     """One W5 run; ``gc_threshold`` is passed to the server (probes only)."""
     cfg = ctx.config
     subs_n, events = cfg.w5_subscribers, cfg.w5_events
-    env = dict(os.environ)
-    env["PYTHONPATH"] = _HERE + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env = child_env()
     cmd = [
         sys.executable,
         "-m",

@@ -23,7 +23,6 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -33,12 +32,11 @@ from ._labels import size_label
 from ._report import Result, Table, fmt, fmt_ratio
 from ._stats import median
 from .w4_events import _runtime_log
-from .w5_sse import _read_to_end, _server_stats, run_clients
+from .w5_sse import _read_to_end, _server_stats, child_env, run_clients
 
 ID = "WREDIS"
 TITLE = "Redis event log: W4 across processes, W5 over two nodes"
 
-_HERE = str(Path(__file__).resolve().parent.parent)
 _DATA = {"text": "tok "}
 
 LABELS = {
@@ -51,12 +49,6 @@ LABELS = {
 
 def redis_url() -> str | None:
     return os.environ.get("RUNTIME_BENCH_REDIS_URL") or os.environ.get("RUNTIME_TEST_REDIS_URL")
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = _HERE + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
 
 
 async def _line(proc: Any) -> bytes:
@@ -74,7 +66,7 @@ async def _across(url: str, mode: str, produce: Callable[..., Awaitable[None]]) 
     returns when the child has read the entry (the clock starts then)."""
     prefix = "bench_" + uuid.uuid4().hex[:12]
     cmd = [sys.executable, "-m", "benchmarks._wredis_child", "--url", url, "--prefix", prefix]
-    proc = await anyio.open_process([*cmd, "--mode", mode], env=_env(), stderr=None)
+    proc = await anyio.open_process([*cmd, "--mode", mode], env=child_env(), stderr=None)
     clock: list[float] = []
     streams: list[str] = []
 
@@ -233,7 +225,7 @@ async def _w4(ctx: Context, url: str, res: Result) -> Table:
 
 async def _start_node(cmd: list[str]) -> tuple[Any, int]:
     proc = await anyio.open_process(
-        cmd, env=_env(), stderr=None
+        cmd, env=child_env(), stderr=None
     )  # a log nobody reads must not fill a pipe
     with anyio.fail_after(60):
         line = await _line(proc)
