@@ -705,6 +705,7 @@ class Runtime:
     ) -> str:
         session = await self.store.load(session_id)
         stream_id, record = await self._interrupted(session)
+        loaded = len(session.messages)  # as stored: with a repair's marker, a checkpointed draft
         events = await self.store.load_events(session_id, stream_id, 0)
         if events and events[-1].type == ev.STREAM_END:
             raise NothingToResume(session_id, f"stream {stream_id!r} has ended")
@@ -763,7 +764,15 @@ class Runtime:
         self._busy[session_id] = stream_id
         try:
             events = log.events_between(first - 1, log.last_seq)
-            await self.store.save(session, events=events, lease=lease, lease_mode="claim")
+            # Dropping the dead attempt's draft (and a repair's marker) is meant: no backup,
+            # or recover() would put the interrupted state back over the finished turn.
+            await self.store.save(
+                session,
+                events=events,
+                lease=lease,
+                lease_mode="claim",
+                discard_backup=len(session.messages) < loaded,
+            )
         except BaseException:
             self.broker.drop(stream_id)
             if self._busy.get(session_id) == stream_id:
