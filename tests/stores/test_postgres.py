@@ -408,9 +408,7 @@ async def test_load_orders_messages_stored_out_of_heap_order(dsn: str, schemas: 
         await _sql(dsn, schemas[-1], "ANALYZE messages")
         for _ in range(7):  # past the prepared statement's switch to a generic plan
             loaded = await store.load("kept")
-            assert [m["content"].split()[0] for m in loaded.messages] == [
-                str(i) for i in range(40)
-            ]
+            assert [m["content"].split()[0] for m in loaded.messages] == [str(i) for i in range(40)]
 
 
 async def test_checkpoints_leave_the_list_index_alone(dsn: str, schemas: list[str]) -> None:
