@@ -280,15 +280,19 @@ _FACTORIES: dict[str, Callable[[str], Any]] = {
 
 class _Floors:
     """The two floors on connections kept open: a bare one-row INSERT + COMMIT
-    (autocommit) of the appended message, and a bare SELECT of N message rows (JSON
-    text) with ``orjson.loads`` of each."""
+    (autocommit) of the appended message, and a bare SELECT of the message rows a
+    system holds (JSON text) with ``orjson.loads`` of each: the N of the history, then
+    the messages W1 appended to it, the same ones in the same order (``extra`` of
+    them stored, each ``select`` reads the first ``count``)."""
 
     def __init__(self) -> None:
         self.insert_con: Any = None
         self.select_con: Any = None
         self._body = ""
 
-    async def open(self, insert_url: str, select_url: str, messages: list[dict[str, Any]]) -> None:
+    async def open(
+        self, insert_url: str, select_url: str, messages: list[dict[str, Any]], extra: int
+    ) -> None:
         import asyncpg
         import orjson
 
@@ -302,8 +306,10 @@ class _Floors:
         await self.select_con.execute(
             "CREATE TABLE rows (idx integer PRIMARY KEY, body text NOT NULL)"
         )
+        appended = [appended_message(i) for i in range(extra)]
         await self.select_con.copy_records_to_table(
-            "rows", records=[(i, orjson.dumps(m).decode()) for i, m in enumerate(messages)]
+            "rows",
+            records=[(i, orjson.dumps(m).decode()) for i, m in enumerate(messages + appended)],
         )
 
     async def inserts(self, wal: _Wal, reps: int, wal_bytes: list[float]) -> list[float]:
@@ -321,13 +327,16 @@ class _Floors:
         await self.insert_con.execute("INSERT INTO floor (body) VALUES ($1)", self._body)
         return _CLOCK.stop("floor")
 
-    async def selects(self, reps: int) -> list[float]:
+    async def selects(self, reps: int, count: int) -> list[float]:
+        """``reps`` timed SELECTs of the first ``count`` message rows (ms each)."""
         import orjson
 
         out = []
         for _ in range(reps):
             _CLOCK.start()
-            rows = await self.select_con.fetch("SELECT body FROM rows ORDER BY idx")
+            rows = await self.select_con.fetch(
+                "SELECT body FROM rows WHERE idx < $1 ORDER BY idx", count
+            )
             [orjson.loads(r[0]) for r in rows]
             out.append(_CLOCK.stop("select"))
         return out
@@ -382,7 +391,9 @@ class _Cell:
         server's and the client's background work)."""
         samples, selects = [], []
         for _ in range(reps):
-            selects += await floor.selects(1)
+            # the same rows as the load's: W1's appends grew the session past N (by
+            # up to 42 messages of ~1.25 KB at N = 100: 1.8x the bytes of N rows)
+            selects += await floor.selects(1, n + self.appended)
             _CLOCK.start()
             count = await self.system.load()
             samples.append(_CLOCK.stop(self.name))
@@ -503,7 +514,9 @@ async def _size(
     floor = _Floors()
     running: list[_Cell] = []
     try:
-        await floor.open(insert_db, _with_db(base, await dbs.new()), history(n))
+        # the most messages any system appends at this N (warmup and every pass)
+        extra = cfg.warmup + cfg.passes * cfg.append_reps
+        await floor.open(insert_db, _with_db(base, await dbs.new()), history(n), extra)
         for name in cells:
             reps = cfg.langgraph_reps(n) if name == "langgraph_pg" else cfg.append_reps
             cell = _Cell(name, _FACTORIES[name](_with_db(base, await dbs.new())), reps)
@@ -520,7 +533,9 @@ async def _size(
             floors[n].append(await floor.inserts(wal, max(cfg.append_reps * 3, 24), floor_wal))
             for cell in rotated(running, p):
                 await cell.appends(wal, cell.reps, floor)
-            selects[n].append(await floor.selects(cfg.pg_load_reps))
+            # the start-of-pass SELECT reads what the runtime's session holds then
+            held = n + (running[0].appended if running else 0)
+            selects[n].append(await floor.selects(cfg.pg_load_reps, held))
             for cell in rotated(running, p):
                 await cell.loads(n, cfg.pg_load_reps, floor)
     finally:
