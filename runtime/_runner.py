@@ -271,6 +271,7 @@ class Turn:
         self._pending: dict[str, ToolCall] = {}  # resumed calls not settled yet
         self._done_calls: dict[str, ToolCall] = {}  # completed before the resume
         self._slot: Message | None = None  # the dropped draft's place, until reused
+        self._claimed: int | None = None  # messages the turn's claim made durable
         record = record_of(session, self.stream_id)
         self._reserved: float = record["seq_reserved"] if record is not None else math.inf
         self._reserve_at: float = self._reserved - SEQ_SLACK
@@ -1284,6 +1285,10 @@ async def run_turn(
     final save and is then re-raised.
     """
     state: dict[str, Any] = {"persisted_seq": turn._log.last_seq}  # saved by start_turn
+    if turn._claimed is not None:
+        # what the claim stored, so the first save writes only what came after it (a
+        # final save without a delta rewrites the whole history on a shared store)
+        _saved(turn, state, turn._claimed)
     stop = StopEvent()
 
     # no closures: their cells are objects a live turn would hold for the collector

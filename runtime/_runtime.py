@@ -41,7 +41,7 @@ from ._subscription import Subscription, new_stream_id, session_of_stream
 from ._timer import Wakeups, asyncio_loop
 from .brokers.abc import Broker
 from .repair import is_stale, mark_interrupted, repair
-from .stores.abc import Lease, RecoveryReport, SaveDelta, SessionPage, Store
+from .stores.abc import DELTA_FIELDS, Lease, RecoveryReport, SaveDelta, SessionPage, Store
 
 if TYPE_CHECKING:
     from .routing import RouteTable
@@ -597,6 +597,7 @@ class Runtime:
         self._busy[session_id] = stream_id
         try:
             session = await self.store.load(session_id)
+            loaded = len(session.messages)
             stale = await self._is_stale(session, starting=True)
             if session.active_stream_id is not None and not stale:
                 raise SessionBusy(session_id, session.active_stream_id)
@@ -626,11 +627,11 @@ class Runtime:
             try:
                 # Claims the lease in the same write: one writer per session, also
                 # across processes (SessionBusy if another holds an unexpired lease).
-                await self.store.save(
+                await self._claim(
                     session,
+                    loaded,
                     events=[started],
                     lease=lease,
-                    lease_mode="claim",
                     discard_backup=rewind_to is not None,
                 )
             except BaseException:
@@ -652,6 +653,7 @@ class Runtime:
                 store=self.store,
                 lease=lease,
             )
+            turn._claimed = len(history)  # the claim saved the messages before the user's
             self._live[stream_id] = handle
             try:
                 await self._start(tg, turn, handle)
@@ -663,6 +665,18 @@ class Runtime:
                 del self._busy[session_id]
             raise
         return stream_id
+
+    async def _claim(self, session: Session, loaded: int, **save: Any) -> None:
+        """The claim of a turn's start: the session's fields and the messages after the
+        first ``loaded`` ones, which are as :meth:`Store.load` gave them (a repair only
+        appends, a rewind only cuts), so a shared store writes O(new data), not the whole
+        history again. If the store holds another count (a session never saved, or a
+        writer whose lease had expired appended since the load), the whole session."""
+        delta = SaveDelta(loaded, min(loaded, len(session.messages)), DELTA_FIELDS)
+        try:
+            await self.store.save(session, lease_mode="claim", delta=delta, **save)
+        except WriteConflict:
+            await self.store.save(session, lease_mode="claim", **save)
 
     async def resume(self, session_id: str, *, config: dict[str, Any] | None = None) -> str:
         """Continue the session's interrupted turn as the next attempt of the SAME
@@ -778,6 +792,7 @@ class Runtime:
             if self._busy.get(session_id) == stream_id:
                 del self._busy[session_id]
             raise
+        turn._claimed = len(session.messages)
         self._live[stream_id] = handle
         try:
             await self._start(tg, turn, handle)

@@ -80,9 +80,10 @@ async def test_checkpoint_deltas_journal_what_the_turn_holds(tmp_path: Path) -> 
     assert [m["role"] for m in seen[4][-4:]] == ["assistant", "tool", "tool", "assistant"]
 
     checkpoints = [(delta, count) for skip, delta, count in store.saves if skip]
-    # the runner knows what is stored from its first save of the turn on
-    assert checkpoints[0][0] is None
-    assert all(delta is not None for delta, _ in checkpoints[1:])
+    # the runner knows what is stored from the turn's claim on: the first checkpoint
+    # writes what came after the messages the claim saved (none: a new session)
+    assert checkpoints[0][0] == SaveDelta(0, 0)
+    assert all(delta is not None for delta, _ in checkpoints)
     for (_, before), (delta, _) in pairwise(checkpoints):
         assert delta is not None and delta.base == before
     kinds = {(d.base - d.keep) for d, _ in checkpoints[1:] if d is not None}

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from postgres_server import dropped_after, new_schema, postgres_dsn
 
-from runtime import Event, LeaseLost, SaveDelta, Session, StoreError
+from runtime import Event, LeaseLost, Runtime, SaveDelta, Session, StoreError
 from runtime.stores.abc import Lease
 from runtime.stores.postgres import MIGRATIONS, PostgresStore
 
@@ -90,6 +90,36 @@ async def test_checkpoint_inserts_only_new_rows(dsn: str, schemas: list[str]) ->
         }
     changed = {i for i in after if before.get(i) != after[i]}
     assert changed == {49, 50}
+
+
+async def test_a_turn_start_writes_no_stored_message_again(dsn: str, schemas: list[str]) -> None:
+    """``Runtime.start_turn``'s claim saves the session's fields, not its history: every
+    stored message row keeps its physical version (``xmin``), also when the start closes
+    a dead turn first (a repair only appends); a rewind deletes the rows it drops."""
+    go = anyio.Event()
+
+    async def agent(turn: Any) -> None:
+        await go.wait()
+        await turn.reply("ok")
+
+    query = "SELECT idx, xmin::text FROM messages WHERE session_id = 'claim'"
+    async with _store(dsn, schemas) as store, Runtime(store, agent) as rt:
+        s = Session("claim", messages=[{"role": "user", "content": str(i)} for i in range(50)])
+        await store.save(s)
+        before = {r[0]: r[1] for r in await _sql(dsn, schemas[-1], query)}
+        stream_id = await rt.start_turn("claim", "go")
+        claimed = {r[0]: r[1] for r in await _sql(dsn, schemas[-1], query)}
+        go.set()
+        await rt.wait_stream(stream_id)
+        ended = {r[0]: r[1] for r in await _sql(dsn, schemas[-1], query)}
+        go = anyio.Event()
+        stream_id = await rt.start_turn("claim", "again", rewind_to=10)
+        rewound = {r[0]: r[1] for r in await _sql(dsn, schemas[-1], query)}
+        go.set()
+        await rt.wait_stream(stream_id)
+    assert claimed == before
+    assert {i: ended[i] for i in before} == before
+    assert rewound == {i: ended[i] for i in range(10)}
 
 
 async def test_every_checkpoint_shape_writes_what_it_names(dsn: str, schemas: list[str]) -> None:
