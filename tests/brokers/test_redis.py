@@ -207,6 +207,42 @@ async def test_waiters_on_b_meet_redis_going_away_as_an_error(tmp_path: Path) ->
             assert [e.seq for e in seen] == list(range(1, seen[-1].seq + 1))
 
 
+async def test_a_reader_elsewhere_gets_a_round_of_events_in_one_read() -> None:
+    """The events the owner sends in one round trip reach a reader blocked in ``XREAD``
+    on another broker as one batch (a plain pipeline woke it after the first ``XADD``:
+    one event, then the rest, so that node fanned each burst out twice)."""
+    url, prefix = redis_url(), new_prefix()
+    owner, other = RedisEventLog(url, prefix=prefix), RedisEventLog(url, prefix=prefix)
+    try:
+        log = owner.open("s-round", "sess")
+        log.publish("token", {"text": "first"})
+        await log.flush()
+        view = await other.attach("s-round")
+        assert [e.seq for e in await view.read(0)] == [1]
+        batches: list[list[int]] = []
+
+        async def follow() -> None:
+            after = 1
+            while after < 21:
+                batch = await view.read(after)
+                batches.append([e.seq for e in batch])
+                after = batch[-1].seq
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow)
+            reads = other.statistics()["remote_reads"]
+            with anyio.fail_after(10):
+                while other.statistics()["remote_reads"] == reads:  # the XREAD is out
+                    await anyio.sleep(0.01)
+            await anyio.sleep(0.2)  # and blocked in Redis
+            for i in range(20):  # one loop step: one round trip
+                log.publish("token", {"text": f"t{i}"})
+        assert batches == [list(range(2, 22))]
+    finally:
+        await owner.aclose()
+        await other.aclose()
+
+
 async def test_cancel_from_b_ends_the_turn_on_a_like_a_local_cancel() -> None:
     async with two_nodes(redis_url()) as (a, b):
         session = await a.create_session()
