@@ -15,6 +15,7 @@ from ._exceptions import CorruptSession as CorruptSession
 from ._exceptions import EmptyOverwriteRefused as EmptyOverwriteRefused
 from ._exceptions import Error as Error
 from ._exceptions import EventLogUnavailable as EventLogUnavailable
+from ._exceptions import HistoryMismatch as HistoryMismatch
 from ._exceptions import InvalidCursor as InvalidCursor
 from ._exceptions import InvalidSessionId as InvalidSessionId
 from ._exceptions import LeaseLost as LeaseLost
@@ -60,6 +61,7 @@ __all__ = [
     "EventLogUnavailable",
     "EventType",
     "FileStore",
+    "HistoryMismatch",
     "InvalidCursor",
     "InvalidSessionId",
     "LeaseLost",

@@ -101,6 +101,20 @@ class NothingToResume(Error):
         self.session_id = session_id
 
 
+class HistoryMismatch(Error, ValueError):
+    """A turn asked to rewind the session's history to a point it does not have
+    (``Runtime.start_turn(rewind_to=...)`` past its messages, or a chat client whose
+    messages do not line up with the stored transcript): the caller's view of the
+    history is out of date. Nothing was written.
+
+    :ivar session_id: the session.
+    """
+
+    def __init__(self, session_id: str, detail: str) -> None:
+        super().__init__(f"session {session_id!r}: {detail}")
+        self.session_id = session_id
+
+
 class LeaseLost(Error):
     """A write of a running turn was fenced off: the session's lease is no longer held
     under the writer's token (it expired and another process claimed it, or a repair

@@ -16,7 +16,13 @@ import anyio.abc
 
 from . import _events as ev
 from ._events import Event
-from ._exceptions import NothingToResume, SessionBusy, SessionNotFound, StoreClosed
+from ._exceptions import (
+    HistoryMismatch,
+    NothingToResume,
+    SessionBusy,
+    SessionNotFound,
+    StoreClosed,
+)
 from ._json import check_json_ready
 from ._resume import (
     DEAD_END_SEQS,
@@ -510,6 +516,7 @@ class Runtime:
         *,
         metadata: dict[str, Any] | None = None,
         config: dict[str, Any] | None = None,
+        rewind_to: int | None = None,
     ) -> str:
         """Start a turn: save the pending fields (the session's first write if it is
         new), then run the agent in a task. Returns the ``stream_id`` once the stream
@@ -520,10 +527,20 @@ class Runtime:
             ``stream.started`` event.
         :param config: per-turn settings for the agent (:attr:`Turn.config`), e.g. a
             model name or temperature; not recorded.
+        :param rewind_to: keep only the first ``rewind_to`` messages of the session (as
+            :meth:`get_session` returns them) and answer ``text`` after them: a chat UI's
+            *regenerate* (the last user message again, its old reply dropped) or *edit*
+            (a changed user message, everything after it dropped). The dropped messages
+            go in the turn's first write, which claims the session, and for good: the
+            save discards the session's backup (``Store.save(discard_backup=True)``), so
+            ``recover()`` does not bring them back. ``None``: keep every message.
 
         :raises InvalidSessionId: for a bad id, before any I/O.
         :raises ValueError: if ``text`` is not a non-empty string, or ``metadata`` or
-            ``config`` is neither a dict nor ``None``.
+            ``config`` is neither a dict nor ``None``, or ``rewind_to`` is neither an
+            integer >= 0 nor ``None``.
+        :raises HistoryMismatch: if ``rewind_to`` exceeds the session's message count
+            (HTTP 409); nothing was written.
         :raises TypeError: if ``metadata`` does not encode as plain JSON.
         :raises SessionNotFound: if there is no such session.
         :raises SessionBusy: while a live stream owns the session (HTTP 409).
@@ -534,6 +551,10 @@ class Runtime:
         for name, value in (("metadata", metadata), ("config", config)):
             if value is not None and not isinstance(value, dict):
                 raise ValueError(f"invalid {name} {value!r}: must be a dict or None")
+        if rewind_to is not None and (
+            isinstance(rewind_to, bool) or not isinstance(rewind_to, int) or rewind_to < 0
+        ):
+            raise ValueError(f"invalid rewind_to {rewind_to!r}: must be an integer >= 0 or None")
         if metadata:
             check_json_ready(metadata, "metadata")  # it is recorded in stream.started
         tg = self._task_group()
@@ -548,6 +569,14 @@ class Runtime:
                 raise SessionBusy(session_id, session.active_stream_id)
             if session.active_stream_id is not None:
                 mark_interrupted(session)
+            if rewind_to is not None:
+                if rewind_to > len(session.messages):
+                    raise HistoryMismatch(
+                        session_id,
+                        f"cannot rewind to message {rewind_to}: the session has "
+                        f"{len(session.messages)} messages",
+                    )
+                del session.messages[rewind_to:]
             history = list(session.messages)
             now = time.time()
             session.active_stream_id = stream_id
@@ -564,7 +593,13 @@ class Runtime:
             try:
                 # Claims the lease in the same write: one writer per session, also
                 # across processes (SessionBusy if another holds an unexpired lease).
-                await self.store.save(session, events=[started], lease=lease, lease_mode="claim")
+                await self.store.save(
+                    session,
+                    events=[started],
+                    lease=lease,
+                    lease_mode="claim",
+                    discard_backup=rewind_to is not None,
+                )
             except BaseException:
                 self.broker.drop(stream_id)
                 raise

@@ -10,7 +10,12 @@ Routes (the SDK's defaults for ``api: "/api/chat"``)::
     GET  /api/chat/{id}            {id, messages}: the stored transcript as UI messages
 
 The chat ``id`` is the session id (created on first use). The runtime keeps the
-conversation, so only the last user message of ``messages`` is read.
+conversation, so only the last user message of ``messages`` is read, and, for a
+regenerate (``trigger: "regenerate-message"``) or an edit (``"submit-message"`` with a
+``messageId``: the SDK's ``sendMessage({text, messageId})``), how many UI messages come
+before it: the SDK drops the messages after the one it regenerates or edits, and the
+stored chat is rewound to the same point (``Runtime.start_turn(rewind_to=...)``), for
+good, so a reload shows what the client shows.
 
 Wire format (ai-sdk.dev, "Stream Protocols", UI message stream): header
 ``x-vercel-ai-ui-message-stream: v1``; each chunk is ``data: <json>`` and the stream
@@ -38,14 +43,14 @@ from starlette.responses import Response
 
 from .. import _events as ev
 from .._events import Event
-from .._exceptions import SubscriberLagged
+from .._exceptions import HistoryMismatch, SubscriberLagged
 from .._session import Message
 from ._chat import ChatProtocol, data_line
 from ._errors import ApiError, JSONResponse
 from ._models import ChatRequest
 from ._params import session_id_param
 
-__all__ = ["AiSdkChat", "UIMessageChunks", "ui_messages"]
+__all__ = ["AiSdkChat", "UIMessageChunks", "rewind_point", "ui_messages"]
 
 #: The response header that marks a UI message stream.
 STREAM_HEADERS = {"x-vercel-ai-ui-message-stream": "v1", "x-accel-buffering": "no"}
@@ -281,16 +286,54 @@ def _last_user_text(messages: list[dict[str, Any]]) -> tuple[str, dict[str, Any]
     return text, meta if isinstance(meta, dict) else None
 
 
+def rewind_point(session_id: str, messages: list[Message], keep: int) -> int | None:
+    """Where a regenerate or an edit rewinds the stored ``messages`` to when the
+    client keeps ``keep`` UI messages before the user message it sends: the index of
+    the first stored message of UI message number ``keep`` (:func:`ui_messages`), which
+    must be a user message; ``None`` when the stored chat has no more than ``keep`` UI
+    messages (nothing to drop: e.g. the regenerated answer was never stored).
+
+    :raises HistoryMismatch: if UI message number ``keep`` is not a user message (the
+        client's copy does not line up with the stored chat; it should reload it).
+    """
+    ui = ui_messages(messages)
+    if keep >= len(ui):
+        return None
+    if ui[keep]["role"] != "user":
+        raise HistoryMismatch(
+            session_id,
+            f"a regenerate or edit keeping {keep} UI messages must replace a user "
+            f"message, but the chat's UI message {keep} is an {ui[keep]['role']} "
+            "message: the client's copy of the chat is out of date; reload it",
+        )
+    return int(ui[keep]["id"][1:])  # "m<index>" of its stored message
+
+
 class AiSdkChat(ChatProtocol):
     """The AI SDK endpoints over one runtime (its sessions are the chats)."""
 
     async def send(self, request: Request, body: ChatRequest) -> Response:
-        """``POST /api/chat``: start a turn with the last user message and stream it.
+        """``POST /api/chat``: start a turn with the last user message and stream it;
+        a regenerate or an edit first rewinds the stored chat to the client's messages
+        before that one (:func:`rewind_point`).
 
-        409 ``session_busy`` while the chat has a live turn."""
+        409 ``session_busy`` while the chat has a live turn; 409 ``history_mismatch``
+        when a regenerate or edit does not line up with the stored chat."""
         text, message_meta = _last_user_text(body.messages)
+        rewind = None
+        if body.trigger == "regenerate-message" or body.messageId is not None:
+            keep = len(body.messages) - 1
+
+            def rewind(session_id: str, messages: list[Message]) -> int | None:
+                return rewind_point(session_id, messages, keep)
+
         _, stream_id = await self.start(
-            request, body.id, text, metadata=body.metadata or message_meta, config=body.config
+            request,
+            body.id,
+            text,
+            metadata=body.metadata or message_meta,
+            config=body.config,
+            rewind=rewind,
         )
         return self._stream(stream_id)
 

@@ -4,7 +4,8 @@ and ``config`` objects, and an SSE response that ends cleanly when the client le
 
 The protocols send the whole conversation with every request; the runtime keeps the
 conversation itself, so only the last user message starts the turn and the rest of the
-client's copy is ignored.
+client's copy is ignored, except for how many messages it holds when the client says it
+regenerates or edits (the stored history is then rewound to match).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from starlette.requests import Request
 from .._events import Event
 from .._exceptions import SessionNotFound, SubscriberLagged
 from .._runtime import Runtime
+from .._session import Message
 from ._owners import OWNER_KEY, owner_of
 
 __all__ = ["ChatProtocol", "chat_session", "data_line", "sse_response"]
@@ -83,16 +85,25 @@ class ChatProtocol:
         *,
         metadata: dict[str, Any] | None,
         config: dict[str, Any] | None,
+        rewind: Callable[[str, list[Message]], int | None] | None = None,
     ) -> tuple[str, str]:
         """Start a turn with ``text`` in the session of ``chat_id`` (made on first use,
         the caller's when users are isolated) → ``(session_id, stream_id)``.
 
+        :param rewind: for a regenerate or an edit: ``rewind(session_id, messages)``
+            maps the stored messages to the ``rewind_to`` of
+            :meth:`Runtime.start_turn` (``None``: keep them all).
         :raises SessionBusy: while the session has a live turn (409).
+        :raises HistoryMismatch: from ``rewind`` or the start (409).
         """
         principal = getattr(request.state, "principal", None)
         session_id = await chat_session(self.runtime, chat_id, principal)
+        rewind_to = None
+        if rewind is not None:
+            stored = await self.runtime.get_session(session_id)
+            rewind_to = rewind(session_id, stored.messages)
         stream_id = await self.runtime.start_turn(
-            session_id, text, metadata=metadata, config=config
+            session_id, text, metadata=metadata, config=config, rewind_to=rewind_to
         )
         return session_id, stream_id
 

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from .._exceptions import (
     Error,
     EventLogUnavailable,
+    HistoryMismatch,
     InvalidCursor,
     InvalidSessionId,
     NothingToResume,
@@ -89,6 +90,8 @@ def from_library_error(exc: Error) -> ApiError | None:
             session_id=exc.session_id,
             active_stream_id=exc.active_stream_id,
         )
+    if isinstance(exc, HistoryMismatch):
+        return ApiError(409, "history_mismatch", str(exc), session_id=exc.session_id)
     if isinstance(exc, NothingToResume):
         return ApiError(409, "nothing_to_resume", str(exc), session_id=exc.session_id)
     if isinstance(exc, SubscriberLagged):

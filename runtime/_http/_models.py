@@ -123,6 +123,12 @@ class NewTurn(Body):
     message: Text
     metadata: JsonObject | None = Field(None, description="turn.metadata")
     config: JsonObject | None = Field(None, description="turn.config")
+    rewind_to: int | None = Field(
+        None,
+        ge=0,
+        description="Keep only the session's first rewind_to messages and answer after "
+        "them (regenerate, edit); the rest are dropped for good.",
+    )
 
 
 class ChatRequest(Body):

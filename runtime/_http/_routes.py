@@ -173,14 +173,20 @@ class Api:
     # -- turns and streams ----------------------------------------------------------------
 
     async def start_turn(self, request: Request, body: NewTurn) -> Response:
-        """``POST /api/sessions/{id}/turns`` ``{"message", "metadata"?, "config"?}`` →
-        202 ``{stream_id, session_id, pending_started_at}``, or with ``Accept:
-        text/event-stream`` the turn's events at once (200, SSE); 409 with
-        ``active_stream_id`` while busy. ``metadata`` and ``config`` (JSON objects)
-        reach the agent as ``turn.metadata`` and ``turn.config``."""
+        """``POST /api/sessions/{id}/turns`` ``{"message", "metadata"?, "config"?,
+        "rewind_to"?}`` → 202 ``{stream_id, session_id, pending_started_at}``, or with
+        ``Accept: text/event-stream`` the turn's events at once (200, SSE); 409 with
+        ``active_stream_id`` while busy, 409 ``history_mismatch`` for a ``rewind_to``
+        past the session's messages. ``metadata`` and ``config`` (JSON objects) reach
+        the agent as ``turn.metadata`` and ``turn.config``; ``rewind_to`` is
+        :meth:`Runtime.start_turn`'s."""
         session_id = session_id_param(request)
         stream_id = await self.runtime.start_turn(
-            session_id, body.message, metadata=body.metadata, config=body.config
+            session_id,
+            body.message,
+            metadata=body.metadata,
+            config=body.config,
+            rewind_to=body.rewind_to,
         )
         if self.follow is not None and "text/event-stream" in request.headers.get("accept", ""):
             return self.follow(stream_id)

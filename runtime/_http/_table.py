@@ -261,7 +261,8 @@ OPERATIONS: tuple[Op, ...] = (
             ),
             400: "Invalid session id, or body/message invalid.",
             404: _NO_SESSION,
-            409: "Busy: a live stream owns the session (see active_stream_id).",
+            409: "session_busy: a live stream owns the session (see active_stream_id); "
+            "history_mismatch: rewind_to is past the session's messages.",
         },
         body=m.NewTurn,
     ),
@@ -313,7 +314,8 @@ OPERATIONS: tuple[Op, ...] = (
             200: _UI_STREAM,
             400: "Invalid body, id or messages.",
             404: "The chat belongs to another user.",
-            409: "Busy: a live turn owns the chat.",
+            409: "session_busy: a live turn owns the chat; history_mismatch: a "
+            "regenerate or edit whose messages do not line up with the stored chat.",
         },
         body=m.ChatRequest,
     ),

@@ -48,10 +48,9 @@ class RuntimeSession:
     (:class:`~runtime.SessionBusy`) while a runtime turn owns the session; a stream left
     by a process that died is repaired when a :class:`~runtime.Runtime` reads the session.
 
-    Known limit: ``pop_item`` shrinks the stored message list, and a store's
-    ``recover()`` restores a session that holds fewer messages than its backup, so a
-    popped item can come back after a restart until the session grows past the backup
-    again. ``clear_session`` deletes the session (a tombstone), so it stays cleared.
+    ``pop_item`` removes for good: its save discards the session's backup
+    (``Store.save(discard_backup=True)``), so ``recover()`` never brings a popped item
+    back. ``clear_session`` deletes the session (a tombstone), so it stays cleared.
 
     :param session_id: the runtime session id (``[A-Za-z0-9_-]{1,64}``).
     :param store: an open :class:`~runtime.Store`.
@@ -124,7 +123,7 @@ class RuntimeSession:
                 messages[-1] = _message(group, messages[-1].get("timestamp"))
             else:
                 messages.pop()
-            await self.store.save(session)
+            await self.store.save(session, discard_backup=True)  # a deliberate removal
             return item
 
     async def clear_session(self) -> None:

@@ -385,6 +385,7 @@ class SaveRequest:
     lease: Lease | None
     lease_mode: LeaseMode
     delta: SaveDelta | None = None
+    discard_backup: bool = False
 
 
 @contextmanager
@@ -451,6 +452,12 @@ def plan_save(session: Session, info: StoredInfo | None, request: SaveRequest) -
                 f"refusing the save of session {session.session_id!r}: its delta counts "
                 f"{delta.base} stored messages (base), the store holds {stored}"
             )
+    if request.discard_backup:
+        # an explicit rewrite of the history (an edit, a regenerate): no backup, and the
+        # empty-overwrite refusal, which guards against an accidental ``[]``, is not asked
+        if request.touch_updated_at:
+            session.updated_at = time.time()
+        return False
     if info is not None and count == 0 and info.message_count > 0:
         pending = (
             session.active_stream_id,
@@ -752,6 +759,7 @@ class Store(ABC):
         lease: Lease | None = None,
         lease_mode: LeaseMode = "renew",
         delta: SaveDelta | None = None,
+        discard_backup: bool = False,
     ) -> None:
         """Save ``session`` atomically and durably: when this returns, a crash at any
         instant leaves the new state; before, the old one. Never a torn one. The checks
@@ -778,6 +786,14 @@ class Store(ABC):
             so the backend writes only that; ``None`` (a full save): the backend finds
             out or writes everything. With a delta, only ``session.messages[delta.keep:]``
             and ``delta.fields`` are guaranteed to be written besides ``updated_at``.
+        :param discard_backup: the save rewrites the history on purpose (a user edited or
+            regenerated a message, or cleared the chat): any backup of an earlier state
+            is dropped first and none is kept, so ``recover()`` cannot bring the dropped
+            messages back (without it, a shrinking save keeps a backup that ``recover()``
+            restores while the list is shorter than the backup's; that rule protects
+            against accidental truncation, from the hermes-webui chat UI's bug history).
+            Such a save may also replace stored messages with ``[]`` while a stream is
+            pending. When it returns, no backup of the session exists.
 
         Credentials in ``session.metadata`` (see ``redact_keys``) are replaced by
         :data:`REDACTED` in ``session`` itself first, so no store ever writes them.
@@ -813,7 +829,9 @@ class Store(ABC):
         self._check_open()
         if session.metadata and self.redact_keys:
             redact(session.metadata, self.redact_keys)
-        request = SaveRequest(skip_index, touch_updated_at, events, lease, lease_mode, delta)
+        request = SaveRequest(
+            skip_index, touch_updated_at, events, lease, lease_mode, delta, discard_backup
+        )
         await self._save(session, request)
         self._unsaved.pop(session.session_id, None)
 
@@ -837,6 +855,8 @@ class Store(ABC):
                 None if info is None else info.active_stream_id,
             )
             backup = plan_save(session, info, request)
+            if request.discard_backup and info is not None:
+                await self._discard_backup(sid)
             await self._write(
                 session,
                 skip_index=request.skip_index,
@@ -1230,6 +1250,21 @@ class Store(ABC):
         also gets ``delta=`` (a :class:`SaveDelta` already checked against the stored
         count, or ``None``) and may write only what it names; writing the whole
         session is always correct."""
+
+    async def _discard_backup(self, session_id: str) -> None:
+        """Remove the backup of a stored session durably, if it has one (a save with
+        ``discard_backup=True`` calls it under the session's lock, before its write).
+
+        A backend that keeps backups must implement it (or apply the rule inside its
+        own :meth:`_save`); this default refuses, so that a rewrite of the history never
+        leaves a backup ``recover()`` would restore.
+
+        :raises NotImplementedError: always, naming the backend.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot discard a backup: a save with "
+            "discard_backup=True needs _discard_backup() (or its own _save())"
+        )
 
     @abstractmethod
     async def _load(self, session_id: str) -> Session:

@@ -884,6 +884,7 @@ class FileStore(Store):
             and d is not None
             and not backup
             and not untomb
+            and len(session.messages) >= d.count  # a shrink (discard_backup) rewrites
             and d.journal_bytes < max(self.compact_bytes, d.snapshot_bytes)
         ):
             line, after = self._journal_line(session, d, events, delta)
@@ -892,6 +893,20 @@ class FileStore(Store):
         await self._compact(
             session, d, skip_index=skip_index, backup=backup, events=events, untomb=untomb
         )
+
+    async def _discard_backup(self, session_id: str) -> None:
+        await self._run(self._discard_backup_sync, session_id)
+
+    def _discard_backup_sync(self, sid: str) -> None:
+        # the name goes durably before the new state is written: a crash between the
+        # two leaves the old state without a backup, never the new one with the old
+        # backup that recover() would restore over it
+        if fio.unlink(self._bak(sid)):
+            fio.fsync_dir(self.dir)
+        with self._durable_lock:
+            d = self._durable.get(sid)
+            if d is not None:
+                d.bak_count = None
 
     def _journal_line(
         self, session: Session, d: _Durable, events: Sequence[Event], delta: SaveDelta | None

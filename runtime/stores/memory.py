@@ -122,6 +122,9 @@ class MemoryStore(Store):
                 lines += b"\n"
                 self.events[key] = (record_last_seq(cut[0]), lines)
 
+    async def _discard_backup(self, session_id: str) -> None:
+        self.backups.pop(session_id, None)
+
     async def _load(self, session_id: str) -> Session:
         d = self.sessions.get(session_id)
         if d is None:

@@ -1091,7 +1091,7 @@ class PostgresStore(Store):
         if row is not None:
             if backup:
                 await con.execute(_BACKUP, sid)
-            elif row[6] is not None and row[6] <= count:
+            elif row[6] is not None and (row[6] <= count or request.discard_backup):
                 await con.execute("DELETE FROM backups WHERE session_id = $1", sid)
             if count < stored:
                 await con.execute(
@@ -1113,7 +1113,9 @@ class PostgresStore(Store):
             bodies,
             *events,
         )
-        if backup or (row is not None and row[6] is not None and row[6] > count):
+        if backup or (
+            row is not None and row[6] is not None and row[6] > count and not request.discard_backup
+        ):
             return None
         written = _Written(count, xmin)
         if op == 1:

@@ -129,6 +129,7 @@ from ._store_checks import StoreCheck as StoreCheck
 from ._store_checks import StoreFactory as StoreFactory
 from ._store_checks import check_closed_store as check_closed_store
 from ._store_checks import check_delete_is_never_recovered as check_delete_is_never_recovered
+from ._store_checks import check_discard_backup_keeps_none as check_discard_backup_keeps_none
 from ._store_checks import (
     check_empty_overwrite_allowed_when_idle as check_empty_overwrite_allowed_when_idle,
 )
@@ -211,6 +212,7 @@ __all__ = [
     "check_events_round_trip",
     "check_final_save_persists_events",
     "check_token_runs_round_trip",
+    "check_discard_backup_keeps_none",
     "check_growing_save_keeps_no_backup",
     "check_invalid_session_ids",
     "check_list_bad_limit_and_cursor",

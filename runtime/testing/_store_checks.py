@@ -508,6 +508,52 @@ async def check_growing_save_keeps_no_backup(
             _equal(await _stored(store, sid), state, "state after growing saves and recover()")
 
 
+async def check_discard_backup_keeps_none(
+    factory: StoreFactory, *, reopen: Reopen | None = None
+) -> None:
+    """A save with ``discard_backup=True`` rewrites the history on purpose: it drops the
+    backup an earlier shrinking save kept, keeps none of its own, and may empty the list
+    while a stream is pending. After a restart, ``recover()`` restores nothing
+    (``restored == 0``) and the rewritten state stays, also once later saves grow the
+    list again below the dropped backup's length.
+
+    Rule: a deliberate rewrite (an edit or regenerate in a chat UI) must not come back
+    at the next start; the backup rule (DESIGN.md, "Persistence contract") is for
+    accidental shrinks.
+    """
+    async with _stores(factory, reopen) as stores:
+        store = await stores.fresh()
+        session = _session(messages=_messages(6, "long"))
+        await store.save(session, touch_updated_at=False)
+        session.messages = session.messages[:4]
+        await store.save(session, touch_updated_at=False)  # an accidental shrink: a backup
+        session.messages = session.messages[:1]
+        await store.save(session, touch_updated_at=False, discard_backup=True)
+        session.messages.append({"role": "assistant", "content": "rewritten"})
+        await store.save(session, touch_updated_at=False)
+        pending = _session(messages=_messages(3, "pending"))
+        await store.save(pending, touch_updated_at=False)
+        pending.messages = []
+        pending.active_stream_id = "stream-rewind"
+        await store.save(pending, touch_updated_at=False, discard_backup=True)
+        _equal(
+            (await store.load(pending.session_id)).messages,
+            [],
+            "load() after emptying the list with discard_backup=True while a stream is pending",
+        )
+        expected = {s.session_id: s.to_dict() for s in (session, pending)}
+        store = await stores.restart(store)
+        _equal(
+            dict(await store.recover()),
+            {"scanned": 2, "restored": 0, "orphaned_backups": 0, "quarantined": 0},
+            "recover() after saves with discard_backup=True",
+        )
+        for sid, state in expected.items():
+            _equal(
+                await _stored(store, sid), state, "state after discard_backup saves and recover()"
+            )
+
+
 async def check_empty_overwrite_refused_while_pending(
     factory: StoreFactory, *, reopen: Reopen | None = None
 ) -> None:
@@ -1048,6 +1094,7 @@ BASIC_CHECKS: tuple[StoreCheck, ...] = (
     check_metadata_only_save_refused,
     check_shrinking_save_keeps_backup,
     check_growing_save_keeps_no_backup,
+    check_discard_backup_keeps_none,
     check_empty_overwrite_refused_while_pending,
     check_empty_overwrite_allowed_when_idle,
     check_new_session_in_memory_only,

@@ -241,6 +241,19 @@ async def test_items_are_durable_across_a_reopen(tmp_path: Path) -> None:
         assert await RuntimeSession("durable", store).get_items() == []
 
 
+async def test_popped_items_stay_popped_after_recover(tmp_path: Path) -> None:
+    """``pop_item`` is a deliberate removal: the restart's ``recover()`` must not restore
+    the longer list from a backup (a shrinking save keeps one, for accidental shrinks)."""
+    async with FileStore(tmp_path) as store:
+        session = RuntimeSession("popped", store)
+        await session.add_items(HISTORY)
+        assert await session.pop_item() == HISTORY[-1]
+        assert await session.pop_item() == HISTORY[-2]
+    async with FileStore(tmp_path) as store:
+        assert dict(await store.recover())["restored"] == 0
+        assert await RuntimeSession("popped", store).get_items() == HISTORY[:-2]
+
+
 async def test_the_store_holds_a_valid_chat_completions_transcript(store: FileStore) -> None:
     """Parallel calls are one assistant message with both calls, followed by their
     results; the exact SDK items ride along under a private key."""

@@ -5,7 +5,9 @@ The user message says what to do: ``tokens=N delay=S tool_every=K`` as in
 ``tests/http/sse_agents.py``, plus ``reason=1`` (stream reasoning first), ``fail=1``
 (a failing tool call, then the agent raises) and ``echo=1`` (reply with the turn's
 ``metadata`` and ``config`` as JSON, proving they reach the agent) and ``md=1`` (end with
-a Markdown report that also carries HTML a sanitizer must remove).
+a Markdown report that also carries HTML a sanitizer must remove) and ``history=1``
+(start with ``h<N> t<M>``: the N messages of history the turn sees, and M, a count of the
+turns this process ran, so that a regenerated answer differs from the one it replaces).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ MARKDOWN_REPORT = (
 )
 
 
+_turns: list[str] = []  # the stream ids of the turns this process ran
+
+
 def parse(message: str) -> dict[str, float]:
     """``key=value`` pairs of the message; unknown words are ignored."""
     out: dict[str, float] = {}
@@ -38,6 +43,9 @@ def parse(message: str) -> dict[str, float]:
 async def agent(turn: Turn) -> None:
     """Act as the user message says (see the module docstring)."""
     spec = parse(turn.user_message)
+    _turns.append(turn.stream_id)
+    if spec.get("history"):
+        await turn.token(f"h{len(turn.history)} t{len(_turns)} ")
     if spec.get("reason"):
         await turn.reasoning("thinking ")
         await turn.reasoning("hard")

@@ -122,7 +122,28 @@ async function reload() {
   return { status: r.status, messages };
 }
 
-const scenarios = { send, resume, stop, reload };
+// The UI's own history edits: regenerate the last answer, then edit the first user
+// message (sendMessage with its messageId); after each, the stored chat as a reload
+// shows it (validated by the SDK).
+async function rewrite() {
+  const { chat, finishes, errors } = newChat([]);
+  const texts = (m) => m.parts.filter((p) => p.type === "text").map((p) => p.text).join("");
+  const view = (messages) => messages.map((m) => ({ role: m.role, text: texts(m) }));
+  const stored = async () => {
+    const r = await fetch(`${base}/api/chat/${chatId}`);
+    return view(await validateUIMessages({ messages: (await r.json()).messages }));
+  };
+  await chat.sendMessage({ text: `${text} first` });
+  await chat.sendMessage({ text: `${text} second` });
+  const before = { client: view(chat.messages), stored: await stored() };
+  await chat.regenerate();
+  const regenerated = { client: view(chat.messages), stored: await stored() };
+  await chat.sendMessage({ text: `${text} edited`, messageId: chat.messages[0].id });
+  const edited = { client: view(chat.messages), stored: await stored() };
+  return { before, regenerated, edited, finishes, errors, status: chat.status };
+}
+
+const scenarios = { send, resume, stop, reload, rewrite };
 try {
   const out = await scenarios[scenario]();
   process.stdout.write(JSON.stringify(out) + "\n");

@@ -237,6 +237,47 @@ def test_bad_requests_are_400_and_start_nothing(
     assert httpx.get(server.base_url + "/api/sessions/ok").status_code == 404
 
 
+def test_regenerate_and_edit_rewind_the_stored_chat(server: ServerProcess) -> None:
+    """``chat.regenerate()`` and ``chat.sendMessage({text, messageId})`` drop messages on
+    the client; the stored chat drops the same ones, so a reload shows what the client
+    shows and the agent answers from the rewound history (``h<N>``: the messages it saw)."""
+    out = run_client(server, "rewrite", "chat-rewrite", "history=1 tokens=1")
+    assert out["errors"] == [] and out["status"] == "ready"
+    assert len(out["finishes"]) == 4
+    for step in ("before", "regenerated", "edited"):
+        assert out[step]["client"] == out[step]["stored"], step
+    before, regenerated = out["before"]["client"], out["regenerated"]["client"]
+    assert [m["role"] for m in regenerated] == ["user", "assistant"] * 2
+    assert regenerated[:3] == before[:3]
+    assert regenerated[3]["text"].startswith("h2 ")  # not h4: the old answer is gone
+    assert regenerated[3]["text"] != before[3]["text"]
+    edited = out["edited"]["client"]
+    assert (edited[0]["role"], edited[0]["text"]) == ("user", "history=1 tokens=1 edited")
+    assert [m["role"] for m in edited] == ["user", "assistant"]
+    assert edited[1]["text"].startswith("h0 ")
+
+
+def test_regenerate_that_does_not_line_up_is_409_and_drops_nothing(
+    server: ServerProcess,
+) -> None:
+    base = server.base_url
+    r = post_chat(server, {"id": "chat-mismatch", "messages": [user_message("tokens=2")]})
+    assert r.status_code == 200
+    stored = httpx.get(base + "/api/chat/chat-mismatch").json()["messages"]
+    assert [m["role"] for m in stored] == ["user", "assistant"]
+    # one UI message kept before the user message: the chat's UI message 1 is the answer
+    body = {
+        "id": "chat-mismatch",
+        "messages": [stored[0], user_message("tokens=2")],
+        "trigger": "regenerate-message",
+    }
+    r = post_chat(server, body)
+    assert r.status_code == 409, r.text
+    assert r.json()["error"] == "history_mismatch"
+    assert "reload" in r.json()["detail"]
+    assert httpx.get(base + "/api/chat/chat-mismatch").json()["messages"] == stored
+
+
 def test_busy_chat_is_409_and_idle_or_unknown_chat_resumes_with_204(
     server: ServerProcess,
 ) -> None:

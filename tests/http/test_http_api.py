@@ -279,6 +279,34 @@ async def test_turn_202_then_busy_409_with_active_stream_id() -> None:
         assert again.status_code == 202
 
 
+async def test_turn_rewind_to_drops_the_later_messages_or_is_409() -> None:
+    async with open_app() as s:
+        sid = (await s.client.post("/api/sessions")).json()["session_id"]
+        for text in ("first", "second"):
+            r = await s.client.post(f"/api/sessions/{sid}/turns", json={"message": text})
+            await s.runtime.wait_stream(r.json()["stream_id"])
+        stored = (await s.client.get(f"/api/sessions/{sid}")).json()["messages"]
+        assert [m["role"] for m in stored] == ["user", "assistant"] * 2
+        too_far = await s.client.post(
+            f"/api/sessions/{sid}/turns", json={"message": "again", "rewind_to": 5}
+        )
+        assert assert_error(too_far, 409, "history_mismatch", "4 messages")["session_id"] == sid
+        negative = await s.client.post(
+            f"/api/sessions/{sid}/turns", json={"message": "again", "rewind_to": -1}
+        )
+        assert_error(negative, 400, "invalid_body", "rewind_to")
+        assert (await s.client.get(f"/api/sessions/{sid}")).json()["messages"] == stored
+        r = await s.client.post(
+            f"/api/sessions/{sid}/turns", json={"message": "second, again", "rewind_to": 2}
+        )
+        assert r.status_code == 202
+        await s.runtime.wait_stream(r.json()["stream_id"])
+        after = (await s.client.get(f"/api/sessions/{sid}")).json()["messages"]
+        assert after[:2] == stored[:2]
+        assert [(m["role"], m["content"]) for m in after[2:3]] == [("user", "second, again")]
+        assert len(after) == 4
+
+
 @pytest.mark.parametrize(
     ("body", "mention"),
     [

@@ -25,6 +25,7 @@ from runtime.testing import (
     check_concurrent_saves_never_torn,
     check_delete_is_never_recovered,
     check_delta_save_matches_full_save,
+    check_discard_backup_keeps_none,
     check_events_round_trip,
     check_expired_lease_can_be_taken_over,
     check_lease_claim_renew_release,
@@ -87,6 +88,11 @@ class NoBackup(MemoryStore):
         self, session: Session, *, skip_index: bool, backup: bool, events: Sequence[Event]
     ) -> None:
         await super()._write(session, skip_index=skip_index, backup=False, events=events)
+
+
+class KeepsBackupOnDiscard(MemoryStore):
+    async def _discard_backup(self, session_id: str) -> None:
+        pass
 
 
 class DropsCheckpoints(MemoryStore):
@@ -305,6 +311,7 @@ BROKEN: list[tuple[type[MemoryStore], StoreCheck]] = [
     (TornWrites, check_concurrent_saves_never_torn),
     (TornWrites, check_cancelled_save_is_old_or_new),
     (NoBackup, check_shrinking_save_keeps_backup),
+    (KeepsBackupOnDiscard, check_discard_backup_keeps_none),
     (DropsCheckpoints, check_skip_index_save_is_durable),
     (OldestFirst, check_list_sorted_newest_first),
     (NoTombstones, check_delete_is_never_recovered),
