@@ -364,7 +364,7 @@ class _RemoteLog(StreamLog):
                     return  # nobody waits
                 try:
                     woke = await self._read_head(window, None)
-                except EventLogUnavailable:
+                except (EventLogUnavailable, RedisError):
                     return  # the waiters were woken; they meet the error in read_within
         finally:
             self._follower = None
@@ -843,7 +843,7 @@ class RedisEventLog(Broker):
 
     async def aclose(self) -> None:
         """Send what is buffered (waiting at most ``close_timeout`` seconds), stop the
-        sender and close the connections; idempotent."""
+        sender and the views' reader tasks and close the connections; idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -856,6 +856,12 @@ class RedisEventLog(Broker):
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._sender
                 self._sender = None
+            for view in list(self._remote.values()):  # their waiters are woken (stalled)
+                follower = view._follower
+                if follower is not None:
+                    follower.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await follower
             with contextlib.suppress(RedisError, OSError):
                 await self._client.aclose()
 

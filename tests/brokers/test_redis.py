@@ -243,6 +243,30 @@ async def test_a_reader_elsewhere_gets_a_round_of_events_in_one_read() -> None:
         await other.aclose()
 
 
+async def test_closing_the_broker_ends_a_waiter_on_a_quiet_stream() -> None:
+    """A subscriber waiting on a view whose reader task is blocked in ``XREAD`` is woken
+    when its broker closes (a server shutting down), and the view then offers no waiter
+    (its readers go back to ``read_within``), rather than left waiting."""
+    url, prefix = redis_url(), new_prefix()
+    owner, other = RedisEventLog(url, prefix=prefix), RedisEventLog(url, prefix=prefix)
+    try:
+        log = owner.open("s-quiet", "sess")
+        log.publish("token", {"text": "only"})
+        await log.flush()
+        view = await other.attach("s-quiet")
+        assert [e.seq for e in await view.read(0)] == [1]
+        waiter = view.waiter(1)
+        assert waiter is not None
+        await anyio.sleep(0.1)  # the reader task is blocked in XREAD (1 s)
+        with anyio.fail_after(5):
+            await other.aclose()
+            await waiter
+        assert view.waiter(1) is None  # stalled: a reader goes back to read_within
+    finally:
+        await owner.aclose()
+        await other.aclose()
+
+
 async def test_cancel_from_b_ends_the_turn_on_a_like_a_local_cancel() -> None:
     async with two_nodes(redis_url()) as (a, b):
         session = await a.create_session()
