@@ -1137,6 +1137,9 @@ async def _final_save(
     session = turn._session
     fields = _FINAL_FIELDS | ({"metadata"} if RESUME_KEY in session.metadata else set())
     delta = _delta(turn, state, fields)  # before the draft is finished in place
+    # a resumed turn that streamed no text again gives up its dropped draft's place: a
+    # shrink that is meant, so no backup (recover() would put the running state back)
+    unused_slot = turn._slot is not None and turn._partial is turn._slot and not turn._draft
     for message in _outcome_messages(turn, outcome, error):
         session.messages.append(message)
     if RESUME_KEY in session.metadata:
@@ -1170,7 +1173,14 @@ async def _final_save(
             if outcome == "lease_lost":
                 raise error if isinstance(error, LeaseLost) else LeaseLost(turn.session_id)
             await _save_delta(
-                turn, store, state, delta, events=events, lease=lease, lease_mode="release"
+                turn,
+                store,
+                state,
+                delta,
+                events=events,
+                lease=lease,
+                lease_mode="release",
+                discard_backup=unused_slot,
             )
             saved = True
         except LeaseLost as exc:

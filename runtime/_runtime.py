@@ -22,6 +22,7 @@ from ._exceptions import (
     SessionBusy,
     SessionNotFound,
     StoreClosed,
+    WriteConflict,
 )
 from ._json import check_json_ready
 from ._resume import (
@@ -40,7 +41,7 @@ from ._subscription import Subscription, new_stream_id, session_of_stream
 from ._timer import Wakeups, asyncio_loop
 from .brokers.abc import Broker
 from .repair import is_stale, mark_interrupted, repair
-from .stores.abc import Lease, RecoveryReport, SessionPage, Store
+from .stores.abc import Lease, RecoveryReport, SaveDelta, SessionPage, Store
 
 if TYPE_CHECKING:
     from .routing import RouteTable
@@ -48,6 +49,10 @@ if TYPE_CHECKING:
 __all__ = ["Runtime"]
 
 logger = logging.getLogger("runtime")
+
+#: tries of a rename or discard whose conditional write found that a turn ran between
+#: its load and its write (each try loads again)
+_IDLE_WRITE_ATTEMPTS = 3
 
 
 class Runtime:
@@ -417,20 +422,48 @@ class Runtime:
         :raises ValueError: for a title that is empty, over 200 characters or holds a
             control character.
         :raises SessionBusy: while a live stream owns it (its final save would write
-            the title the turn started with); rename it after the turn.
+            the title the turn started with), also one that started here or on another
+            node while the rename ran; rename it after the turn.
         :raises SessionNotFound: if there is no such session.
         """
         validate_session_id(session_id)
         validate_title(title)
-        busy = self._busy.get(session_id)
-        if busy is not None:
-            raise SessionBusy(session_id, busy)
-        session = await self.get_session(session_id)
-        if session.active_stream_id is not None:  # a live stream of another node
-            raise SessionBusy(session_id, session.active_stream_id)
-        session.title = title
-        await self.store.save(session)
+        conflicts = 0
+        while True:
+            busy = self._busy.get(session_id)
+            if busy is not None:
+                raise SessionBusy(session_id, busy)
+            session = await self.get_session(session_id)
+            if session.active_stream_id is not None:  # a live stream of another node
+                raise SessionBusy(session_id, session.active_stream_id)
+            session.title = title
+            try:
+                await self._save_idle(session, frozenset({"title"}))
+            except WriteConflict:
+                conflicts += 1
+                if conflicts == _IDLE_WRITE_ATTEMPTS:
+                    raise
+                continue  # a turn ran in between: rename the state it left
+            break
         return Session.from_dict(session.meta_dict(), metadata_only=True)
+
+    async def _save_idle(
+        self, session: Session, fields: frozenset[str], *, touch_updated_at: bool = True
+    ) -> None:
+        """Save ``fields`` of a fully loaded session that no turn owns, as one
+        conditional write rather than a check then a write: it takes the session's lease
+        if free and frees it in the same write (a turn claimed in between, here or on
+        another node: :class:`SessionBusy`), and holds only if the stored message count
+        is still the loaded one (a turn ran in between: :class:`WriteConflict`), so it
+        never overwrites a turn's state with the older one it loaded."""
+        n = len(session.messages)
+        await self.store.save(
+            session,
+            touch_updated_at=touch_updated_at,
+            lease=self._new_lease(),
+            lease_mode="repair",
+            delta=SaveDelta(n, n, fields),
+        )
 
     async def session_streams(self, session_id: str) -> list[dict[str, Any]]:
         """The streams (turns) of a session, oldest first: ``{stream_id, user_message,
@@ -672,6 +705,7 @@ class Runtime:
     ) -> str:
         session = await self.store.load(session_id)
         stream_id, record = await self._interrupted(session)
+        loaded = len(session.messages)  # as stored: with a repair's marker, a checkpointed draft
         events = await self.store.load_events(session_id, stream_id, 0)
         if events and events[-1].type == ev.STREAM_END:
             raise NothingToResume(session_id, f"stream {stream_id!r} has ended")
@@ -730,7 +764,15 @@ class Runtime:
         self._busy[session_id] = stream_id
         try:
             events = log.events_between(first - 1, log.last_seq)
-            await self.store.save(session, events=events, lease=lease, lease_mode="claim")
+            # Dropping the dead attempt's draft (and a repair's marker) is meant: no backup,
+            # or recover() would put the interrupted state back over the finished turn.
+            await self.store.save(
+                session,
+                events=events,
+                lease=lease,
+                lease_mode="claim",
+                discard_backup=len(session.messages) < loaded,
+            )
         except BaseException:
             self.broker.drop(stream_id)
             if self._busy.get(session_id) == stream_id:
@@ -806,23 +848,32 @@ class Runtime:
 
         :raises InvalidSessionId: for a bad id, before any I/O.
         :raises SessionNotFound: if there is no such session.
-        :raises SessionBusy: while a live stream owns the session.
+        :raises SessionBusy: while a live stream owns the session, also one that
+            started here or on another node while this ran.
         """
         validate_session_id(session_id)
-        busy = self._busy.get(session_id)
-        if busy is not None:
-            raise SessionBusy(session_id, busy)
-        full = await self.store.load(session_id)
-        if full.active_stream_id is not None:
-            if not await self._is_stale(full):
-                raise SessionBusy(session_id, full.active_stream_id)
-            if not await repair(self.store, full, owner=self.node_id, ttl=self.lease_ttl):
-                raise SessionBusy(session_id, full.active_stream_id or "(another process)")
-        if RESUME_KEY not in full.metadata:
-            return False
-        with_record(full, None)
-        await self.store.save(full, touch_updated_at=False)
-        return True
+        conflicts = 0
+        while True:
+            busy = self._busy.get(session_id)
+            if busy is not None:
+                raise SessionBusy(session_id, busy)
+            full = await self.store.load(session_id)
+            if full.active_stream_id is not None:
+                if not await self._is_stale(full):
+                    raise SessionBusy(session_id, full.active_stream_id)
+                if not await repair(self.store, full, owner=self.node_id, ttl=self.lease_ttl):
+                    raise SessionBusy(session_id, full.active_stream_id or "(another process)")
+            if RESUME_KEY not in full.metadata:
+                return False
+            with_record(full, None)
+            try:
+                await self._save_idle(full, frozenset({"metadata"}), touch_updated_at=False)
+            except WriteConflict:
+                conflicts += 1
+                if conflicts == _IDLE_WRITE_ATTEMPTS:
+                    raise
+                continue  # a turn ran in between: look again at the state it left
+            return True
 
     async def _resume_sweep(self) -> None:
         """``resume="auto"``: resume every interrupted turn at start-up; on a shared

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 import weakref
 from collections.abc import Mapping
 from typing import cast
@@ -11,15 +12,21 @@ import anyio
 from agents.items import TResponseInputItem
 from agents.memory import SessionSettings
 
-from .._exceptions import SessionBusy, SessionNotFound
+from .._exceptions import SessionBusy, SessionNotFound, WriteConflict
 from .._session import Message, Session, validate_session_id
-from ..stores.abc import Store
+from ..stores.abc import Lease, SaveDelta, Store
 from ._openai_items import chat_message, is_assistant_side, to_input_items
 
 __all__ = ["RuntimeSession"]
 
 #: Private message key holding the SDK items a stored message stands for.
 ITEMS_KEY = "_items"
+#: the owner named by the lease a write takes and frees in the same save
+_LEASE_OWNER = "openai-agents-session"
+#: seconds of that lease (it never outlives the save)
+_LEASE_TTL = 30.0
+#: tries of a write that found the stored messages changed between its load and save
+_WRITE_ATTEMPTS = 3
 
 # One lock per (store, session id), shared by every RuntimeSession on them.
 _locks: weakref.WeakKeyDictionary[Store, dict[str, anyio.Lock]] = weakref.WeakKeyDictionary()
@@ -45,8 +52,12 @@ class RuntimeSession:
 
     Every call is one durable store save (or load), serialised per (store, session) in
     this process. The store must be open while the session is used. Writes are refused
-    (:class:`~runtime.SessionBusy`) while a runtime turn owns the session; a stream left
-    by a process that died is repaired when a :class:`~runtime.Runtime` reads the session.
+    (:class:`~runtime.SessionBusy`) while a runtime turn owns the session, also one that
+    starts between a write's load and its save (the save is conditional: it takes the
+    session's lease if free and frees it in the same write); a write that finds the
+    stored messages changed in between (a turn ran) loads again and retries, so it never
+    overwrites them. A stream left by a process that died is repaired when a
+    :class:`~runtime.Runtime` reads the session.
 
     ``pop_item`` removes for good: its save discards the session's backup
     (``Store.save(discard_backup=True)``), so ``recover()`` never brings a popped item
@@ -101,11 +112,20 @@ class RuntimeSession:
         if not items:
             return
         async with self._lock():
-            session = await self._load_for_write(create=True)
-            assert session is not None
-            for item in items:
-                _append(session.messages, cast("TResponseInputItem", dict(item)))
-            await self.store.save(session)
+            conflicts = 0
+            while True:
+                session = await self._load_for_write(create=True)
+                assert session is not None
+                base = len(session.messages)
+                for item in items:
+                    _append(session.messages, cast("TResponseInputItem", dict(item)))
+                try:
+                    await self._save(session, base)
+                    return
+                except WriteConflict:
+                    conflicts += 1
+                    if conflicts == _WRITE_ATTEMPTS:
+                        raise
 
     async def pop_item(self) -> TResponseInputItem | None:
         """Remove and return the latest item; ``None`` when there is none.
@@ -113,18 +133,26 @@ class RuntimeSession:
         :raises SessionBusy: while a runtime turn owns the session.
         """
         async with self._lock():
-            session = await self._load_for_write(create=False)
-            if session is None or not session.messages:
-                return None
-            messages = session.messages
-            group = _message_items(messages[-1])
-            item = group.pop()
-            if group:
-                messages[-1] = _message(group, messages[-1].get("timestamp"))
-            else:
-                messages.pop()
-            await self.store.save(session, discard_backup=True)  # a deliberate removal
-            return item
+            conflicts = 0
+            while True:
+                session = await self._load_for_write(create=False)
+                if session is None or not session.messages:
+                    return None
+                messages = session.messages
+                base = len(messages)
+                group = _message_items(messages[-1])
+                item = group.pop()
+                if group:
+                    messages[-1] = _message(group, messages[-1].get("timestamp"))
+                else:
+                    messages.pop()
+                try:
+                    await self._save(session, base, discard_backup=True)  # removed for good
+                    return item
+                except WriteConflict:
+                    conflicts += 1
+                    if conflicts == _WRITE_ATTEMPTS:
+                        raise
 
     async def clear_session(self) -> None:
         """Remove every item: the runtime session is deleted (a later ``add_items``
@@ -150,6 +178,18 @@ class RuntimeSession:
             return await self.store.load(self.session_id)
         except SessionNotFound:
             return None
+
+    async def _save(self, session: Session, base: int, *, discard_backup: bool = False) -> None:
+        """The conditional write: only while no turn holds the session's lease (else
+        :class:`SessionBusy`) and the store still holds ``base`` messages (else
+        :class:`WriteConflict`); every message is written."""
+        await self.store.save(
+            session,
+            lease=Lease(_LEASE_OWNER, uuid.uuid4().hex, _LEASE_TTL),
+            lease_mode="repair",
+            delta=SaveDelta(base, 0),
+            discard_backup=discard_backup,
+        )
 
     async def _load_for_write(self, *, create: bool) -> Session | None:
         session = await self._load()

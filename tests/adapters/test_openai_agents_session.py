@@ -27,11 +27,13 @@ from scripted_openai_agents import OFFLINE, weather_agent, weather_model  # noqa
 from runtime import (  # noqa: E402
     FileStore,
     InvalidSessionId,
+    MemoryStore,
     Runtime,
     SessionBusy,
     Turn,
     model_messages,
 )
+from runtime import Session as StoredSession  # noqa: E402
 from runtime.adapters.openai_agents import RuntimeSession  # noqa: E402
 from runtime.adapters.openai_agents import agent as adapt  # noqa: E402
 
@@ -239,6 +241,76 @@ async def test_items_are_durable_across_a_reopen(tmp_path: Path) -> None:
         await session.clear_session()
     async with FileStore(tmp_path) as store:  # recover() does not bring cleared items back
         assert await RuntimeSession("durable", store).get_items() == []
+
+
+class PausingStore(MemoryStore):
+    """A MemoryStore whose next full load, once armed, waits for the test: the window
+    between a write's load and its save, where another writer may act."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed: tuple[anyio.Event, anyio.Event] | None = None
+
+    async def _load(self, session_id: str) -> StoredSession:
+        session = await super()._load(session_id)
+        if self.armed is not None:
+            reached, go = self.armed
+            self.armed = None
+            reached.set()
+            await go.wait()
+        return session
+
+
+async def test_writes_racing_a_runtime_turn_never_overwrite_it() -> None:
+    """A turn that starts between ``add_items``' load and save makes it ``SessionBusy``;
+    one that runs to its end meanwhile makes it load again and append after the turn."""
+    store = PausingStore()
+    release = anyio.Event()
+
+    async def agent(turn: Turn) -> None:
+        if turn.user_message == "held":
+            await release.wait()
+        await turn.reply(f"re: {turn.user_message}")
+
+    async with Runtime(store, agent) as rt:
+        session = RuntimeSession("raced", store)
+        await session.add_items(HISTORY[:2])
+        for case in ("held", "whole"):
+            reached, go = anyio.Event(), anyio.Event()
+            store.armed = (reached, go)
+            outcome: list[BaseException | None] = []
+
+            async def add(outcome: list[BaseException | None] = outcome) -> None:
+                try:
+                    await session.add_items([{"role": "user", "content": "from the SDK"}])
+                    outcome.append(None)
+                except SessionBusy as exc:
+                    outcome.append(exc)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(add)
+                await reached.wait()
+                stream_id = await rt.start_turn("raced", case)
+                if case == "whole":
+                    await rt.wait_stream(stream_id)
+                go.set()
+            if case == "held":
+                assert len(outcome) == 1 and isinstance(outcome[0], SessionBusy)
+                assert (await store.load("raced")).active_stream_id == stream_id
+                release.set()
+                await rt.wait_stream(stream_id)
+            else:
+                assert outcome == [None]
+        contents = [m["content"] for m in (await rt.get_session("raced")).messages]
+    assert contents == [
+        "Message 1",
+        "Response 1",
+        "held",
+        "re: held",
+        "whole",
+        "re: whole",
+        "from the SDK",
+    ]
 
 
 async def test_popped_items_stay_popped_after_recover(tmp_path: Path) -> None:

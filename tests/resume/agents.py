@@ -72,3 +72,21 @@ async def charge(turn: Turn) -> None:
     call = await turn.call_tool(CHARGE, {"amount": 42}, call_id="charge-1")
     status = call.result.get("status", "ok") if isinstance(call.result, dict) else "ok"
     await turn.reply(f"charge: {status}; attempt {turn.resumed}")
+
+
+async def draft(turn: Turn) -> None:
+    """``RESUME_TOKENS`` tokens (default 40), ``RESUME_TOKEN_DELAY`` seconds apart (default
+    0.05), then the reply they make: a turn killed mid-stream leaves a checkpointed draft,
+    and a resumed attempt streams it again from the start."""
+    n = int(os.environ.get("RESUME_TOKENS", "40"))
+    delay = float(os.environ.get("RESUME_TOKEN_DELAY", "0.05"))
+    for i in range(n):
+        await turn.token(f"t{i} ")
+        await anyio.sleep(delay)
+    await turn.reply()
+
+
+async def draft_then_quiet(turn: Turn) -> None:
+    """:func:`draft` on its first attempt; a resumed attempt ends at once, without text."""
+    if not turn.resumed:
+        await draft(turn)

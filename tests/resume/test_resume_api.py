@@ -9,12 +9,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import anyio
 import httpx
 import pytest
 
 from runtime import FileStore, NothingToResume, Runtime
 
+from .agents import draft, draft_then_quiet
 from .helpers import (
     ROOT,
     env,
@@ -132,3 +135,65 @@ def test_http_resume_route(tmp_path: Path) -> None:
     finally:
         kill(server)
     assert lines(tmp_path / "effects") == [f"step-{i}" for i in range(1, 7)]
+
+
+def _killed_mid_stream(tmp_path: Path, agent: str) -> tuple[Path, str]:
+    """A turn of ``agent`` SIGKILLed once a checkpoint holds a few tokens of its draft."""
+    store = tmp_path / "store"
+    proc = start_run(store, agent, "write", env())
+    assert proc.stdout is not None
+    tokens = 0
+    while True:
+        event = json.loads(proc.stdout.readline())
+        tokens += event["type"] == "token"
+        if event["type"] == "checkpoint" and tokens >= 3:
+            break
+    kill(proc)
+    return store, str(event["session_id"])
+
+
+def test_a_resume_after_a_repair_is_not_undone_by_recover(tmp_path: Path) -> None:
+    """A turn killed mid-stream, repaired by a read (its draft kept as partial, a
+    marker added), then resumed: the resume drops the draft and the marker on purpose,
+    so the finished turn (shorter than the repaired state) must not be replaced by that
+    state when the next start runs ``recover()``."""
+    store, session_id = _killed_mid_stream(tmp_path, "tests/resume/agents.py:draft")
+
+    async def repair_resume_restart() -> tuple[int, list[Any], int, list[Any]]:
+        async with Runtime(FileStore(store), draft) as rt:
+            repaired = await rt.get_session(session_id)  # closes the dead turn
+            assert repaired.messages[-1].get("type") == "interrupted"
+            await rt.wait_stream(await rt.resume(session_id))
+            final = (await rt.get_session(session_id)).messages
+        async with FileStore(store) as restarted:
+            report = await restarted.recover()
+            after = (await restarted.load(session_id)).messages
+        return len(repaired.messages), final, report["restored"], after
+
+    repaired, final, restored, after = anyio.run(repair_resume_restart)
+    assert [m["role"] for m in final] == ["user", "assistant"]
+    assert final[-1]["content"] == "".join(f"t{i} " for i in range(40))
+    assert len(final) < repaired  # the case where a backup would win at recover()
+    assert restored == 0
+    assert after == final
+
+
+def test_a_resumed_turn_without_new_text_is_not_undone_by_recover(tmp_path: Path) -> None:
+    """A resumed attempt that streams no text again gives up the dead draft's place in
+    its final save: that shrink is meant, so the next start's ``recover()`` must not put
+    the running state (with the place and the pending turn) back."""
+    store, session_id = _killed_mid_stream(tmp_path, "tests/resume/agents.py:draft_then_quiet")
+
+    async def resume_restart() -> tuple[list[Any], int, list[Any], str | None]:
+        async with Runtime(FileStore(store), draft_then_quiet) as rt:
+            await rt.wait_stream(await rt.resume(session_id))
+            final = (await rt.get_session(session_id)).messages
+        async with FileStore(store) as restarted:
+            report = await restarted.recover()
+            loaded = await restarted.load(session_id)
+        return final, report["restored"], loaded.messages, loaded.active_stream_id
+
+    final, restored, after, active = anyio.run(resume_restart)
+    assert [m["role"] for m in final] == ["user"]
+    assert restored == 0
+    assert after == final and active is None
