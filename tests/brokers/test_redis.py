@@ -207,18 +207,29 @@ async def test_waiters_on_b_meet_redis_going_away_as_an_error(tmp_path: Path) ->
             assert [e.seq for e in seen] == list(range(1, seen[-1].seq + 1))
 
 
+@asynccontextmanager
+async def owner_and_view() -> AsyncIterator[tuple[Any, Any, RedisEventLog]]:
+    """Two brokers on one Redis prefix: a log the first owns, with one event sent, and
+    the second's view of it, which has read that event: ``(log, view, second broker)``."""
+    url, prefix = redis_url(), new_prefix()
+    owner, other = RedisEventLog(url, prefix=prefix), RedisEventLog(url, prefix=prefix)
+    try:
+        log = owner.open("s-1", "sess")
+        log.publish("token", {"text": "first"})
+        await log.flush()
+        view = await other.attach("s-1")
+        assert [e.seq for e in await view.read(0)] == [1]
+        yield log, view, other
+    finally:
+        await owner.aclose()
+        await other.aclose()
+
+
 async def test_a_reader_elsewhere_gets_a_round_of_events_in_one_read() -> None:
     """The events the owner sends in one round trip reach a reader blocked in ``XREAD``
     on another broker as one batch (a plain pipeline woke it after the first ``XADD``:
     one event, then the rest, so that node fanned each burst out twice)."""
-    url, prefix = redis_url(), new_prefix()
-    owner, other = RedisEventLog(url, prefix=prefix), RedisEventLog(url, prefix=prefix)
-    try:
-        log = owner.open("s-round", "sess")
-        log.publish("token", {"text": "first"})
-        await log.flush()
-        view = await other.attach("s-round")
-        assert [e.seq for e in await view.read(0)] == [1]
+    async with owner_and_view() as (log, view, other):
         batches: list[list[int]] = []
 
         async def follow() -> None:
@@ -238,23 +249,13 @@ async def test_a_reader_elsewhere_gets_a_round_of_events_in_one_read() -> None:
             for i in range(20):  # one loop step: one round trip
                 log.publish("token", {"text": f"t{i}"})
         assert batches == [list(range(2, 22))]
-    finally:
-        await owner.aclose()
-        await other.aclose()
 
 
 async def test_closing_the_broker_ends_a_waiter_on_a_quiet_stream() -> None:
     """A subscriber waiting on a view whose reader task is blocked in ``XREAD`` is woken
     when its broker closes (a server shutting down), and the view then offers no waiter
     (its readers go back to ``read_within``), rather than left waiting."""
-    url, prefix = redis_url(), new_prefix()
-    owner, other = RedisEventLog(url, prefix=prefix), RedisEventLog(url, prefix=prefix)
-    try:
-        log = owner.open("s-quiet", "sess")
-        log.publish("token", {"text": "only"})
-        await log.flush()
-        view = await other.attach("s-quiet")
-        assert [e.seq for e in await view.read(0)] == [1]
+    async with owner_and_view() as (_, view, other):
         waiter = view.waiter(1)
         assert waiter is not None
         await anyio.sleep(0.1)  # the reader task is blocked in XREAD (1 s)
@@ -262,9 +263,6 @@ async def test_closing_the_broker_ends_a_waiter_on_a_quiet_stream() -> None:
             await other.aclose()
             await waiter
         assert view.waiter(1) is None  # stalled: a reader goes back to read_within
-    finally:
-        await owner.aclose()
-        await other.aclose()
 
 
 async def test_cancel_from_b_ends_the_turn_on_a_like_a_local_cancel() -> None:
