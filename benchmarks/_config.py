@@ -24,6 +24,9 @@ class Config:
     langgraph_reps_cap: dict[int, int]
     #: timed full loads per (system, N) and pass in W3.
     load_reps: int
+    #: timed full loads per (system, N) and pass in WPG W3, each after its own floor
+    #: SELECT: odd, so a pass's median is a sample, not the mean of two.
+    pg_load_reps: int
     #: repetitions of the 1-byte write+fsync floor per N and pass.
     floor_reps: int
     #: W4 events per pass, passes per system, producer yields every N events.
@@ -54,6 +57,7 @@ class Config:
             warmup=2,
             langgraph_reps_cap={10_000: 6, 50_000: 1},
             load_reps=2,
+            pg_load_reps=5,
             floor_reps=60,
             w4_events=200_000,
             w4_passes=5,
@@ -80,6 +84,7 @@ class Config:
             warmup=1,
             langgraph_reps_cap={100: 3, 1_000: 3},
             load_reps=2,
+            pg_load_reps=3,
             floor_reps=30,
             w4_events=50_000,
             w4_passes=2,

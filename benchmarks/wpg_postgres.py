@@ -26,10 +26,20 @@ Each system gets its own database, created and dropped here. At each N every sys
 built once, then measured in interleaved passes (the order rotates each pass), each pass
 starting with the INSERT floor; cells are medians over passes with their spread, and the
 ratios are taken pass by pass against the floors of the same pass (:mod:`._passes`).
+
+Every timed operation, a floor's or a system's, starts in the same collector state: the
+objects built before the passes (every system's history, the peers' modules) are frozen
+(``gc.freeze()``) and a ``gc.collect()`` of the rest runs just before the timer starts.
+Without that, a full collection (~270 ms at N = 10k, the whole process's heap) landed
+inside whichever timed operation crossed the collector's threshold, a floor SELECT as
+often as a load, and one such sample decided its pass's median: the source of W3's
+spreads of 200-400 %. The collections an operation's own allocations trigger stay inside
+its time; how many full ones ran inside timed operations is in the JSON (``gc``).
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import Callable
@@ -37,6 +47,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ._config import Context
+from ._gcwatch import GcWatch
 from ._labels import size_label
 from ._passes import fmt_spread, over_passes, pass_medians, ratio_by_pass, rotated, spread_note
 from ._report import Result, Table, fmt
@@ -65,6 +76,32 @@ def dsn() -> str | None:
 def _with_db(base: str, name: str, scheme: str = "postgresql") -> str:
     parts = urlsplit(base)
     return urlunsplit(parts._replace(scheme=scheme, path="/" + name))
+
+
+class _Clock:
+    """Times one operation from a settled collector (see the module docstring) and
+    counts the timed operations a full collection ran inside, per side."""
+
+    def __init__(self) -> None:
+        self.watch = GcWatch()
+        self.full: dict[str, int] = {}
+        self._t0 = 0.0
+        self._full0 = 0
+
+    def start(self) -> None:
+        gc.collect()
+        self._full0 = self.watch.count[2]
+        self._t0 = now_ms()
+
+    def stop(self, side: str) -> float:
+        """Milliseconds since :meth:`start`."""
+        elapsed = now_ms() - self._t0
+        if self.watch.count[2] != self._full0:
+            self.full[side] = self.full.get(side, 0) + 1
+        return elapsed
+
+
+_CLOCK = _Clock()
 
 
 class _Databases:
@@ -243,15 +280,19 @@ _FACTORIES: dict[str, Callable[[str], Any]] = {
 
 class _Floors:
     """The two floors on connections kept open: a bare one-row INSERT + COMMIT
-    (autocommit) of the appended message, and a bare SELECT of N message rows (JSON
-    text) with ``orjson.loads`` of each."""
+    (autocommit) of the appended message, and a bare SELECT of the message rows a
+    system holds (JSON text) with ``orjson.loads`` of each: the N of the history, then
+    the messages W1 appended to it, the same ones in the same order (``extra`` of
+    them stored, each ``select`` reads the first ``count``)."""
 
     def __init__(self) -> None:
         self.insert_con: Any = None
         self.select_con: Any = None
         self._body = ""
 
-    async def open(self, insert_url: str, select_url: str, messages: list[dict[str, Any]]) -> None:
+    async def open(
+        self, insert_url: str, select_url: str, messages: list[dict[str, Any]], extra: int
+    ) -> None:
         import asyncpg
         import orjson
 
@@ -265,8 +306,10 @@ class _Floors:
         await self.select_con.execute(
             "CREATE TABLE rows (idx integer PRIMARY KEY, body text NOT NULL)"
         )
+        appended = [appended_message(i) for i in range(extra)]
         await self.select_con.copy_records_to_table(
-            "rows", records=[(i, orjson.dumps(m).decode()) for i, m in enumerate(messages)]
+            "rows",
+            records=[(i, orjson.dumps(m).decode()) for i, m in enumerate(messages + appended)],
         )
 
     async def inserts(self, wal: _Wal, reps: int, wal_bytes: list[float]) -> list[float]:
@@ -280,19 +323,22 @@ class _Floors:
 
     async def insert(self) -> float:
         """One timed INSERT + COMMIT (ms)."""
-        t0 = now_ms()
+        _CLOCK.start()
         await self.insert_con.execute("INSERT INTO floor (body) VALUES ($1)", self._body)
-        return now_ms() - t0
+        return _CLOCK.stop("floor")
 
-    async def selects(self, reps: int) -> list[float]:
+    async def selects(self, reps: int, count: int) -> list[float]:
+        """``reps`` timed SELECTs of the first ``count`` message rows (ms each)."""
         import orjson
 
         out = []
         for _ in range(reps):
-            t0 = now_ms()
-            rows = await self.select_con.fetch("SELECT body FROM rows ORDER BY idx")
+            _CLOCK.start()
+            rows = await self.select_con.fetch(
+                "SELECT body FROM rows WHERE idx < $1 ORDER BY idx", count
+            )
             [orjson.loads(r[0]) for r in rows]
-            out.append(now_ms() - t0)
+            out.append(_CLOCK.stop("select"))
         return out
 
     async def close(self) -> None:
@@ -328,9 +374,9 @@ class _Cell:
             # built outside the timer, as in W1 (the floor's body is built once)
             message = appended_message(self.appended)
             before = await wal.lsn()
-            t0 = now_ms()
+            _CLOCK.start()
             await self.system.append(message)
-            elapsed = now_ms() - t0
+            elapsed = _CLOCK.stop(self.name)
             self.appended += 1
             if floor is not None:
                 samples.append(elapsed)
@@ -345,10 +391,12 @@ class _Cell:
         server's and the client's background work)."""
         samples, selects = [], []
         for _ in range(reps):
-            selects += await floor.selects(1)
-            t0 = now_ms()
+            # the same rows as the load's: W1's appends grew the session past N (by
+            # up to 42 messages of ~1.25 KB at N = 100: 1.8x the bytes of N rows)
+            selects += await floor.selects(1, n + self.appended)
+            _CLOCK.start()
             count = await self.system.load()
-            samples.append(now_ms() - t0)
+            samples.append(_CLOCK.stop(self.name))
             if count != n + self.appended:
                 raise RuntimeError(f"{self.name} loaded {count} messages, not {n + self.appended}")
         self.load.append(samples)
@@ -434,11 +482,13 @@ async def run(ctx: Context) -> Result:
     selects: dict[int, list[list[float]]] = {}
     cells: dict[str, dict[int, _Cell]] = {name: {} for name in SYSTEMS if name not in notes}
     wal = _Wal()
+    _CLOCK.full.clear()
     try:
         await wal.open(base)
         insert_db = _with_db(base, await dbs.new())
-        for n in sizes:
-            await _size(ctx, wal, dbs, insert_db, n, cells, (floors, floor_wal[n]), selects)
+        with _CLOCK.watch:
+            for n in sizes:
+                await _size(ctx, wal, dbs, insert_db, n, cells, (floors, floor_wal[n]), selects)
         listing = await _listing(_with_db(base, await dbs.new()), cfg.store_sizes, cfg.list_reps)
     finally:
         await wal.close()
@@ -464,7 +514,9 @@ async def _size(
     floor = _Floors()
     running: list[_Cell] = []
     try:
-        await floor.open(insert_db, _with_db(base, await dbs.new()), history(n))
+        # the most messages any system appends at this N (warmup and every pass)
+        extra = cfg.warmup + cfg.passes * cfg.append_reps
+        await floor.open(insert_db, _with_db(base, await dbs.new()), history(n), extra)
         for name in cells:
             reps = cfg.langgraph_reps(n) if name == "langgraph_pg" else cfg.append_reps
             cell = _Cell(name, _FACTORIES[name](_with_db(base, await dbs.new())), reps)
@@ -472,16 +524,22 @@ async def _size(
             await cell.system.build(history(n))
             await cell.appends(wal, cfg.warmup)
             cells[name][n] = cell
+        # what was built so far stays out of every collection timed below
+        gc.collect()
+        gc.freeze()
         floors[n], selects[n] = [], []
         for p in range(cfg.passes):
             print(f"  WPG N={n} pass {p + 1}/{cfg.passes}", flush=True)
             floors[n].append(await floor.inserts(wal, max(cfg.append_reps * 3, 24), floor_wal))
             for cell in rotated(running, p):
                 await cell.appends(wal, cell.reps, floor)
-            selects[n].append(await floor.selects(cfg.load_reps))
+            # the start-of-pass SELECT reads what the runtime's session holds then
+            held = n + (running[0].appended if running else 0)
+            selects[n].append(await floor.selects(cfg.pg_load_reps, held))
             for cell in rotated(running, p):
-                await cell.loads(n, cfg.load_reps, floor)
+                await cell.loads(n, cfg.pg_load_reps, floor)
     finally:
+        gc.unfreeze()
         await floor.close()
         for cell in running:
             await cell.system.close()
@@ -508,6 +566,8 @@ def _tables(
         "select_ms": {str(n): f.to_json() for n, f in select.items()},
         "listing": {str(n): v for n, v in listing.items()},
         "passes": cfg.passes,
+        # timed operations (W1 and W3, all N) a full collection ran inside, per side
+        "gc": {"full_collections_inside": dict(_CLOCK.full)},
     }
     res.notes.update(notes)
     cols = [
@@ -577,9 +637,10 @@ def _tables(
     )
     _start_of_pass_note(w1, res, sizes, "append_x_pass_start_floor", "floor")
     w3.footnotes.append(
-        f"{cfg.load_reps} timed loads per cell and pass; the SELECT row is measured at the "
+        f"{cfg.pg_load_reps} timed loads per cell and pass; the SELECT row is measured at the "
         "start of each pass, each system's x against one floor SELECT timed just before "
-        "each of its loads"
+        "each of its loads; every timed operation (W1's too) starts after a gc.collect(), "
+        "with what was built before the passes frozen (gc.freeze())"
     )
     _start_of_pass_note(w3, res, sizes, "load_x_pass_start_select", "SELECT")
     w7 = Table(

@@ -56,6 +56,8 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from itertools import islice
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -211,40 +213,28 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
 
 _NOW = "extract(epoch from clock_timestamp())"
 
-# One statement, so one snapshot: the metadata row (idx -1, with the session's
-# updated_at: the last message's touched_at, else the row's column, which a checkpoint
-# updates without rewriting ``meta``) and the messages in order, each
-# decoded on its own (no server-side aggregation of the whole history).
-# The messages branch carries its own ORDER BY, so the planner reads it in the primary
-# key's order (an index scan, or a sort of a small table); with one ORDER BY over the
-# whole union it sorted the whole history instead, on disk past ``work_mem`` (~6 MB at
-# 10k messages), and went parallel for it: 90 ms against 12 ms at 10k messages.
-# There is no ORDER BY over the union: a Merge Append of the two branches cost a
-# comparison per message row (~7 % of the server's time at 100 messages, ~3 % at 10k).
-# SQL leaves the order of UNION ALL's rows open, so :func:`_split_load` does not rely on
-# where the metadata row lands; the messages branch's rows keep their order (one plan
-# node produces them all, and Append, parallel or not, never reorders a child's rows).
+# One statement, so one snapshot: the metadata row (idx -1, with the row's updated_at:
+# its touched_at, which a checkpoint updates without rewriting ``meta``, else its
+# updated_at) and the messages with their touched_at; the session's updated_at is the
+# last message's touched_at when set, else the row's (read from the last row by the
+# client: a probe of the primary key for it cost the server an InitPlan on every
+# load). Each message is decoded on its own (no server-side aggregation of the whole
+# history). No ORDER BY: the client sorts the records by idx (``PostgresStore._load``).
+# With an ORDER BY the plan depended on the planner's estimate of the session's rows:
+# where the session holds most of the table (or the table has no statistics yet) it
+# chose a scan of the heap and a sort, which spills to disk past ``work_mem`` (6 MB at
+# 10k messages of ~600 bytes): 54-73 ms against 27-33 ms for the bare SELECT of the
+# same rows in the primary key's order, where Python's sort of rows that arrive in
+# order, or in a few ordered runs, is one pass of comparisons.
 _LOAD = """
-SELECT -1 AS idx, meta AS body,
-       coalesce((SELECT touched_at FROM messages WHERE session_id = $1 ORDER BY idx DESC LIMIT 1),
-                touched_at, updated_at)
+SELECT -1 AS idx, meta AS body, coalesce(touched_at, updated_at)
   FROM sessions WHERE session_id = $1
 UNION ALL
-(SELECT idx, body, NULL FROM messages WHERE session_id = $1 ORDER BY idx)
+SELECT idx, body, touched_at FROM messages WHERE session_id = $1
 """
 
 
-def _split_load(rows: list[Any]) -> tuple[Any, list[Any]]:
-    """The metadata row of a :data:`_LOAD` result (``None``: no stored row) and its
-    message rows in order. In practice the metadata row comes first (PostgreSQL's Append
-    runs its children in turn); else it is found and taken out, and the message rows
-    keep their relative order."""
-    if rows and rows[0][0] == -1:
-        return rows[0], rows[1:]
-    for i, row in enumerate(rows):
-        if row[0] == -1:
-            return row, rows[:i] + rows[i + 1 :]
-    return None, rows
+_IDX = itemgetter(0)
 
 
 # The session's last message row (one probe of the primary key backwards), joined to
@@ -796,13 +786,17 @@ class PostgresStore(Store):
         async def op() -> Any:
             return await self._on_kept_connection(_LOAD, (session_id,), rows=True)
 
-        meta, rows = _split_load(await self._retry(op))
-        if meta is None:
+        rows = await self._retry(op)
+        # by idx (an int key: the list sort's integer path): the metadata row (idx -1)
+        # first, then the messages in order
+        rows.sort(key=_IDX)
+        if not rows or rows[0][0] != -1:
             return await self._draft(session_id)
-        d: dict[str, Any] = orjson.loads(meta[1])
+        d: dict[str, Any] = orjson.loads(rows[0][1])
         d["session_id"] = session_id
-        d["updated_at"] = meta[2]
-        d["messages"] = [orjson.loads(r[1]) for r in rows]
+        d["messages"] = [orjson.loads(r[1]) for r in islice(rows, 1, None)]
+        last = rows[-1][2]  # the last message's touched_at (the metadata row's: its own)
+        d["updated_at"] = rows[0][2] if last is None else last
         return Session.from_dict(d)
 
     async def _load_metadata(self, session_id: str) -> Session:

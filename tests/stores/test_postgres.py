@@ -366,10 +366,10 @@ async def test_delete_removes_the_message_rows(dsn: str, schemas: list[str]) -> 
 
 
 async def test_load_reads_the_history_in_index_order(dsn: str, schemas: list[str]) -> None:
-    """A full load merges the metadata row with the messages in primary-key order: it
-    never sorts the history. Checked on a server that may not write a temporary file
-    (``temp_file_limit=0``) with a small ``work_mem``: a sort of this history would
-    have to spill, and fail."""
+    """A full load reads the metadata row and the messages in one statement that never
+    sorts the history on the server. Checked on a server that may not write a temporary
+    file (``temp_file_limit=0``) with a small ``work_mem``: a sort of this history
+    would have to spill, and fail."""
     sep = "&" if "?" in dsn else "?"
     tight = f"{dsn}{sep}work_mem=64&temp_file_limit=0"
     messages = [{"role": "tool", "tool_call_id": str(i), "content": "x" * 400} for i in range(3000)]
@@ -380,6 +380,35 @@ async def test_load_reads_the_history_in_index_order(dsn: str, schemas: list[str
         for _ in range(7):  # past the prepared statement's switch to a generic plan
             loaded = await store.load("big")
             assert loaded.messages == messages
+
+
+async def test_load_orders_messages_stored_out_of_heap_order(dsn: str, schemas: list[str]) -> None:
+    """The server returns the message rows in whatever order its plan reads them (here
+    in heap order, where a later message sits in space a deleted session freed before
+    the earlier ones); the load still gives them in message order."""
+    body = "x" * 1500  # ~5 rows a page, below the TOAST threshold
+    async with _store(dsn, schemas) as store:
+        await store.save(
+            Session("gone", messages=[{"role": "user", "content": body} for _ in range(40)])
+        )
+        first = [{"role": "user", "content": f"{i} {body}"} for i in range(20)]
+        await store.save(Session("kept", messages=first))
+        await store.delete("gone")
+        await _sql(dsn, schemas[-1], "VACUUM messages")
+        s = await store.load("kept")
+        s.messages.extend({"role": "user", "content": f"{i} {body}"} for i in range(20, 40))
+        await store.save(s, delta=SaveDelta.appended(20))
+        heap = await _sql(
+            dsn,
+            schemas[-1],
+            "SELECT idx FROM messages WHERE session_id = 'kept' ORDER BY ctid",
+        )
+        assert [r[0] for r in heap] != sorted(r[0] for r in heap)  # the setup's premise
+        # the session is the whole table: the planner reads it by a scan of the heap
+        await _sql(dsn, schemas[-1], "ANALYZE messages")
+        for _ in range(7):  # past the prepared statement's switch to a generic plan
+            loaded = await store.load("kept")
+            assert [m["content"].split()[0] for m in loaded.messages] == [str(i) for i in range(40)]
 
 
 async def test_checkpoints_leave_the_list_index_alone(dsn: str, schemas: list[str]) -> None:
