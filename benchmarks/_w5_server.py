@@ -25,6 +25,7 @@ what the cyclic collector costs this workload (docs/benchmarks.md, W5).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import json
 import socket
@@ -107,6 +108,32 @@ def _burst_objects(first: bool) -> None:
     _stats["burst_new_types"] = dict(Counter(type(o).__qualname__ for o in new).most_common(12))
 
 
+async def _follower_burst_objects(stream_id: str) -> None:
+    """:func:`_burst_objects` on a node that only serves the stream (it has no agent to
+    tell it where the bursts are): the stream's log here stops growing for the agent's
+    pause before burst :data:`_PROBE_BURST` and again before the next one; each snapshot
+    is taken once the log has not grown for :data:`_QUIET` seconds (every subscriber
+    here has sent the burst and waits for the next)."""
+    log = await _params["rt"].broker.attach(stream_id)
+    start = log.last_seq  # the events before the first token (the agent starts at go)
+    for first in (True, False):
+        seen, since = log.last_seq, time.perf_counter()
+        while True:
+            await asyncio.sleep(0.01)
+            if log.last_seq != seen:
+                seen, since = log.last_seq, time.perf_counter()
+            elif seen > start and time.perf_counter() - since >= _QUIET:
+                break
+        _burst_objects(first)
+        while log.last_seq == seen:  # noqa: ASYNC110 - the pause ends (polled: a probe)
+            await asyncio.sleep(0.01)
+
+
+#: seconds without a new event that mark the agent's pause (it pauses 0.5 s; bursts
+#: come every --interval, 0.1 s)
+_QUIET = 0.3
+
+
 async def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -127,6 +154,7 @@ async def _serve(args: argparse.Namespace) -> None:
         _params["go"] = args.stop_file.removesuffix(".stop")
         _params["serve_only"] = True
     rt = Runtime(MemoryStore(), _agent, max_events=max(100_000, 2 * args.events), broker=broker)
+    _params["rt"] = rt
     app = create_app(rt, api_token=None, heartbeat=15.0)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -152,13 +180,21 @@ async def _report_on_stop(server: Any) -> None:
     """Print the stats and stop the server once the client asks for it. A node that
     runs no turn (``--stop-file``) counts its CPU from the client's go signal, as the
     node running the agent does from its first token."""
+    probe = None
     if _params.get("serve_only"):
         while not await anyio.Path(_params["go"]).exists():  # noqa: ASYNC110 - another process
             await anyio.sleep(0.01)
         _stats["cpu0"] = time.process_time()
         _watch.__enter__()
+        stream = anyio.Path(_params["go"] + ".stream")
+        if await stream.exists():
+            probe = asyncio.get_running_loop().create_task(
+                _follower_burst_objects((await stream.read_text()).strip())
+            )
     while not await _stop_requested():  # noqa: ASYNC110 - the client is another process
         await anyio.sleep(0.05)
+    if probe is not None:
+        probe.cancel()
     if "cpu0" in _stats:
         _stats["cpu_s"] = round(time.process_time() - _stats.pop("cpu0"), 3)
         _watch.__exit__(None, None, None)

@@ -262,10 +262,14 @@ async def _w5(ctx: Context, url: str, res: Result) -> Table:
             session_id = (await c.post("/api/sessions", json={})).json()["session_id"]
             r = await c.post(f"/api/sessions/{session_id}/turns", json={"message": str(go)})
             stream_id = r.json()["stream_id"]
+        # node B's probe of what a burst leaves behind follows this stream
+        go.with_name(go.name + ".stream").write_text(stream_id)
         nominal = (events / cfg.w5_burst) * cfg.w5_burst_interval
+        commands0 = await _command_calls(url)
         clients = await run_clients(
             [port_a, port_b], stream_id, subs_n, events, go, 60 + 5 * nominal
         )
+        commands = _calls_since(commands0, await _command_calls(url))
         elapsed, client_cpu = clients["stream_s"], clients["client_cpu_s"]
         go.with_name(go.name + ".stop").write_bytes(b"stop")
     finally:
@@ -275,7 +279,17 @@ async def _w5(ctx: Context, url: str, res: Result) -> Table:
     table = Table(
         f"W5 over two nodes on one Redis: {size_label(subs_n)} subscribers (half on each), "
         f"{size_label(events)} events",
-        ["node", "lost events", "p50 ms", "p99 ms", "max ms", "CPU s", "stream s", "nominal s"],
+        [
+            "node",
+            "lost events",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "CPU s",
+            "objects/sub/burst",
+            "stream s",
+            "nominal s",
+        ],
     )
     for name, port, stats in (
         ("A (runs the turn)", port_a, stats_a),
@@ -291,6 +305,12 @@ async def _w5(ctx: Context, url: str, res: Result) -> Table:
             "p99_ms": group["p99_ms"],
             "max_ms": group["max_ms"],
             "cpu_s": stats.get("cpu_s"),
+            "burst_objects_per_subscriber": (
+                round(stats["burst_new_objects"] / group["subscribers"], 2)
+                if "burst_new_objects" in stats and group["subscribers"]
+                else None
+            ),
+            "burst_new_types": stats.get("burst_new_types"),
         }
         row = res.systems[key]
         table.add(
@@ -300,21 +320,43 @@ async def _w5(ctx: Context, url: str, res: Result) -> Table:
             fmt(row["p99_ms"]),
             fmt(row["max_ms"]),
             fmt(row["cpu_s"]),
+            fmt(row["burst_objects_per_subscriber"]),
             fmt(elapsed),
             fmt(nominal),
         )
     res.extra["w5_node_a_cpu_s"] = stats_a.get("cpu_s")
     res.extra["w5_client_cpu_s"] = round(client_cpu, 3)
     res.extra["w5_client_loop"] = clients["loop"]
+    res.extra["w5_redis_calls_per_event"] = {k: round(v / events, 2) for k, v in commands.items()}
     table.footnotes.append(
         f"the agent on A emits {cfg.w5_burst} tokens every {cfg.w5_burst_interval} s; "
         "latency = receipt - publish ts (one machine, one clock); CPU s = the node's "
         "process CPU from the first token (A) or the go signal (B) to the end; the "
         f"load generator (one process on the {clients['loop']} loop, every subscriber of "
         f"both nodes; the nodes run the stock asyncio loop) used {client_cpu:.1f} CPU s "
-        "meanwhile"
+        "meanwhile; objects/sub/burst = GC-tracked objects one burst left alive on the "
+        "node, per subscriber of that node; Redis commands per event (both nodes): "
+        + ", ".join(f"{k} {v / events:.2f}" for k, v in sorted(commands.items()))
     )
     return table
+
+
+async def _command_calls(url: str) -> dict[str, int]:
+    """``INFO commandstats``: calls per command since the server started."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    try:
+        info = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
+
+
+def _calls_since(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Calls per command between two :func:`_command_calls` (INFO's own left out)."""
+    calls = {k: n - before.get(k, 0) for k, n in after.items() if k != "info"}
+    return {k: n for k, n in calls.items() if n > 0}
 
 
 async def run(ctx: Context) -> Result:

@@ -193,11 +193,13 @@ class Subscription:
         :attr:`last_seq` already in this process's log of the stream (a non-empty list,
         handed out exactly as :meth:`next_batch` hands it out), or ``None`` when there
         are none yet or this step needs :meth:`next_batch` (the first fetch, a replay
-        from the store, a remote log, a subscriber that fell behind, the stream's end).
+        from the store, a subscriber that fell behind, the stream's end). This
+        process's log may be a view of a log another process appends to
+        (:attr:`StreamLog.remote`): the events are then those the view already read.
         With :meth:`waiter` it lets a writer follow a stream holding no coroutine across
         its waits (the SSE edge at 1,000 subscribers, docs/benchmarks.md, W5)."""
         log = self._log
-        if log is None or self._durable is not False or self._done or log.remote:
+        if log is None or self._durable is not False or self._done:
             return None
         if self._pos < len(self._batch):
             return None
@@ -216,10 +218,15 @@ class Subscription:
         """After :meth:`next_batch_nowait` returned ``None``: something to await before
         trying it again (done once this process's log holds an event after
         :attr:`last_seq`, or is closed), or ``None`` when the caller must await
-        :meth:`next_batch` instead. See :meth:`StreamLog.waiter`."""
+        :meth:`next_batch` instead: the log offers no waiter, the subscriber fell behind
+        the log's window (the store fills the gap), the log is closed, or a
+        :attr:`~StreamLog.remote` log's writer has been quiet (:meth:`next_batch` then
+        asks the store whether it died). See :meth:`StreamLog.waiter`."""
         log = self._log
-        if log is None or self._durable is not False or self._done or log.remote or log.closed:
+        if log is None or self._durable is not False or self._done or log.closed:
             return None
+        if self.last_seq + 1 < log.first_retained_seq:
+            return None  # behind the window: a waiter would be done at once, forever
         return log.waiter(self.last_seq)
 
     async def batches(self) -> AsyncIterator[list[Event]]:

@@ -100,10 +100,13 @@ class StreamLog(ABC):
         """Something to await until an event with ``seq > after_seq`` is readable with
         :meth:`read_nowait` or the log is closed, for a reader that then reads without
         waiting; or ``None`` when this backend has no such wait (then use :meth:`read`,
-        the default). Each call gets its own awaitable, so a cancelled wait leaves the
-        others waiting. What a waiter holds across the wait is all its wait costs: a log
-        that answers with an ``asyncio`` future lets 1,000 SSE subscribers wait with no
-        coroutine each (docs/benchmarks.md, W5)."""
+        the default). A :attr:`remote` log may also be done early (its read from the
+        backend timed out or failed) and then answer ``None`` until events come again,
+        so that its readers use :meth:`read_within`, which notices a dead writer and
+        raises the backend's error. Each call gets its own awaitable, so a cancelled
+        wait leaves the others waiting. What a waiter holds across the wait is all its
+        wait costs: a log that answers with an ``asyncio`` future lets 1,000 SSE
+        subscribers wait with no coroutine each (docs/benchmarks.md, W5)."""
         return None
 
     @abstractmethod

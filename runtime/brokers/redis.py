@@ -10,7 +10,8 @@ the keys of a process that died go too).
 The process that opened a stream (the lease owner, the only one that allocates ``seq``)
 keeps its recent events in memory, so its own subscribers never wait for Redis, and
 publishing only appends to a buffer: one background task sends the buffers of every
-stream in one pipeline per round trip. If Redis cannot be reached, the turn goes on
+stream in one transaction per round trip (so a reader elsewhere gets a round's
+entries in one read). If Redis cannot be reached, the turn goes on
 (its checkpoints go to the store); each stream's buffer keeps its newest
 ``buffer_events`` events (older ones are dropped from the buffer only: a checkpoint has
 them, or will), the broker reports :attr:`RedisEventLog.degraded`, and the buffer is
@@ -37,7 +38,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 import anyio
@@ -49,7 +50,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._events import STREAM_END, Event
 from .._exceptions import EventLogUnavailable, StreamNotFound, SubscriberLagged
-from .._timer import Latch
+from .._timer import Latch, asyncio_loop
 from .abc import Broker, StreamLog
 
 __all__ = ["RedisEventLog"]
@@ -85,11 +86,28 @@ class _Window:
         if event.type == STREAM_END:
             self.closed = True
 
-    def wake(self) -> None:
+    def wake(self) -> int:
+        """Wake the readers waiting at the head; returns how many waited. Several are
+        woken from a callback queued behind the caller, so that a publisher mid-run (or
+        the reader task sending its next ``XREAD``) goes on first and each reader then
+        takes the whole run in one batch, as the in-memory log does."""
         wakeup = self.wakeup
-        if wakeup is not None:
-            self.wakeup = None
+        if wakeup is None:
+            return 0
+        self.wakeup = None
+        waiting = wakeup.waiters()
+        loop = asyncio_loop() if waiting > 1 else None
+        if loop is None:
             wakeup.set()
+        else:
+            loop.call_soon(wakeup.set)
+        return waiting
+
+    def waiter(self) -> Awaitable[None]:
+        """A wait for the next :meth:`wake` (a future of its own on asyncio)."""
+        if self.wakeup is None:
+            self.wakeup = Latch()
+        return self.wakeup.wait()
 
     def trim(self, max_events: int) -> None:
         """Keep at most ``max_events`` (drop in chunks: amortised O(1) per event)."""
@@ -103,6 +121,13 @@ class _Window:
         start = max(after_seq, self.base) - self.base
         stop = min(up_to_seq, self.last) - self.base
         return self.events[start:stop] if start < stop else []
+
+
+def _ready() -> Awaitable[None]:
+    """A wait that is over already."""
+    ready = Latch()
+    ready.set()
+    return ready.wait()
 
 
 def _check_json(event: Event, stream_id: str) -> None:
@@ -189,10 +214,17 @@ class _OwnedLog(StreamLog):
         # and promotes at every burst, docs/benchmarks.md, W5)
         window = self._window
         if window.last <= after_seq and not window.closed:
-            if window.wakeup is None:
-                window.wakeup = Latch()
-            await window.wakeup.wait()
+            await window.waiter()
         return self.read_nowait(after_seq)
+
+    def waiter(self, after_seq: int) -> Awaitable[None]:
+        """The wait of :meth:`read` alone: on asyncio a future of its own, done at the
+        next publish (at once if an event after ``after_seq`` is here, the reader fell
+        behind the window, or the log is closed); then :meth:`read_nowait`."""
+        window = self._window
+        if after_seq < window.last or window.closed:
+            return _ready()
+        return window.waiter()
 
     def events_between(self, after_seq: int, up_to_seq: int) -> list[Event]:
         return self._window.slice(after_seq, up_to_seq)
@@ -225,9 +257,28 @@ class _SentSignal:
 
 class _RemoteLog(StreamLog):
     """A read-only view of a stream another process runs: events are read from Redis
-    into a window shared by this process's readers."""
+    into a window shared by this process's readers.
 
-    __slots__ = ("_broker", "_fetching", "_key", "_window", "session_id", "stream_id")
+    Two kinds of reader share the view's one ``XREAD BLOCK`` at the head: coroutines in
+    :meth:`read` / :meth:`read_within`, and :meth:`waiter` futures, for which the view
+    runs a reader task (the follower) while any wait. Every head read, whoever sent it,
+    wakes the waiters when it ends: with new events, or with none (the block timed out:
+    a quiet stream, perhaps a dead owner) or with an error. After one of the latter two
+    the view is *stalled* and :meth:`waiter` returns ``None`` until events come again,
+    so its readers go back to :meth:`read_within`, which notices the dead owner (its
+    caller asks the store) or raises the error.
+    """
+
+    __slots__ = (
+        "_broker",
+        "_fetching",
+        "_follower",
+        "_key",
+        "_stalled",
+        "_window",
+        "session_id",
+        "stream_id",
+    )
 
     remote = True
 
@@ -240,6 +291,8 @@ class _RemoteLog(StreamLog):
         # a read in flight, which the other readers of this view wait for (a Latch: each
         # waiter holds one future, not a coroutine chain, per burst)
         self._fetching: Latch | None = None
+        self._follower: asyncio.Task[None] | None = None  # reads the head for the waiters
+        self._stalled = False  # the last head read timed out or failed
 
     @property
     def closed(self) -> bool:  # type: ignore[override]
@@ -271,6 +324,50 @@ class _RemoteLog(StreamLog):
 
     def events_between(self, after_seq: int, up_to_seq: int) -> list[Event]:
         return [] if self._window is None else self._window.slice(after_seq, up_to_seq)
+
+    def waiter(self, after_seq: int) -> Awaitable[None] | None:
+        """A future of its own (on asyncio), done once this process's window holds an
+        event after ``after_seq`` (at once if it does), the stream ended, or the view's
+        next head read brought nothing or failed; then :meth:`read_nowait`. ``None``
+        (use :meth:`read_within`) before the view's first read, for a reader behind the
+        window, on another event loop, and while the view is stalled (see the class)."""
+        window = self._window
+        if window is None or after_seq < window.base or self._stalled:
+            return None
+        if after_seq < window.last or window.closed:
+            return _ready()
+        loop = asyncio_loop()
+        if loop is None:  # redis-py's client runs on asyncio only
+            return None
+        wait = window.waiter()
+        # A head read in flight wakes this wait when it ends; else the follower reads.
+        if self._follower is None and self._fetching is None:
+            self._follower = loop.create_task(self._follow())
+        return wait
+
+    async def _follow(self) -> None:
+        """The follower: head reads for the waiters while they wait, each sent before
+        the waiters woken by the previous one run (see :meth:`_Window.wake`); ends once
+        a read woke nobody, brought nothing, failed, or the stream ended."""
+        woke = 0  # readers the last read woke: they will most likely wait again
+        try:
+            while True:
+                window = self._window
+                if window is None or window.closed or self._stalled:
+                    return
+                fetching = self._fetching
+                if fetching is not None:  # a reader's head read: it wakes the waiters
+                    await fetching.wait()
+                    woke = 0
+                    continue
+                if not woke and window.wakeup is None:
+                    return  # nobody waits
+                try:
+                    woke = await self._read_head(window, None)
+                except (EventLogUnavailable, RedisError):
+                    return  # the waiters were woken; they meet the error in read_within
+        finally:
+            self._follower = None
 
     async def read(self, after_seq: int) -> list[Event]:
         """Events after ``after_seq`` from this process's window, else from Redis.
@@ -346,11 +443,13 @@ class _RemoteLog(StreamLog):
                 self._fetching = None
                 done.set()
 
-    async def _read_head(self, window: _Window, seconds: float | None) -> None:
+    async def _read_head(self, window: _Window, seconds: float | None) -> int:
         """Wait for entries after the window's newest, one blocking read per process
         (blocking at most ``block_ms``, and at most ``seconds`` if given); the caller
-        made sure no other reader is at it."""
+        made sure no other reader is at it. Wakes the window's waiters in any case;
+        returns how many waited if entries came, else 0 (and the view is stalled)."""
         done = self._fetching = Latch()
+        got = False
         try:
             last = window.last
             block = self._broker.block_ms
@@ -363,17 +462,24 @@ class _RemoteLog(StreamLog):
                 )
             entries = reply[0][1] if reply else []
             if not entries:
-                return
+                return 0
             first = _seq_of(entries[0][0])
             if first != last + 1:  # a hole (dropped while Redis was down, or capped)
+                window.wake()  # its waiters meet the hole in read_nowait, then read
                 self._window = _Window(first - 1)
                 window = self._window
             for event in _contiguous(self.stream_id, window.last, entries):
                 window.add(event)
             window.trim(self._broker.max_events)
+            got = True
+            self._stalled = False
+            return window.wake()
         finally:
             self._fetching = None
             done.set()
+            if not got:  # timed out or failed: the waiters go back to read_within
+                self._stalled = True
+                window.wake()
 
 
 def _seq_of(entry_id: bytes | str) -> int:
@@ -633,9 +739,15 @@ class RedisEventLog(Broker):
             self._sent.notify()
 
     async def _send_round(self) -> None:
-        """One pipeline: the buffered events of every pending log (up to
-        :data:`_ROUND_EVENTS`), its meta hash and its expiry."""
-        pipe = self._client.pipeline(transaction=False)
+        """One round trip: the buffered events of every pending log (up to
+        :data:`_ROUND_EVENTS`), its meta hash and its expiry, as one ``MULTI``/``EXEC``.
+
+        The transaction is what lets another process's ``XREAD BLOCK`` take a round's
+        entries in one reply: Redis serves a blocked reader after each command it runs,
+        so in a plain pipeline the reader woke after the first ``XADD`` with one entry
+        and read the other 19 of a 20-token burst next (measured: ``[1, 19]`` per burst),
+        and a node following the stream fanned each burst out twice."""
+        pipe = self._client.pipeline(transaction=True)
         budget = _ROUND_EVENTS
         sent: list[tuple[_OwnedLog, int]] = []
         for log in list(self._pending.values()):
@@ -731,7 +843,7 @@ class RedisEventLog(Broker):
 
     async def aclose(self) -> None:
         """Send what is buffered (waiting at most ``close_timeout`` seconds), stop the
-        sender and close the connections; idempotent."""
+        sender and the views' reader tasks and close the connections; idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -744,6 +856,12 @@ class RedisEventLog(Broker):
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._sender
                 self._sender = None
+            for view in list(self._remote.values()):  # their waiters are woken (stalled)
+                follower = view._follower
+                if follower is not None:
+                    follower.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await follower
             with contextlib.suppress(RedisError, OSError):
                 await self._client.aclose()
 

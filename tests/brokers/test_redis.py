@@ -19,7 +19,7 @@ import pytest
 from postgres_server import dropped_after, new_schema, postgres_dsn
 from redis_server import new_prefix, private_redis, redis_url
 
-from runtime import EventLogUnavailable, Runtime, Turn
+from runtime import Event, EventLogUnavailable, Runtime, Turn
 from runtime.brokers.redis import RedisEventLog
 from runtime.stores.postgres import PostgresStore
 
@@ -97,6 +97,172 @@ async def test_followers_on_b_share_one_view_and_one_read_per_batch() -> None:
         stats: Callable[[], dict[str, Any]] = b.broker.statistics  # type: ignore[attr-defined]
         # one read per batch of the stream (at most one per event here), not per subscriber
         assert 0 < stats()["remote_reads"] <= seqs[-1] + 2
+
+
+async def pump(sub: Any, out: list[Event], waits: list[int]) -> None:
+    """Follow ``sub`` as the SSE edge does: a batch, then ``next_batch_nowait`` after
+    awaiting ``waiter()`` (counted in ``waits[0]``), or ``next_batch`` where there is none."""
+    batch = await sub.next_batch()
+    while batch:
+        out.extend(batch)
+        while (ready := sub.next_batch_nowait()) is None:
+            waiter = sub.waiter()
+            if waiter is None:
+                ready = await sub.next_batch()
+                break
+            waits[0] += 1
+            await waiter
+        batch = ready
+
+
+async def test_waiters_on_b_share_its_reads_and_one_cancelled_leaves_the_others() -> None:
+    """Followers on B wait on the view's futures, not in reads of their own: B's reader
+    task reads each batch once for all of them, and a follower that leaves mid-stream
+    (a dropped SSE client) takes nothing from the others."""
+    async with two_nodes(redis_url()) as (a, b):
+        session = await a.create_session()
+        stream_id = await a.start_turn(session.session_id, "tokens=80 delay=0.01")
+        outs: list[list[Event]] = [[] for _ in range(50)]
+        waits = [0]
+        async with anyio.create_task_group() as tg:
+            for out in outs:
+                tg.start_soon(pump, b.events(stream_id), out, waits)
+            leaver: list[Event] = []
+            tg.start_soon(_leave_after, anyio.CancelScope(), b.events(stream_id), leaver)
+        assert waits[0] > 0  # the followers waited on B's waiters
+        assert 10 <= leaver[-1].seq < outs[0][-1].seq  # it left mid-stream
+        seqs = [e.seq for e in outs[0]]
+        assert seqs == list(range(1, seqs[-1] + 1)) and outs[0][-1].type == "stream.end"
+        assert [e.type for e in outs[0]].count("token") == 80
+        assert all([e.to_dict() for e in out] == [e.to_dict() for e in outs[0]] for out in outs)
+        on_a = await collect(a, stream_id)
+        assert [e.to_dict() for e in on_a] == [e.to_dict() for e in outs[0]]
+        stats: Callable[[], dict[str, Any]] = b.broker.statistics  # type: ignore[attr-defined]
+        # one read per batch (at most one per event here), not one per follower
+        assert 0 < stats()["remote_reads"] <= seqs[-1] + 2
+
+
+async def _leave_after(scope: anyio.CancelScope, sub: Any, out: list[Event]) -> None:
+    """Follow ``sub`` until it has 10 events and waits on a waiter, then leave."""
+    with scope:
+        out.extend(await sub.next_batch())
+        while True:
+            while (ready := sub.next_batch_nowait()) is None:
+                waiter = sub.waiter()
+                if waiter is None:
+                    ready = await sub.next_batch()
+                    break
+                if out[-1].seq >= 10:
+                    scope.cancel()  # leave while waiting on the view's future
+                await waiter
+            out.extend(ready)
+
+
+async def test_a_waiter_on_b_hands_a_quiet_stream_back_to_the_read_that_checks_it() -> None:
+    """A stream whose owner has gone quiet (it may have died) ends B's waits once the
+    view's blocking read times out: the waiter is then ``None``, so the follower goes
+    back to ``next_batch``, whose read notices a dead owner (here the owner is alive
+    and the next token comes that way); once events flow the waiters are back."""
+    async with two_nodes(redis_url(), block_ms=100) as (a, b):
+        session = await a.create_session()
+        stream_id = await a.start_turn(session.session_id, "tokens=4 delay=0.6")
+        sub = b.events(stream_id)
+        seen = await sub.next_batch()
+        stalls = waited = 0
+        while seen[-1].type != "stream.end":
+            ready = sub.next_batch_nowait()
+            if ready is not None:
+                seen.extend(ready)
+                continue
+            waiter = sub.waiter()
+            if waiter is None:
+                stalls += 1
+                seen.extend(await sub.next_batch())
+            else:
+                waited += 1
+                with anyio.fail_after(10):  # done by the read's 0.1 s timeout at the latest
+                    await waiter
+        assert stalls >= 2 and waited >= 2
+        assert [e.seq for e in seen] == list(range(1, seen[-1].seq + 1))
+        assert [e.type for e in seen].count("token") == 4
+
+
+async def test_waiters_on_b_meet_redis_going_away_as_an_error(tmp_path: Path) -> None:
+    """Redis going away under a follower that waits on B's view ends the wait; the
+    follower's next read raises ``EventLogUnavailable`` (what the SSE edge reports)."""
+    with private_redis(tmp_path) as server:
+        async with two_nodes(server.url) as (a, b):
+            session = await a.create_session()
+            stream_id = await a.start_turn(session.session_id, "tokens=300 delay=0.01")
+            seen: list[Event] = []
+            waits = [0]
+            follower = asyncio.ensure_future(pump(b.events(stream_id), seen, waits))
+            with anyio.fail_after(20):
+                while waits[0] < 5:  # following on the view's waiters
+                    await anyio.sleep(0.005)
+            server.stop()
+            with pytest.raises(EventLogUnavailable, match="cannot be reached"):
+                await asyncio.wait_for(follower, 20)
+            assert 5 <= len(seen) < 300
+            assert [e.seq for e in seen] == list(range(1, seen[-1].seq + 1))
+
+
+@asynccontextmanager
+async def owner_and_view() -> AsyncIterator[tuple[Any, Any, RedisEventLog]]:
+    """Two brokers on one Redis prefix: a log the first owns, with one event sent, and
+    the second's view of it, which has read that event: ``(log, view, second broker)``."""
+    url, prefix = redis_url(), new_prefix()
+    owner, other = RedisEventLog(url, prefix=prefix), RedisEventLog(url, prefix=prefix)
+    try:
+        log = owner.open("s-1", "sess")
+        log.publish("token", {"text": "first"})
+        await log.flush()
+        view = await other.attach("s-1")
+        assert [e.seq for e in await view.read(0)] == [1]
+        yield log, view, other
+    finally:
+        await owner.aclose()
+        await other.aclose()
+
+
+async def test_a_reader_elsewhere_gets_a_round_of_events_in_one_read() -> None:
+    """The events the owner sends in one round trip reach a reader blocked in ``XREAD``
+    on another broker as one batch (a plain pipeline woke it after the first ``XADD``:
+    one event, then the rest, so that node fanned each burst out twice)."""
+    async with owner_and_view() as (log, view, other):
+        batches: list[list[int]] = []
+
+        async def follow() -> None:
+            after = 1
+            while after < 21:
+                batch = await view.read(after)
+                batches.append([e.seq for e in batch])
+                after = batch[-1].seq
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow)
+            reads = other.statistics()["remote_reads"]
+            with anyio.fail_after(10):
+                while other.statistics()["remote_reads"] == reads:  # the XREAD is out
+                    await anyio.sleep(0.01)
+            await anyio.sleep(0.2)  # and blocked in Redis
+            for i in range(20):  # one loop step: one round trip
+                log.publish("token", {"text": f"t{i}"})
+        assert batches == [list(range(2, 22))]
+
+
+async def test_closing_the_broker_ends_a_waiter_on_a_quiet_stream() -> None:
+    """A subscriber waiting on a view whose reader task is blocked in ``XREAD`` is woken
+    when its broker closes (a server shutting down), and the view then offers no waiter
+    (its readers go back to ``read_within``), rather than left waiting."""
+    async with owner_and_view() as (_, view, other):
+        waiter = view.waiter(1)
+        assert waiter is not None
+        await anyio.sleep(0.1)  # the reader task is blocked in XREAD (1 s)
+        with anyio.fail_after(5):
+            await other.aclose()
+            await waiter
+        assert view.waiter(1) is None  # stalled: a reader goes back to read_within
 
 
 async def test_cancel_from_b_ends_the_turn_on_a_like_a_local_cancel() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,13 @@ def read_events(
     return out
 
 
+@contextmanager
+def clients(*nodes: ServerProcess) -> Iterator[list[httpx.Client]]:
+    """An HTTP client per node."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(httpx.Client(base_url=n.base_url, timeout=30)) for n in nodes]
+
+
 def assert_once_each(events: list[Event], first: int = 1) -> None:
     assert [e["seq"] for e in events] == list(range(first, first + len(events)))
     assert events[-1]["type"] == "stream.end"
@@ -77,10 +85,7 @@ def assert_once_each(events: list[Event], first: int = 1) -> None:
 
 def test_any_node_streams_resumes_and_cancels_any_turn(node_factory: Any) -> None:
     a, b = node_factory("a"), node_factory("b")
-    with (
-        httpx.Client(base_url=a.base_url, timeout=30) as ca,
-        httpx.Client(base_url=b.base_url, timeout=30) as cb,
-    ):
+    with clients(a, b) as (ca, cb):
         # 1. started on A, streamed from B, dropped and resumed on B
         sid = ca.post("/api/sessions").json()["session_id"]
         first = start_turn(ca, sid, "tokens=150 delay=0.01 tool_every=5")
@@ -155,3 +160,42 @@ def test_any_node_streams_resumes_and_cancels_any_turn(node_factory: Any) -> Non
             assert_once_each(replay)
             assert [e["type"] for e in replay[-2:]] == ["error", "stream.end"]
             assert [e["seq"] for e in replay] == [e["seq"] for e in seen + resumed]
+
+
+def test_a_client_following_on_b_sees_the_owner_die_on_the_same_connection(
+    node_factory: Any,
+) -> None:
+    """B's SSE clients wait on futures of B's view of the stream, which one reader task
+    fills from Redis. A client that started on A and resumed on B with Last-Event-ID
+    follows live when A is SIGKILLed: once B's read of Redis times out the client's
+    wait ends, B asks the store, and the same connection gets the events it had not
+    seen, ``error`` ``{"type": "interrupted"}`` once A's lease expired, and
+    ``stream.end``; each seq once."""
+    a, b = node_factory("a"), node_factory("b")
+    with clients(a, b) as (ca, cb):
+        sid = ca.post("/api/sessions").json()["session_id"]
+        stream = start_turn(ca, sid, "tokens=3000 delay=0.01 tool_every=3")
+        head = read_events(ca, stream, limit=20)  # on A, dropped
+        rest: list[Event] = []
+        tools, killed = 0, False
+        headers = {"Last-Event-ID": str(head[-1]["seq"])}
+        with connect_sse(cb, "GET", f"/api/streams/{stream}/events", headers=headers) as src:
+            assert src.response.status_code == 200
+            for sse in src.iter_sse():
+                if not sse.data:
+                    continue
+                event = orjson.loads(sse.data)
+                rest.append(event)
+                tools += event["type"] == "tool.completed"
+                if not killed and event["type"] == "checkpoint" and tools >= 4:
+                    a.kill()  # while this client waits on B for the next event
+                    killed = True
+                if event["type"] == "stream.end":
+                    break
+        assert killed
+        assert_once_each(head + rest)
+        assert [e["type"] for e in rest[-2:]] == ["error", "stream.end"]
+        assert rest[-2]["data"]["type"] == "interrupted"
+        assert rest[-1]["data"]["outcome"] == "interrupted"
+        assert sum(e["type"] == "error" for e in head + rest) == 1
+        assert sum(e["type"] == "token" for e in rest) < 3000 - 20  # cut short by the kill
