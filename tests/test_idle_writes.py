@@ -6,26 +6,9 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from pausing_store import PausingStore
 
-from runtime import MemoryStore, Runtime, Session, SessionBusy, Turn
-
-
-class PausingStore(MemoryStore):
-    """A MemoryStore whose next full load, once armed, waits for the test: what a slow
-    disk or a round trip to a shared database does between a load and the save after it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.armed: tuple[anyio.Event, anyio.Event] | None = None
-
-    async def _load(self, session_id: str) -> Session:
-        session = await super()._load(session_id)
-        if self.armed is not None:
-            reached, go = self.armed
-            self.armed = None
-            reached.set()
-            await go.wait()
-        return session
+from runtime import MemoryStore, Runtime, SessionBusy, Turn
 
 
 async def test_rename_racing_a_turn_start_is_busy_and_leaves_the_turn_alone() -> None:

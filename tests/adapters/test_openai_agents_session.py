@@ -22,18 +22,17 @@ import pytest  # noqa: E402
 from agents import Agent, RunConfig, Runner, TResponseInputItem  # noqa: E402
 from agents.memory import Session, SessionSettings  # noqa: E402
 from agents.testing import ScriptedModel, assistant_message  # noqa: E402
+from pausing_store import PausingStore  # noqa: E402
 from scripted_openai_agents import OFFLINE, weather_agent, weather_model  # noqa: E402
 
 from runtime import (  # noqa: E402
     FileStore,
     InvalidSessionId,
-    MemoryStore,
     Runtime,
     SessionBusy,
     Turn,
     model_messages,
 )
-from runtime import Session as StoredSession  # noqa: E402
 from runtime.adapters.openai_agents import RuntimeSession  # noqa: E402
 from runtime.adapters.openai_agents import agent as adapt  # noqa: E402
 
@@ -241,24 +240,6 @@ async def test_items_are_durable_across_a_reopen(tmp_path: Path) -> None:
         await session.clear_session()
     async with FileStore(tmp_path) as store:  # recover() does not bring cleared items back
         assert await RuntimeSession("durable", store).get_items() == []
-
-
-class PausingStore(MemoryStore):
-    """A MemoryStore whose next full load, once armed, waits for the test: the window
-    between a write's load and its save, where another writer may act."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.armed: tuple[anyio.Event, anyio.Event] | None = None
-
-    async def _load(self, session_id: str) -> StoredSession:
-        session = await super()._load(session_id)
-        if self.armed is not None:
-            reached, go = self.armed
-            self.armed = None
-            reached.set()
-            await go.wait()
-        return session
 
 
 async def test_writes_racing_a_runtime_turn_never_overwrite_it() -> None:
