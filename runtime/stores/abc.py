@@ -452,13 +452,10 @@ def plan_save(session: Session, info: StoredInfo | None, request: SaveRequest) -
                 f"refusing the save of session {session.session_id!r}: its delta counts "
                 f"{delta.base} stored messages (base), the store holds {stored}"
             )
-    if request.discard_backup:
-        # an explicit rewrite of the history (an edit, a regenerate): no backup, and the
-        # empty-overwrite refusal, which guards against an accidental ``[]``, is not asked
-        if request.touch_updated_at:
-            session.updated_at = time.time()
-        return False
-    if info is not None and count == 0 and info.message_count > 0:
+    # An explicit rewrite of the history (discard_backup: an edit, a regenerate) keeps no
+    # backup and is not asked the empty-overwrite question, a guard against accidents.
+    rewrite = request.discard_backup
+    if not rewrite and info is not None and count == 0 and info.message_count > 0:
         pending = (
             session.active_stream_id,
             session.pending_user_message,
@@ -472,7 +469,7 @@ def plan_save(session: Session, info: StoredInfo | None, request: SaveRequest) -
             )
     if request.touch_updated_at:
         session.updated_at = time.time()
-    return info is not None and count < info.message_count
+    return not rewrite and info is not None and count < info.message_count
 
 
 #: Metadata keys whose values are credentials and never reach storage (compared

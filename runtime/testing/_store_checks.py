@@ -497,15 +497,23 @@ async def check_growing_save_keeps_no_backup(
         await store.save(regrown, touch_updated_at=False)
         regrown.messages = _messages(6, "newest")
         await store.save(regrown, touch_updated_at=False)
-        expected = {s.session_id: s.to_dict() for s in (grown, regrown)}
-        store = await stores.restart(store)
-        _equal(
-            dict(await store.recover()),
-            {"scanned": 2, "restored": 0, "orphaned_backups": 0, "quarantined": 0},
-            "recover() after growing saves",
-        )
-        for sid, state in expected.items():
-            _equal(await _stored(store, sid), state, "state after growing saves and recover()")
+        await _restart_restores_nothing(stores, store, (grown, regrown), "growing saves")
+
+
+async def _restart_restores_nothing(
+    stores: _Stores, store: Store, sessions: tuple[Session, ...], after: str
+) -> None:
+    """Restart ``store``: ``recover()`` scans ``sessions`` and restores none of them, and
+    each is stored as it is now."""
+    expected = {s.session_id: s.to_dict() for s in sessions}
+    store = await stores.restart(store)
+    _equal(
+        dict(await store.recover()),
+        {"scanned": len(sessions), "restored": 0, "orphaned_backups": 0, "quarantined": 0},
+        f"recover() after {after}",
+    )
+    for sid, state in expected.items():
+        _equal(await _stored(store, sid), state, f"state after {after} and recover()")
 
 
 async def check_discard_backup_keeps_none(
@@ -541,17 +549,9 @@ async def check_discard_backup_keeps_none(
             [],
             "load() after emptying the list with discard_backup=True while a stream is pending",
         )
-        expected = {s.session_id: s.to_dict() for s in (session, pending)}
-        store = await stores.restart(store)
-        _equal(
-            dict(await store.recover()),
-            {"scanned": 2, "restored": 0, "orphaned_backups": 0, "quarantined": 0},
-            "recover() after saves with discard_backup=True",
+        await _restart_restores_nothing(
+            stores, store, (session, pending), "saves with discard_backup=True"
         )
-        for sid, state in expected.items():
-            _equal(
-                await _stored(store, sid), state, "state after discard_backup saves and recover()"
-            )
 
 
 async def check_empty_overwrite_refused_while_pending(
