@@ -367,14 +367,15 @@ class _RemoteLog(StreamLog):
             return None
         if after_seq < window.last or window.closed:
             return _ready()
-        loop = asyncio_loop()
-        if loop is None:  # redis-py's client runs on asyncio only
-            return None
-        wait = window.waiter()
         # A head read in flight wakes this wait when it ends; else the follower reads.
+        # (Either one runs on asyncio: the loop is looked up only to start the follower,
+        # once per burst, not once per waiting subscriber.)
         if self._follower is None and self._fetching is None:
+            loop = asyncio_loop()
+            if loop is None:  # redis-py's client runs on asyncio only
+                return None
             self._follower = loop.create_task(self._follow())
-        return wait
+        return window.waiter()
 
     async def _follow(self) -> None:
         """The follower: head reads for the waiters while they wait, each sent before
