@@ -759,7 +759,8 @@ class RedisEventLog(Broker):
                 await self._send_round()
             except (*_UNREACHABLE, RedisError) as exc:  # e.g. refused auth: retried the same
                 if not self._degraded:
-                    logger.warning("Redis unreachable, buffering events: %s", exc)
+                    what = "unreachable" if isinstance(exc, _UNREACHABLE) else "refused the send"
+                    logger.warning("Redis %s, buffering events: %s", what, exc)
                 self._degraded = True
                 self._sent.notify()  # flushers stop waiting
                 await asyncio.sleep(backoff)

@@ -338,6 +338,47 @@ async def test_the_send_script_is_loaded_again_after_a_flush_and_a_restart(
             await owner.aclose()
 
 
+async def test_a_user_without_scripting_degrades_until_it_is_allowed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis user whose ACL denies scripts cannot send a round: the broker logs Redis's
+    reason once, reports ``degraded`` and buffers (its own readers still get every
+    event); once the ACL allows ``EVALSHA`` the buffer is sent and it recovers."""
+    with private_redis(tmp_path) as server:
+        admin = aioredis.Redis.from_url(server.url)
+        await admin.acl_setuser(
+            "limited",
+            enabled=True,
+            passwords=["+pw"],
+            keys=["*"],
+            channels=["*"],
+            commands=["+@all", "-@scripting"],
+        )
+        owner = RedisEventLog(f"redis://limited:pw@127.0.0.1:{server.port}/0")
+        try:
+            log = owner.open("s-1", "sess")
+            with caplog.at_level(logging.WARNING, logger="runtime.brokers.redis"):
+                for i in range(5):
+                    log.publish("token", {"text": f"t{i}"})
+                with anyio.fail_after(10):
+                    while not owner.degraded:
+                        await anyio.sleep(0.02)
+            assert any(
+                "refused the send" in r.getMessage() and "evalsha" in r.getMessage()
+                for r in caplog.records
+            )
+            assert [e.seq for e in log.read_nowait(0)] == [1, 2, 3, 4, 5]
+            assert owner.statistics()["pending_events"] == 5
+            assert await admin.exists(f"{owner.prefix}:s-1") == 0  # nothing written
+            await admin.acl_setuser("limited", commands=["+@scripting"])
+            await _sent(owner)
+            entries = await admin.xrange(f"{owner.prefix}:s-1")
+            assert [e[0] for e in entries] == [f"{i}-0".encode() for i in range(1, 6)]
+        finally:
+            await owner.aclose()
+            await admin.aclose()
+
+
 async def test_a_refused_command_is_logged_and_the_rest_of_the_round_is_sent(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
