@@ -409,6 +409,39 @@ async def test_a_refused_command_is_logged_and_the_rest_of_the_round_is_sent(
         await other.aclose()
 
 
+async def test_the_view_sends_its_next_read_after_the_woken_waiters_ran() -> None:
+    """The follower's next ``XREAD`` goes out after the waiters its last read woke have
+    run (their fan-out), not before: each woken waiter still sees the read count of the
+    read that woke it, and the next read is out once they are done."""
+    async with owner_and_view() as (log, view, other):
+        seen: list[tuple[int, int]] = []  # (last seq the waiter got, reads when it ran)
+
+        async def waiter() -> None:
+            after = 1
+            while after < 21:
+                wait = view.waiter(after)
+                assert wait is not None
+                await wait
+                seen.append((view.read_nowait(after)[-1].seq, other.statistics()["remote_reads"]))
+                after = seen[-1][0]
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(waiter)
+            reads = other.statistics()["remote_reads"]
+            with anyio.fail_after(10):
+                while other.statistics()["remote_reads"] == reads:  # the follower's XREAD
+                    await anyio.sleep(0.01)
+            reads += 1
+            await anyio.sleep(0.2)  # blocked in Redis
+            for i in range(20):  # one round
+                log.publish("token", {"text": f"t{i}"})
+        assert seen == [(21, reads)] * 3
+        with anyio.fail_after(10):
+            while other.statistics()["remote_reads"] == reads:  # sent after them
+                await anyio.sleep(0.01)
+
+
 async def test_closing_the_broker_ends_a_waiter_on_a_quiet_stream() -> None:
     """A subscriber waiting on a view whose reader task is blocked in ``XREAD`` is woken
     when its broker closes (a server shutting down), and the view then offers no waiter
