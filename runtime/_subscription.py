@@ -4,7 +4,10 @@ A stream is read from the live event log while this process holds it, and from t
 store's durable events otherwise (after a restart, or once the log's retention has
 passed). A durable stream that never reached ``stream.end`` belonged to a process
 that died: it is closed with an ``error`` ``{"type": "interrupted"}`` and
-``stream.end``, never left hanging.
+``stream.end``, never left hanging. Unless another process still holds its lease: then
+the event log simply does not have it yet (a client that reached this node the moment
+the owner answered, before the owner's first events reached a shared log), and the
+subscriber hands out what the store holds and attaches to the log again.
 
 Fan-out: the subscribers of a stream that wait at the same position share one read of
 its log (inside the event-log backend), and each hands out the events a batch at a time
@@ -19,6 +22,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Self
+
+import anyio
 
 from . import _events as ev
 from ._events import Event
@@ -95,6 +100,7 @@ class Subscription:
         self._pos = 0
         self._log: StreamLog | None = None
         self._durable: bool | None = None  # None: not decided yet
+        self._retry = 0.0  # seconds before attaching again to a stream live elsewhere
         self._done = False  # stream.end fetched (or the stream cannot go on)
 
     @property
@@ -254,6 +260,18 @@ class Subscription:
         if meta.active_stream_id != self.stream_id:
             self._durable = True
 
+    async def _live_elsewhere(self, session_id: str) -> bool:
+        """Whether another process runs the stream: the store names it as the session's
+        live stream and its lease has not expired."""
+        try:
+            meta = await self._store.load_metadata(session_id)
+        except SessionNotFound:
+            return False
+        if meta.active_stream_id != self.stream_id:
+            return False
+        lease = await self._store.lease_state(session_id)
+        return lease is not None and lease.expires_in > 0
+
     async def _fill_gap(self, first: int) -> list[Event]:
         """Events before ``first`` that the live log no longer (or never) held, from the
         store's durable log."""
@@ -280,13 +298,13 @@ class Subscription:
 
     async def _durable_batch(self) -> list[Event] | None:
         """The whole rest of a stream this process does not hold, from the store;
-        ``None`` if the dead stream was resumed by this process meanwhile."""
+        ``None`` if the dead stream was resumed by this process meanwhile, or if another
+        process still runs it and the store holds nothing new (the caller attaches to
+        the event log again, after a pause that doubles up to ``liveness``)."""
         self._done = True
         session_id = session_of_stream(self.stream_id)
         events = await self._store.load_events(session_id, self.stream_id, 0)
-        if not events:
-            raise StreamNotFound(f"no live, retained or persisted stream {self.stream_id!r}")
-        if self._on_dead_stream is not None and events[-1].type != ev.STREAM_END:
+        if events and self._on_dead_stream is not None and events[-1].type != ev.STREAM_END:
             await self._on_dead_stream(session_id)
             try:
                 self._log = self._broker.get(self.stream_id)  # resumed by this process
@@ -295,6 +313,21 @@ class Subscription:
             else:
                 self._durable, self._done = False, False
                 return None
+        if (not events or events[-1].type != ev.STREAM_END) and await self._live_elsewhere(
+            session_id
+        ):
+            # its owner's log has not reached this node's event log yet: hand out what
+            # the store holds, then attach again (never a made-up ending, never a 404)
+            self._durable, self._done = None, False
+            out = [e for e in events if e.seq > self.last_seq]
+            if out:
+                self._retry = 0.0
+                return out
+            self._retry = min(max(2 * self._retry, 0.02), self._liveness)
+            await anyio.sleep(self._retry)
+            return None
+        if not events:
+            raise StreamNotFound(f"no live, retained or persisted stream {self.stream_id!r}")
         out = [e for e in events if e.seq > self.last_seq]
         last = events[-1]
         if last.type != ev.STREAM_END:
