@@ -300,8 +300,11 @@ class Subscription:
         """The whole rest of a stream this process does not hold, from the store;
         ``None`` if the dead stream was resumed by this process meanwhile, or if another
         process still runs it and the store holds nothing new (the caller attaches to
-        the event log again, after a pause that doubles up to ``liveness``)."""
-        self._done = True
+        the event log again, after a pause that doubles up to ``liveness``).
+
+        Cancellation-safe: ``_done`` is set only with the stream's last batch, so a
+        caller that gave up waiting here (the SSE edge bounds its wait before the
+        headers) can call :meth:`next_batch` again."""
         session_id = session_of_stream(self.stream_id)
         events = await self._store.load_events(session_id, self.stream_id, 0)
         if events and self._on_dead_stream is not None and events[-1].type != ev.STREAM_END:
@@ -311,14 +314,14 @@ class Subscription:
             except StreamNotFound:
                 pass
             else:
-                self._durable, self._done = False, False
+                self._durable = False
                 return None
         if (not events or events[-1].type != ev.STREAM_END) and await self._live_elsewhere(
             session_id
         ):
             # its owner's log has not reached this node's event log yet: hand out what
             # the store holds, then attach again (never a made-up ending, never a 404)
-            self._durable, self._done = None, False
+            self._durable = None
             out = [e for e in events if e.seq > self.last_seq]
             if out:
                 self._retry = 0.0
@@ -326,6 +329,7 @@ class Subscription:
             self._retry = min(max(2 * self._retry, 0.02), self._liveness)
             await anyio.sleep(self._retry)
             return None
+        self._done = True
         if not events:
             raise StreamNotFound(f"no live, retained or persisted stream {self.stream_id!r}")
         out = [e for e in events if e.seq > self.last_seq]
