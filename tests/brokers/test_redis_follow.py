@@ -1,21 +1,27 @@
-"""A stream whose owner's first events have not reached Redis yet, seen from another
-node: it must be followed, not ended. Behind a load balancer a browser's ``GET`` of the
-stream can land on node B the moment node A answered the ``POST`` that started the turn,
-before A's sender has written the stream's keys. Real PostgreSQL
-(``RUNTIME_TEST_POSTGRES_DSN``) and a private ``redis-server``, whose writes are held
-with ``CLIENT PAUSE ... WRITE`` (reads go on) to make "not yet in Redis" last.
-Skips without the servers, fails under ``CI=true``."""
+"""Following from node B a stream node A runs, when B's event log does not have it yet
+or it goes quiet. Behind a load balancer a browser's ``GET`` of the stream can land on
+B the moment A answered the ``POST`` that started the turn, before A's sender has
+written the stream's keys: it must be followed, not ended. And the subscribers of a
+quiet stream on B must not each ask the store whether A died. Real PostgreSQL
+(``RUNTIME_TEST_POSTGRES_DSN``) and Redis (``RUNTIME_TEST_REDIS_URL``, or a private
+``redis-server`` whose writes are held with ``CLIENT PAUSE ... WRITE``, reads going on,
+to make "not yet in Redis" last). Skips without the servers, fails under ``CI=true``."""
 
 from __future__ import annotations
 
+import asyncio
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import anyio
 import redis.asyncio as aioredis
-from brokers.test_redis import collect, two_nodes
-from redis_server import private_redis
+from brokers.test_redis import collect, counting_agent, two_nodes
+from postgres_server import dropped_after, new_schema, postgres_dsn
+from redis_server import new_prefix, private_redis, redis_url
 
-from runtime import EventLogUnavailable
+from runtime import EventLogUnavailable, Runtime, Session
+from runtime.brokers.redis import RedisEventLog
+from runtime.stores.postgres import PostgresStore
 
 
 async def test_b_follows_a_stream_whose_keys_are_not_in_redis_yet(tmp_path: Path) -> None:
@@ -73,3 +79,47 @@ async def test_b_follows_a_running_stream_while_redis_comes_back_empty(tmp_path:
             assert not [e for e in events if e.type == "error"]
             tokens = "".join(e.data["text"] for e in events if e.type == "token")
             assert tokens == "".join(f"w{i:03d} " for i in range(1, 151))
+
+
+class CountingStore(PostgresStore):
+    """A PostgresStore that counts its metadata reads."""
+
+    metadata_loads = 0
+
+    async def load_metadata(self, session_id: str) -> Session:
+        self.metadata_loads += 1
+        return await super().load_metadata(session_id)
+
+
+async def test_subscribers_of_a_quiet_stream_on_b_share_its_checks() -> None:
+    """100 subscribers on B of a stream that goes quiet on A (a 3 s pause, B's
+    ``liveness`` 0.5 s): each quiet spell makes B ask the store whether the stream's
+    owner died. They ask once for all of them, not once each (that was two metadata
+    reads per subscriber every ``liveness`` seconds), and still follow the stream to
+    its end."""
+    dsn, schema, prefix, url = postgres_dsn(), new_schema(), new_prefix(), redis_url()
+    async with dropped_after(dsn, [schema]), AsyncExitStack() as stack:
+        stores = [CountingStore(dsn, schema=schema) for _ in "ab"]
+        a, b = [
+            await stack.enter_async_context(
+                Runtime(
+                    store,
+                    counting_agent,
+                    broker=RedisEventLog(url, prefix=prefix),
+                    node_id=f"node-{name}-{prefix}",
+                    lease_ttl=1.5,
+                    checkpoint_interval=0.1,
+                    recover_on_start=False,
+                )
+            )
+            for store, name in zip(stores, "ab", strict=True)
+        ]
+        session = await a.create_session()
+        stream_id = await a.start_turn(session.session_id, "tokens=2 delay=3")
+        before = stores[1].metadata_loads
+        with anyio.fail_after(30):
+            results = await asyncio.gather(*(collect(b, stream_id) for _ in range(100)))
+        assert all(r[-1].type == "stream.end" and r[-2].type == "done" for r in results)
+        assert all([e.to_dict() for e in r] == [e.to_dict() for e in results[0]] for r in results)
+        loads = stores[1].metadata_loads - before
+        assert 0 < loads < 100, loads  # the quiet spells were checked, once for all
