@@ -194,7 +194,9 @@ class _OwnedLog(StreamLog):
         self.finished_at: float | None = None
         self._broker = broker
         self._window = _Window()
-        self._outbox: deque[Event] = deque(maxlen=broker.buffer_events)
+        # unsent events: unbounded while Redis answers (a producer faster than the
+        # sender's round trips must not make holes), capped at buffer_events while not
+        self._outbox: deque[Event] = deque()
         self.sent_seq = 0  # newest seq Redis has
         self.dropped = 0  # events dropped from the buffer while Redis was unreachable
 
@@ -224,8 +226,11 @@ class _OwnedLog(StreamLog):
         window.add(event)
         window.trim(self._broker.max_events)
         outbox = self._outbox
-        if len(outbox) == outbox.maxlen:
-            self.dropped += 1  # the deque drops the oldest
+        broker = self._broker
+        if broker._degraded:  # Redis unreachable: keep the newest buffer_events only
+            while len(outbox) >= broker.buffer_events:
+                outbox.popleft()
+                self.dropped += 1
         outbox.append(event)
         if window.closed:
             self.closed = True

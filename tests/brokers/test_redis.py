@@ -303,6 +303,29 @@ async def test_a_send_round_is_one_script_call_for_every_stream(tmp_path: Path) 
             await other.aclose()
 
 
+async def test_a_producer_faster_than_the_sender_loses_nothing_while_redis_answers() -> None:
+    """``buffer_events`` caps what waits for Redis only while Redis is unreachable: a
+    producer that publishes many more events than that between two round trips (here
+    10x, in one loop step) makes no hole, and a reader elsewhere gets every event."""
+    url, prefix = redis_url(), new_prefix()
+    owner = RedisEventLog(url, prefix=prefix, buffer_events=50)
+    other = RedisEventLog(url, prefix=prefix)
+    try:
+        log = owner.open("s-1", "sess")
+        for i in range(500):
+            log.publish("token", {"text": f"t{i}"})
+        await _sent(owner)
+        assert owner.statistics()["dropped_events"] == 0
+        view = await other.attach("s-1")
+        got: list[Event] = []
+        while len(got) < 500:
+            got += await view.read(len(got))
+        assert [e.data["text"] for e in got] == [f"t{i}" for i in range(500)]
+    finally:
+        await owner.aclose()
+        await other.aclose()
+
+
 async def test_the_send_script_is_loaded_again_after_a_flush_and_a_restart(
     tmp_path: Path,
 ) -> None:
