@@ -343,7 +343,7 @@ SELECT xmin FROM u
 # write get NULL).
 #
 # Their texts depend on the checkpoint's shape, so each shape binds only what it writes
-# (asyncpg encodes every parameter on every call; twelve texts, so at most twelve
+# (asyncpg encodes every parameter on every call; thirteen texts, so at most thirteen
 # prepared statements per connection):
 #
 # * fields (row path only): the metadata JSON and the listing's columns. A delta that
@@ -390,6 +390,18 @@ WITH u AS (
   SELECT $1, $3::int + i - 1, b, $2 FROM unnest($6::text[]) WITH ORDINALITY AS t(b, i)
    WHERE EXISTS (SELECT 1 FROM u)
 )"""
+# The locked path's commonest shape (new messages only: no rewrite, no events) as one
+# plain INSERT, no CTE: the row lock is the join's ``FOR SHARE OF sessions``, and the
+# status (``INSERT 0 n``, n > 0: applied) replaces the count a CTE returned. Run with
+# ``execute``: no result row to describe and decode. Same parameters as the locked
+# path's (see _checkpoint_sql).
+_CHECKPOINT_APPEND = """
+INSERT INTO messages (session_id, idx, body, touched_at)
+SELECT $1, $3::int + i - 1, b, $2
+  FROM sessions, unnest($6::text[]) WITH ORDINALITY AS t(b, i)
+ WHERE session_id = $1 AND xmin = $5::xid AND lease_token = $4::text
+   FOR SHARE OF sessions
+"""
 _CHECKPOINT_FIELDS = (
     "meta = ${}, title = ${}, active_stream_id = ${}, pending_user_message = ${}, visible = ${},"
 )
@@ -551,6 +563,9 @@ async def _keep_session(con: asyncpg.Connection) -> None:
 
 _CONNECTION_CLASS: Any = None
 
+#: what :meth:`PostgresStore._on_kept_connection` returns: the connection method's name
+_VALUE, _ROWS, _STATUS = "fetchval", "fetch", "execute"
+
 
 def _connection_class() -> Any:
     """The store's connection class: an ``asyncpg.Connection`` that records when its
@@ -578,6 +593,7 @@ def _connection_class() -> Any:
         __slots__ = ("since",)
 
         #: asyncpg's own, for a caller that sets ``since`` itself (one coroutine less)
+        execute_unmarked = asyncpg.Connection.execute
         fetch_unmarked = asyncpg.Connection.fetch
         fetchval_unmarked = asyncpg.Connection.fetchval
 
@@ -943,7 +959,7 @@ class PostgresStore(Store):
 
     async def _load(self, session_id: str) -> Session:
         async def op() -> Any:
-            return await self._on_kept_connection(_LOAD, (session_id,), rows=True)
+            return await self._on_kept_connection(_LOAD, (session_id,), _ROWS)
 
         rows = await self._retry(op)
         # by idx (an int key: the list sort's integer path): the metadata row (idx -1)
@@ -1111,9 +1127,13 @@ class PostgresStore(Store):
             and now - written.renewed < lease.ttl * RENEW_AFTER
         )
         args: list[Any]
+        how = _VALUE
         if locked:
             args = [sid, session.updated_at, guess, token, written.xmin, bodies[guess - start :]]
-            sql = _CHECKPOINTS_LOCKED[rewrite, bool(events[0])]
+            if rewrite or events[0]:
+                sql = _CHECKPOINTS_LOCKED[rewrite, bool(events[0])]
+            else:
+                sql, how = _CHECKPOINT_APPEND, _STATUS
         else:
             args = [
                 sid,
@@ -1140,7 +1160,9 @@ class PostgresStore(Store):
         if events[0]:
             args += events
         try:
-            applied = await self._on_kept_connection(sql, args)
+            applied = await self._on_kept_connection(sql, args, how)
+            if how is _STATUS:
+                applied = applied != "INSERT 0 0"
         except self._unique_violation:
             # another task of this process appended the same messages first (an
             # unfenced save racing this one): not applied, nothing written
@@ -1154,12 +1176,11 @@ class PostgresStore(Store):
                 written.token, written.renewed = token, now
         return True
 
-    async def _on_kept_connection(
-        self, sql: str, args: Sequence[Any], *, rows: bool = False
-    ) -> Any:
-        """``fetchval(sql, *args)`` (with ``rows``: ``fetch``, a list of records) on the
-        connection the store keeps acquired for checkpoints and full loads while no
-        other one uses it, else on one from the pool.
+    async def _on_kept_connection(self, sql: str, args: Sequence[Any], how: str = _VALUE) -> Any:
+        """``fetchval(sql, *args)`` (``how`` :data:`_ROWS`: ``fetch``, a list of records;
+        :data:`_STATUS`: ``execute``, the status string) on the connection the store
+        keeps acquired for checkpoints and full loads while no other one uses it, else
+        on one from the pool.
 
         A pool acquire and release costs about as much client CPU as the statement's
         round trip (asyncpg releases in a task under ``asyncio.shield``); a running
@@ -1171,9 +1192,7 @@ class PostgresStore(Store):
         pool = self._pool
         if pool is None or self._kept_busy or self.max_size < 2:
             async with self._conn() as con:
-                if rows:
-                    return await con.fetch(sql, *args)
-                return await con.fetchval(sql, *args)
+                return await getattr(con, how)(sql, *args)
         self._kept_busy = True  # no await between the check and this: one user at a time
         try:
             if self._kept is None:
@@ -1184,9 +1203,11 @@ class PostgresStore(Store):
             # one coroutine frame less on the checkpoint's path
             con.since = time.monotonic()
             try:
-                if rows:
-                    return await con.fetch_unmarked(sql, *args)
-                return await con.fetchval_unmarked(sql, *args)
+                if how is _VALUE:
+                    return await con.fetchval_unmarked(sql, *args)
+                if how is _STATUS:
+                    return await con.execute_unmarked(sql, *args)
+                return await con.fetch_unmarked(sql, *args)
             except BaseException:
                 kept, self._kept = self._kept, None
                 with contextlib.suppress(Exception):  # the original error is the one to see
