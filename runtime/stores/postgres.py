@@ -61,7 +61,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 import orjson
@@ -93,6 +93,7 @@ if TYPE_CHECKING:
 __all__ = ["MIGRATIONS", "PostgresStore"]
 
 T = TypeVar("T")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 logger = logging.getLogger("runtime.stores.postgres")
 
@@ -586,8 +587,20 @@ def _connection_class() -> Any:
     import asyncpg
 
     monotonic = time.monotonic
-    execute, fetch = asyncpg.Connection.execute, asyncpg.Connection.fetch
-    fetchrow, fetchval = asyncpg.Connection.fetchrow, asyncpg.Connection.fetchval
+
+    def marked(method: _F) -> _F:
+        """``method`` with the connection's ``since`` set while it runs."""
+
+        async def call(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+            before, self.since = self.since, monotonic()
+            try:
+                return await method(self, query, *args, **kwargs)
+            finally:
+                self.since = before
+
+        call.__name__ = call.__qualname__ = method.__name__
+        call.__doc__ = method.__doc__
+        return cast(_F, call)
 
     class WatchedConnection(asyncpg.Connection):
         __slots__ = ("since",)
@@ -597,43 +610,19 @@ def _connection_class() -> Any:
         fetch_unmarked = asyncpg.Connection.fetch
         fetchval_unmarked = asyncpg.Connection.fetchval
 
-        def connection(self) -> Any:
-            """This connection, also when called through the pool's proxy (whose
-            every attribute access is a Python ``__getattr__``)."""
-            return self
+        execute = marked(asyncpg.Connection.execute)
+        fetch = marked(asyncpg.Connection.fetch)
+        fetchrow = marked(asyncpg.Connection.fetchrow)
+        fetchval = marked(asyncpg.Connection.fetchval)
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.since = 0.0
 
-        async def execute(self, query: str, *args: Any, **kwargs: Any) -> str:
-            before, self.since = self.since, monotonic()
-            try:
-                result: str = await execute(self, query, *args, **kwargs)
-                return result
-            finally:
-                self.since = before
-
-        async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
-            before, self.since = self.since, monotonic()
-            try:
-                return await fetch(self, query, *args, **kwargs)
-            finally:
-                self.since = before
-
-        async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
-            before, self.since = self.since, monotonic()
-            try:
-                return await fetchrow(self, query, *args, **kwargs)
-            finally:
-                self.since = before
-
-        async def fetchval(self, query: str, *args: Any, **kwargs: Any) -> Any:
-            before, self.since = self.since, monotonic()
-            try:
-                return await fetchval(self, query, *args, **kwargs)
-            finally:
-                self.since = before
+        def connection(self) -> Any:
+            """This connection, also when called through the pool's proxy (whose
+            every attribute access is a Python ``__getattr__``)."""
+            return self
 
     _CONNECTION_CLASS = WatchedConnection
     return WatchedConnection
