@@ -37,7 +37,7 @@ from ._resume import (
 )
 from ._runner import Agent, Turn, TurnHandle, interval_ok, run_turn
 from ._session import Session, validate_session_id, validate_title
-from ._subscription import Subscription, new_stream_id, session_of_stream
+from ._subscription import QuietChecks, Subscription, new_stream_id, session_of_stream
 from ._timer import Wakeups, asyncio_loop
 from .brokers.abc import Broker
 from .repair import is_stale, mark_interrupted, repair
@@ -159,6 +159,7 @@ class Runtime:
         self._live: dict[str, TurnHandle] = {}  # stream_id -> handle
         self._turn_tasks: set[asyncio.Task[None]] = set()  # asyncio: each turn's task
         self._wakeups = Wakeups()  # every turn's checkpoint coroutine sleeps on it
+        self._quiet_checks = QuietChecks()  # one store check per quiet remote stream
         self._busy: dict[str, str] = {}  # session_id -> stream_id, from start_turn on
         self._tg: anyio.abc.TaskGroup | None = None
         self._closed = False
@@ -1030,6 +1031,7 @@ class Runtime:
             after_seq,
             self._repair_session,
             liveness=min(2.0, self.lease_ttl / 3),
+            quiet_checks=self._quiet_checks,
         )
 
     def stream_session(self, stream_id: str) -> str:

@@ -4,7 +4,10 @@ A stream is read from the live event log while this process holds it, and from t
 store's durable events otherwise (after a restart, or once the log's retention has
 passed). A durable stream that never reached ``stream.end`` belonged to a process
 that died: it is closed with an ``error`` ``{"type": "interrupted"}`` and
-``stream.end``, never left hanging.
+``stream.end``, never left hanging. Unless another process still holds its lease: then
+the event log simply does not have it yet (a client that reached this node the moment
+the owner answered, before the owner's first events reached a shared log), and the
+subscriber hands out what the store holds and attaches to the log again.
 
 Fan-out: the subscribers of a stream that wait at the same position share one read of
 its log (inside the event-log backend), and each hands out the events a batch at a time
@@ -20,6 +23,8 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Self
 
+import anyio
+
 from . import _events as ev
 from ._events import Event
 from ._exceptions import SessionNotFound, StreamNotFound, SubscriberLagged
@@ -27,7 +32,7 @@ from ._session import validate_session_id
 from .brokers.abc import Broker, StreamLog
 from .stores.abc import Store
 
-__all__ = ["Subscription", "new_stream_id", "session_of_stream"]
+__all__ = ["QuietChecks", "Subscription", "new_stream_id", "session_of_stream"]
 
 
 #: an exhausted batch (never appended to)
@@ -52,6 +57,51 @@ def session_of_stream(stream_id: str) -> str:
         return validate_session_id(session_id)
     except ValueError as exc:
         raise StreamNotFound(f"no stream {stream_id!r}: not a stream id of this runtime") from exc
+
+
+class QuietChecks:
+    """The checks of quiet remote streams of one runtime: concurrent checks of one
+    stream share one run (one repair attempt and one metadata read for all of that
+    process's subscribers of the stream, not one each: at 1,000 subscribers of a stream
+    that thinks on another node, the difference is 3,000 store reads every ``liveness``
+    seconds). Results are not cached: a check that starts after one ended runs again."""
+
+    __slots__ = ("_runs",)
+
+    def __init__(self) -> None:
+        self._runs: dict[str, _Check] = {}
+
+    async def run(self, stream_id: str, check: Callable[[], Awaitable[bool]]) -> bool:
+        """``await check()``, or the result of the run of it already under way for
+        ``stream_id`` (its exception, if it raised; a run whose caller was cancelled is
+        not shared: the next waiter runs the check itself)."""
+        while (run := self._runs.get(stream_id)) is not None:
+            await run.done.wait()
+            if run.finished:
+                if run.error is not None:
+                    raise run.error
+                return run.result
+        run = self._runs[stream_id] = _Check()
+        try:
+            run.result = await check()
+            run.finished = True
+        except Exception as exc:
+            run.error, run.finished = exc, True
+            raise
+        finally:
+            del self._runs[stream_id]
+            run.done.set()
+        return run.result
+
+
+class _Check:
+    __slots__ = ("done", "error", "finished", "result")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.finished = False
+        self.result = False
+        self.error: Exception | None = None
 
 
 class Subscription:
@@ -82,6 +132,7 @@ class Subscription:
         on_dead_stream: Callable[[str], Awaitable[object]] | None = None,
         *,
         liveness: float = 2.0,
+        quiet_checks: QuietChecks | None = None,
     ) -> None:
         if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0:
             raise ValueError(f"invalid after_seq {after_seq!r}: must be an integer >= 0")
@@ -91,10 +142,12 @@ class Subscription:
         self.last_seq = after_seq
         self._on_dead_stream = on_dead_stream
         self._liveness = liveness  # seconds without events before asking the store
+        self._quiet_checks = quiet_checks if quiet_checks is not None else QuietChecks()
         self._batch: list[Event] = _NO_EVENTS  # fetched, partly handed out by __anext__
         self._pos = 0
         self._log: StreamLog | None = None
         self._durable: bool | None = None  # None: not decided yet
+        self._retry = 0.0  # seconds before attaching again to a stream live elsewhere
         self._done = False  # stream.end fetched (or the stream cannot go on)
 
     @property
@@ -243,16 +296,36 @@ class Subscription:
         """Nothing came for ``liveness`` seconds from a log another process appends to:
         ask the store whether the stream is over (then the rest comes from the store: a
         process that died never ends its log, and its ending is made up once its lease
-        has expired)."""
+        has expired). The subscribers of the stream in this process share one check."""
+        if not await self._quiet_checks.run(self.stream_id, self._still_active):
+            self._durable = True
+
+    async def _still_active(self) -> bool:
+        """Repair the stream's session if its owner's lease expired; whether the session
+        still names the stream as its live one (``True`` when the store does not hold
+        the session: the log is all there is)."""
         session_id = session_of_stream(self.stream_id)
         try:
             if self._on_dead_stream is not None:
                 await self._on_dead_stream(session_id)  # repairs it once the lease expired
             meta = await self._store.load_metadata(session_id)
         except SessionNotFound:  # a store that does not hold the stream's session
-            return  # cannot tell: the log is all there is
+            return True  # cannot tell: the log is all there is
+        return meta.active_stream_id == self.stream_id
+
+    async def _live_elsewhere(self, session_id: str) -> bool:
+        """Whether another process runs the stream: the store names it as the session's
+        live stream and its lease has not expired."""
+        if self._store.exclusive:  # nobody else can hold its leases
+            return False
+        try:
+            meta = await self._store.load_metadata(session_id)
+        except SessionNotFound:
+            return False
         if meta.active_stream_id != self.stream_id:
-            self._durable = True
+            return False
+        lease = await self._store.lease_state(session_id)
+        return lease is not None and lease.expires_in > 0
 
     async def _fill_gap(self, first: int) -> list[Event]:
         """Events before ``first`` that the live log no longer (or never) held, from the
@@ -280,21 +353,40 @@ class Subscription:
 
     async def _durable_batch(self) -> list[Event] | None:
         """The whole rest of a stream this process does not hold, from the store;
-        ``None`` if the dead stream was resumed by this process meanwhile."""
-        self._done = True
+        ``None`` if the dead stream was resumed by this process meanwhile, or if another
+        process still runs it and the store holds nothing new (the caller attaches to
+        the event log again, after a pause that doubles up to ``liveness``).
+
+        Cancellation-safe: ``_done`` is set only with the stream's last batch, so a
+        caller that gave up waiting here (the SSE edge bounds its wait before the
+        headers) can call :meth:`next_batch` again."""
         session_id = session_of_stream(self.stream_id)
         events = await self._store.load_events(session_id, self.stream_id, 0)
-        if not events:
-            raise StreamNotFound(f"no live, retained or persisted stream {self.stream_id!r}")
-        if self._on_dead_stream is not None and events[-1].type != ev.STREAM_END:
+        if events and self._on_dead_stream is not None and events[-1].type != ev.STREAM_END:
             await self._on_dead_stream(session_id)
             try:
                 self._log = self._broker.get(self.stream_id)  # resumed by this process
             except StreamNotFound:
                 pass
             else:
-                self._durable, self._done = False, False
+                self._durable = False
                 return None
+        if (not events or events[-1].type != ev.STREAM_END) and await self._live_elsewhere(
+            session_id
+        ):
+            # its owner's log has not reached this node's event log yet: hand out what
+            # the store holds, then attach again (never a made-up ending, never a 404)
+            self._durable = None
+            out = [e for e in events if e.seq > self.last_seq]
+            if out:
+                self._retry = 0.0
+                return out
+            self._retry = min(max(2 * self._retry, 0.02), self._liveness)
+            await anyio.sleep(self._retry)
+            return None
+        self._done = True
+        if not events:
+            raise StreamNotFound(f"no live, retained or persisted stream {self.stream_id!r}")
         out = [e for e in events if e.seq > self.last_seq]
         last = events[-1]
         if last.type != ev.STREAM_END:

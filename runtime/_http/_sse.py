@@ -498,6 +498,11 @@ class _EventStream(EventSourceResponse):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+#: seconds the SSE endpoint waits for the first events of a stream another process runs
+#: before it sends the headers and lets the body wait
+FIRST_WAIT = 1.0
+
+
 class StreamEvents:
     """The SSE endpoint.
 
@@ -540,12 +545,22 @@ class StreamEvents:
                 f"seq {newest} yet, so the resume point must be <= {newest}",
             )
         first: list[Event] = []
-        if newest is None or after_seq < newest:
-            # Events after the resume point exist (in memory or in the store), so this
-            # does not wait: a lagged subscriber (410), an unknown stream (404) or a
-            # finished stream with nothing left (204) is answered before the headers.
+        if newest is not None and after_seq < newest:
+            # Events after the resume point exist here, so this does not wait: a lagged
+            # subscriber (410) is answered before the headers.
             first = await events.next_batch()
-            if not first:
+        elif newest is None:
+            # Not run by this process: replayed from the store or followed through a
+            # shared event log. An unknown stream (404), a lagged subscriber (410) and
+            # a finished stream with nothing left (204) are answered before the headers
+            # as soon as that is known; a stream live on another node with nothing yet
+            # after the resume point (a reconnect at its live head) is not held up to
+            # its next event, which may be a long tool call away: after FIRST_WAIT
+            # seconds the headers go out and the body waits (heartbeats flow).
+            first = []
+            with anyio.move_on_after(FIRST_WAIT) as waited:
+                first = await events.next_batch()
+            if not first and not waited.cancelled_caught:
                 return Response(status_code=204)
         return self._response(stream_id, first, events, after_seq)
 
