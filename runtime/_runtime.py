@@ -54,6 +54,10 @@ logger = logging.getLogger("runtime")
 #: its load and its write (each try loads again)
 _IDLE_WRITE_ATTEMPTS = 3
 
+#: seconds a cancel of a turn another process runs asks again while no process hears
+#: it (the owner's listener reconnecting to a shared event log)
+CANCEL_RETRY = 5.0
+
 
 class Runtime:
     """Runs agent turns as tasks, streams their events, and keeps sessions durable.
@@ -967,7 +971,10 @@ class Runtime:
         cancelled through a shared event log (``broker.shared``): the request goes to
         its owner, which ends it exactly as a local cancel; this call then waits until
         the store shows the stream ended (at most ``final_save_timeout + lease_ttl``
-        seconds) and returns whether it did.
+        seconds) and returns whether it did. The request is sent again every second
+        until then, and while nobody hears it (the owner's listener reconnecting to the
+        event log) for up to :data:`CANCEL_RETRY` seconds (5) before this returns
+        ``False``.
 
         :raises StreamNotFound: if ``stream_id`` is not a stream id of this runtime.
         :raises EventLogUnavailable: if the shared event log cannot be reached.
@@ -988,13 +995,29 @@ class Runtime:
             return False
         if not await self._is_active(session_id, stream_id):
             return False
-        if not await self.broker.request_cancel(stream_id, lease.owner):
-            return False
+        heard, delay = False, 0.05
+        give_up = anyio.current_time() + CANCEL_RETRY
         with anyio.move_on_after(self.final_save_timeout + self.lease_ttl):
-            while True:  # the owner's final save clears the active stream
-                if not await self._is_active(session_id, stream_id):
-                    return True
-                await anyio.sleep(0.05)
+            while True:
+                # A request is a pub/sub message: heard by nobody while the owner's
+                # listener reconnects (a dropped Redis connection, back within 2 s), and
+                # lost if it reached a listener that was going away. So it is sent again
+                # until the stream ends, and given up after CANCEL_RETRY seconds in which
+                # nobody heard it (a dead owner never does: its stream ends as
+                # interrupted with its lease).
+                if await self.broker.request_cancel(stream_id, lease.owner):
+                    heard = True
+                elif not heard and anyio.current_time() + delay > give_up:
+                    return False
+                with anyio.move_on_after(1.0 if heard else delay):
+                    while True:  # the owner's final save clears the active stream
+                        if not await self._is_active(session_id, stream_id):
+                            return True
+                        await anyio.sleep(0.05)
+                delay = min(2 * delay, 1.0)
+                lease = await self.store.lease_state(session_id)
+                if lease is None or lease.expires_in <= 0 or lease.owner == self.node_id:
+                    return not await self._is_active(session_id, stream_id)
         return False
 
     async def _is_active(self, session_id: str, stream_id: str) -> bool:

@@ -51,14 +51,17 @@ SHARE`` and write only messages and events, so a metadata-only load and the list
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import random
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 import orjson
@@ -90,6 +93,9 @@ if TYPE_CHECKING:
 __all__ = ["MIGRATIONS", "PostgresStore"]
 
 T = TypeVar("T")
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+logger = logging.getLogger("runtime.stores.postgres")
 
 _META_KEYS = tuple(k for k in META_FIELDS if k != "session_id")
 
@@ -338,7 +344,7 @@ SELECT xmin FROM u
 # write get NULL).
 #
 # Their texts depend on the checkpoint's shape, so each shape binds only what it writes
-# (asyncpg encodes every parameter on every call; twelve texts, so at most twelve
+# (asyncpg encodes every parameter on every call; thirteen texts, so at most thirteen
 # prepared statements per connection):
 #
 # * fields (row path only): the metadata JSON and the listing's columns. A delta that
@@ -385,6 +391,18 @@ WITH u AS (
   SELECT $1, $3::int + i - 1, b, $2 FROM unnest($6::text[]) WITH ORDINALITY AS t(b, i)
    WHERE EXISTS (SELECT 1 FROM u)
 )"""
+# The locked path's commonest shape (new messages only: no rewrite, no events) as one
+# plain INSERT, no CTE: the row lock is the join's ``FOR SHARE OF sessions``, and the
+# status (``INSERT 0 n``, n > 0: applied) replaces the count a CTE returned. Run with
+# ``execute``: no result row to describe and decode. Same parameters as the locked
+# path's (see _checkpoint_sql).
+_CHECKPOINT_APPEND = """
+INSERT INTO messages (session_id, idx, body, touched_at)
+SELECT $1, $3::int + i - 1, b, $2
+  FROM sessions, unnest($6::text[]) WITH ORDINALITY AS t(b, i)
+ WHERE session_id = $1 AND xmin = $5::xid AND lease_token = $4::text
+   FOR SHARE OF sessions
+"""
 _CHECKPOINT_FIELDS = (
     "meta = ${}, title = ${}, active_stream_id = ${}, pending_user_message = ${}, visible = ${},"
 )
@@ -544,6 +562,72 @@ async def _keep_session(con: asyncpg.Connection) -> None:
     """
 
 
+_CONNECTION_CLASS: Any = None
+
+#: what :meth:`PostgresStore._on_kept_connection` returns: the connection method's name
+_VALUE, _ROWS, _STATUS = "fetchval", "fetch", "execute"
+
+
+def _connection_class() -> Any:
+    """The store's connection class: an ``asyncpg.Connection`` that records when its
+    statement in flight was sent (``since``, ``time.monotonic()``; 0.0: none), for the
+    store's watchdog (:meth:`PostgresStore._watch`).
+
+    That is the whole per-statement cost of the bound on a statement: a clock read and
+    two attribute writes, no timer. asyncpg's own ``command_timeout`` arms an asyncio
+    timer per statement (a ``TimerHandle``, a heap push, and a cancelled handle left in
+    the loop's heap until its next clean-up): ~36k of a checkpoint's ~237k client
+    instructions. Only the methods the store calls are wrapped (``con.transaction()``
+    runs ``BEGIN``/``COMMIT``/``ROLLBACK`` through :meth:`execute`); the previous value
+    is restored, so a nested call cannot clear an outer statement's mark.
+    """
+    global _CONNECTION_CLASS
+    if _CONNECTION_CLASS is not None:
+        return _CONNECTION_CLASS
+    import asyncpg
+
+    monotonic = time.monotonic
+
+    def marked(method: _F) -> _F:
+        """``method`` with the connection's ``since`` set while it runs."""
+
+        async def call(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+            before, self.since = self.since, monotonic()
+            try:
+                return await method(self, query, *args, **kwargs)
+            finally:
+                self.since = before
+
+        call.__name__ = call.__qualname__ = method.__name__
+        call.__doc__ = method.__doc__
+        return cast(_F, call)
+
+    class WatchedConnection(asyncpg.Connection):
+        __slots__ = ("since",)
+
+        #: asyncpg's own, for a caller that sets ``since`` itself (one coroutine less)
+        execute_unmarked = asyncpg.Connection.execute
+        fetch_unmarked = asyncpg.Connection.fetch
+        fetchval_unmarked = asyncpg.Connection.fetchval
+
+        execute = marked(asyncpg.Connection.execute)
+        fetch = marked(asyncpg.Connection.fetch)
+        fetchrow = marked(asyncpg.Connection.fetchrow)
+        fetchval = marked(asyncpg.Connection.fetchval)
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.since = 0.0
+
+        def connection(self) -> Any:
+            """This connection, also when called through the pool's proxy (whose
+            every attribute access is a Python ``__getattr__``)."""
+            return self
+
+    _CONNECTION_CLASS = WatchedConnection
+    return WatchedConnection
+
+
 def _meta_json(session: Session) -> str:
     return orjson.dumps({k: getattr(session, k) for k in _META_KEYS}).decode()
 
@@ -622,7 +706,15 @@ class PostgresStore(Store):
         first save.
     :param command_timeout: seconds one statement may take before it fails with
         :class:`~runtime.StoreError` (saves run shielded from cancellation; this bounds
-        them).
+        them); ``None``: no bound. The server enforces it (``statement_timeout``, lock
+        waits included): the statement is cancelled there and the call raises
+        ``StoreError`` from asyncpg's ``QueryCanceledError``, not retried. A statement
+        the server cannot end (a connection that stopped answering: a dead network
+        path, a stopped server) is the store's watchdog's: one timer per store checks
+        every ``command_timeout / 2`` seconds and closes the connection of a statement
+        still unanswered after ``2 * command_timeout``; that is a lost connection,
+        retried within ``retry_budget``, then ``StoreError``. No timer per statement.
+    :raises ValueError: if ``command_timeout`` is not a positive number or ``None``.
     :raises StoreError: from :meth:`open` if the server cannot be reached within the
         retry budget or the schema cannot be migrated.
     """
@@ -641,11 +733,20 @@ class PostgresStore(Store):
         event_retention: float | None = 7 * 86400.0,
         retry_budget: float = 10.0,
         draft_ttl: float = 86400.0,
-        command_timeout: float = 60.0,
+        command_timeout: float | None = 60.0,
     ) -> None:
         super().__init__()
         if not schema.isidentifier():
             raise ValueError(f"invalid schema {schema!r}: must be an SQL identifier")
+        if command_timeout is not None and not (
+            isinstance(command_timeout, int | float)
+            and not isinstance(command_timeout, bool)
+            and 0 < command_timeout < float("inf")
+        ):
+            raise ValueError(
+                f"invalid command_timeout {command_timeout!r}: must be a positive number of"
+                " seconds, or None for no bound"
+            )
         self.dsn = dsn
         self.schema = schema
         self.min_size = min_size
@@ -661,10 +762,17 @@ class PostgresStore(Store):
         self._unique_violation: type[Exception] = Exception
         #: the connection kept out of the pool for checkpoints, and whether one runs on it
         self._kept: Any = None
+        #: the connection behind the pool's proxy ``_kept`` (no ``__getattr__`` per use)
+        self._kept_con: Any = None
         self._kept_busy = False
         #: ``anyio.CancelScope`` resolves the event loop's backend (sniffio) on every
         #: call; asyncpg runs on asyncio only, so the store looks its class up once
         self._scope: Callable[..., anyio.CancelScope] = anyio.CancelScope
+        #: the pool's connections (the watchdog's rounds), its next round, and how many
+        #: connections it has closed
+        self._watched: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._watch_handle: asyncio.TimerHandle | None = None
+        self._watchdog_closed = 0
 
     def __repr__(self) -> str:
         return f"PostgresStore(schema={self.schema!r})"
@@ -682,28 +790,78 @@ class PostgresStore(Store):
             OSError: StoreError,
         }
 
+        settings = {"search_path": self.schema, "application_name": f"runtime:{self.schema}"}
+        if self.command_timeout is not None:
+            # the bound on a statement, enforced by the server (milliseconds; 0 is none)
+            settings["statement_timeout"] = str(max(1, round(self.command_timeout * 1000)))
+
+        async def watched(con: asyncpg.Connection) -> None:
+            self._watched.add(con)
+
         async def connect() -> asyncpg.Pool:
             return await asyncpg.create_pool(
                 self.dsn,
                 min_size=self.min_size,
                 max_size=self.max_size,
-                command_timeout=self.command_timeout,
+                # no client timer per statement: the server's statement_timeout and the
+                # watchdog bound it (see the class docstring and _watch)
+                command_timeout=None,
+                connection_class=_connection_class(),
+                init=watched,
                 reset=_keep_session,
-                server_settings={
-                    "search_path": self.schema,
-                    "application_name": f"runtime:{self.schema}",
-                },
+                server_settings=settings,
             )
 
         self._scope = type(anyio.CancelScope())
         self._pool = await self._retry(connect)
+        if self.command_timeout is not None:
+            self._watch_handle = asyncio.get_running_loop().call_later(
+                self.command_timeout / 2, self._watch
+            )
         try:
             await self._retry(self._migrate)
         except BaseException:
             await self._close()
             raise
 
+    def _watch(self) -> None:
+        """The watchdog's round: close the connection of every statement still
+        unanswered ``2 * command_timeout`` seconds after it was sent, then schedule the
+        next round in ``command_timeout / 2`` seconds.
+
+        The server cancels a statement at ``command_timeout`` (``statement_timeout``)
+        and answers with an error; a statement past twice that got no answer because
+        the connection stopped answering (a dead network path, a stopped server
+        process), where only the client can end it. Closing the connection fails the
+        statement with asyncpg's ``ConnectionDoesNotExistError``: a lost connection,
+        retried within ``retry_budget`` on another one (a save's statements are
+        conditional, so a retry of one that landed writes nothing twice), then
+        :class:`~runtime.StoreError`; the pool replaces the connection.
+        """
+        assert self.command_timeout is not None
+        limit = 2 * self.command_timeout
+        now = time.monotonic()
+        for con in list(self._watched):
+            since = con.since
+            if since and now - since > limit and not con.is_closed():
+                logger.warning(
+                    "%r: a statement had no answer after %.1f seconds (command_timeout %s);"
+                    " closing its connection",
+                    self,
+                    now - since,
+                    self.command_timeout,
+                )
+                self._watchdog_closed += 1
+                con.terminate()
+        if self._pool is not None:
+            self._watch_handle = asyncio.get_running_loop().call_later(
+                self.command_timeout / 2, self._watch
+            )
+
     async def _close(self) -> None:
+        if self._watch_handle is not None:
+            self._watch_handle.cancel()
+            self._watch_handle = None
         pool, self._pool = self._pool, None
         kept = None
         if not self._kept_busy:  # else the running checkpoint gives it back
@@ -741,6 +899,7 @@ class PostgresStore(Store):
     async def _retry(self, op: Callable[[], Awaitable[T]]) -> T:
         """Run ``op``, retrying a lost connection with backoff for ``retry_budget``
         seconds; driver errors leave as :class:`StoreError` (``from`` the original)."""
+        closed = self._watchdog_closed
         try:
             # the common case first: no context manager, no clock read (a checkpoint
             # comes through here every time)
@@ -764,6 +923,11 @@ class PostgresStore(Store):
                             raise
             except StoreError as exc:
                 exc.add_note(f"PostgresStore schema {self.schema!r}")
+                if self._watchdog_closed != closed:
+                    exc.add_note(
+                        "the store's watchdog closed a connection whose statement had no"
+                        f" answer after 2 * command_timeout ({self.command_timeout} s)"
+                    )
                 raise
             await anyio.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 1.0)
@@ -784,7 +948,7 @@ class PostgresStore(Store):
 
     async def _load(self, session_id: str) -> Session:
         async def op() -> Any:
-            return await self._on_kept_connection(_LOAD, (session_id,), rows=True)
+            return await self._on_kept_connection(_LOAD, (session_id,), _ROWS)
 
         rows = await self._retry(op)
         # by idx (an int key: the list sort's integer path): the metadata row (idx -1)
@@ -952,9 +1116,13 @@ class PostgresStore(Store):
             and now - written.renewed < lease.ttl * RENEW_AFTER
         )
         args: list[Any]
+        how = _VALUE
         if locked:
             args = [sid, session.updated_at, guess, token, written.xmin, bodies[guess - start :]]
-            sql = _CHECKPOINTS_LOCKED[rewrite, bool(events[0])]
+            if rewrite or events[0]:
+                sql = _CHECKPOINTS_LOCKED[rewrite, bool(events[0])]
+            else:
+                sql, how = _CHECKPOINT_APPEND, _STATUS
         else:
             args = [
                 sid,
@@ -981,7 +1149,9 @@ class PostgresStore(Store):
         if events[0]:
             args += events
         try:
-            applied = await self._on_kept_connection(sql, args)
+            applied = await self._on_kept_connection(sql, args, how)
+            if how is _STATUS:
+                applied = applied != "INSERT 0 0"
         except self._unique_violation:
             # another task of this process appended the same messages first (an
             # unfenced save racing this one): not applied, nothing written
@@ -995,12 +1165,11 @@ class PostgresStore(Store):
                 written.token, written.renewed = token, now
         return True
 
-    async def _on_kept_connection(
-        self, sql: str, args: Sequence[Any], *, rows: bool = False
-    ) -> Any:
-        """``fetchval(sql, *args)`` (with ``rows``: ``fetch``, a list of records) on the
-        connection the store keeps acquired for checkpoints and full loads while no
-        other one uses it, else on one from the pool.
+    async def _on_kept_connection(self, sql: str, args: Sequence[Any], how: str = _VALUE) -> Any:
+        """``fetchval(sql, *args)`` (``how`` :data:`_ROWS`: ``fetch``, a list of records;
+        :data:`_STATUS`: ``execute``, the status string) on the connection the store
+        keeps acquired for checkpoints and full loads while no other one uses it, else
+        on one from the pool.
 
         A pool acquire and release costs about as much client CPU as the statement's
         round trip (asyncpg releases in a task under ``asyncio.shield``); a running
@@ -1012,23 +1181,29 @@ class PostgresStore(Store):
         pool = self._pool
         if pool is None or self._kept_busy or self.max_size < 2:
             async with self._conn() as con:
-                if rows:
-                    return await con.fetch(sql, *args)
-                return await con.fetchval(sql, *args)
+                return await getattr(con, how)(sql, *args)
         self._kept_busy = True  # no await between the check and this: one user at a time
         try:
             if self._kept is None:
                 self._kept = await pool.acquire()
-            con = self._kept
+                self._kept_con = self._kept.connection()
+            con = self._kept_con
+            # the watchdog's mark, set here rather than by the connection's wrappers:
+            # one coroutine frame less on the checkpoint's path
+            con.since = time.monotonic()
             try:
-                if rows:
-                    return await con.fetch(sql, *args)
-                return await con.fetchval(sql, *args)
+                if how is _VALUE:
+                    return await con.fetchval_unmarked(sql, *args)
+                if how is _STATUS:
+                    return await con.execute_unmarked(sql, *args)
+                return await con.fetch_unmarked(sql, *args)
             except BaseException:
-                self._kept = None
+                kept, self._kept = self._kept, None
                 with contextlib.suppress(Exception):  # the original error is the one to see
-                    await pool.release(con)
+                    await pool.release(kept)
                 raise
+            finally:
+                con.since = 0.0
         finally:
             self._kept_busy = False
             if self._pool is None and self._kept is not None:  # closed while it ran

@@ -123,3 +123,27 @@ async def test_subscribers_of_a_quiet_stream_on_b_share_its_checks() -> None:
         assert all([e.to_dict() for e in r] == [e.to_dict() for e in results[0]] for r in results)
         loads = stores[1].metadata_loads - before
         assert 0 < loads < 100, loads  # the quiet spells were checked, once for all
+
+
+async def test_a_cancel_from_b_reaches_a_whose_listener_is_reconnecting(tmp_path: Path) -> None:
+    """B's cancel request while A's listener for them is away (Redis dropped its pub/sub
+    connection; A reconnects after a back-off): before, nobody received the request and
+    the Stop button did nothing (``cancel`` returned ``False`` for a running turn). B
+    asks again until A hears it, and the turn ends cancelled, as a local cancel ends
+    it."""
+    with private_redis(tmp_path) as server:
+        async with two_nodes(server.url) as (a, b):
+            session = await a.create_session()
+            stream_id = await a.start_turn(session.session_id, "tokens=100000 delay=0.01")
+            await collect(b, stream_id, 0, stop=10)
+            admin = aioredis.Redis.from_url(server.url)
+            try:
+                assert await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 1
+                with anyio.fail_after(30):
+                    assert await b.cancel(stream_id) is True
+            finally:
+                await admin.aclose()
+            events = await collect(a, stream_id)
+            assert [e.type for e in events[-2:]] == ["cancelled", "stream.end"]
+            assert events[-1].data == {"outcome": "cancelled"}
+            assert (await b.session_status(session.session_id))["active_stream_id"] is None

@@ -1,13 +1,21 @@
 """PostgresStore on a real PostgreSQL server (``RUNTIME_TEST_POSTGRES_DSN``): what the
 conformance suite cannot see from outside — the schema, O(new data) checkpoints, the
-listing's index, error translation, retries after a lost connection, retention."""
+listing's index, error translation, retries after a lost connection, retention, the bound
+on a statement (the server's statement_timeout and the store's watchdog)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import asyncpg
@@ -282,8 +290,6 @@ async def test_lost_connections_are_retried(dsn: str, schemas: list[str]) -> Non
 
 async def test_event_retention_prunes_old_events(dsn: str, schemas: list[str]) -> None:
     async with _store(dsn, schemas, event_retention=3600.0) as store:
-        import time
-
         now = time.time()
         s = Session("ev", messages=[{"role": "user", "content": "q"}])
         old = Event(1, "old-stream", "ev", "token", {"text": "a"}, now - 7200)
@@ -681,3 +687,167 @@ async def test_a_checkpoint_extends_the_lease_once_a_third_of_its_ttl_passed(
         state = await store.lease_state("renew")
         assert state is not None and state.expires_in > before
         assert (await store.load("renew")).messages == s.messages
+
+
+# -- the bound on a statement (command_timeout): the server cancels a statement past it
+# (statement_timeout), and the store's watchdog closes the connection of a statement that
+# got no answer at all (a TCP proxy in a subprocess, stopped with SIGSTOP, stands for a
+# dead network path)
+
+
+def _messages(*texts: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": t} for t in texts]
+
+
+@asynccontextmanager
+async def _row_locked(dsn: str, schema: str, sid: str) -> AsyncIterator[asyncpg.Transaction]:
+    """Another connection holds the session's row ``FOR UPDATE`` until the block ends or
+    the transaction it yields is rolled back."""
+    con = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    try:
+        tx = con.transaction()
+        await tx.start()
+        await con.execute("SELECT 1 FROM sessions WHERE session_id = $1 FOR UPDATE", sid)
+        yield tx
+    finally:
+        await con.close()
+
+
+def test_bad_command_timeouts_are_refused(dsn: str) -> None:
+    for bad in (0, -1.0, float("inf"), float("nan"), "60", True):
+        with pytest.raises(ValueError, match=r"command_timeout .*positive number"):
+            PostgresStore(dsn, command_timeout=bad)  # type: ignore[arg-type]
+    assert PostgresStore(dsn, command_timeout=None).command_timeout is None
+
+
+async def test_a_statement_past_the_bound_is_cancelled_by_the_server(
+    dsn: str, schemas: list[str]
+) -> None:
+    """Another connection holds the session's row ``FOR UPDATE``: the running turn's
+    checkpoint (``FOR SHARE``) waits for it past ``command_timeout``, the server
+    cancels it (``statement_timeout`` counts lock waits), the save raises StoreError
+    (not retried: the statement ran), nothing was written, and once the lock goes the
+    same checkpoint goes through on the same store."""
+    async with _store(dsn, schemas, command_timeout=0.5, max_size=2) as store:
+        s = Session("slow", messages=_messages("q"))
+        await store.save(s)
+        lease = Lease("node", "token-1", 30.0)
+        await store.save(s, lease=lease, lease_mode="claim")
+        async with _row_locked(dsn, store.schema, "slow"):
+            s.messages.append({"role": "assistant", "content": "a"})
+            with anyio.fail_after(30), pytest.raises(StoreError) as info:
+                await store.save(s, skip_index=True, delta=SaveDelta.appended(1), lease=lease)
+            assert isinstance(info.value.__cause__, asyncpg.QueryCanceledError)
+            assert "statement timeout" in str(info.value.__cause__)
+        assert [m["content"] for m in (await store.load("slow")).messages] == ["q"]
+        await store.save(s, skip_index=True, delta=SaveDelta.appended(1), lease=lease)
+        assert [m["content"] for m in (await store.load("slow")).messages] == ["q", "a"]
+
+
+@pytest.mark.parametrize("bound", [None, 2.0])
+async def test_a_statement_in_bound_waits_for_the_lock(
+    dsn: str, schemas: list[str], bound: float | None
+) -> None:
+    """A save waiting for a row lock longer than the bound of the test above but within
+    its own (``None``: no ``statement_timeout``, no watchdog; 2 s: the server's bound
+    applies, the watchdog waits for twice it, across rounds of it) is left alone and
+    writes once the lock goes."""
+    async with _store(dsn, schemas, command_timeout=bound) as store:
+        await store.save(Session("wait", messages=_messages("q")))
+        async with (
+            _row_locked(dsn, store.schema, "wait") as tx,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(store.save, Session("wait", messages=_messages("q", "r")))
+            await anyio.sleep(1.0)
+            waiting = await _sql(
+                dsn,
+                "public",
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                f"runtime:{store.schema}",
+            )
+            assert waiting[0][0] == 1
+            await tx.rollback()
+        assert [m["content"] for m in (await store.load("wait")).messages] == ["q", "r"]
+
+
+_PROXY = """
+import asyncio, sys
+host, port = sys.argv[1], int(sys.argv[2])
+async def pipe(reader, writer):
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()
+async def serve(reader, writer):
+    up_reader, up_writer = await asyncio.open_connection(host, port)
+    await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+async def main():
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
+asyncio.run(main())
+"""
+
+
+@contextmanager
+def _proxy(dsn: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """A TCP proxy to the server of ``dsn`` in a subprocess: the DSN through it, and
+    the process (stop it to make every connection through it stop answering)."""
+    parts = urlsplit(dsn)
+    if parts.hostname is None or parts.hostname.startswith("/"):
+        pytest.fail(f"the test server's DSN names no TCP host: {dsn!r}")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _PROXY, parts.hostname, str(parts.port or 5432)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        netloc = parts.netloc.rsplit("@", 1)
+        host = f"127.0.0.1:{port}"
+        proxied = urlunsplit(
+            parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host)
+        )
+        yield proxied, proc
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.kill()
+        proc.wait()
+
+
+async def test_the_watchdog_closes_a_connection_that_stopped_answering(
+    dsn: str, schemas: list[str]
+) -> None:
+    """The store reaches the server through a proxy that is then stopped (SIGSTOP): a
+    statement sent gets no answer, not even the server's statement timeout. The
+    watchdog closes its connection after ``2 * command_timeout``; with no retry budget
+    that is a StoreError naming the watchdog. Once the proxy runs again the store
+    works: the pool opened a new connection."""
+    with _proxy(dsn) as (proxied, proc):
+        async with _store(
+            proxied, schemas, command_timeout=0.5, retry_budget=0.0, max_size=2
+        ) as store:
+            await store.save(Session("w", messages=_messages("q")))
+            assert [m["content"] for m in (await store.load("w")).messages] == ["q"]
+            os.kill(proc.pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                with anyio.fail_after(30), pytest.raises(StoreError) as info:
+                    await store.load("w")
+                waited = time.monotonic() - started
+            finally:
+                os.kill(proc.pid, signal.SIGCONT)
+            assert waited >= 1.0  # never before 2 * command_timeout
+            assert any("watchdog" in note for note in info.value.__notes__)
+            assert isinstance(info.value.__cause__, asyncpg.ConnectionDoesNotExistError)
+            s = await store.load("w")
+            s.messages.append({"role": "assistant", "content": "a"})
+            await store.save(s)
+            assert [m["content"] for m in (await store.load("w")).messages] == ["q", "a"]
