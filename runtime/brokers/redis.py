@@ -10,8 +10,8 @@ the keys of a process that died go too).
 The process that opened a stream (the lease owner, the only one that allocates ``seq``)
 keeps its recent events in memory, so its own subscribers never wait for Redis, and
 publishing only appends to a buffer: one background task sends the buffers of every
-stream in one transaction per round trip (so a reader elsewhere gets a round's
-entries in one read). If Redis cannot be reached, the turn goes on
+stream in one script call (``EVALSHA``) per round trip (atomic: a reader elsewhere gets
+a round's entries in one read). If Redis cannot be reached, the turn goes on
 (its checkpoints go to the store); each stream's buffer keeps its newest
 ``buffer_events`` events (older ones are dropped from the buffer only: a checkpoint has
 them, or will), the broker reports :attr:`RedisEventLog.degraded`, and the buffer is
@@ -45,7 +45,7 @@ import anyio
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._events import STREAM_END, Event
@@ -63,6 +63,37 @@ _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 _ROUND_EVENTS = 2048
 #: entries fetched per XRANGE / XREAD
 _READ_COUNT = 4096
+
+#: One send round in one call. KEYS: per stream its key and its meta hash's key. ARGV:
+#: MAXLEN, then per stream its session id, the keys' TTL in milliseconds, the number of
+#: events n, and n pairs (entry id, event JSON). Returns the errors Redis raised for
+#: any command, except an entry id that is there already (a retried round whose first
+#: try ran). ``redis.pcall``: one refused command does not stop the rest, as in a
+#: ``MULTI``/``EXEC`` (and neither rolls back).
+_SEND_SCRIPT = """
+local maxlen = ARGV[1]
+local a = 2
+local refused = {}
+local function check(reply)
+  if type(reply) == 'table' and reply.err
+      and not string.find(reply.err, 'equal or smaller', 1, true) then
+    refused[#refused + 1] = reply.err
+  end
+end
+for k = 1, #KEYS, 2 do
+  local key, meta = KEYS[k], KEYS[k + 1]
+  local session, ttl, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  a = a + 3
+  for _ = 1, n do
+    check(redis.pcall('XADD', key, 'MAXLEN', '~', maxlen, ARGV[a], 'e', ARGV[a + 1]))
+    a = a + 2
+  end
+  check(redis.pcall('HSET', meta, 'session', session))
+  check(redis.pcall('PEXPIRE', key, ttl))
+  check(redis.pcall('PEXPIRE', meta, ttl))
+end
+return refused
+"""
 
 
 class _Window:
@@ -89,8 +120,8 @@ class _Window:
     def wake(self) -> int:
         """Wake the readers waiting at the head; returns how many waited. Several are
         woken from a callback queued behind the caller, so that a publisher mid-run (or
-        the reader task sending its next ``XREAD``) goes on first and each reader then
-        takes the whole run in one batch, as the in-memory log does."""
+        the owner's sender) goes on first and each reader then takes the whole run in
+        one batch, as the in-memory log does."""
         wakeup = self.wakeup
         if wakeup is None:
             return 0
@@ -163,7 +194,9 @@ class _OwnedLog(StreamLog):
         self.finished_at: float | None = None
         self._broker = broker
         self._window = _Window()
-        self._outbox: deque[Event] = deque(maxlen=broker.buffer_events)
+        # unsent events: unbounded while Redis answers (a producer faster than the
+        # sender's round trips must not make holes), capped at buffer_events while not
+        self._outbox: deque[Event] = deque()
         self.sent_seq = 0  # newest seq Redis has
         self.dropped = 0  # events dropped from the buffer while Redis was unreachable
 
@@ -193,8 +226,11 @@ class _OwnedLog(StreamLog):
         window.add(event)
         window.trim(self._broker.max_events)
         outbox = self._outbox
-        if len(outbox) == outbox.maxlen:
-            self.dropped += 1  # the deque drops the oldest
+        broker = self._broker
+        if broker._degraded:  # Redis unreachable: keep the newest buffer_events only
+            while len(outbox) >= broker.buffer_events:
+                outbox.popleft()
+                self.dropped += 1
         outbox.append(event)
         if window.closed:
             self.closed = True
@@ -336,19 +372,26 @@ class _RemoteLog(StreamLog):
             return None
         if after_seq < window.last or window.closed:
             return _ready()
-        loop = asyncio_loop()
-        if loop is None:  # redis-py's client runs on asyncio only
-            return None
-        wait = window.waiter()
         # A head read in flight wakes this wait when it ends; else the follower reads.
+        # (Either one runs on asyncio: the loop is looked up only to start the follower,
+        # once per burst, not once per waiting subscriber.)
         if self._follower is None and self._fetching is None:
+            loop = asyncio_loop()
+            if loop is None:  # redis-py's client runs on asyncio only
+                return None
             self._follower = loop.create_task(self._follow())
-        return wait
+        return window.waiter()
 
     async def _follow(self) -> None:
-        """The follower: head reads for the waiters while they wait, each sent before
-        the waiters woken by the previous one run (see :meth:`_Window.wake`); ends once
-        a read woke nobody, brought nothing, failed, or the stream ended."""
+        """The follower: head reads for the waiters while they wait; ends once a read
+        woke nobody, brought nothing, failed, or the stream ended.
+
+        Each read is sent after the fan-out of the previous one's batch (the woken
+        waiters' steps), not before it: sending wakes Redis, and on a busy machine the
+        kernel may run Redis at once in this process's place, delaying the fan-out
+        (py-spy of node B in W5: 3.6 % of its samples in that send, as much as ~60 of
+        its 500 SSE writes). A burst published meanwhile waits in Redis, which answers
+        the next read at once."""
         woke = 0  # readers the last read woke: they will most likely wait again
         try:
             while True:
@@ -366,6 +409,11 @@ class _RemoteLog(StreamLog):
                     woke = await self._read_head(window, None)
                 except (EventLogUnavailable, RedisError):
                     return  # the waiters were woken; they meet the error in read_within
+                if woke > 1:
+                    # two loop iterations: the wake-up callback (see _Window.wake),
+                    # then the woken waiters' steps; the next read goes out after them
+                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)
         finally:
             self._follower = None
 
@@ -569,6 +617,7 @@ class RedisEventLog(Broker):
         # redis-py's reply types are unions of every RESP shape: typed as Any here, the
         # replies are checked where they are read
         self._client: Any = aioredis.Redis.from_url(url, socket_connect_timeout=2.0)
+        self._send_script: Any = self._client.register_script(_SEND_SCRIPT)
         self._owned: dict[str, _OwnedLog] = {}
         self._finished: deque[_OwnedLog] = deque()
         self._remote: dict[str, _RemoteLog] = {}
@@ -726,7 +775,8 @@ class RedisEventLog(Broker):
                 await self._send_round()
             except (*_UNREACHABLE, RedisError) as exc:  # e.g. refused auth: retried the same
                 if not self._degraded:
-                    logger.warning("Redis unreachable, buffering events: %s", exc)
+                    what = "unreachable" if isinstance(exc, _UNREACHABLE) else "refused the send"
+                    logger.warning("Redis %s, buffering events: %s", what, exc)
                 self._degraded = True
                 self._sent.notify()  # flushers stop waiting
                 await asyncio.sleep(backoff)
@@ -740,14 +790,19 @@ class RedisEventLog(Broker):
 
     async def _send_round(self) -> None:
         """One round trip: the buffered events of every pending log (up to
-        :data:`_ROUND_EVENTS`), its meta hash and its expiry, as one ``MULTI``/``EXEC``.
+        :data:`_ROUND_EVENTS`), its meta hash and its expiry, as one ``EVALSHA`` of
+        :data:`_SEND_SCRIPT`.
 
-        The transaction is what lets another process's ``XREAD BLOCK`` take a round's
-        entries in one reply: Redis serves a blocked reader after each command it runs,
-        so in a plain pipeline the reader woke after the first ``XADD`` with one entry
-        and read the other 19 of a 20-token burst next (measured: ``[1, 19]`` per burst),
-        and a node following the stream fanned each burst out twice."""
-        pipe = self._client.pipeline(transaction=True)
+        One script call, because Redis runs a script whole before it serves anything
+        else: a reader blocked in another process's ``XREAD BLOCK`` takes the round's
+        entries in one reply (in a plain pipeline it woke after the first ``XADD``:
+        ``[1, 19]`` per 20-token burst, and a node following the stream fanned each
+        burst out twice). ``MULTI``/``EXEC`` gave the same, for a ``QUEUED`` reply per
+        command: one call and one reply instead of ~25 of each per burst. redis-py's
+        :class:`~redis.commands.core.AsyncScript` loads the script again on
+        ``NOSCRIPT`` (a restarted or flushed Redis)."""
+        keys: list[str] = []
+        args: list[bytes | str | int] = [self.max_events]
         budget = _ROUND_EVENTS
         sent: list[tuple[_OwnedLog, int]] = []
         for log in list(self._pending.values()):
@@ -759,26 +814,18 @@ class RedisEventLog(Broker):
                 continue
             budget -= len(batch)
             key = self._key(log.stream_id)
-            for event in batch:
-                pipe.xadd(
-                    key,
-                    {"e": event.json()},
-                    id=f"{event.seq}-0",
-                    maxlen=self.max_events,
-                    approximate=True,
-                )
+            keys += (key, key + ":meta")
             ttl = self.retention if batch[-1].type == STREAM_END else self.live_ttl
-            pipe.hset(key + ":meta", "session", log.session_id)
-            pipe.pexpire(key, max(1, int(ttl * 1000)))
-            pipe.pexpire(key + ":meta", max(1, int(ttl * 1000)))
+            args += (log.session_id, max(1, int(ttl * 1000)), len(batch))
+            for event in batch:
+                args += (f"{event.seq}-0", event.json())
             sent.append((log, batch[-1].seq))
         if not sent:
             return
-        results = await pipe.execute(raise_on_error=False)
-        for result in results:
-            # an id already there: a retried round whose first try reached Redis
-            if isinstance(result, ResponseError) and "equal or smaller" not in str(result):
-                logger.error("Redis refused an event-log command: %s", result)
+        refused = await self._send_script(keys=keys, args=args)
+        for error in refused:
+            text = error.decode() if isinstance(error, bytes) else error
+            logger.error("Redis refused an event-log command: %s", text)
         for log, seq in sent:
             outbox = log._outbox
             while outbox and outbox[0].seq <= seq:

@@ -7,6 +7,7 @@ Each test skips without its server, and fails under ``CI=true``."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -16,6 +17,7 @@ from typing import Any
 
 import anyio
 import pytest
+import redis.asyncio as aioredis
 from postgres_server import dropped_after, new_schema, postgres_dsn
 from redis_server import new_prefix, private_redis, redis_url
 
@@ -249,6 +251,218 @@ async def test_a_reader_elsewhere_gets_a_round_of_events_in_one_read() -> None:
             for i in range(20):  # one loop step: one round trip
                 log.publish("token", {"text": f"t{i}"})
         assert batches == [list(range(2, 22))]
+
+
+async def _calls(client: Any) -> dict[str, int]:
+    """Redis's ``INFO commandstats``: calls per command since the server started
+    (commands a script runs count too)."""
+    info = await client.info("commandstats")
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
+
+
+async def _sent(broker: RedisEventLog) -> None:
+    """Until Redis has every published event (through outages: flush returns early)."""
+    with anyio.fail_after(20):
+        while broker.degraded or broker.statistics()["pending_events"]:
+            await anyio.sleep(0.02)
+
+
+async def test_a_send_round_is_one_script_call_for_every_stream(tmp_path: Path) -> None:
+    """Events published to two streams in one loop step go to Redis in one ``EVALSHA``
+    (no ``MULTI``/``EXEC`` and no command of their own per event), and a reader on
+    another broker gets each stream whole, in order."""
+    with private_redis(tmp_path) as server:
+        owner, other = RedisEventLog(server.url), RedisEventLog(server.url)
+        admin = aioredis.Redis.from_url(server.url)
+        try:
+            logs = [owner.open(f"s-{i}", "sess") for i in (1, 2)]
+            for log in logs:
+                log.publish("token", {"text": "warm-up"})  # loads the script
+            await _sent(owner)
+            before = await _calls(admin)
+            for i in range(20):
+                for log in logs:
+                    log.publish("token", {"text": f"t{i}"})
+            await _sent(owner)
+            after = await _calls(admin)
+            calls = {k: n - before.get(k, 0) for k, n in after.items() if k != "info"}
+            assert {k: n for k, n in calls.items() if n} == {
+                "evalsha": 1,
+                "xadd": 40,
+                "hset": 2,
+                "pexpire": 4,
+            }
+            for log in logs:
+                view = await other.attach(log.stream_id)
+                events = await view.read(0)
+                assert [e.seq for e in events] == list(range(1, 22))
+                assert [e.data["text"] for e in events[1:]] == [f"t{i}" for i in range(20)]
+        finally:
+            await admin.aclose()
+            await owner.aclose()
+            await other.aclose()
+
+
+async def test_a_producer_faster_than_the_sender_loses_nothing_while_redis_answers() -> None:
+    """``buffer_events`` caps what waits for Redis only while Redis is unreachable: a
+    producer that publishes many more events than that between two round trips (here
+    10x, in one loop step) makes no hole, and a reader elsewhere gets every event."""
+    url, prefix = redis_url(), new_prefix()
+    owner = RedisEventLog(url, prefix=prefix, buffer_events=50)
+    other = RedisEventLog(url, prefix=prefix)
+    try:
+        log = owner.open("s-1", "sess")
+        for i in range(500):
+            log.publish("token", {"text": f"t{i}"})
+        await _sent(owner)
+        assert owner.statistics()["dropped_events"] == 0
+        view = await other.attach("s-1")
+        got: list[Event] = []
+        while len(got) < 500:
+            got += await view.read(len(got))
+        assert [e.data["text"] for e in got] == [f"t{i}" for i in range(500)]
+    finally:
+        await owner.aclose()
+        await other.aclose()
+
+
+async def test_the_send_script_is_loaded_again_after_a_flush_and_a_restart(
+    tmp_path: Path,
+) -> None:
+    """``SCRIPT FLUSH`` (or a restarted Redis, which has no scripts) makes the next
+    round's ``EVALSHA`` fail with ``NOSCRIPT``: the script is loaded again and the round
+    sent, with no event lost and the broker not left degraded."""
+    with private_redis(tmp_path) as server:
+        owner = RedisEventLog(server.url)
+        admin = aioredis.Redis.from_url(server.url)
+        try:
+            log = owner.open("s-1", "sess")
+            log.publish("token", {"text": "first"})
+            await _sent(owner)
+            await admin.script_flush()
+            for i in range(5):
+                log.publish("token", {"text": f"after flush {i}"})
+            await _sent(owner)
+            entries = await admin.xrange(f"{owner.prefix}:s-1")
+            assert [e[0] for e in entries] == [f"{i}-0".encode() for i in range(1, 7)]
+            server.stop()
+            server.start()  # empty, without the script
+            await admin.aclose()
+            admin = aioredis.Redis.from_url(server.url)
+            for i in range(3):
+                log.publish("token", {"text": f"after restart {i}"})
+            await _sent(owner)
+            entries = await admin.xrange(f"{owner.prefix}:s-1")
+            assert [e[0] for e in entries] == [b"7-0", b"8-0", b"9-0"]
+            assert await admin.hget(f"{owner.prefix}:s-1:meta", "session") == b"sess"
+            assert not owner.degraded
+        finally:
+            await admin.aclose()
+            await owner.aclose()
+
+
+async def test_a_user_without_scripting_degrades_until_it_is_allowed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis user whose ACL denies scripts cannot send a round: the broker logs Redis's
+    reason once, reports ``degraded`` and buffers (its own readers still get every
+    event); once the ACL allows ``EVALSHA`` the buffer is sent and it recovers."""
+    with private_redis(tmp_path) as server:
+        admin = aioredis.Redis.from_url(server.url)
+        await admin.acl_setuser(
+            "limited",
+            enabled=True,
+            passwords=["+pw"],
+            keys=["*"],
+            channels=["*"],
+            commands=["+@all", "-@scripting"],
+        )
+        owner = RedisEventLog(f"redis://limited:pw@127.0.0.1:{server.port}/0")
+        try:
+            log = owner.open("s-1", "sess")
+            with caplog.at_level(logging.WARNING, logger="runtime.brokers.redis"):
+                for i in range(5):
+                    log.publish("token", {"text": f"t{i}"})
+                with anyio.fail_after(10):
+                    while not owner.degraded:
+                        await anyio.sleep(0.02)
+            assert any(
+                "refused the send" in r.getMessage() and "evalsha" in r.getMessage()
+                for r in caplog.records
+            )
+            assert [e.seq for e in log.read_nowait(0)] == [1, 2, 3, 4, 5]
+            assert owner.statistics()["pending_events"] == 5
+            assert await admin.exists(f"{owner.prefix}:s-1") == 0  # nothing written
+            await admin.acl_setuser("limited", commands=["+@scripting"])
+            await _sent(owner)
+            entries = await admin.xrange(f"{owner.prefix}:s-1")
+            assert [e[0] for e in entries] == [f"{i}-0".encode() for i in range(1, 6)]
+        finally:
+            await owner.aclose()
+            await admin.aclose()
+
+
+async def test_a_refused_command_is_logged_and_the_rest_of_the_round_is_sent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A key of the wrong type refuses its stream's ``XADD``s: the error is logged
+    (naming Redis's reason), the other stream of the same round is still written, and
+    the broker is not degraded (Redis is there; retrying would fail the same)."""
+    url, prefix = redis_url(), new_prefix()
+    owner, other = RedisEventLog(url, prefix=prefix), RedisEventLog(url, prefix=prefix)
+    admin = aioredis.Redis.from_url(url)
+    try:
+        await admin.set(f"{prefix}:bad", "not a stream")
+        bad, good = owner.open("bad", "sess"), owner.open("good", "sess")
+        with caplog.at_level(logging.ERROR, logger="runtime.brokers.redis"):
+            for i in range(3):
+                bad.publish("token", {"text": f"b{i}"})
+                good.publish("token", {"text": f"g{i}"})
+            await _sent(owner)
+        refused = [r.getMessage() for r in caplog.records]
+        assert len(refused) == 3 and all("WRONGTYPE" in m for m in refused)
+        assert await admin.get(f"{prefix}:bad") == b"not a stream"
+        view = await other.attach("good")
+        assert [e.data["text"] for e in await view.read(0)] == ["g0", "g1", "g2"]
+        assert not owner.degraded
+    finally:
+        await admin.delete(f"{prefix}:bad", f"{prefix}:bad:meta")
+        await admin.aclose()
+        await owner.aclose()
+        await other.aclose()
+
+
+async def test_the_view_sends_its_next_read_after_the_woken_waiters_ran() -> None:
+    """The follower's next ``XREAD`` goes out after the waiters its last read woke have
+    run (their fan-out), not before: each woken waiter still sees the read count of the
+    read that woke it, and the next read is out once they are done."""
+    async with owner_and_view() as (log, view, other):
+        seen: list[tuple[int, int]] = []  # (last seq the waiter got, reads when it ran)
+
+        async def waiter() -> None:
+            after = 1
+            while after < 21:
+                wait = view.waiter(after)
+                assert wait is not None
+                await wait
+                seen.append((view.read_nowait(after)[-1].seq, other.statistics()["remote_reads"]))
+                after = seen[-1][0]
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(waiter)
+            reads = other.statistics()["remote_reads"]
+            with anyio.fail_after(10):
+                while other.statistics()["remote_reads"] == reads:  # the follower's XREAD
+                    await anyio.sleep(0.01)
+            reads += 1
+            await anyio.sleep(0.2)  # blocked in Redis
+            for i in range(20):  # one round
+                log.publish("token", {"text": f"t{i}"})
+        assert seen == [(21, reads)] * 3
+        with anyio.fail_after(10):
+            while other.statistics()["remote_reads"] == reads:  # sent after them
+                await anyio.sleep(0.01)
 
 
 async def test_closing_the_broker_ends_a_waiter_on_a_quiet_stream() -> None:
