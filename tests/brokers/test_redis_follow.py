@@ -19,12 +19,25 @@ from brokers.test_redis import collect, counting_agent, two_nodes
 from postgres_server import dropped_after, new_schema, postgres_dsn
 from redis_server import new_prefix, private_redis, redis_url
 
-from runtime import EventLogUnavailable, Runtime, Session
+from runtime import Event, EventLogUnavailable, Runtime, Session
 from runtime.brokers.redis import RedisEventLog
 from runtime.stores.postgres import PostgresStore
 
 
+def assert_whole_turn(events: list[Event], tokens: int) -> None:
+    """Every seq once, every token of ``counting_agent``'s turn, its real end."""
+    seqs = [e.seq for e in events]
+    assert seqs == list(range(1, seqs[-1] + 1))
+    assert [e.type for e in events[-2:]] == ["done", "stream.end"], events[-3:]
+    assert not [e for e in events if e.type == "error"]
+    text = "".join(e.data["text"] for e in events if e.type == "token")
+    assert text == "".join(f"w{i:03d} " for i in range(1, tokens + 1))
+
+
 async def test_b_follows_a_stream_whose_keys_are_not_in_redis_yet(tmp_path: Path) -> None:
+    """A's writes to Redis held from before the turn starts: B follows the turn from
+    the store, then from Redis once A's sender gets through (before: ``interrupted``
+    and ``stream.end`` at once, for a turn that was running)."""
     with private_redis(tmp_path) as server:
         async with two_nodes(server.url) as (a, b):
             session = await a.create_session()
@@ -37,12 +50,7 @@ async def test_b_follows_a_stream_whose_keys_are_not_in_redis_yet(tmp_path: Path
             finally:
                 await admin.execute_command("CLIENT", "UNPAUSE")
                 await admin.aclose()
-            seqs = [e.seq for e in events]
-            assert seqs == list(range(1, seqs[-1] + 1))
-            assert [e.type for e in events[-2:]] == ["done", "stream.end"], events[-3:]
-            assert not [e for e in events if e.type == "error"]
-            tokens = "".join(e.data["text"] for e in events if e.type == "token")
-            assert tokens == "".join(f"w{i:03d} " for i in range(1, 31))
+            assert_whole_turn(events, 30)
             on_a = await collect(a, stream_id)
             assert [e.to_dict() for e in on_a] == [e.to_dict() for e in events]
 
@@ -73,12 +81,7 @@ async def test_b_follows_a_running_stream_while_redis_comes_back_empty(tmp_path:
                             await anyio.sleep(0.05)
             finally:
                 await admin.aclose()
-            seqs = [e.seq for e in events]
-            assert seqs == list(range(1, seqs[-1] + 1))
-            assert [e.type for e in events[-2:]] == ["done", "stream.end"], events[-3:]
-            assert not [e for e in events if e.type == "error"]
-            tokens = "".join(e.data["text"] for e in events if e.type == "token")
-            assert tokens == "".join(f"w{i:03d} " for i in range(1, 151))
+            assert_whole_turn(events, 150)
 
 
 class CountingStore(PostgresStore):
