@@ -152,6 +152,29 @@ def test_turn_live_on_a_is_busy_on_b(nodes: list[ServerProcess]) -> None:
         assert start_turn(cb, sid, "tokens=2")  # free again once A's turn ended
 
 
+def test_a_turn_live_on_a_is_followed_from_b_through_the_store(
+    nodes: list[ServerProcess],
+) -> None:
+    """Without a shared event log, B has no log of A's stream: B's client gets the
+    events A's checkpoints stored, as they are stored, to the real end (before: B made
+    up ``error`` ``{"type": "interrupted"}`` and ``stream.end`` for a turn that was
+    running, because only a dead stream is missing from every log)."""
+    a, b = nodes
+    with (
+        httpx.Client(base_url=a.base_url, timeout=30) as ca,
+        httpx.Client(base_url=b.base_url, timeout=30) as cb,
+    ):
+        sid = ca.post("/api/sessions").json()["session_id"]
+        stream_id = start_turn(ca, sid, "tokens=40 delay=0.05 tool_every=5")
+        on_b = read_until(cb, stream_id, "stream.end")
+        assert [e["seq"] for e in on_b] == list(range(1, len(on_b) + 1))
+        assert [e["type"] for e in on_b][-2:] == ["done", "stream.end"]
+        assert not [e for e in on_b if e["type"] == "error"]
+        tokens = "".join(e["data"]["text"] for e in on_b if e["type"] == "token")
+        assert tokens == "".join(f"w{i:03d} " for i in range(1, 41))
+        assert read_until(ca, stream_id, "stream.end") == on_b
+
+
 def _checkpointed(client: httpx.Client, stream_id: str, tools: int) -> Event:
     """Follow the stream until a checkpoint that persisted at least ``tools`` tool
     results; returns that checkpoint event.
