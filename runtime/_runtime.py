@@ -8,8 +8,9 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 import anyio
 import anyio.abc
@@ -40,7 +41,7 @@ from ._session import Session, validate_session_id, validate_title
 from ._subscription import QuietChecks, Subscription, new_stream_id, session_of_stream
 from ._timer import Wakeups, asyncio_loop
 from .brokers.abc import Broker
-from .repair import is_stale, mark_interrupted, repair
+from .repair import is_stale, leased_elsewhere, mark_interrupted, repair
 from .stores.abc import DELTA_FIELDS, Lease, RecoveryReport, SaveDelta, SessionPage, Store
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 __all__ = ["Runtime"]
 
 logger = logging.getLogger("runtime")
+
+T = TypeVar("T")
 
 #: tries of a rename or discard whose conditional write found that a turn ran between
 #: its load and its write (each try loads again)
@@ -386,7 +389,7 @@ class Runtime:
         """
         s = await self.get_session(session_id, metadata_only=True)
         live = s.active_stream_id is not None and (
-            s.active_stream_id in self._live or await self._leased_elsewhere(session_id)
+            s.active_stream_id in self._live or await leased_elsewhere(self.store, session_id)
         )
         record = record_of(s)
         interrupted = None
@@ -433,24 +436,33 @@ class Runtime:
         """
         validate_session_id(session_id)
         validate_title(title)
-        conflicts = 0
-        while True:
-            busy = self._busy.get(session_id)
-            if busy is not None:
-                raise SessionBusy(session_id, busy)
+
+        async def attempt() -> Session:
             session = await self.get_session(session_id)
             if session.active_stream_id is not None:  # a live stream of another node
                 raise SessionBusy(session_id, session.active_stream_id)
             session.title = title
-            try:
-                await self._save_idle(session, frozenset({"title"}))
-            except WriteConflict:
-                conflicts += 1
-                if conflicts == _IDLE_WRITE_ATTEMPTS:
-                    raise
-                continue  # a turn ran in between: rename the state it left
-            break
+            await self._save_idle(session, frozenset({"title"}))
+            return session
+
+        session = await self._write_idle(session_id, attempt)
         return Session.from_dict(session.meta_dict(), metadata_only=True)
+
+    async def _write_idle(self, session_id: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``await attempt()`` (a load, its checks and :meth:`_save_idle`), again while
+        its conditional write finds that a turn ran between its load and its write, up
+        to ``_IDLE_WRITE_ATTEMPTS`` tries (then that :class:`WriteConflict`); refused
+        with :class:`SessionBusy` at once while a turn of this process starts or runs."""
+        for tries in range(1, _IDLE_WRITE_ATTEMPTS + 1):
+            busy = self._busy.get(session_id)
+            if busy is not None:
+                raise SessionBusy(session_id, busy)
+            try:
+                return await attempt()
+            except WriteConflict:
+                if tries == _IDLE_WRITE_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     async def _save_idle(
         self, session: Session, fields: frozenset[str], *, touch_updated_at: bool = True
@@ -508,13 +520,6 @@ class Runtime:
         if not starting and s.session_id in self._busy:  # a start_turn is under way
             return False
         return await is_stale(self.store, s, running=self._live, stale_grace=self.stale_grace)
-
-    async def _leased_elsewhere(self, session_id: str) -> bool:
-        """True if another process holds an unexpired lease on the session."""
-        if self.store.exclusive:
-            return False
-        lease = await self.store.lease_state(session_id)
-        return lease is not None and lease.expires_in > 0
 
     def _new_lease(self) -> Lease:
         return Lease(self.node_id, uuid.uuid4().hex, self.lease_ttl)
@@ -872,11 +877,8 @@ class Runtime:
             started here or on another node while this ran.
         """
         validate_session_id(session_id)
-        conflicts = 0
-        while True:
-            busy = self._busy.get(session_id)
-            if busy is not None:
-                raise SessionBusy(session_id, busy)
+
+        async def attempt() -> bool:
             full = await self.store.load(session_id)
             if full.active_stream_id is not None:
                 if not await self._is_stale(full):
@@ -886,14 +888,10 @@ class Runtime:
             if RESUME_KEY not in full.metadata:
                 return False
             with_record(full, None)
-            try:
-                await self._save_idle(full, frozenset({"metadata"}), touch_updated_at=False)
-            except WriteConflict:
-                conflicts += 1
-                if conflicts == _IDLE_WRITE_ATTEMPTS:
-                    raise
-                continue  # a turn ran in between: look again at the state it left
+            await self._save_idle(full, frozenset({"metadata"}), touch_updated_at=False)
             return True
+
+        return await self._write_idle(session_id, attempt)
 
     async def _resume_sweep(self) -> None:
         """``resume="auto"``: resume every interrupted turn at start-up; on a shared
@@ -990,10 +988,8 @@ class Runtime:
         session_id = session_of_stream(stream_id)
         if not self.broker.shared or self.store.exclusive:
             return False
-        lease = await self.store.lease_state(session_id)
-        if lease is None or lease.expires_in <= 0 or lease.owner == self.node_id:
-            return False
-        if not await self._is_active(session_id, stream_id):
+        owner = await self._remote_owner(session_id)
+        if owner is None or not await self._is_active(session_id, stream_id):
             return False
         heard, delay = False, 0.05
         give_up = anyio.current_time() + CANCEL_RETRY
@@ -1005,7 +1001,7 @@ class Runtime:
                 # until the stream ends, and given up after CANCEL_RETRY seconds in which
                 # nobody heard it (a dead owner never does: its stream ends as
                 # interrupted with its lease).
-                if await self.broker.request_cancel(stream_id, lease.owner):
+                if await self.broker.request_cancel(stream_id, owner):
                     heard = True
                 elif not heard and anyio.current_time() + delay > give_up:
                     return False
@@ -1015,10 +1011,17 @@ class Runtime:
                             return True
                         await anyio.sleep(0.05)
                 delay = min(2 * delay, 1.0)
-                lease = await self.store.lease_state(session_id)
-                if lease is None or lease.expires_in <= 0 or lease.owner == self.node_id:
+                owner = await self._remote_owner(session_id)
+                if owner is None:  # it lost its owner: ended, or dead with its lease
                     return not await self._is_active(session_id, stream_id)
         return False
+
+    async def _remote_owner(self, session_id: str) -> str | None:
+        """The node id of another process holding an unexpired lease on the session."""
+        lease = await self.store.lease_state(session_id)
+        if lease is None or lease.expires_in <= 0 or lease.owner == self.node_id:
+            return None
+        return lease.owner
 
     async def _is_active(self, session_id: str, stream_id: str) -> bool:
         try:

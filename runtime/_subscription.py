@@ -30,6 +30,7 @@ from ._events import Event
 from ._exceptions import SessionNotFound, StreamNotFound, SubscriberLagged
 from ._session import validate_session_id
 from .brokers.abc import Broker, StreamLog
+from .repair import leased_elsewhere
 from .stores.abc import Store
 
 __all__ = ["QuietChecks", "Subscription", "new_stream_id", "session_of_stream"]
@@ -322,10 +323,9 @@ class Subscription:
             meta = await self._store.load_metadata(session_id)
         except SessionNotFound:
             return False
-        if meta.active_stream_id != self.stream_id:
-            return False
-        lease = await self._store.lease_state(session_id)
-        return lease is not None and lease.expires_in > 0
+        return meta.active_stream_id == self.stream_id and await leased_elsewhere(
+            self._store, session_id
+        )
 
     async def _fill_gap(self, first: int) -> list[Event]:
         """Events before ``first`` that the live log no longer (or never) held, from the
@@ -362,8 +362,10 @@ class Subscription:
         headers) can call :meth:`next_batch` again."""
         session_id = session_of_stream(self.stream_id)
         events = await self._store.load_events(session_id, self.stream_id, 0)
-        if events and self._on_dead_stream is not None and events[-1].type != ev.STREAM_END:
-            await self._on_dead_stream(session_id)
+        ended = bool(events) and events[-1].type == ev.STREAM_END
+        live = not ended and await self._live_elsewhere(session_id)
+        if not ended and not live and events and self._on_dead_stream is not None:
+            await self._on_dead_stream(session_id)  # repaired, or resumed here or elsewhere
             try:
                 self._log = self._broker.get(self.stream_id)  # resumed by this process
             except StreamNotFound:
@@ -371,9 +373,8 @@ class Subscription:
             else:
                 self._durable = False
                 return None
-        if (not events or events[-1].type != ev.STREAM_END) and await self._live_elsewhere(
-            session_id
-        ):
+            live = await self._live_elsewhere(session_id)  # resumed by another process
+        if live:
             # its owner's log has not reached this node's event log yet: hand out what
             # the store holds, then attach again (never a made-up ending, never a 404)
             self._durable = None

@@ -24,7 +24,7 @@ from ._exceptions import SessionBusy
 from ._session import Message, Session
 from .stores.abc import Lease, Store
 
-__all__ = ["is_stale", "load_repaired", "mark_interrupted", "repair"]
+__all__ = ["is_stale", "leased_elsewhere", "load_repaired", "mark_interrupted", "repair"]
 
 logger = logging.getLogger("runtime")
 
@@ -53,6 +53,19 @@ async def is_stale(
         return lease.expires_in <= 0
     started = session.pending_started_at
     return started is None or time.time() - started >= stale_grace
+
+
+async def leased_elsewhere(store: Store, session_id: str) -> bool:
+    """True if a process may be running the session's stream somewhere else: the store
+    is shared and holds an unexpired lease on the session (``expires_in > 0``). Always
+    ``False`` for a store one process owns (``store.exclusive``).
+
+    :raises StoreError: if the store fails to read the lease.
+    """
+    if store.exclusive:
+        return False
+    lease = await store.lease_state(session_id)
+    return lease is not None and lease.expires_in > 0
 
 
 async def repair(store: Store, full: Session, *, owner: str = "repair", ttl: float = 30.0) -> bool:
