@@ -15,6 +15,7 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -82,6 +83,13 @@ def nodes(tmp_path: Path, database: str) -> Iterator[list[ServerProcess]]:
     yield from started_nodes(tmp_path, database, *NODE_OPTIONS)
 
 
+@contextmanager
+def clients(*nodes: ServerProcess) -> Iterator[list[httpx.Client]]:
+    """An HTTP client per node."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(httpx.Client(base_url=n.base_url, timeout=30)) for n in nodes]
+
+
 def start_turn(client: httpx.Client, sid: str, message: str) -> str:
     r = client.post(f"/api/sessions/{sid}/turns", json={"message": message})
     assert r.status_code == 202, r.text
@@ -117,10 +125,7 @@ def wait_for(predicate: Any, what: str, timeout: float = 30.0) -> Any:
 
 def test_created_on_a_fetched_and_run_on_b(nodes: list[ServerProcess]) -> None:
     a, b = nodes
-    with (
-        httpx.Client(base_url=a.base_url, timeout=30) as ca,
-        httpx.Client(base_url=b.base_url, timeout=30) as cb,
-    ):
+    with clients(a, b) as (ca, cb):
         sid = ca.post("/api/sessions", json={"title": "made on A"}).json()["session_id"]
         assert cb.get("/api/sessions").json()["sessions"] == []  # nothing stored yet
         fetched = cb.get(f"/api/sessions/{sid}")
@@ -137,10 +142,7 @@ def test_created_on_a_fetched_and_run_on_b(nodes: list[ServerProcess]) -> None:
 
 def test_turn_live_on_a_is_busy_on_b(nodes: list[ServerProcess]) -> None:
     a, b = nodes
-    with (
-        httpx.Client(base_url=a.base_url, timeout=30) as ca,
-        httpx.Client(base_url=b.base_url, timeout=30) as cb,
-    ):
+    with clients(a, b) as (ca, cb):
         sid = ca.post("/api/sessions").json()["session_id"]
         stream_id = start_turn(ca, sid, "tokens=60 delay=0.05 tool_every=5")
         r = cb.post(f"/api/sessions/{sid}/turns", json={"message": "me too"})
@@ -160,10 +162,7 @@ def test_a_turn_live_on_a_is_followed_from_b_through_the_store(
     up ``error`` ``{"type": "interrupted"}`` and ``stream.end`` for a turn that was
     running, because only a dead stream is missing from every log)."""
     a, b = nodes
-    with (
-        httpx.Client(base_url=a.base_url, timeout=30) as ca,
-        httpx.Client(base_url=b.base_url, timeout=30) as cb,
-    ):
+    with clients(a, b) as (ca, cb):
         sid = ca.post("/api/sessions").json()["session_id"]
         stream_id = start_turn(ca, sid, "tokens=40 delay=0.05 tool_every=5")
         on_b = read_until(cb, stream_id, "stream.end")
@@ -203,10 +202,7 @@ def test_sigkill_a_then_b_repairs_after_the_lease_and_runs_a_new_turn(
     nodes: list[ServerProcess],
 ) -> None:
     a, b = nodes
-    with (
-        httpx.Client(base_url=a.base_url, timeout=30) as ca,
-        httpx.Client(base_url=b.base_url, timeout=30) as cb,
-    ):
+    with clients(a, b) as (ca, cb):
         sid = ca.post("/api/sessions").json()["session_id"]
         stream_id = start_turn(ca, sid, "the prompt tokens=2000 delay=0.01 tool_every=3")
         checkpoint = _checkpointed(ca, stream_id, tools=4)
@@ -245,10 +241,7 @@ def test_sigkill_a_then_b_repairs_after_the_lease_and_runs_a_new_turn(
 def test_paused_a_loses_its_lease_and_overwrites_nothing(nodes: list[ServerProcess]) -> None:
     a, b = nodes
     assert a.proc is not None
-    with (
-        httpx.Client(base_url=a.base_url, timeout=30) as ca,
-        httpx.Client(base_url=b.base_url, timeout=30) as cb,
-    ):
+    with clients(a, b) as (ca, cb):
         sid = ca.post("/api/sessions").json()["session_id"]
         stream_id = start_turn(ca, sid, "tokens=3000 delay=0.01 tool_every=3")
         checkpoint = _checkpointed(ca, stream_id, tools=2)

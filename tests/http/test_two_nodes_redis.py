@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import pytest
 from httpx_sse import connect_sse
 from redis_server import new_prefix, redis_url
 from sse_helpers import ServerProcess, free_port
-from test_two_nodes import NODE_OPTIONS, database, start_turn, wait_for
+from test_two_nodes import NODE_OPTIONS, clients, database, start_turn, wait_for
 
 __all__ = ["database"]  # the fixture, shared with the PostgreSQL-only two-node test
 
@@ -68,13 +67,6 @@ def read_events(
             if event["type"] == "stream.end" or len(out) == limit:
                 break
     return out
-
-
-@contextmanager
-def clients(*nodes: ServerProcess) -> Iterator[list[httpx.Client]]:
-    """An HTTP client per node."""
-    with ExitStack() as stack:
-        yield [stack.enter_context(httpx.Client(base_url=n.base_url, timeout=30)) for n in nodes]
 
 
 def assert_once_each(events: list[Event], first: int = 1) -> None:
