@@ -83,6 +83,16 @@ def nodes(tmp_path: Path, database: str) -> Iterator[list[ServerProcess]]:
     yield from started_nodes(tmp_path, database, *NODE_OPTIONS)
 
 
+@pytest.fixture
+def long_lease_nodes(tmp_path: Path, database: str) -> Iterator[list[ServerProcess]]:
+    """As :func:`nodes`, with a 10 s lease: for a test about a turn that lives, whose
+    lease must not expire because a loaded machine stalled A's loop past the short
+    lease (B would then rightly take the stream for dead)."""
+    yield from started_nodes(
+        tmp_path, database, "--lease-ttl", "10", "--checkpoint-interval", "0.1"
+    )
+
+
 @contextmanager
 def clients(*nodes: ServerProcess) -> Iterator[list[httpx.Client]]:
     """An HTTP client per node."""
@@ -155,19 +165,19 @@ def test_turn_live_on_a_is_busy_on_b(nodes: list[ServerProcess]) -> None:
 
 
 def test_a_turn_live_on_a_is_followed_from_b_through_the_store(
-    nodes: list[ServerProcess],
+    long_lease_nodes: list[ServerProcess],
 ) -> None:
     """Without a shared event log, B has no log of A's stream: B's client gets the
     events A's checkpoints stored, as they are stored, to the real end (before: B made
     up ``error`` ``{"type": "interrupted"}`` and ``stream.end`` for a turn that was
     running, because only a dead stream is missing from every log)."""
-    a, b = nodes
+    a, b = long_lease_nodes
     with clients(a, b) as (ca, cb):
         sid = ca.post("/api/sessions").json()["session_id"]
         stream_id = start_turn(ca, sid, "tokens=40 delay=0.05 tool_every=5")
         on_b = read_until(cb, stream_id, "stream.end")
         assert [e["seq"] for e in on_b] == list(range(1, len(on_b) + 1))
-        assert [e["type"] for e in on_b][-2:] == ["done", "stream.end"]
+        assert [e["type"] for e in on_b][-2:] == ["done", "stream.end"], on_b[-2:]
         assert not [e for e in on_b if e["type"] == "error"]
         tokens = "".join(e["data"]["text"] for e in on_b if e["type"] == "token")
         assert tokens == "".join(f"w{i:03d} " for i in range(1, 41))
