@@ -361,9 +361,12 @@ class Subscription:
         caller that gave up waiting here (the SSE edge bounds its wait before the
         headers) can call :meth:`next_batch` again."""
         session_id = session_of_stream(self.stream_id)
+        # Whether another process runs it, asked BEFORE the events are read: a final
+        # save that commits between the two reads is then in the events (read after
+        # it, a stream that ended meanwhile looked dead and got a made-up ending).
+        live = await self._live_elsewhere(session_id)
         events = await self._store.load_events(session_id, self.stream_id, 0)
         ended = bool(events) and events[-1].type == ev.STREAM_END
-        live = not ended and await self._live_elsewhere(session_id)
         if not ended and not live and events and self._on_dead_stream is not None:
             await self._on_dead_stream(session_id)  # repaired, or resumed here or elsewhere
             try:
@@ -374,6 +377,10 @@ class Subscription:
                 self._durable = False
                 return None
             live = await self._live_elsewhere(session_id)  # resumed by another process
+            if not live:  # it may have ended since the events were read
+                events = await self._store.load_events(session_id, self.stream_id, 0)
+                ended = bool(events) and events[-1].type == ev.STREAM_END
+        live = live and not ended
         if live:
             # its owner's log has not reached this node's event log yet: hand out what
             # the store holds, then attach again (never a made-up ending, never a 404)
