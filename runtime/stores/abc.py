@@ -659,6 +659,10 @@ def check_limit(limit: int) -> int:
     return limit
 
 
+#: ids :meth:`Store.save` remembers as checked (see ``Store._saved_ids``)
+_SAVED_IDS_KEPT = 4096
+
+
 class Store(ABC):
     """Async persistence for sessions. Use as ``async with store:`` or call
     :meth:`open` / :meth:`aclose`.
@@ -706,6 +710,9 @@ class Store(ABC):
         self._leases: dict[str, tuple[str, str, float]] = {}
         self._clock: Callable[[], float] = time.monotonic
         self._documents: dict[str, tuple[bytes, int]] = {}
+        #: ids that passed :meth:`_check_id` in :meth:`save` (a pure check of the
+        #: string; a running turn saves the same id many times); cleared when full
+        self._saved_ids: set[str] = set()
 
     def _session_lock(self, session_id: str) -> Mutex:
         """The lock that serialises writes to one session (a checkpoint and a final
@@ -877,7 +884,12 @@ class Store(ABC):
                 f"refusing to save session {session.session_id!r}: it was loaded "
                 "metadata-only and saving it would replace its stored messages"
             )
-        self._check_id(session.session_id)
+        sid = session.session_id
+        if type(sid) is not str or sid not in self._saved_ids:
+            self._check_id(sid)
+            if len(self._saved_ids) >= _SAVED_IDS_KEPT:
+                self._saved_ids.clear()
+            self._saved_ids.add(sid)
         if lease_mode not in _LEASE_MODES:
             raise ValueError(f"invalid lease_mode {lease_mode!r}: must be one of {_LEASE_MODES}")
         if delta is not None and delta.keep > len(session.messages):
@@ -892,7 +904,7 @@ class Store(ABC):
             skip_index, touch_updated_at, events, lease, lease_mode, delta, discard_backup
         )
         await self._save(session, request)
-        self._unsaved.pop(session.session_id, None)
+        self._unsaved.pop(sid, None)
 
     async def _save(self, session: Session, request: SaveRequest) -> None:
         """The conditional write: check the lease and the content rules against the

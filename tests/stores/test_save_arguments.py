@@ -1,17 +1,21 @@
-"""``SaveDelta`` and ``SaveRequest``: their constructors check their arguments (a
-``SaveDelta``'s, naming the value and the rule) and build frozen values that compare,
-hash and ``dataclasses.replace`` like any frozen dataclass."""
+"""The arguments of ``Store.save``: ``SaveDelta`` and ``SaveRequest`` (their constructors
+check their arguments, a ``SaveDelta``'s naming the value and the rule, and build frozen
+values that compare, hash and ``dataclasses.replace`` like any frozen dataclass), and the
+session id, checked on every save although a store remembers the ids it checked."""
 
 from __future__ import annotations
 
 import dataclasses
 import pickle
 import re
+from pathlib import Path
 
 import pytest
 
-from runtime import SaveDelta
-from runtime.stores.abc import DELTA_FIELDS, Lease, SaveRequest
+from runtime import InvalidSessionId, SaveDelta, Session
+from runtime.stores.abc import DELTA_FIELDS, Lease, SaveRequest, Store
+from runtime.stores.files import FileStore
+from runtime.stores.memory import MemoryStore
 
 
 class _Count(int):
@@ -88,3 +92,23 @@ def test_a_save_request_is_a_frozen_value() -> None:
     assert (replaced.delta, replaced.discard_backup, replaced.lease) == (None, True, lease)
     with pytest.raises(dataclasses.FrozenInstanceError):
         request.delta = None  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("kind", ["memory", "files"])
+async def test_a_saved_session_given_a_bad_id_is_refused(kind: str, tmp_path: Path) -> None:
+    """A session saved (its id checked and remembered), then given a bad id (and, on
+    FileStore, one it reserves): each save raises InvalidSessionId naming the value and
+    writes nothing."""
+    store: Store = MemoryStore() if kind == "memory" else FileStore(tmp_path)
+    async with store:
+        s = Session("good-1", messages=[{"role": "user", "content": "q"}])
+        await store.save(s)
+        await store.save(s)
+        reserved = ["_index"] if kind == "files" else []
+        for bad in ["../x", "a b", "", ["good-1"], 5, *reserved]:
+            s.session_id = bad  # type: ignore[assignment]
+            with pytest.raises(InvalidSessionId, match=re.escape(repr(bad))):
+                await store.save(s)
+        s.session_id = "good-1"
+        await store.save(s)
+        assert [x.session_id for x in (await store.list_sessions()).sessions] == ["good-1"]
