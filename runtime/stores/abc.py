@@ -653,8 +653,9 @@ class Store(ABC):
         the leased ones). The lock of a session whose lease this process holds is kept,
         idle or not: its turn saves again at its next checkpoint, and with more live
         turns than ``_LOCKS_KEPT`` a new lock per save would be one more object per
-        checkpoint for the collector to promote (W6). A light mutex rather than ``anyio.Lock``: every live turn's session holds one,
-        and an ``anyio.Lock`` is two objects and a backend lookup per acquire."""
+        checkpoint for the collector to promote (W6). A light mutex rather than
+        ``anyio.Lock``: every live turn's session holds one, and an ``anyio.Lock`` is
+        two objects and a backend lookup per acquire."""
         lock = self._locks.get(session_id)
         if lock is None:
             if len(self._locks) >= self._locks_limit:
