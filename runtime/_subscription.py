@@ -365,7 +365,11 @@ class Subscription:
         # save that commits between the two reads is then in the events (read after
         # it, a stream that ended meanwhile looked dead and got a made-up ending).
         live = await self._live_elsewhere(session_id)
-        events = await self._store.load_events(session_id, self.stream_id, 0)
+        # Followed while it runs: only what came after this subscriber's last event
+        # (a poll that read the whole stream cost O(stream) each time). A stream that
+        # looks dead is read whole: its last stored event numbers a made-up ending.
+        after = self.last_seq if live else 0
+        events = await self._store.load_events(session_id, self.stream_id, after)
         ended = bool(events) and events[-1].type == ev.STREAM_END
         if not ended and not live and events and self._on_dead_stream is not None:
             await self._on_dead_stream(session_id)  # repaired, or resumed here or elsewhere
