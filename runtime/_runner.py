@@ -536,7 +536,10 @@ class Turn:
         seq = self._log.publish(ev.TOKEN, {"text": text}).seq
         self._draft.append(text)
         self._draft_version += 1
-        if self._due(seq):
+        # _due(seq), inlined: this runs once per token
+        if seq < self._reserve_at and self._since_yield < _YIELD_EVERY - 1:
+            self._since_yield += 1
+        else:
             await self._yield_now_and_then()
 
     async def reasoning(self, text: str) -> None:
