@@ -912,7 +912,12 @@ def _delta(
         return None
     if session.title != state["title"]:
         fields = fields | {"title"}
-    return SaveDelta(base, keep, fields)
+    # the checkpoints of a streamed reply repeat one delta (the draft grows in place):
+    # reuse it (it is immutable) rather than build and validate one per tick
+    last: SaveDelta | None = state.get("delta")
+    if last is None or last.base != base or last.keep != keep or last.fields != fields:
+        last = state["delta"] = SaveDelta(base, keep, fields)
+    return last
 
 
 def _saved(turn: Turn, state: dict[str, Any], count: int) -> None:
