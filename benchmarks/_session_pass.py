@@ -168,7 +168,7 @@ def _order(running: list[_Running], p: int) -> list[_Running]:
     appends rewrite the whole history into SQLite, up to ~60 MB at 50k) would follow it
     in every pass but one, and its first ``fsync`` would commit whatever file-system
     metadata the heavy writer left in ext4's journal. Reversing every other pass varies
-    the predecessors: with five systems and five passes, FileStore runs right after
+    the predecessors: with six systems and five passes, FileStore runs right after
     the floor twice, after LangGraph twice and after JSON lines once (after LangGraph
     four times out of five with the plain rotation)."""
     order = rotated(running, p)

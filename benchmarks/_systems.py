@@ -3,6 +3,7 @@ durably, load it back. Every adapter gets the same message dicts (``_shapes``)."
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -12,11 +13,19 @@ from .peers import missing
 __all__ = ["LABELS", "SESSION_SYSTEMS", "SessionSystem", "make_system", "system_missing"]
 
 #: W1-W3 systems, in table order
-SESSION_SYSTEMS = ("runtime", "jsonl_append", "openai_sqlite", "hermes_rewrite", "langgraph_sqlite")
+SESSION_SYSTEMS = (
+    "runtime",
+    "jsonl_append",
+    "jsonl_thread",
+    "openai_sqlite",
+    "hermes_rewrite",
+    "langgraph_sqlite",
+)
 
 LABELS = {
     "runtime": "runtime FileStore",
     "jsonl_append": "JSON lines append + fsync",
+    "jsonl_thread": "JSON lines append + fsync in a worker thread",
     "openai_sqlite": "OpenAI Agents SQLiteSession",
     "hermes_rewrite": "whole-file JSON rewrite (hermes-webui)",
     "langgraph_sqlite": "LangGraph AsyncSqliteSaver",
@@ -104,6 +113,22 @@ class _Jsonl:
         self.log.close()
 
 
+class _JsonlThread(_Jsonl):
+    """The JSON-lines baseline as an async server must run it: each append and load in
+    a worker thread (``asyncio.to_thread``), so the event loop never waits on the disk,
+    which the runtime's stores guarantee too. What the hand-off costs beside the plain
+    row is what any store that keeps the loop free pays."""
+
+    async def build(self, messages: list[dict[str, Any]]) -> None:
+        await asyncio.to_thread(self.log.append, messages)
+
+    async def append(self, message: dict[str, Any]) -> None:
+        await asyncio.to_thread(self.log.append, [message])
+
+    async def load(self) -> int:
+        return len(await asyncio.to_thread(self.log.load))
+
+
 class _Hermes:
     def __init__(self, workdir: Path) -> None:
         from .peers.hermes import HermesSession
@@ -179,6 +204,7 @@ class _LangGraph:
 _FACTORIES = {
     "runtime": _Runtime,
     "jsonl_append": _Jsonl,
+    "jsonl_thread": _JsonlThread,
     "hermes_rewrite": _Hermes,
     "openai_sqlite": _OpenAI,
     "langgraph_sqlite": _LangGraph,

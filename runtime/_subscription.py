@@ -149,6 +149,7 @@ class Subscription:
         self._log: StreamLog | None = None
         self._durable: bool | None = None  # None: not decided yet
         self._retry = 0.0  # seconds before attaching again to a stream live elsewhere
+        self._elsewhere = False  # the store named the stream live on another process
         self._done = False  # stream.end fetched (or the stream cannot go on)
 
     @property
@@ -159,6 +160,21 @@ class Subscription:
         first batch and when replaying a stream this process does not hold, whose
         made-up ending depends on the resume point."""
         return self._durable is False
+
+    @property
+    def following_live(self) -> bool:
+        """Whether this subscription follows a stream that exists and, as far as it
+        knows, has not ended: attached to a shared event log another process appends
+        to, or reading the store while the store names the stream live on another
+        process. A server that holds its response back until it knows whether the
+        stream exists (404) or is over (204) may send its headers once this is
+        ``True``. ``False`` before the first batch is fetched."""
+        if self._done:
+            return False
+        log = self._log
+        if self._durable is False and log is not None:
+            return log.remote
+        return self._elsewhere
 
     def __aiter__(self) -> Self:
         return self
@@ -365,7 +381,11 @@ class Subscription:
         # save that commits between the two reads is then in the events (read after
         # it, a stream that ended meanwhile looked dead and got a made-up ending).
         live = await self._live_elsewhere(session_id)
-        events = await self._store.load_events(session_id, self.stream_id, 0)
+        # Followed while it runs: only what came after this subscriber's last event
+        # (a poll that read the whole stream cost O(stream) each time). A stream that
+        # looks dead is read whole: its last stored event numbers a made-up ending.
+        after = self.last_seq if live else 0
+        events = await self._store.load_events(session_id, self.stream_id, after)
         ended = bool(events) and events[-1].type == ev.STREAM_END
         if not ended and not live and events and self._on_dead_stream is not None:
             await self._on_dead_stream(session_id)  # repaired, or resumed here or elsewhere
@@ -381,6 +401,7 @@ class Subscription:
                 events = await self._store.load_events(session_id, self.stream_id, 0)
                 ended = bool(events) and events[-1].type == ev.STREAM_END
         live = live and not ended
+        self._elsewhere = live
         if live:
             # its owner's log has not reached this node's event log yet: hand out what
             # the store holds, then attach again (never a made-up ending, never a 404)

@@ -9,9 +9,10 @@ CPython's cyclic collector, so they are promoted and die in the old generation: 
 thousands of live turns that churn is what triggers the full collections that stall
 every stream (docs/benchmarks.md, W6).
 
-:class:`Wakeups` replaces that with one heap of ``(deadline, n, future)`` entries for the
-whole runtime and a single ``loop.call_at`` handle armed for the earliest deadline. A
-sleeping turn holds one future and one heap entry; its stop event (a :class:`Latch`)
+:class:`Wakeups` replaces that with one queue per sleep length for the whole runtime
+(sleeps of one length are due in the order they began) and a single ``loop.call_at``
+handle armed for the earliest deadline. A sleeping turn holds one future, which is the
+sleep itself (no coroutine), and one deque slot; its stop event (a :class:`Latch`)
 resolves the same future when the turn ends, so the coroutine still exits at once.
 
 On an event loop other than asyncio (trio), :meth:`Wakeups.sleep` falls back to
@@ -21,17 +22,16 @@ On an event loop other than asyncio (trio), :meth:`Wakeups.sleep` falls back to
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable
 
 import anyio
 
 __all__ = ["Latch", "Mutex", "StopEvent", "Wakeups", "asyncio_loop"]
 
-#: heap size from which stale entries are dropped all at once (below it, when due)
+#: entries from which stale ones are dropped all at once (below it, when due)
 _COMPACT_AT = 64
 
 #: seconds; asyncio runs a timer this much early (``BaseEventLoop._clock_resolution``)
@@ -114,21 +114,14 @@ class Latch:
             self._waiters = waiter
             return
         if not isinstance(waiters, list):
-            self._waiters = [waiters, waiter]
+            # a lone waiter already done (a timer woke or cancelled its wait) is
+            # replaced: a latch waited on once per checkpoint tick keeps one future
+            self._waiters = waiter if waiters.done() else [waiters, waiter]
             return
         waiters.append(waiter)
         n = len(waiters)
         if n >= 16 and n & (n - 1) == 0:  # at 16, 32, 64...: drop cancelled waits
             waiters[:] = [w for w in waiters if not w.done()]
-
-    def _discard(self, waiter: asyncio.Future[None]) -> None:
-        """Forget a waiter woken by something else (a timer), so that a latch waited on
-        once per tick for hours keeps no list of done futures."""
-        waiters = self._waiters
-        if waiters is waiter:
-            self._waiters = None
-        elif isinstance(waiters, list) and waiter in waiters:
-            waiters.remove(waiter)
 
 
 class Mutex:
@@ -186,73 +179,88 @@ class Wakeups:
     """The timer: ``await wakeups.sleep(seconds, stop)`` returns after ``seconds`` or as
     soon as ``stop`` is set, whichever comes first.
 
-    One instance serves every turn of a runtime: a heap of ``(deadline, n, future)``
-    (deadline in the loop's clock, seconds) and one ``loop.call_at`` handle for the
-    earliest one, re-armed only when an earlier deadline arrives. The callback resolves
-    every future due, skipping those of sleeps already woken or cancelled.
+    One instance serves every turn of a runtime. Sleeps of the same length are due in
+    the order they began (the loop's clock only moves forward), so each length has a
+    queue, two deques: the deadlines (seconds, the loop's clock) and the futures. A
+    runtime sleeps a few lengths only (its checkpoint interval and the failure backoff
+    multiples of it). One ``loop.call_at`` handle is armed for the earliest head, re-armed
+    only when an earlier deadline arrives; its callback resolves every future due,
+    skipping those of sleeps already woken or cancelled. A sleep on asyncio is its future
+    alone: no coroutine, no heap entry tuple, nothing else that lives for the interval
+    (each such object outlives young collections and is promoted, W6).
 
     Not thread-safe: use it from the event loop thread only.
     """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._order = itertools.count()  # ties never compare futures
+        #: ``{seconds: (deadlines, futures)}``, both in the order the sleeps began
+        self._queues: dict[float, tuple[deque[float], deque[asyncio.Future[None]]]] = {}
+        self._entries = 0
+        self._compact_at = _COMPACT_AT  # entries; doubles what compaction leaves
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._armed_at = math.inf
-        self._stale = 0  # entries whose sleep already ended (upper bound)
 
     def __len__(self) -> int:
-        """Heap entries not yet due: one per sleep in progress, plus some of sleeps that
-        ended early (dropped when due, or all at once when they are over half)."""
-        return len(self._heap)
+        """Entries not yet due: one per sleep in progress, plus some of sleeps that
+        ended early (dropped when due, or all at once when the entries have doubled)."""
+        return self._entries
 
-    async def sleep(self, seconds: float, stop: StopEvent) -> None:
-        """Sleep ``seconds`` (a finite number >= 0) or until ``stop`` is set.
+    def sleep(self, seconds: float, stop: StopEvent) -> Awaitable[None]:
+        """``await wakeups.sleep(seconds, stop)``: sleep ``seconds`` (a finite number
+        >= 0) or until ``stop`` is set.
 
         Returns at once if ``stop`` is already set. Cancellable like any sleep: the
-        entry left in the heap is skipped when due.
+        entry left behind is skipped when due. On asyncio the awaitable is a future
+        (the sleep's only object); on another event loop (trio), a coroutine waiting
+        on ``stop`` under ``anyio.move_on_after``.
 
-        :raises ValueError: if ``seconds`` is negative or not finite.
+        :raises ValueError: if ``seconds`` is negative or not finite (when called).
         """
         if not (math.isfinite(seconds) and seconds >= 0):
             raise ValueError(f"invalid sleep {seconds!r}: must be a finite number of seconds >= 0")
-        if stop.is_set():
-            return
         loop = asyncio_loop()
         if loop is None:
-            with anyio.move_on_after(seconds):
-                await stop.wait()
-            return
+            return _sleep_anyio(seconds, stop)
+        waiter: asyncio.Future[None] = loop.create_future()
+        if stop.is_set():
+            waiter.set_result(None)
+            return waiter
         if loop is not self._loop:  # first use, or a new loop: the old entries are void
             self._reset(loop)
-        waiter: asyncio.Future[None] = loop.create_future()
+        if self._entries >= self._compact_at:
+            self._compact()
+        queue = self._queues.get(seconds)
+        if queue is None:
+            queue = self._queues[seconds] = (deque(), deque())
         deadline = loop.time() + seconds
-        heapq.heappush(self._heap, (deadline, next(self._order), waiter))
+        queue[0].append(deadline)
+        queue[1].append(waiter)
+        self._entries += 1
         if deadline < self._armed_at:
             self._arm(loop, deadline)
         stop._add(waiter)  # set() resolves it at once; a due deadline resolves it too
-        try:
-            await waiter
-        finally:
-            stop._discard(waiter)
-            if loop.time() < deadline:  # woken early or cancelled: its entry is stale
-                self._stale += 1
-                if self._stale > len(self._heap) // 2 and len(self._heap) >= _COMPACT_AT:
-                    self._compact()
+        return waiter
 
     def _compact(self) -> None:
-        """Drop the entries of sleeps that ended early (a turn that ended, with hours
-        left of a long interval): O(entries), run when they are over half the heap."""
-        self._heap = [entry for entry in self._heap if not entry[2].done()]
-        heapq.heapify(self._heap)
-        self._stale = 0
+        """Drop the entries of sleeps that ended early (turns that ended, or were
+        cancelled, with much of a long interval left): O(entries), run when the entries
+        have doubled since the last compaction, so amortised O(1) per sleep."""
+        for seconds, (deadlines, waiters) in list(self._queues.items()):
+            kept = [(d, w) for d, w in zip(deadlines, waiters, strict=True) if not w.done()]
+            if kept:
+                self._queues[seconds] = (deque(d for d, _ in kept), deque(w for _, w in kept))
+            else:
+                del self._queues[seconds]
+        self._entries = sum(len(q[0]) for q in self._queues.values())
+        self._compact_at = max(_COMPACT_AT, 2 * self._entries)
 
     def _reset(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._handle is not None:
             self._handle.cancel()
-        self._heap.clear()
-        self._stale = 0
+        self._queues.clear()
+        self._entries = 0
+        self._compact_at = _COMPACT_AT
         self._handle = None
         self._armed_at = math.inf
         self._loop = loop
@@ -270,11 +278,26 @@ class Wakeups:
         assert loop is not None
         self._handle = None
         self._armed_at = math.inf
-        heap = self._heap
         now = loop.time() + _RESOLUTION
-        while heap and heap[0][0] <= now:
-            waiter = heapq.heappop(heap)[2]
-            if not waiter.done():
-                waiter.set_result(None)
-        if heap:
-            self._arm(loop, heap[0][0])
+        earliest = math.inf
+        for seconds, (deadlines, waiters) in list(self._queues.items()):
+            while deadlines and deadlines[0] <= now:
+                deadlines.popleft()
+                waiter = waiters.popleft()
+                self._entries -= 1
+                if not waiter.done():
+                    waiter.set_result(None)
+            if deadlines:
+                earliest = min(earliest, deadlines[0])
+            else:
+                del self._queues[seconds]
+        if earliest < math.inf:
+            self._arm(loop, earliest)
+
+
+async def _sleep_anyio(seconds: float, stop: StopEvent) -> None:
+    """:meth:`Wakeups.sleep` off asyncio: the per-sleep cost of a cancel scope."""
+    if stop.is_set():
+        return
+    with anyio.move_on_after(seconds):
+        await stop.wait()

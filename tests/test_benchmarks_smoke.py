@@ -18,7 +18,14 @@ import orjson
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PEERS = ("runtime", "langgraph_sqlite", "openai_sqlite", "hermes_rewrite", "jsonl_append")
+PEERS = (
+    "runtime",
+    "langgraph_sqlite",
+    "openai_sqlite",
+    "hermes_rewrite",
+    "jsonl_append",
+    "jsonl_thread",
+)
 
 
 def _env() -> dict[str, str]:

@@ -4,11 +4,11 @@ turn's stop event, and nothing left behind by turns that ended."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import anyio
 
-from runtime import MemoryStore, Runtime, Turn
+from runtime import Event, MemoryStore, Runtime, Session, StoreError, Turn
 
 INTERVAL = 0.2
 
@@ -117,3 +117,55 @@ async def test_cancel_during_the_sleep_ends_the_turn_and_keeps_the_timer_consist
         for s in (first, second):
             saved = await _saved(rt, s.session_id)
             assert sum(1 for m in saved if m.get("_partial")) == 1
+
+
+async def test_sleeps_of_several_lengths_share_the_timer() -> None:
+    """A turn whose checkpoints fail sleeps 2, 4, 8... intervals between retries while
+    the others sleep one: the sleeps of every length wake (the healthy turns keep being
+    checkpointed, the failing one keeps retrying at its backoff), and every entry goes
+    once the turns end."""
+
+    class OneSessionFails(MemoryStore):
+        failing = ""
+
+        async def _write(
+            self, session: Session, *, skip_index: bool, backup: bool, events: Sequence[Event]
+        ) -> None:
+            if skip_index and session.session_id == self.failing:
+                raise StoreError("disk on fire")
+            await super()._write(session, skip_index=skip_index, backup=backup, events=events)
+
+    gate = anyio.Event()
+
+    async def agent(turn: Turn) -> None:
+        while not gate.is_set():  # progress at every tick, so every tick saves
+            await turn.token("x")
+            await anyio.sleep(INTERVAL / 4)
+        await turn.reply("done")
+
+    store = OneSessionFails()
+    async with Runtime(store, agent, checkpoint_interval=INTERVAL) as rt:
+        sessions = [rt.new_session() for _ in range(4)]
+        store.failing = sessions[0].session_id
+        streams = [await rt.start_turn(s.session_id, "go") for s in sessions]
+        seen: dict[str, list[dict[str, object]]] = {sid: [] for sid in streams}
+
+        async def follow(stream_id: str) -> None:
+            async for ev in rt.events(stream_id):
+                if ev.type == "checkpoint":
+                    seen[stream_id].append(dict(ev.data))
+
+        def enough() -> bool:
+            retries = [d["retry_in_s"] for d in seen[streams[0]]]
+            healthy = [sum("error" not in d for d in seen[sid]) for sid in streams[1:]]
+            return retries[:3] == [2 * INTERVAL, 4 * INTERVAL, 8 * INTERVAL] and min(
+                healthy
+            ) >= 3 * len(retries)
+
+        async with anyio.create_task_group() as tg:
+            for stream_id in streams:
+                tg.start_soon(follow, stream_id)
+            await wait_for(enough, "three backed-off retries beside healthy checkpoints")
+            gate.set()
+        await wait_for(lambda: rt.statistics()["timer_entries"] == 0, "entries dropped")
+    assert all("error" in d for d in seen[streams[0]])

@@ -18,6 +18,7 @@ _REQUIRES = {
     "openai_sqlite": ("agents",),
     "hermes_rewrite": (),
     "jsonl_append": (),
+    "jsonl_thread": (),
 }
 
 

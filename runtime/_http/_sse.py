@@ -501,6 +501,50 @@ class _EventStream(EventSourceResponse):
 #: seconds the SSE endpoint waits for the first events of a stream another process runs
 #: before it sends the headers and lets the body wait
 FIRST_WAIT = 1.0
+#: seconds between looks at whether a subscription that is still reading the store
+#: after :data:`FIRST_WAIT` knows the stream is live
+FIRST_POLL = 0.05
+
+
+async def first_batch(events: Subscription) -> tuple[list[Event], bool]:
+    """``(batch, True)``: the subscription's first batch (``[]``: the stream is over and
+    nothing follows the resume point); ``(batch, False)`` once it has waited
+    :data:`FIRST_WAIT` seconds and knows the stream exists and runs elsewhere
+    (:attr:`Subscription.following_live`), so the caller sends its headers and goes on
+    with :meth:`Subscription.next_batch`.
+
+    A store slower than :data:`FIRST_WAIT` does not cut the wait short: until the
+    subscription knows the stream is live, a 404 or a 204 may still be the answer
+    (before, such a request got headers and an empty body). The fetch runs in its own
+    task, so the store's read is never cancelled and restarted.
+
+    :raises StreamNotFound: as :meth:`Subscription.next_batch`.
+    :raises SubscriberLagged: as :meth:`Subscription.next_batch`.
+    """
+    got: list[list[Event]] = []
+    failed: list[BaseException] = []
+    done = anyio.Event()
+
+    async def fetch() -> None:
+        try:
+            got.append(await events.next_batch())
+        except Exception as exc:  # re-raised below, outside the task group
+            failed.append(exc)
+        finally:
+            done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(fetch)
+        with anyio.move_on_after(FIRST_WAIT):
+            await done.wait()
+        while not done.is_set() and not events.following_live:
+            with anyio.move_on_after(FIRST_POLL):
+                await done.wait()
+        if not done.is_set():
+            tg.cancel_scope.cancel()  # next_batch is cancellation-safe: the body goes on
+    if failed:
+        raise failed[0]
+    return (got[0], True) if got else ([], False)
 
 
 class StreamEvents:
@@ -557,10 +601,8 @@ class StreamEvents:
             # after the resume point (a reconnect at its live head) is not held up to
             # its next event, which may be a long tool call away: after FIRST_WAIT
             # seconds the headers go out and the body waits (heartbeats flow).
-            first = []
-            with anyio.move_on_after(FIRST_WAIT) as waited:
-                first = await events.next_batch()
-            if not first and not waited.cancelled_caught:
+            first, complete = await first_batch(events)
+            if complete and not first:
                 return Response(status_code=204)
         return self._response(stream_id, first, events, after_seq)
 

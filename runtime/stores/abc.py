@@ -718,9 +718,13 @@ class Store(ABC):
         """The lock that serialises writes to one session (a checkpoint and a final
         save, say). Locks stay in a dict so a session's next save reuses its lock; idle
         ones are dropped when the dict reaches a limit that doubles with the number
-        still in use (amortised O(1) per save, memory bounded by the busy sessions).
-        A light mutex rather than ``anyio.Lock``: every live turn's session holds one,
-        and an ``anyio.Lock`` is two objects and a backend lookup per acquire."""
+        still in use (amortised O(1) per save, memory bounded by the busy sessions and
+        the leased ones). The lock of a session whose lease this process holds is kept,
+        idle or not: its turn saves again at its next checkpoint, and with more live
+        turns than ``_LOCKS_KEPT`` a new lock per save would be one more object per
+        checkpoint for the collector to promote (W6). A light mutex rather than
+        ``anyio.Lock``: every live turn's session holds one, and an ``anyio.Lock`` is
+        two objects and a backend lookup per acquire."""
         lock = self._locks.get(session_id)
         if lock is None:
             if len(self._locks) >= self._locks_limit:
@@ -729,8 +733,9 @@ class Store(ABC):
         return lock
 
     def _prune_locks(self) -> None:
+        leased = self._leases
         for sid, lock in list(self._locks.items()):
-            if lock.idle():
+            if lock.idle() and sid not in leased:
                 del self._locks[sid]
         self._locks_limit = max(self._LOCKS_KEPT, 2 * len(self._locks))
 

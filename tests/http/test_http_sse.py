@@ -427,3 +427,35 @@ async def test_a_write_that_waits_past_send_timeout_ends_the_response_with_lagge
         rest = events_of(r.text)
         assert rest[0]["seq"] == resume_after + 1
         assert rest[-1]["type"] == "stream.end"
+
+
+class SlowEventsStore(MemoryStore):
+    """A MemoryStore whose durable-event reads take 1.5 s (longer than the SSE
+    endpoint's first wait), as a loaded database may."""
+
+    async def load_events(self, session_id: str, stream_id: str, after_seq: int = 0) -> list[Event]:
+        await anyio.sleep(1.5)
+        return await super().load_events(session_id, stream_id, after_seq)
+
+
+async def test_a_slow_store_still_gets_404_and_204_before_the_headers() -> None:
+    """A stream this process does not hold is looked up in the store; when that takes
+    longer than the endpoint's first wait, the answer is still 404 for an unknown
+    stream and 204 for a finished one with nothing after the resume point (before,
+    the headers went out after the wait and the body ended empty: a browser's
+    EventSource then reconnected forever)."""
+    store = SlowEventsStore()
+    async with open_app(store=store) as a, open_app(store=store) as b:  # b: another process
+        stream_id = await finished_stream(a)
+        whole = events_of((await a.client.get(f"/api/streams/{stream_id}/events")).text)
+        unknown = f"{'0' * 16}.{stream_id.split('.', 1)[1]}"
+        r = await b.client.get(f"/api/streams/{unknown}/events")
+        assert r.status_code == 404
+        assert r.json()["error"] == "stream_not_found"
+        r = await b.client.get(
+            f"/api/streams/{stream_id}/events", headers={"Last-Event-ID": str(whole[-1]["seq"])}
+        )
+        assert r.status_code == 204
+        r = await b.client.get(f"/api/streams/{stream_id}/events", headers={"Last-Event-ID": "1"})
+        assert r.status_code == 200
+        assert events_of(r.text) == whole[1:]

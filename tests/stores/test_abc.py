@@ -10,7 +10,7 @@ import anyio
 
 from runtime._events import Event
 from runtime._session import Session
-from runtime.stores.abc import Store
+from runtime.stores.abc import Lease, Store
 from runtime.stores.memory import MemoryStore
 
 
@@ -72,3 +72,26 @@ async def test_pruning_keeps_the_locks_in_use() -> None:
                 store._session_lock(f"idle{i}")
             assert store._locks["busy"] is held
             assert store._session_lock("busy") is held
+
+
+async def test_pruning_keeps_the_locks_of_leased_sessions() -> None:
+    """A session whose lease this process holds (a live turn) saves again at its next
+    checkpoint: its lock survives pruning while idle, and goes once the lease is
+    released, so the table stays bounded by the live and busy sessions."""
+    async with MemoryStore() as store:
+        lease = Lease("node", "token-1", 30.0)
+        live = Session("live", title="t", messages=[{"role": "user", "content": "x"}])
+        live.active_stream_id = "stream-1"
+        await store.save(live, lease=lease, lease_mode="claim")
+        lock = store._locks["live"]
+        assert lock.idle()
+        for i in range(2 * Store._LOCKS_KEPT):
+            await store.save(Session(f"s{i}", title="t", messages=[{"role": "user"}]))
+        assert store._locks["live"] is lock  # pruned twice over, kept: it is leased
+        assert len(store._locks) <= Store._LOCKS_KEPT
+
+        live.active_stream_id = None
+        await store.save(live, lease=lease, lease_mode="release")
+        for i in range(Store._LOCKS_KEPT):
+            await store.save(Session(f"t{i}", title="t", messages=[{"role": "user"}]))
+        assert "live" not in store._locks  # released: an idle lock like any other
