@@ -184,10 +184,20 @@ class Subscription:
             self._batch = _NO_EVENTS  # not held across the wait: it would be promoted
             log = self._log
             if log is not None and self._durable is False and not self._done and not log.remote:
-                # this process's log, read here rather than in next_batch: one
-                # coroutine less held across every wait (what the collector promotes, W6)
+                # this process's log, read here rather than in next_batch, and waited on
+                # through its waiter where it has one: no coroutine but this one held
+                # across every wait (each is an object the collector promotes, W6)
+                after = self.last_seq
                 try:
-                    batch = await log.read(self.last_seq)
+                    batch = log.read_nowait(after)
+                    while not batch and not log.closed:
+                        waiter = log.waiter(after)
+                        if waiter is None:
+                            batch = await log.read(after)
+                            break
+                        await waiter
+                        del waiter  # not held across the next wait
+                        batch = log.read_nowait(after)
                 except SubscriberLagged as exc:
                     batch = await self._fill_gap(exc.first_retained_seq)
                 if not batch or batch[-1].type == ev.STREAM_END:
