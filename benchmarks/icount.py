@@ -111,8 +111,16 @@ def _instructions(tree: Path, mode: str, k: int, n: int, dsn: str | None = None)
     with tempfile.TemporaryDirectory() as tmp:
         probe = Path(tmp) / "probe.py"
         probe.write_text(_PROBE if dsn is None else _PG_PROBE)
-        # no .pyc written: a first run that compiled the tree would count the compiler
-        env = {**os.environ, "PYTHONPATH": str(tree), "TMPDIR": tmp, "PYTHONDONTWRITEBYTECODE": "1"}
+        # no .pyc written: a first run that compiled the tree would count the compiler;
+        # a fixed hash seed: with a random one the same run's count moved by up to ~3k
+        # instructions an operation (dict and set layouts)
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(tree),
+            "TMPDIR": tmp,
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONHASHSEED": "0",
+        }
         out = subprocess.run(
             [
                 "valgrind",

@@ -114,7 +114,11 @@ class HeldLease(NamedTuple):
 DELTA_FIELDS = frozenset(META_FIELDS) - {"session_id", "updated_at"}
 
 
-@dataclass(frozen=True, slots=True)
+#: ``SaveDelta.fields`` when no field changed
+_NO_FIELDS: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class SaveDelta:
     """What changed in a session since its last durable write, told by the writer
     (the runner's checkpoints) so a backend writes only that, instead of finding it
@@ -131,33 +135,63 @@ class SaveDelta:
         the others keep their stored values. ``updated_at`` is always written.
 
     A backend may still write more (FileStore's compacting save writes everything).
+
+    :raises ValueError: from the constructor, naming the value and the rule: ``base``
+        or ``keep`` not an int ``>= 0``, ``keep > base``, ``fields`` not a frozenset
+        of names from :data:`DELTA_FIELDS`.
     """
 
     base: int
     keep: int
-    fields: frozenset[str] = frozenset()
+    fields: frozenset[str] = _NO_FIELDS
 
-    def __post_init__(self) -> None:
-        for name in ("base", "keep"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"invalid SaveDelta {name} {value!r}: must be an int >= 0")
-        if self.keep > self.base:
-            raise ValueError(
-                f"invalid SaveDelta keep {self.keep}: must not exceed base {self.base}"
-            )
-        if not isinstance(self.fields, frozenset):
-            raise ValueError(f"invalid SaveDelta fields {self.fields!r}: must be a frozenset")
-        unknown = sorted(self.fields - DELTA_FIELDS)
-        if unknown:
-            raise ValueError(
-                f"invalid SaveDelta fields {unknown!r}: must be among {sorted(DELTA_FIELDS)}"
-            )
+    def __init__(self, base: int, keep: int, fields: frozenset[str] = _NO_FIELDS) -> None:
+        # A running turn builds one per checkpoint: the common shapes pass one
+        # expression, anything else gets the full check (same rules, its messages), and
+        # the fields are set through their slots (a frozen dataclass's generated
+        # __init__ calls object.__setattr__ per field: ~3x the cost).
+        if not (
+            type(base) is int
+            and type(keep) is int
+            and 0 <= keep <= base
+            and type(fields) is frozenset
+            and (not fields or fields <= DELTA_FIELDS)
+        ):
+            _check_delta(base, keep, fields)
+        _set_base(self, base)
+        _set_keep(self, keep)
+        _set_fields(self, fields)
 
     @classmethod
     def appended(cls, base: int, fields: Iterable[str] = ()) -> SaveDelta:
         """Messages appended after the ``base`` stored ones, nothing else changed in them."""
-        return cls(base, base, frozenset(fields))
+        return cls(base, base, frozenset(fields) if fields else _NO_FIELDS)
+
+
+def _check_delta(base: object, keep: object, fields: object) -> None:
+    """The rules of :class:`SaveDelta`'s arguments.
+
+    :raises ValueError: naming the value and the rule.
+    """
+    for name, value in (("base", base), ("keep", keep)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"invalid SaveDelta {name} {value!r}: must be an int >= 0")
+    assert isinstance(base, int) and isinstance(keep, int)
+    if keep > base:
+        raise ValueError(f"invalid SaveDelta keep {keep}: must not exceed base {base}")
+    if not isinstance(fields, frozenset):
+        raise ValueError(f"invalid SaveDelta fields {fields!r}: must be a frozenset")
+    unknown = sorted(fields - DELTA_FIELDS)
+    if unknown:
+        raise ValueError(
+            f"invalid SaveDelta fields {unknown!r}: must be among {sorted(DELTA_FIELDS)}"
+        )
+
+
+# the slots' own setters (a frozen dataclass refuses attribute assignment)
+_set_base = SaveDelta.__dict__["base"].__set__
+_set_keep = SaveDelta.__dict__["keep"].__set__
+_set_fields = SaveDelta.__dict__["fields"].__set__
 
 
 #: The state of a tool call in the ledger: its intent is durable (``started``), or its
@@ -370,7 +404,7 @@ def _tool_result(call_id: str, result: object, error: object) -> Any:
         ) from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True, init=False)
 class SaveRequest:
     """The arguments of one :meth:`Store.save`, handed to :meth:`Store._save`.
 
@@ -386,6 +420,34 @@ class SaveRequest:
     lease_mode: LeaseMode
     delta: SaveDelta | None = None
     discard_backup: bool = False
+
+    def __init__(
+        self,
+        skip_index: bool,
+        touch_updated_at: bool,
+        events: Sequence[Event],
+        lease: Lease | None,
+        lease_mode: LeaseMode,
+        delta: SaveDelta | None = None,
+        discard_backup: bool = False,
+    ) -> None:
+        # every save builds one: the fields set through their slots, as SaveDelta's
+        _set_skip_index(self, skip_index)
+        _set_touch(self, touch_updated_at)
+        _set_events(self, events)
+        _set_lease(self, lease)
+        _set_lease_mode(self, lease_mode)
+        _set_delta(self, delta)
+        _set_discard(self, discard_backup)
+
+
+_set_skip_index = SaveRequest.__dict__["skip_index"].__set__
+_set_touch = SaveRequest.__dict__["touch_updated_at"].__set__
+_set_events = SaveRequest.__dict__["events"].__set__
+_set_lease = SaveRequest.__dict__["lease"].__set__
+_set_lease_mode = SaveRequest.__dict__["lease_mode"].__set__
+_set_delta = SaveRequest.__dict__["delta"].__set__
+_set_discard = SaveRequest.__dict__["discard_backup"].__set__
 
 
 @contextmanager
@@ -597,6 +659,10 @@ def check_limit(limit: int) -> int:
     return limit
 
 
+#: ids :meth:`Store.save` remembers as checked (see ``Store._saved_ids``)
+_SAVED_IDS_KEPT = 4096
+
+
 class Store(ABC):
     """Async persistence for sessions. Use as ``async with store:`` or call
     :meth:`open` / :meth:`aclose`.
@@ -644,6 +710,9 @@ class Store(ABC):
         self._leases: dict[str, tuple[str, str, float]] = {}
         self._clock: Callable[[], float] = time.monotonic
         self._documents: dict[str, tuple[bytes, int]] = {}
+        #: ids that passed :meth:`_check_id` in :meth:`save` (a pure check of the
+        #: string; a running turn saves the same id many times); cleared when full
+        self._saved_ids: set[str] = set()
 
     def _session_lock(self, session_id: str) -> Mutex:
         """The lock that serialises writes to one session (a checkpoint and a final
@@ -820,7 +889,12 @@ class Store(ABC):
                 f"refusing to save session {session.session_id!r}: it was loaded "
                 "metadata-only and saving it would replace its stored messages"
             )
-        self._check_id(session.session_id)
+        sid = session.session_id
+        if type(sid) is not str or sid not in self._saved_ids:
+            self._check_id(sid)
+            if len(self._saved_ids) >= _SAVED_IDS_KEPT:
+                self._saved_ids.clear()
+            self._saved_ids.add(sid)
         if lease_mode not in _LEASE_MODES:
             raise ValueError(f"invalid lease_mode {lease_mode!r}: must be one of {_LEASE_MODES}")
         if delta is not None and delta.keep > len(session.messages):
@@ -835,7 +909,7 @@ class Store(ABC):
             skip_index, touch_updated_at, events, lease, lease_mode, delta, discard_backup
         )
         await self._save(session, request)
-        self._unsaved.pop(session.session_id, None)
+        self._unsaved.pop(sid, None)
 
     async def _save(self, session: Session, request: SaveRequest) -> None:
         """The conditional write: check the lease and the content rules against the

@@ -59,6 +59,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from itertools import islice
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -93,6 +94,10 @@ if TYPE_CHECKING:
 __all__ = ["MIGRATIONS", "PostgresStore"]
 
 T = TypeVar("T")
+#: a save's event rows as the statements bind them: stream ids, seqs, timestamps, bodies
+_Events = tuple[Sequence[str], Sequence[int], Sequence[float], Sequence[str]]
+#: a save without events (shared: nothing appends to it)
+_NO_EVENTS: _Events = ((), (), (), ())
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 logger = logging.getLogger("runtime.stores.postgres")
@@ -344,7 +349,7 @@ SELECT xmin FROM u
 # write get NULL).
 #
 # Their texts depend on the checkpoint's shape, so each shape binds only what it writes
-# (asyncpg encodes every parameter on every call; thirteen texts, so at most thirteen
+# (asyncpg encodes every parameter on every call; fourteen texts, so at most fourteen
 # prepared statements per connection):
 #
 # * fields (row path only): the metadata JSON and the listing's columns. A delta that
@@ -400,6 +405,18 @@ _CHECKPOINT_APPEND = """
 INSERT INTO messages (session_id, idx, body, touched_at)
 SELECT $1, $3::int + i - 1, b, $2
   FROM sessions, unnest($6::text[]) WITH ORDINALITY AS t(b, i)
+ WHERE session_id = $1 AND xmin = $5::xid AND lease_token = $4::text
+   FOR SHARE OF sessions
+"""
+# The same for one new message (a running turn's commonest checkpoint): its body as one
+# text parameter, not a one-element array for ``unnest``. asyncpg encodes an array
+# parameter in ~13k client instructions (the element's type checks, the array
+# header), a text one in a few hundred; the server skips the function scan. Same
+# parameters otherwise, $6 the body.
+_CHECKPOINT_APPEND_ONE = """
+INSERT INTO messages (session_id, idx, body, touched_at)
+SELECT $1, $3::int, $6::text, $2
+  FROM sessions
  WHERE session_id = $1 AND xmin = $5::xid AND lease_token = $4::text
    FOR SHARE OF sessions
 """
@@ -901,11 +918,17 @@ class PostgresStore(Store):
         seconds; driver errors leave as :class:`StoreError` (``from`` the original)."""
         closed = self._watchdog_closed
         try:
-            # the common case first: no context manager, no clock read (a checkpoint
-            # comes through here every time)
+            # the common case first: no context manager, no clock read
             return await op()
         except Exception as first:
-            failed: Exception | None = first
+            return await self._retry_after(first, op, closed)
+
+    async def _retry_after(
+        self, first: Exception, op: Callable[[], Awaitable[T]], closed: int
+    ) -> T:
+        """:meth:`_retry` once ``op``'s first run raised ``first`` (``closed``: the
+        watchdog's count of closed connections before that run)."""
+        failed: Exception | None = first
         transient = _transient_errors()
         # the budget counts from the first failure
         deadline = time.monotonic() + self.retry_budget
@@ -1037,7 +1060,7 @@ class PostgresStore(Store):
         raise NotImplementedError("PostgresStore writes in _save")
 
     async def _save(self, session: Session, request: SaveRequest) -> None:
-        events: tuple[list[str], list[int], list[float], list[str]] = ([], [], [], [])
+        events: _Events = _NO_EVENTS
         if request.events:
             records = event_records(request.events)  # a run of tokens is one row
             events = (
@@ -1048,18 +1071,31 @@ class PostgresStore(Store):
             )
 
         sid = session.session_id
+        if request.skip_index and request.lease_mode == "renew" and sid in self._written:
+            # The checkpoint fast path: one conditional statement, run without a cancel
+            # scope. A caller cancelled while it runs goes on only once the statement has
+            # ended on the server (see _on_kept_connection): the checkpoint landed or did
+            # not before the cancellation proceeds, never later.
+            closed = self._watchdog_closed
+            try:
+                try:
+                    applied = await self._checkpoint_cas(session, request, events)
+                except Exception as first:
+                    applied = await self._retry_after(
+                        first, partial(self._checkpoint_cas, session, request, events), closed
+                    )
+            except BaseException:
+                # it may have landed: the transaction path finds out next time
+                self._written.pop(sid, None)
+                raise
+            if applied:
+                return
+
         # Shielded: a save whose caller is cancelled still completes (or fails) before
         # the cancellation goes on, so it can never land later, after the caller has
         # looked at the stored state (asyncpg's cancel request races the server).
         # ``command_timeout`` bounds it.
         with self._scope(shield=True):
-            if (
-                request.skip_index
-                and request.lease_mode == "renew"
-                and sid in self._written
-                and await self._retry(lambda: self._checkpoint_cas(session, request, events))
-            ):
-                return
 
             async def op() -> _Written | None:
                 async with self._conn() as con, con.transaction():
@@ -1073,10 +1109,7 @@ class PostgresStore(Store):
             self._written.clear()
 
     async def _checkpoint_cas(
-        self,
-        session: Session,
-        request: SaveRequest,
-        events: tuple[list[str], list[int], list[float], list[str]],
+        self, session: Session, request: SaveRequest, events: _Events
     ) -> bool:
         """The checkpoint fast paths (:func:`_checkpoint_sql`) for a session whose row
         this store wrote last; False if they did not apply (the transaction path then
@@ -1095,7 +1128,6 @@ class PostgresStore(Store):
             return False
         # the delta says which stored message changed; else the last may have
         start = max(0, guess - 1) if delta is None else delta.keep
-        bodies = [orjson.dumps(m).decode() for m in messages[start:]]
         lease = request.lease
         token = None if lease is None else lease.token
         fields = delta is None or bool(delta.fields)
@@ -1117,37 +1149,45 @@ class PostgresStore(Store):
         )
         args: list[Any]
         how = _VALUE
-        if locked:
-            args = [sid, session.updated_at, guess, token, written.xmin, bodies[guess - start :]]
-            if rewrite or events[0]:
-                sql = _CHECKPOINTS_LOCKED[rewrite, bool(events[0])]
-            else:
-                sql, how = _CHECKPOINT_APPEND, _STATUS
+        if locked and count == guess + 1 and not rewrite and not events[0]:
+            # the commonest checkpoint: one new message, as one text parameter
+            body = orjson.dumps(messages[guess]).decode()
+            args = [sid, session.updated_at, guess, token, written.xmin, body]
+            sql, how = _CHECKPOINT_APPEND_ONE, _STATUS
         else:
-            args = [
-                sid,
-                session.updated_at,
-                count,
-                guess,
-                token,
-                0.0 if lease is None else lease.ttl,
-                written.xmin,
-                bodies[guess - start :],
-            ]
-            if fields:
-                active, pending = session.active_stream_id, session.pending_user_message
-                args += (
-                    _meta_json(session),
-                    session.title,
-                    active,
-                    pending,
-                    visible_in_list(session.title, count, active, pending),
-                )
-            sql = _CHECKPOINTS[fields, rewrite, bool(events[0])]
-        if rewrite:
-            args += (start, bodies[: guess - start])
-        if events[0]:
-            args += events
+            bodies = [orjson.dumps(m).decode() for m in messages[start:]]
+            new = bodies[guess - start :] if rewrite else bodies
+            if locked:
+                args = [sid, session.updated_at, guess, token, written.xmin, new]
+                if rewrite or events[0]:
+                    sql = _CHECKPOINTS_LOCKED[rewrite, bool(events[0])]
+                else:
+                    sql, how = _CHECKPOINT_APPEND, _STATUS
+            else:
+                args = [
+                    sid,
+                    session.updated_at,
+                    count,
+                    guess,
+                    token,
+                    0.0 if lease is None else lease.ttl,
+                    written.xmin,
+                    new,
+                ]
+                if fields:
+                    active, pending = session.active_stream_id, session.pending_user_message
+                    args += (
+                        _meta_json(session),
+                        session.title,
+                        active,
+                        pending,
+                        visible_in_list(session.title, count, active, pending),
+                    )
+                sql = _CHECKPOINTS[fields, rewrite, bool(events[0])]
+            if rewrite:
+                args += (start, bodies[: guess - start])
+            if events[0]:
+                args += events
         try:
             applied = await self._on_kept_connection(sql, args, how)
             if how is _STATUS:
@@ -1177,11 +1217,26 @@ class PostgresStore(Store):
         holds one connection out of the pool for that (only when ``max_size >= 2``, so
         other operations always have one). A failure gives the connection back to the
         pool (which closes a broken one).
+
+        Cancellation: a caller cancelled while the statement runs goes on only once the
+        statement has ended on the server. asyncpg answers the cancellation at once and
+        sends the server a cancel request, which races the statement; the pool's
+        release of the connection waits until the server has answered (the statement
+        ran to its end or was cancelled), and that release runs in a shielding cancel
+        scope, entered on this path only (a scope on every call cost a checkpoint
+        ~22k client instructions).
         """
         pool = self._pool
         if pool is None or self._kept_busy or self.max_size < 2:
-            async with self._conn() as con:
-                return await getattr(con, how)(sql, *args)
+            con = await self._conn()  # StoreError without a pool
+            assert pool is not None
+            try:
+                result = await getattr(con, how)(sql, *args)
+            except BaseException:
+                await self._release_settled(pool, con)
+                raise
+            await pool.release(con)
+            return result
         self._kept_busy = True  # no await between the check and this: one user at a time
         try:
             if self._kept is None:
@@ -1199,8 +1254,8 @@ class PostgresStore(Store):
                 return await con.fetch_unmarked(sql, *args)
             except BaseException:
                 kept, self._kept = self._kept, None
-                with contextlib.suppress(Exception):  # the original error is the one to see
-                    await pool.release(kept)
+                # still marked: the watchdog bounds the wait for a server gone silent
+                await self._release_settled(pool, kept)
                 raise
             finally:
                 con.since = 0.0
@@ -1210,12 +1265,20 @@ class PostgresStore(Store):
                 kept, self._kept = self._kept, None
                 await pool.release(kept)
 
+    async def _release_settled(self, pool: Any, con: Any) -> None:
+        """Give a connection whose statement failed or was cancelled back to the pool,
+        shielded from cancellation: asyncpg's release waits for a cancelled statement
+        to end on the server first, so when this returns the statement has landed or
+        not, for good. A release error is dropped: the statement's is the one to see."""
+        with self._scope(shield=True), contextlib.suppress(Exception):
+            await pool.release(con)
+
     async def _save_in(
         self,
         con: asyncpg.Connection,
         session: Session,
         request: SaveRequest,
-        events: tuple[list[str], list[int], list[float], list[str]],
+        events: _Events,
     ) -> _Written | None:
         """The conditional write, inside one transaction; returns what the fast paths
         need to know of the row version it wrote (``None``: they must not apply, a

@@ -744,6 +744,47 @@ async def test_a_statement_past_the_bound_is_cancelled_by_the_server(
         assert [m["content"] for m in (await store.load("slow")).messages] == ["q", "a"]
 
 
+@pytest.mark.parametrize("max_size", [1, 2])
+async def test_a_cancelled_checkpoint_ends_on_the_server_before_its_caller_goes_on(
+    dsn: str, schemas: list[str], max_size: int
+) -> None:
+    """A running turn's checkpoint waits for the session's row (another connection holds
+    it ``FOR UPDATE``) and its caller is cancelled: the call returns while the lock is
+    still held, by then no statement of the store runs or waits on the server (the
+    cancel request ended it there), and after the lock goes nothing of it lands; the
+    store's next checkpoint of the same messages goes through. (With the checkpoint
+    shielded from cancellation, the call would instead wait for the lock until the
+    server's ``statement_timeout`` and raise StoreError.) ``max_size`` 2: on the
+    connection the store keeps for checkpoints; 1: on a pooled one."""
+    async with _store(dsn, schemas, command_timeout=5.0, max_size=max_size) as store:
+        s = Session("cancelled", messages=_messages("q"))
+        await store.save(s)
+        lease = Lease("node", "token-1", 30.0)
+        await store.save(s, lease=lease, lease_mode="claim")
+        s.messages.append({"role": "assistant", "content": "a0"})
+        await store.save(s, skip_index=True, delta=SaveDelta.appended(1), lease=lease)
+        async with _row_locked(dsn, store.schema, "cancelled"):
+            s.messages.append({"role": "assistant", "content": "a1"})
+            with anyio.move_on_after(0.5) as waited:
+                await store.save(s, skip_index=True, delta=SaveDelta.appended(2), lease=lease)
+            assert waited.cancelled_caught
+            running = await _sql(
+                dsn,
+                store.schema,
+                "SELECT state, wait_event_type, query FROM pg_stat_activity"
+                " WHERE application_name = $1 AND state <> 'idle'",
+                f"runtime:{store.schema}",
+            )
+            assert running == []
+        assert [m["content"] for m in (await store.load("cancelled")).messages] == ["q", "a0"]
+        await store.save(s, skip_index=True, delta=SaveDelta.appended(2), lease=lease)
+        assert [m["content"] for m in (await store.load("cancelled")).messages] == [
+            "q",
+            "a0",
+            "a1",
+        ]
+
+
 @pytest.mark.parametrize("bound", [None, 2.0])
 async def test_a_statement_in_bound_waits_for_the_lock(
     dsn: str, schemas: list[str], bound: float | None
