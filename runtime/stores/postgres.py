@@ -1248,17 +1248,21 @@ class PostgresStore(Store):
             con.since = time.monotonic()
             try:
                 if how is _VALUE:
-                    return await con.fetchval_unmarked(sql, *args)
-                if how is _STATUS:
-                    return await con.execute_unmarked(sql, *args)
-                return await con.fetch_unmarked(sql, *args)
+                    result = await con.fetchval_unmarked(sql, *args)
+                elif how is _STATUS:
+                    result = await con.execute_unmarked(sql, *args)
+                else:
+                    result = await con.fetch_unmarked(sql, *args)
             except BaseException:
+                # unmarked before it goes back to the pool: once there, another task may
+                # take it and mark it for its own statement (the release's own timeout
+                # bounds the wait for a server gone silent)
+                con.since = 0.0
                 kept, self._kept = self._kept, None
-                # still marked: the watchdog bounds the wait for a server gone silent
                 await self._release_settled(pool, kept)
                 raise
-            finally:
-                con.since = 0.0
+            con.since = 0.0
+            return result
         finally:
             self._kept_busy = False
             if self._pool is None and self._kept is not None:  # closed while it ran
@@ -1270,8 +1274,11 @@ class PostgresStore(Store):
         shielded from cancellation: asyncpg's release waits for a cancelled statement
         to end on the server first, so when this returns the statement has landed or
         not, for good. A release error is dropped: the statement's is the one to see."""
+        bound = None if self.command_timeout is None else 2 * self.command_timeout
         with self._scope(shield=True), contextlib.suppress(Exception):
-            await pool.release(con)
+            # past ``bound`` seconds asyncpg terminates the connection, as the watchdog
+            # would a statement without an answer
+            await pool.release(con, timeout=bound)
 
     async def _save_in(
         self,
