@@ -536,10 +536,7 @@ class Turn:
         seq = self._log.publish(ev.TOKEN, {"text": text}).seq
         self._draft.append(text)
         self._draft_version += 1
-        # _due(seq), inlined: this runs once per token
-        if seq < self._reserve_at and self._since_yield < _YIELD_EVERY - 1:
-            self._since_yield += 1
-        else:
+        if self._due(seq):
             await self._yield_now_and_then()
 
     async def reasoning(self, text: str) -> None:
@@ -912,12 +909,7 @@ def _delta(
         return None
     if session.title != state["title"]:
         fields = fields | {"title"}
-    # the checkpoints of a streamed reply repeat one delta (the draft grows in place):
-    # reuse it (it is immutable) rather than build and validate one per tick
-    last: SaveDelta | None = state.get("delta")
-    if last is None or last.base != base or last.keep != keep or last.fields != fields:
-        last = state["delta"] = SaveDelta(base, keep, fields)
-    return last
+    return SaveDelta(base, keep, fields)
 
 
 def _saved(turn: Turn, state: dict[str, Any], count: int) -> None:
