@@ -33,6 +33,8 @@ __all__ = [
     "outcome_unknown",
     "prepare_resume",
     "record_of",
+    "suspended",
+    "suspensions",
 ]
 
 #: The metadata key of the turn record.
@@ -53,15 +55,23 @@ _DRAFT_TYPES = frozenset({ev.TOKEN, ev.REASONING, ev.USAGE, ev.CHECKPOINT})
 
 
 def new_record(
-    stream_id: str, attempt: int, seq_reserved: int, config: dict[str, Any] | None
+    stream_id: str,
+    attempt: int,
+    seq_reserved: int,
+    config: dict[str, Any] | None,
+    *,
+    suspended: int = 0,
 ) -> dict[str, Any]:
-    """``{stream_id, attempt, seq_reserved[, config]}``; ``config`` only if JSON-ready
-    (the store redacts credential keys in it, as in all metadata)."""
+    """``{stream_id, attempt, seq_reserved[, suspended][, config]}``; ``config`` only if
+    JSON-ready (the store redacts credential keys in it, as in all metadata);
+    ``suspended`` (see :func:`suspensions`) only once the turn has been suspended."""
     record: dict[str, Any] = {
         "stream_id": stream_id,
         "attempt": attempt,
         "seq_reserved": seq_reserved,
     }
+    if suspended:
+        record["suspended"] = suspended
     if config:
         try:
             check_json_ready(config, "config")
@@ -84,6 +94,23 @@ def record_of(session: Session, stream_id: str | None = None) -> dict[str, Any] 
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             return None
     return record
+
+
+def suspensions(record: dict[str, Any]) -> int:
+    """How many of the turn's runs ended by a suspension (a graceful shutdown that kept
+    the turn for a resume) rather than by a crash: resumes after them are not counted
+    against ``max_resume_attempts``. 0 when the record holds no valid count."""
+    n = record.get("suspended", 0)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        return 0
+    return min(n, int(record["attempt"]) + 1)
+
+
+def suspended(record: dict[str, Any] | None) -> bool:
+    """Whether the turn's last run ended by a suspension and no run has claimed it
+    since: its process saved it whole and gave its lease up, so it may be resumed at
+    once (no lease to wait out)."""
+    return record is not None and isinstance(record.get("suspended_at"), int | float)
 
 
 def with_record(session: Session, record: dict[str, Any] | None) -> None:

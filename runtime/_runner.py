@@ -35,6 +35,7 @@ from ._resume import (
     ResumePlan,
     outcome_unknown,
     record_of,
+    suspensions,
     with_record,
 )
 from ._session import Message, Session, validate_title
@@ -277,6 +278,7 @@ class Turn:
         self._reserve_at: float = self._reserved - SEQ_SLACK
         self._reserve_hook: Callable[[], Awaitable[None]] | None = None
         self._save_lock = Mutex()  # checkpoints one at a time
+        self._suspending = False  # a shutdown is suspending the turn (TurnHandle.suspend)
 
     # -- resume ---------------------------------------------------------------------
 
@@ -698,7 +700,9 @@ class Turn:
                 raise
             call._complete(exc)
         except BaseException as exc:
-            if not call.done:
+            # a turn suspended by a shutdown leaves the call open, as a crash would: the
+            # resumed turn settles it (through the ledger, or "outcome unknown")
+            if not call.done and not self._suspending:
                 call._complete(exc)
             raise
         else:
@@ -878,13 +882,26 @@ class TurnHandle:
         #: set once the turn's final save is done (``await handle.finished.wait()``)
         self.finished = Latch()
         self.cancel_requested = False
+        self.suspend_requested = False
         self.lease_lost: LeaseLost | None = None
+        #: the running turn (set by :func:`run_turn`)
+        self.turn: Turn | None = None
 
     def cancel(self) -> None:
         """Ask the turn to stop; partial output is kept."""
         self.cancel_requested = True
         if self.scope is not None:
             self.scope.cancel()
+
+    def suspend(self) -> None:
+        """Ask the turn to stop for a resume elsewhere or later (a graceful shutdown):
+        the agent is cancelled, the turn's state is checkpointed whole with its turn
+        record kept, and its lease is given up, so that a resume may take it over at
+        once. Nothing ends the stream; tool calls still running stay open."""
+        self.suspend_requested = True
+        if self.turn is not None:
+            self.turn._suspending = True
+        self.cancel()
 
 
 #: Fields the final save changes besides the title.
@@ -1237,6 +1254,52 @@ async def _final_save(
         await log.flush()  # a remote log: the end reaches it before the turn is over
 
 
+async def _suspend_save(
+    turn: Turn,
+    store: Store,
+    state: dict[str, Any],
+    save_timeout: float,
+    lease: Lease | None,
+) -> bool:
+    """Keep a turn stopped by a graceful shutdown for a resume: one last checkpoint of
+    everything it made (messages, the streamed draft, the events not yet durable) with
+    its turn record marked ``suspended_at`` and its suspension counted, releasing the
+    lease in the same write; nothing ends the stream. Returns ``False`` (after logging
+    why) when the turn cannot be kept so: it has no turn record, its lease was lost, or
+    the save failed. After a failed save the stored state is the last checkpoint and
+    the lease expires by itself, as after a crash."""
+    session = turn._session
+    record = record_of(session, turn.stream_id)
+    if record is None:
+        return False
+    log = turn._log
+    try:
+        async with turn._save_lock:
+            turn._materialize_partial()
+            up_to = log.last_seq
+            events = EventRecords(log.records_between(state["persisted_seq"], up_to))
+            mark = {"suspended": suspensions(record) + 1, "suspended_at": _now()}
+            with_record(session, record | mark)
+            delta = _delta(turn, state, frozenset({"metadata"}))
+            with anyio.move_on_after(save_timeout, shield=True) as timeout:
+                await _save_delta(
+                    turn, store, state, delta, events=events, lease=lease, lease_mode="release"
+                )
+            if timeout.cancelled_caught:
+                raise TimeoutError(f"the save exceeded {save_timeout}s")
+    except Exception as exc:
+        with_record(session, record)
+        logger.error("turn %s could not be suspended: %s", turn.stream_id, exc, exc_info=exc)
+        return False
+    state["persisted_seq"] = up_to
+    turn._closed = True
+    log.abandon()
+    with anyio.move_on_after(save_timeout, shield=True):
+        await log.flush()  # a remote log: every event reaches it before the process goes
+    logger.warning("suspended stream %s at seq %d for a resume", turn.stream_id, up_to)
+    return True
+
+
 async def _call_agent(agent: Agent, turn: Turn, stop: StopEvent) -> Exception | None:
     """Run the agent; returns the exception it raised (logged), ``None`` if it returned.
     Sets ``stop`` in a ``finally`` (a cancellation propagates)."""
@@ -1290,6 +1353,7 @@ async def run_turn(
         # final save without a delta rewrites the whole history on a shared store)
         _saved(turn, state, turn._claimed)
     stop = StopEvent()
+    handle.turn = turn
 
     # no closures: their cells are objects a live turn would hold for the collector
     turn._reserve_hook = functools.partial(_checkpoint, turn, store, state, handle.lease)
@@ -1322,20 +1386,39 @@ async def run_turn(
                 outcome = "error"
         if handle.lease_lost is not None:
             outcome, error = "lease_lost", handle.lease_lost
-        elif scope.cancelled_caught:
+        elif scope.cancelled_caught or (handle.suspend_requested and error is not None):
             outcome = "cancelled"
     except anyio.get_cancelled_exc_class():
         try:
-            await _final_save(
-                turn, store, "cancelled", None, state, final_save_timeout, handle.lease
-            )
+            await _end(turn, store, handle, "cancelled", None, state, final_save_timeout)
         finally:
             handle.finished.set()
         raise
     try:
-        await _final_save(turn, store, outcome, error, state, final_save_timeout, handle.lease)
+        await _end(turn, store, handle, outcome, error, state, final_save_timeout)
     finally:
         handle.finished.set()
+
+
+async def _end(
+    turn: Turn,
+    store: Store,
+    handle: TurnHandle,
+    outcome: ev.Outcome,
+    error: BaseException | None,
+    state: dict[str, Any],
+    save_timeout: float,
+) -> None:
+    """The turn's last write: kept for a resume if a shutdown suspended it while it ran
+    (:meth:`TurnHandle.suspend`), else the final save of its ``outcome``. A turn that
+    cannot be kept for a resume (no turn record, a failed save) ends as cancelled."""
+    if outcome == "cancelled" and handle.suspend_requested:
+        with anyio.CancelScope(shield=True):
+            if await _suspend_save(turn, store, state, save_timeout, handle.lease):
+                return
+        turn._suspending = False
+        error = None
+    await _final_save(turn, store, outcome, error, state, save_timeout, handle.lease)
 
 
 def interval_ok(value: float, name: str) -> float:

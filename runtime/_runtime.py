@@ -34,6 +34,8 @@ from ._resume import (
     new_record,
     prepare_resume,
     record_of,
+    suspended,
+    suspensions,
     with_record,
 )
 from ._runner import Agent, Turn, TurnHandle, interval_ok, run_turn
@@ -68,8 +70,8 @@ class Runtime:
     Use as ``async with Runtime(store, agent) as rt:``. Entering opens the store and,
     unless ``recover_on_start=False``, runs the maintenance step ``store.recover()``
     (report in :attr:`recovery`); leaving gives live turns
-    ``shutdown_grace`` seconds to finish, then cancels the rest (their partial output
-    is kept by their shielded final save) and closes the store.
+    ``shutdown_grace`` seconds to finish, then suspends or cancels the rest (see
+    ``on_shutdown``) and closes the store.
 
     :param store: the persistence backend; the runtime opens and closes it.
     :param agent: ``async def agent(turn: Turn) -> None``.
@@ -109,10 +111,23 @@ class Runtime:
         :meth:`resume` until a new turn starts or :meth:`discard` is called. ``"auto"``:
         the runtime resumes it by itself: at start-up (every session left with a turn
         record), whenever a read finds it stale, and, on a store shared by several
-        processes, by a sweep every ``lease_ttl / 2`` seconds once its lease expired.
-    :param max_resume_attempts: resumes per turn (>= 0, default 3); a turn that would
-        need one more ends with ``error`` ``{"type": "resume_exhausted"}``, keeping all
-        it produced. The count is durable (in the session), so it holds across crashes.
+        processes, by a sweep every ``lease_ttl / 2`` seconds once its lease expired
+        (a turn a shutdown suspended has no lease to wait out, nor a backoff).
+    :param on_shutdown: what leaving the runtime does to a turn still live after
+        ``shutdown_grace``. ``"suspend"`` (the default with ``resume="auto"``): the
+        agent is cancelled and the turn kept for a resume, as a crash would leave it
+        but with nothing lost since the last checkpoint: everything it streamed and
+        every event are saved, tool calls still running stay open (the resumed turn
+        settles them through the tool ledger), its lease is given up so another
+        process may resume it at once, and its stream is not ended (readers elsewhere
+        see ``stream.resumed`` when it goes on). A suspension is not counted against
+        ``max_resume_attempts``. ``"cancel"`` (the default with ``resume="manual"``):
+        the turn ends as :meth:`cancel` ends it (``cancelled``, partial output kept).
+        A turn that cannot be suspended (its save fails) is cancelled.
+    :param max_resume_attempts: resumes per turn after a crash (>= 0, default 3); a
+        turn that would need one more ends with ``error``
+        ``{"type": "resume_exhausted"}``, keeping all it produced. The count is durable
+        (in the session), so it holds across crashes.
     :param resume_backoff: seconds before an automatic resume; attempt ``n`` waits
         ``resume_backoff * 2 ** (n - 1)`` seconds, at most 60 (default 1.0), so a turn
         that kills its process at once does not spin. A reader of the stream that finds
@@ -141,6 +156,7 @@ class Runtime:
         resume: Literal["manual", "auto"] = "manual",
         max_resume_attempts: int = 3,
         resume_backoff: float = 1.0,
+        on_shutdown: Literal["suspend", "cancel"] | None = None,
     ) -> None:
         if not callable(agent):
             raise TypeError(f"agent must be an async callable, not {agent!r}")
@@ -195,6 +211,13 @@ class Runtime:
             )
         self.max_resume_attempts = max_resume_attempts
         self.resume_backoff = interval_ok(resume_backoff, "resume_backoff")
+        if on_shutdown is None:
+            on_shutdown = "suspend" if resume == "auto" else "cancel"
+        elif on_shutdown not in ("suspend", "cancel"):
+            raise ValueError(
+                f"invalid on_shutdown {on_shutdown!r}: must be 'suspend', 'cancel' or None"
+            )
+        self.on_shutdown: Literal["suspend", "cancel"] = on_shutdown
         self._scheduled: set[str] = set()  # sessions an automatic resume waits for
         self._sweep_scope: anyio.CancelScope | None = None
         self._listener: anyio.CancelScope | None = None
@@ -298,12 +321,16 @@ class Runtime:
                     await self.store.aclose()
 
     async def _drain(self, grace: float) -> None:
-        """Wait up to ``grace`` seconds for live turns, then cancel and await the rest."""
+        """Wait up to ``grace`` seconds for live turns, then suspend or cancel the rest
+        (``on_shutdown``) and await them."""
         with anyio.move_on_after(grace):
             for handle in list(self._live.values()):
                 await handle.finished.wait()
         for handle in list(self._live.values()):
-            handle.cancel()
+            if self.on_shutdown == "suspend":
+                handle.suspend()
+            else:
+                handle.cancel()
         for handle in list(self._live.values()):
             await handle.finished.wait()
 
@@ -382,7 +409,8 @@ class Runtime:
         is true while a task of this runtime runs the stream or another process holds its
         lease. ``interrupted`` is ``None``, or, for a last turn whose process stopped and
         that can be resumed (:meth:`resume`) or discarded (:meth:`discard`),
-        ``{stream_id, attempt, attempts_left}`` (``attempt``: resumes it had so far).
+        ``{stream_id, attempt, attempts_left}`` (``attempt``: resumes it had so far;
+        ``attempts_left``: resumes left after a crash, suspensions not counted).
 
         :raises InvalidSessionId: for a bad id.
         :raises SessionNotFound: if there is no such session.
@@ -397,7 +425,9 @@ class Runtime:
             interrupted = {
                 "stream_id": record["stream_id"],
                 "attempt": record["attempt"],
-                "attempts_left": max(0, self.max_resume_attempts - record["attempt"]),
+                "attempts_left": max(
+                    0, self.max_resume_attempts - record["attempt"] + suspensions(record)
+                ),
             }
         return {
             "active_stream_id": s.active_stream_id,
@@ -738,12 +768,14 @@ class Runtime:
         # a reader of the dead stream may have been shown
         first = max(record["seq_reserved"], last_durable) + DEAD_END_SEQS + 1
         attempt = record["attempt"] + 1
+        suspended = suspensions(record)
         lease = self._new_lease()
         ledger = self.store.supports_tool_ledger
         records = await self.store.tool_calls(session_id, stream_id) if ledger else []
-        if attempt > self.max_resume_attempts:
+        if attempt - suspended > self.max_resume_attempts:
             prepare_resume(session, stream_id, events, records, final=True)
-            await self._exhaust(session, stream_id, record["attempt"], first, lease)
+            # the resumes it had after crashes (those after a suspension not counted)
+            await self._exhaust(session, stream_id, record["attempt"] - suspended, first, lease)
             return stream_id
         plan = prepare_resume(session, stream_id, events, records)
         started = next((e for e in events if e.type == ev.STREAM_STARTED), None)
@@ -754,7 +786,8 @@ class Runtime:
         session.pending_user_message = plan.user_message
         if session.pending_started_at is None and started is not None:
             session.pending_started_at = started.data.get("pending_started_at")
-        with_record(session, new_record(stream_id, attempt, first + SEQ_WINDOW, config))
+        record = new_record(stream_id, attempt, first + SEQ_WINDOW, config, suspended=suspended)
+        with_record(session, record)
         self.broker.drop(stream_id)  # a retained log of an earlier attempt
         log = self.broker.open(stream_id, session_id, after_seq=first - 1)
         resumed: ev.StreamResumedData = {
@@ -921,14 +954,17 @@ class Runtime:
                 if record is None:
                     continue
                 self._scheduled.add(meta.session_id)
-                waiting.start_soon(self._resume_later, meta.session_id, record["attempt"] + 1)
+                # no backoff after a suspension: the turn did not crash its process
+                crashes = record["attempt"] + 1 - suspensions(record)
+                delay = 0.0 if suspended(record) else self.resume_backoff * 2 ** (crashes - 1)
+                waiting.start_soon(self._resume_later, meta.session_id, min(60.0, delay))
             cursor = page.next_cursor
             if cursor is None:
                 return
 
-    async def _resume_later(self, session_id: str, attempt: int) -> None:
+    async def _resume_later(self, session_id: str, delay: float) -> None:
         try:
-            await anyio.sleep(min(60.0, self.resume_backoff * 2 ** max(0, attempt - 1)))
+            await anyio.sleep(delay)
             await self.resume(session_id)
         except (SessionBusy, NothingToResume, SessionNotFound):
             pass

@@ -76,8 +76,9 @@ def create_app(
 
     Its lifespan enters the runtime (opening the store and running recovery) and leaves
     it on shutdown (live turns get the runtime's ``shutdown_grace`` seconds, then are
-    cancelled with their partial output kept). If the runtime is already running (you
-    entered it yourself, e.g. in a host app's lifespan), the lifespan leaves it alone.
+    suspended for a resume or cancelled, as its ``on_shutdown`` says). If the runtime
+    is already running (you entered it yourself, e.g. in a host app's lifespan), the
+    lifespan leaves it alone.
 
     :param runtime: the runtime to serve.
     :param api_token: bearer token required by every ``/api`` route (the SSE route also

@@ -1,8 +1,9 @@
 """Stale-stream repair, usable with or without a :class:`~runtime.Runtime`.
 
 A stream is *stale* when its session names it (``active_stream_id``) but no process
-runs it any more: no task of the caller runs it and its lease has expired (a store
-one process owns, ``Store.exclusive``, has no other process: there it is dead at once).
+runs it any more: no task of the caller runs it and its lease has expired, or was
+given up by a shutdown that suspended the turn (a store one process owns,
+``Store.exclusive``, has no other process: there it is dead at once).
 Repair closes it in the transcript — the pending user message once (``_recovered``),
 one assistant marker ``{_error: True, type: "interrupted", interruption_cause:
 "process_restart"}`` — clears the pending fields and saves without touching
@@ -21,6 +22,7 @@ import uuid
 from collections.abc import Container
 
 from ._exceptions import SessionBusy
+from ._resume import record_of, suspended
 from ._session import Message, Session
 from .stores.abc import Lease, Store
 
@@ -51,6 +53,8 @@ async def is_stale(
     lease = await store.lease_state(session.session_id)
     if lease is not None:
         return lease.expires_in <= 0
+    if suspended(record_of(session, stream_id)):  # its process saved it and let it go
+        return True
     started = session.pending_started_at
     return started is None or time.time() - started >= stale_grace
 

@@ -214,6 +214,7 @@ BAD_RUNTIME_ARGS: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "runtime-route-max-age-string": ({"route_max_age_days": "30"}, "route_max_age_days '30'"),
     "runtime-shutdown-grace-negative": ({"shutdown_grace": -1}, "shutdown_grace -1"),
+    "runtime-on-shutdown-unknown": ({"on_shutdown": "pause"}, "on_shutdown 'pause'"),
 }
 
 

@@ -123,6 +123,15 @@ class StreamLog(ABC):
         """Wait until every published event has reached the log's backend (a no-op
         for a log that lives in this process)."""
 
+    def abandon(self) -> None:  # noqa: B027 - optional hook
+        """Stop writing the log without ending it: its turn was suspended by a graceful
+        shutdown (every event is in the store) and goes on in a later run, which
+        continues the stream after a ``stream.resumed``. Readers in this process then
+        drain what the log holds and stop (never wait on a writer that is gone);
+        readers in other processes of a shared log notice it through the store, as
+        after a crash. :meth:`publish` and :meth:`append` raise ``RuntimeError`` after
+        it. A log that cannot tell its readers does nothing (the default)."""
+
 
 class Broker(ABC):
     """The event logs of the streams this process runs or retains.

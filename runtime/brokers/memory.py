@@ -162,6 +162,15 @@ class EventLog(StreamLog):
             self._check(event.type, event.seq, event.data)
         self._push(event)
 
+    def abandon(self) -> None:
+        """Close the log without ``stream.end`` (see :meth:`StreamLog.abandon`): its
+        waiting readers wake, drain what it holds and stop."""
+        self.closed = True
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            wakeup.set()
+
     def _check(self, type: str, seq: int, data: dict[str, Any]) -> None:
         """:raises TypeError: if ``data`` (of event ``seq``) is not JSON-ready."""
         try:

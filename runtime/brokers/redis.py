@@ -265,6 +265,14 @@ class _OwnedLog(StreamLog):
     def events_between(self, after_seq: int, up_to_seq: int) -> list[Event]:
         return self._window.slice(after_seq, up_to_seq)
 
+    def abandon(self) -> None:
+        """Closed for this process's readers without ``stream.end`` (see
+        :meth:`StreamLog.abandon`); what was published is still sent to Redis, where
+        other nodes' readers notice the writer gone through the store."""
+        self.closed = True
+        self._window.closed = True
+        self._window.wake()
+
     async def flush(self) -> None:
         """Wait until Redis has every published event, or return as soon as Redis is
         unreachable (the buffer is sent in the background once it is back)."""

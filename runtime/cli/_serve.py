@@ -2,8 +2,9 @@
 
 Needs the ``server`` extra. SIGINT/SIGTERM shut down gracefully: open event streams
 are closed (clients reconnect with ``Last-Event-ID`` once the server is back), live
-turns get ``--shutdown-grace`` seconds to finish, then are cancelled with their partial
-output kept.
+turns get ``--shutdown-grace`` seconds to finish, then are suspended for a resume
+(``--on-shutdown suspend``, the default with ``--resume auto``) or cancelled with their
+partial output kept.
 """
 
 from __future__ import annotations
@@ -95,7 +96,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=_seconds,
         default=10.0,
         metavar="S",
-        help="seconds live turns get to finish on shutdown before they are cancelled (default 10)",
+        help="seconds live turns get to finish on shutdown before --on-shutdown applies "
+        "(default 10)",
+    )
+    p.add_argument(
+        "--on-shutdown",
+        choices=["suspend", "cancel"],
+        default=None,
+        help="a turn still live after --shutdown-grace: 'suspend' saves it whole and "
+        "gives its lease up so a restarted or another node resumes it (the default with "
+        "--resume auto); 'cancel' ends it as cancelled (the default with --resume manual)",
     )
     p.add_argument(
         "--checkpoint-interval",
@@ -221,6 +231,7 @@ def _serve_command(args: argparse.Namespace) -> int:
             event_retention=args.event_retention,
             resume=args.resume,
             max_resume_attempts=args.max_resume_attempts,
+            on_shutdown=args.on_shutdown,
             broker=_event_log(args),
         )
         app = create_app(

@@ -5,8 +5,9 @@ Covers dropping the connection mid-stream and resuming with ``Last-Event-ID`` (e
 seq exactly once, in order; the turn is not cancelled), SIGKILL of the server mid-turn
 and a restart on the same store (missed durable events, then ``error``
 ``interrupted``, then ``stream.end``), graceful SIGTERM shutdown (live turns get
-``--shutdown-grace`` seconds, then are cancelled with partial output kept), and the
-CLI's one-line startup errors.
+``--shutdown-grace`` seconds, then are cancelled with partial output kept, or with
+``--resume auto`` suspended and finished by the restarted server), and the CLI's
+one-line startup errors.
 """
 
 from __future__ import annotations
@@ -235,6 +236,60 @@ def test_shutdown_grace_zero_cancels_keeping_partial_output(
         assert len(partial) == 1
         assert partial[0]["content"] == streamed
         assert sum(1 for m in messages if m.get("type") == "cancelled") == 1
+
+
+def test_sigterm_with_resume_auto_suspends_the_turn_and_the_restart_finishes_it(
+    tmp_path: Path, servers: list[ServerProcess]
+) -> None:
+    """``--resume auto``: a graceful shutdown keeps the live turn for a resume instead
+    of cancelling it. Everything it streamed is durable when the server has exited (the
+    checkpoint interval is 30 s: the suspension saved it); the restarted server resumes
+    it by itself; a client reconnecting with ``Last-Event-ID`` gets each seq once, one
+    ``stream.resumed``, and the turn's end; the transcript holds the whole reply once,
+    with no ``cancelled`` or ``interrupted`` marker."""
+    import anyio
+
+    from runtime import FileStore
+
+    port = free_port()
+    options = ("--resume", "auto", "--checkpoint-interval", "30")
+    server = start(servers, tmp_path, port, *options, "--shutdown-grace", "0")
+    n = 60
+    with httpx.Client(base_url=server.base_url, timeout=30) as client:
+        sid, stream_id = start_turn(client, f"tokens={n} delay=0.03")
+        seen = read_events(client, stream_id, 0, until=lambda e: e["seq"] >= 6)
+        assert server.terminate() == 0, server.output()
+    assert "suspended stream" in server.output()
+
+    async def stored() -> tuple[Any, list[Any]]:
+        store = FileStore(tmp_path / "store")
+        await store.open()
+        try:
+            return await store.load(sid), await store.load_events(sid, stream_id)
+        finally:
+            await store.aclose()
+
+    session, durable = anyio.run(stored)
+    assert session.active_stream_id == stream_id
+    assert not any(m.get("type") in ("cancelled", "interrupted") for m in session.messages)
+    assert durable[-1].seq >= seen[-1]["seq"] and durable[-1].type == "token"
+    partial = [m for m in session.messages if m.get("_partial")]
+    assert partial[0]["content"] == "".join(e.data["text"] for e in durable if e.type == "token")
+
+    server = start(servers, tmp_path, port, *options)
+    with httpx.Client(base_url=server.base_url, timeout=30) as client:
+        seen += read_events(client, stream_id, seen[-1]["seq"])
+        seqs = [e["seq"] for e in seen]
+        assert seqs == sorted(set(seqs))  # each once, in order
+        resumed = [e for e in seen if e["type"] == "stream.resumed"]
+        assert len(resumed) == 1 and resumed[0]["data"]["attempt"] == 1
+        assert resumed[0]["data"]["last_durable_seq"] == durable[-1].seq
+        assert [e["type"] for e in seen][-2:] == ["done", "stream.end"]
+        assert seen[-1]["data"]["outcome"] == "done"
+        messages = client.get(f"/api/sessions/{sid}").json()["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert messages[-1]["content"] == "".join(token_text(i) for i in range(1, n + 1))
+    assert not any(m.get("_partial") or m.get("_error") for m in messages)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
