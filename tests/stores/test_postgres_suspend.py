@@ -1,18 +1,22 @@
 """A rolling deploy on a shared store: node A leaves (a graceful shutdown) while its
 turn runs, and node B, with ``resume="auto"``, continues the turn at once, without
 waiting out A's lease. Two runtimes on one real PostgreSQL schema
-(``RUNTIME_TEST_POSTGRES_DSN``), no shared event log; a client follows the stream on
-B throughout. Skips without the server, fails under ``CI=true``."""
+(``RUNTIME_TEST_POSTGRES_DSN``), with no shared event log or with a real Redis one
+(``RUNTIME_TEST_REDIS_URL``); a client follows the stream on B throughout. Skips
+without the servers, fails under ``CI=true``."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 
 import anyio
 from postgres_server import dropped_after, new_schema, postgres_dsn
+from redis_server import new_prefix, redis_url
 
 from runtime import Event, Runtime, Turn
+from runtime.brokers.abc import Broker
 from runtime.stores.postgres import PostgresStore
 
 TOKENS = 80
@@ -28,6 +32,20 @@ async def writer(turn: Turn) -> None:
 
 
 async def test_node_b_resumes_the_turn_node_a_suspended_at_once() -> None:
+    """No shared event log: B follows A's turn from the store."""
+    await _rolling_deploy(lambda: None)
+
+
+async def test_node_b_resumes_the_turn_node_a_suspended_at_once_over_redis() -> None:
+    """A Redis event log: B follows A's turn from Redis, and notices A gone through the
+    store once Redis has been quiet for its liveness check (2 s)."""
+    from runtime.brokers.redis import RedisEventLog
+
+    url, prefix = redis_url(), new_prefix()
+    await _rolling_deploy(lambda: RedisEventLog(url, prefix=prefix))
+
+
+async def _rolling_deploy(broker: Callable[[], Broker | None]) -> None:
     dsn, schema = postgres_dsn(), new_schema()
     lease_ttl = 30.0  # what a crash would make B wait before it could take the turn over
     async with dropped_after(dsn, [schema]), AsyncExitStack() as b_stack:
@@ -36,6 +54,7 @@ async def test_node_b_resumes_the_turn_node_a_suspended_at_once() -> None:
                 PostgresStore(dsn, schema=schema),
                 writer,
                 node_id="node-b",
+                broker=broker(),
                 lease_ttl=lease_ttl,
                 resume="auto",
                 resume_backoff=0.05,
@@ -48,6 +67,7 @@ async def test_node_b_resumes_the_turn_node_a_suspended_at_once() -> None:
             PostgresStore(dsn, schema=schema),
             writer,
             node_id="node-a",
+            broker=broker(),
             lease_ttl=lease_ttl,
             checkpoint_interval=0.05,
             recover_on_start=False,
