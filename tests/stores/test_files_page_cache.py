@@ -216,8 +216,16 @@ async def test_a_load_whose_pages_left_the_page_cache_is_read_in_the_io_thread(
                 f"5 loads of a dropped snapshot were all served from the page cache: {after}"
             )
         assert cached_pages(snapshot) > 0  # that read brought it back
-        assert contents(await store.load("s1")) == expected(n + 1)
-        assert loads(store) == (after[0] + 1, after[1])
+        # and loads are served from the page cache again (a read of many megabytes with
+        # RWF_NOWAIT may still come back short now and then, e.g. while the kernel moves
+        # a page: the store then reads in the I/O thread, which is also right)
+        for _attempt in range(5):
+            before = loads(store)
+            assert contents(await store.load("s1")) == expected(n + 1)
+            if loads(store)[0] == before[0] + 1:
+                break
+        else:
+            pytest.fail(f"5 loads after it came back all read in the I/O thread: {loads(store)}")
 
 
 async def test_loads_racing_saves_see_only_states_that_were_saved(root: Path) -> None:
