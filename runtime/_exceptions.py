@@ -163,7 +163,16 @@ class WriteConflict(StoreError):
     """A conditional write found a state another writer made; nothing was written:
     ``Store.write_document`` with an ``expected_version`` that is not the stored one, or
     ``Store.save`` with a :class:`~runtime.stores.abc.SaveDelta` whose ``base`` is not
-    the stored message count. Read again and retry (a save: without the delta)."""
+    the stored message count. Read again and retry (a save: without the delta, or with
+    one computed against :attr:`stored_count`).
+
+    :ivar stored_count: for a refused delta, the message count the store holds (an
+        ``int``); ``None`` otherwise.
+    """
+
+    def __init__(self, message: str, *, stored_count: int | None = None) -> None:
+        super().__init__(message)
+        self.stored_count = stored_count
 
 
 class StoreClosed(Error, RuntimeError):

@@ -945,17 +945,33 @@ async def _save_delta(
     turn: Turn, store: Store, state: dict[str, Any], delta: SaveDelta | None, **kwargs: Any
 ) -> None:
     """``store.save`` with ``delta``; a delta the store refuses (it was computed against
-    another stored state, nothing was written) is dropped and the save made without
-    it. Any other failure forgets what is stored, so the next save carries no delta."""
+    another stored state, nothing was written) is made again against the count the
+    store holds when it holds more of this turn's messages, else dropped and the save
+    made without it. Any other failure forgets what is stored, so the next save carries
+    no delta.
+
+    The count a save made durable is taken when it is called, and a save that waits for
+    the store (its lock, held by the tool ledger's write) encodes the messages the agent
+    appended meanwhile too: the store then holds more than the runner counted, and the
+    next delta is refused. Those messages are this session's own, from the same list,
+    so the delta is made again with that ``base`` and the same ``keep`` (rewriting them
+    from ``keep``, as they were when written); a save without a delta would rewrite the
+    whole history on a shared store."""
     count = turn._session.message_count
+    session = turn._session
     try:
         try:
-            await store.save(turn._session, delta=delta, **kwargs)
+            await store.save(session, delta=delta, **kwargs)
         except WriteConflict as exc:
             if delta is None:
                 raise
-            logger.warning("session %s: saving without the delta: %s", turn.session_id, exc)
-            await store.save(turn._session, **kwargs)
+            stored = exc.stored_count
+            if isinstance(stored, int) and delta.base < stored <= len(session.messages):
+                again = SaveDelta(stored, delta.keep, delta.fields)
+                await store.save(session, delta=again, **kwargs)
+            else:
+                logger.warning("session %s: saving without the delta: %s", turn.session_id, exc)
+                await store.save(session, **kwargs)
     except BaseException:
         state.pop("count", None)
         raise

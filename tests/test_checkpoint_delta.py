@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 
-from runtime import Event, FileStore, Runtime, SaveDelta, Session, Turn
+from runtime import Event, FileStore, Runtime, SaveDelta, Session, Turn, WriteConflict
 
 
 class RecordingFileStore(FileStore):
@@ -103,3 +103,73 @@ async def test_checkpoint_deltas_journal_what_the_turn_holds(tmp_path: Path) -> 
         "one more",
         "done",
     ]
+
+
+class PausingFileStore(FileStore):
+    """A FileStore whose next checkpoint save, once armed, announces that it started and
+    waits before it writes (as a save waits for the store's lock while the tool ledger
+    writes); records every save's delta and whether the store refused it."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.armed: tuple[anyio.Event, anyio.Event] | None = None
+        self.saves: list[tuple[SaveDelta | None, str]] = []
+
+    async def save(self, session: Session, **kwargs: Any) -> None:
+        if self.armed is not None and kwargs.get("skip_index"):
+            reached, go = self.armed
+            self.armed = None
+            reached.set()
+            await go.wait()
+        try:
+            await super().save(session, **kwargs)
+        except WriteConflict as exc:
+            self.saves.append((kwargs.get("delta"), f"refused, the store holds {exc.stored_count}"))
+            raise
+        self.saves.append((kwargs.get("delta"), "saved"))
+
+
+async def test_messages_appended_while_a_checkpoint_waited_do_not_cost_a_full_save(
+    tmp_path: Path,
+) -> None:
+    """A checkpoint counts the messages when it calls the store; one that waits there
+    while the agent finishes a tool call writes those messages too. The next delta,
+    counted from the lower figure, is refused; the runner then makes it again against
+    the count the store holds, never falling back to a save without a delta (which
+    rewrites the whole history on a shared store). What is on disk is the turn."""
+    store = PausingFileStore(tmp_path)
+
+    async def agent(turn: Turn) -> None:
+        async with turn.tool("first", {}) as call:
+            call.result = 1
+        reached, go = anyio.Event(), anyio.Event()
+        store.armed = (reached, go)
+        await reached.wait()  # a checkpoint has counted 3 messages and waits
+        async with turn.tool("second", {}) as call:
+            call.result = 2
+        go.set()
+        await anyio.sleep(0.1)  # that checkpoint writes 5; the next ones come after it
+        await turn.reply("done")
+
+    async with Runtime(store, agent, checkpoint_interval=0.01) as rt:
+        session = await rt.create_session()
+        stream_id = await rt.start_turn(session.session_id, "go")
+        await collect(rt, stream_id)
+    refused = [i for i, (_, what) in enumerate(store.saves) if what.startswith("refused")]
+    assert refused, store.saves  # the race happened
+    for i in refused:
+        again, outcome = store.saves[i + 1]
+        assert again is not None and outcome == "saved", store.saves
+        assert f"holds {again.base}" in store.saves[i][1]
+    assert all(delta is not None for delta, _ in store.saves[1:]), store.saves
+    async with FileStore(tmp_path, read_only=True) as reader:
+        stored = (await reader.load(session.session_id)).messages
+    assert [m["role"] for m in stored] == [
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
+    assert stored[-1]["content"] == "done"

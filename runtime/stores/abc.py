@@ -503,7 +503,8 @@ def plan_save(session: Session, info: StoredInfo | None, request: SaveRequest) -
     whether the previous state must be backed up (a shrinking save). Returns that.
 
     :raises EmptyOverwriteRefused: naming the session and the stored message count.
-    :raises WriteConflict: a ``request.delta`` whose ``base`` is not the stored count.
+    :raises WriteConflict: a ``request.delta`` whose ``base`` is not the stored count
+        (its ``stored_count`` is that count).
     """
     count = len(session.messages)
     delta = request.delta
@@ -512,7 +513,8 @@ def plan_save(session: Session, info: StoredInfo | None, request: SaveRequest) -
         if delta.base != stored:
             raise WriteConflict(
                 f"refusing the save of session {session.session_id!r}: its delta counts "
-                f"{delta.base} stored messages (base), the store holds {stored}"
+                f"{delta.base} stored messages (base), the store holds {stored}",
+                stored_count=stored,
             )
     # An explicit rewrite of the history (discard_backup: an edit, a regenerate) keeps no
     # backup and is not asked the empty-overwrite question, a guard against accidents.

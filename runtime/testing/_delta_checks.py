@@ -108,9 +108,9 @@ async def check_delta_save_matches_full_save(
 async def check_wrong_delta_refused(factory: StoreFactory, *, reopen: Reopen | None = None) -> None:
     """A delta computed against another stored state (its ``base`` is not the stored
     message count: too low, too high, or any base but 0 for a session never saved) is
-    refused with :class:`~runtime.WriteConflict` and writes nothing, as a checkpoint
-    and as a full save; a delta whose ``keep`` exceeds the session's messages is a
-    ``ValueError`` before any I/O.
+    refused with :class:`~runtime.WriteConflict` naming the stored count
+    (``stored_count``) and writes nothing, as a checkpoint and as a full save; a delta
+    whose ``keep`` exceeds the session's messages is a ``ValueError`` before any I/O.
 
     Rule: ``Store.save`` docstring (``delta``): a wrong delta is refused, never
     applied to a state it does not describe.
@@ -125,16 +125,18 @@ async def check_wrong_delta_refused(factory: StoreFactory, *, reopen: Reopen | N
         for base in (2, 4):
             for skip_index in (True, False):
                 what = f"save(delta base={base}, skip_index={skip_index}) of 3 stored"
-                with _raises(WriteConflict, what):
+                with _raises(WriteConflict, what) as caught:
                     await store.save(
                         session, skip_index=skip_index, delta=SaveDelta.appended(base, ["title"])
                     )
+                _equal(getattr(caught.value, "stored_count", None), 3, f"{what}: stored_count")
                 _equal(await _stored(store, session.session_id), before, f"stored after {what}")
         with _raises(ValueError, "save(delta keep=5) of a session holding 4 messages"):
             await store.save(session, delta=SaveDelta(6, 5))
         fresh = _session(messages=_messages(1))
-        with _raises(WriteConflict, "save(delta base=1) of a session never saved"):
+        with _raises(WriteConflict, "save(delta base=1) of a session never saved") as caught:
             await store.save(fresh, delta=SaveDelta.appended(1))
+        _equal(getattr(caught.value, "stored_count", None), 0, "never saved: stored_count")
         _equal(await store.exists(fresh.session_id), False, "exists() after the refused save")
         store = await stores.restart(store)
         _equal(await _stored(store, session.session_id), before, "stored after restart")

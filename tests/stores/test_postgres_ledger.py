@@ -94,7 +94,7 @@ async def test_the_lease_check_waits_for_a_claim_in_flight(dsn: str, schema: str
                     "SELECT count(*) FROM pg_stat_activity"
                     " WHERE wait_event_type = 'Lock' AND query LIKE '%tool_calls%'"
                 )
-                for _ in range(200):  # until the write waits on the row (no timing assert)
+                for _ in range(1000):  # until the write waits on the row (no timing assert)
                     if waiting:
                         break
                     await anyio.sleep(0.01)
