@@ -966,7 +966,9 @@ async def _save_delta(
             if delta is None:
                 raise
             stored = exc.stored_count
-            if isinstance(stored, int) and delta.base < stored <= len(session.messages):
+            # counted again: the agent may have appended while the refused save ran
+            count = session.message_count
+            if isinstance(stored, int) and delta.base < stored <= count:
                 again = SaveDelta(stored, delta.keep, delta.fields)
                 await store.save(session, delta=again, **kwargs)
             else:
