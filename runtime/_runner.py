@@ -955,8 +955,8 @@ async def _save_delta(
     appended meanwhile too: the store then holds more than the runner counted, and the
     next delta is refused. Those messages are this session's own, from the same list,
     so the delta is made again with that ``base`` and the same ``keep`` (rewriting them
-    from ``keep``, as they were when written); a save without a delta would rewrite the
-    whole history on a shared store."""
+    from ``keep``, as they were when written); a final save without a delta rewrites
+    the whole history on PostgreSQL."""
     count = turn._session.message_count
     session = turn._session
     try:
