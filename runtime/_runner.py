@@ -1372,6 +1372,7 @@ async def run_turn(
         _saved(turn, state, turn._claimed)
     stop = StopEvent()
     handle.turn = turn
+    turn._suspending = handle.suspend_requested  # suspended before its task first ran
 
     # no closures: their cells are objects a live turn would hold for the collector
     turn._reserve_hook = functools.partial(_checkpoint, turn, store, state, handle.lease)
