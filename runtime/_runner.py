@@ -278,7 +278,7 @@ class Turn:
         self._reserve_at: float = self._reserved - SEQ_SLACK
         self._reserve_hook: Callable[[], Awaitable[None]] | None = None
         self._save_lock = Mutex()  # checkpoints one at a time
-        self._suspending = False  # a shutdown is suspending the turn (TurnHandle.suspend)
+        self._handle: TurnHandle | None = None  # set by run_turn
 
     # -- resume ---------------------------------------------------------------------
 
@@ -702,7 +702,8 @@ class Turn:
         except BaseException as exc:
             # a turn suspended by a shutdown leaves the call open, as a crash would: the
             # resumed turn settles it (through the ledger, or "outcome unknown")
-            if not call.done and not self._suspending:
+            handle = self._handle
+            if not call.done and not (handle is not None and handle.suspend_requested):
                 call._complete(exc)
             raise
         else:
@@ -884,8 +885,6 @@ class TurnHandle:
         self.cancel_requested = False
         self.suspend_requested = False
         self.lease_lost: LeaseLost | None = None
-        #: the running turn (set by :func:`run_turn`)
-        self.turn: Turn | None = None
 
     def cancel(self) -> None:
         """Ask the turn to stop; partial output is kept."""
@@ -899,8 +898,6 @@ class TurnHandle:
         record kept, and its lease is given up, so that a resume may take it over at
         once. Nothing ends the stream; tool calls still running stay open."""
         self.suspend_requested = True
-        if self.turn is not None:
-            self.turn._suspending = True
         self.cancel()
 
 
@@ -957,8 +954,8 @@ async def _save_delta(
     so the delta is made again with that ``base`` and the same ``keep`` (rewriting them
     from ``keep``, as they were when written); a final save without a delta rewrites
     the whole history on PostgreSQL."""
-    count = turn._session.message_count
     session = turn._session
+    count = session.message_count
     try:
         try:
             await store.save(session, delta=delta, **kwargs)
@@ -1371,8 +1368,7 @@ async def run_turn(
         # final save without a delta rewrites the whole history on a shared store)
         _saved(turn, state, turn._claimed)
     stop = StopEvent()
-    handle.turn = turn
-    turn._suspending = handle.suspend_requested  # suspended before its task first ran
+    turn._handle = handle
 
     # no closures: their cells are objects a live turn would hold for the collector
     turn._reserve_hook = functools.partial(_checkpoint, turn, store, state, handle.lease)
@@ -1435,7 +1431,6 @@ async def _end(
         with anyio.CancelScope(shield=True):
             if await _suspend_save(turn, store, state, save_timeout, handle.lease):
                 return
-        turn._suspending = False
         error = None
     await _final_save(turn, store, outcome, error, state, save_timeout, handle.lease)
 

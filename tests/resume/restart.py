@@ -27,6 +27,18 @@ def _load(ref: str) -> Any:
     return getattr(module, name)
 
 
+async def turn_over(rt: Runtime, session_id: str) -> None:
+    """Until the session has neither a live stream nor an interrupted turn (the runtime,
+    with ``resume="auto"``, resumes an interrupted one by itself)."""
+    while True:
+        status = await rt.session_status(session_id)
+        if status["active_stream_id"] is None and status["interrupted"] is None:
+            return
+        if status["active_stream_id"] is not None:
+            await rt.wait_stream(status["active_stream_id"])
+        await anyio.sleep(0.05)
+
+
 async def main(store: str, agent_ref: str, session_id: str, attempts: int) -> None:
     agent = _load(agent_ref)
     async with Runtime(
@@ -37,13 +49,7 @@ async def main(store: str, agent_ref: str, session_id: str, attempts: int) -> No
         max_resume_attempts=attempts,
         checkpoint_interval=0.2,
     ) as rt:
-        while True:
-            status = await rt.session_status(session_id)
-            if status["active_stream_id"] is None and status["interrupted"] is None:
-                break
-            if status["active_stream_id"] is not None:
-                await rt.wait_stream(status["active_stream_id"])
-            await anyio.sleep(0.05)
+        await turn_over(rt, session_id)
         session = await rt.get_session(session_id)
         print(json.dumps(session.to_dict()))
 

@@ -14,6 +14,7 @@ import pytest
 from runtime import Event, FileStore, Runtime, Turn
 
 from .agents import charge, steps
+from .restart import turn_over
 
 
 def _effects(path: Path) -> list[str]:
@@ -46,13 +47,7 @@ async def _finish(root: Path, agent: Any, session_id: str, **options: Any) -> di
         FileStore(root), agent, resume="auto", checkpoint_interval=0.05, **options
     ) as rt:
         with anyio.fail_after(60):
-            while (await rt.session_status(session_id))["active_stream_id"] is not None or (
-                await rt.session_status(session_id)
-            )["interrupted"] is not None:
-                status = await rt.session_status(session_id)
-                if status["active_stream_id"] is not None:
-                    await rt.wait_stream(status["active_stream_id"])
-                await anyio.sleep(0.02)
+            await turn_over(rt, session_id)
         return (await rt.get_session(session_id)).to_dict()
 
 
