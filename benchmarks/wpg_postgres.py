@@ -21,6 +21,9 @@ skipped without either).
   is taken against those (the floor row is measured at the start of each pass).
 * W7: first page of 50 and a full listing of S sessions.
 * W8: ``recover()`` over S sessions.
+* The resume sweep's read, with 10 of the S sessions holding an active stream: every
+  page of ``list_sessions(limit=200)`` (what each sweep read before the store listed
+  active sessions) against ``list_sessions(limit=200, active=True)``.
 
 Each system gets its own database, created and dropped here. At each N every system is
 built once, then measured in interleaved passes (the order rotates each pass), each pass
@@ -433,11 +436,31 @@ async def _listing(url: str, sizes: tuple[int, ...], reps: int) -> dict[int, dic
                          FROM generate_series(1, $1) g""",
                     s - 1,
                 )
+                await con.execute(
+                    "UPDATE sessions SET active_stream_id = 'stream-' || session_id"
+                    " WHERE session_id IN (SELECT 's' || (g * ($1 / 10))"
+                    " FROM generate_series(1, 10) g)",
+                    s - 1,
+                )
                 await con.execute("ANALYZE sessions")
             finally:
                 await con.close()
-            page, full, rec = [], [], []
+            page, full, rec, every, active = [], [], [], [], []
             for _ in range(reps):
+                for times, only_active, expect in ((every, False, s), (active, True, 10)):
+                    t0 = now_ms()
+                    cursor, seen = None, 0
+                    while True:
+                        p = await store.list_sessions(
+                            limit=200, cursor=cursor, active=only_active
+                        )
+                        seen += len(p.sessions)
+                        if p.next_cursor is None:
+                            break
+                        cursor = p.next_cursor
+                    times.append(now_ms() - t0)
+                    if seen != expect:
+                        raise RuntimeError(f"a sweep read {seen} sessions, not {expect}")
                 t0 = now_ms()
                 await store.list_sessions(limit=50)
                 page.append(now_ms() - t0)
@@ -457,7 +480,13 @@ async def _listing(url: str, sizes: tuple[int, ...], reps: int) -> dict[int, dic
                 rec.append(now_ms() - t0)
                 if report["scanned"] != s:
                     raise RuntimeError(f"recover() scanned {report['scanned']} of {s}")
-            out[s] = {"page": median(page), "all": median(full), "recover": median(rec)}
+            out[s] = {
+                "page": median(page),
+                "all": median(full),
+                "recover": median(rec),
+                "sweep_every_page": median(every),
+                "sweep_active": median(active),
+            }
         finally:
             await store.aclose()
     return out
@@ -645,10 +674,30 @@ def _tables(
     _start_of_pass_note(w3, res, sizes, "load_x_pass_start_select", "SELECT")
     w7 = Table(
         "WPG W7/W8 PostgresStore listing and recover() (median ms)",
-        ["S", "first page of 50", "all pages", "recover()"],
+        [
+            "S",
+            "first page of 50",
+            "all pages",
+            "recover()",
+            "sweep: every page of 200",
+            "sweep: active=True",
+        ],
     )
     for s, row in listing.items():
-        w7.add(size_label(s), fmt(row["page"]), fmt(row["all"]), fmt(row["recover"]))
+        w7.add(
+            size_label(s),
+            fmt(row["page"]),
+            fmt(row["all"]),
+            fmt(row["recover"]),
+            fmt(row["sweep_every_page"]),
+            fmt(row["sweep_active"]),
+        )
+    w7.footnotes.append(
+        "sweep: a resume sweep's read with 10 of the S sessions holding an active stream "
+        "(each node repeats it every lease_ttl / 2 s): every page of "
+        "list_sessions(limit=200), as sweeps read before, against list_sessions(limit=200, "
+        "active=True)"
+    )
     res.tables.extend([w1, w2, w3, w7])
 
 

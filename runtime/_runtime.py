@@ -932,19 +932,27 @@ class Runtime:
         assert self._sweep_scope is not None
         with self._sweep_scope:
             async with anyio.create_task_group() as waiting:
+                everything = True
                 while True:
                     try:
-                        await self._schedule_interrupted(waiting)
+                        await self._schedule_interrupted(waiting, active=not everything)
+                        everything = False
                     except Exception:
                         logger.exception("the resume sweep failed")
                     if self.store.exclusive:
                         return
                     await anyio.sleep(self.lease_ttl / 2)
 
-    async def _schedule_interrupted(self, waiting: anyio.abc.TaskGroup) -> None:
+    async def _schedule_interrupted(self, waiting: anyio.abc.TaskGroup, *, active: bool) -> None:
+        """Schedule the resume of every interrupted turn listed. At start-up every
+        session is read (a turn repaired with its record kept is resumable too); later
+        sweeps look for the turns of nodes whose leases expire, which keep their stream
+        active, and read only those (``list_sessions(active=True)``: on PostgreSQL an
+        index of a handful of rows instead of every session, on every node, every
+        ``lease_ttl / 2`` seconds)."""
         cursor = None
         while True:
-            page = await self.store.list_sessions(limit=200, cursor=cursor)
+            page = await self.store.list_sessions(limit=200, cursor=cursor, active=active)
             for meta in page.sessions:
                 if meta.session_id in self._scheduled or meta.session_id in self._busy:
                     continue

@@ -693,6 +693,9 @@ class Store(ABC):
 
     #: idle per-session locks kept at least (pruned once the dict reaches the limit)
     _LOCKS_KEPT = 1024
+    #: Rows per :meth:`_list_page` call when the default :meth:`_list_active_page`
+    #: filters the listing.
+    _ACTIVE_SCAN = 500
 
     def __init__(self, *, redact_keys: Iterable[str] | None = None) -> None:
         """:param redact_keys: metadata keys whose values never reach storage (default
@@ -1063,22 +1066,37 @@ class Store(ABC):
             await self._delete(session_id)
             self._leases.pop(session_id, None)
 
-    async def list_sessions(self, *, limit: int = 50, cursor: str | None = None) -> SessionPage:
+    async def list_sessions(
+        self, *, limit: int = 50, cursor: str | None = None, active: bool = False
+    ) -> SessionPage:
         """One page of stored sessions, metadata-only, newest ``updated_at`` first
         (ties by ``session_id``). Empty "Untitled" sessions are hidden unless a stream is
         active or a message is pending.
 
         :param limit: rows per page, 1 to 1000.
-        :param cursor: ``next_cursor`` of the previous page.
+        :param cursor: ``next_cursor`` of the previous page (of a listing with the same
+            ``active``).
+        :param active: only the sessions with an active stream (``active_stream_id``
+            set: a turn live in some process, or interrupted and neither repaired nor
+            resumed yet), in the same order: what a resume sweep reads. A backend with
+            an index of them reads only those (PostgresStore); the default pages through
+            every session.
         :raises ValueError: for a bad ``limit``.
         :raises InvalidCursor: for a cursor this store did not hand out.
         """
         check_limit(limit)
         after = None if cursor is None else decode_cursor(cursor)
         self._check_open()
-        rows = await self._list_page(limit, after)
+        if active:
+            rows = await self._list_active_page(limit, after)
+            more = len(rows) == limit and bool(
+                await self._list_active_page(1, (rows[-1].updated_at, rows[-1].session_id))
+            )
+        else:
+            rows = await self._list_page(limit, after)
+            more = len(rows) == limit and await self._has_more(rows[-1])
         next_cursor = None
-        if len(rows) == limit and await self._has_more(rows[-1]):
+        if more:
             last = rows[-1]
             next_cursor = encode_cursor(last.updated_at, last.session_id)
         return SessionPage(rows, next_cursor)
@@ -1363,6 +1381,24 @@ class Store(ABC):
     @abstractmethod
     async def _has_more(self, last: Session) -> bool:
         """True if a visible session sorts after ``last``."""
+
+    async def _list_active_page(self, limit: int, after: tuple[float, str] | None) -> list[Session]:
+        """Up to ``limit`` sessions with an active stream after the keyset ``after``,
+        metadata-only. This default filters the pages of :meth:`_list_page` (a session
+        with an active stream is always visible); a backend that can select them
+        directly overrides it."""
+        out: list[Session] = []
+        scan = max(limit, self._ACTIVE_SCAN)
+        while True:
+            rows = await self._list_page(scan, after)
+            for row in rows:
+                if row.active_stream_id is not None:
+                    out.append(row)
+                    if len(out) == limit:
+                        return out
+            if len(rows) < scan:
+                return out
+            after = (rows[-1].updated_at, rows[-1].session_id)
 
     @abstractmethod
     async def _recover(self) -> RecoveryReport:

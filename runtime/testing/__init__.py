@@ -140,6 +140,7 @@ from ._store_checks import check_events_round_trip as check_events_round_trip
 from ._store_checks import check_final_save_persists_events as check_final_save_persists_events
 from ._store_checks import check_growing_save_keeps_no_backup as check_growing_save_keeps_no_backup
 from ._store_checks import check_invalid_session_ids as check_invalid_session_ids
+from ._store_checks import check_list_active as check_list_active
 from ._store_checks import check_list_bad_limit_and_cursor as check_list_bad_limit_and_cursor
 from ._store_checks import check_list_hides_empty_untitled as check_list_hides_empty_untitled
 from ._store_checks import check_list_pagination as check_list_pagination
@@ -215,6 +216,7 @@ __all__ = [
     "check_discard_backup_keeps_none",
     "check_growing_save_keeps_no_backup",
     "check_invalid_session_ids",
+    "check_list_active",
     "check_list_bad_limit_and_cursor",
     "check_list_hides_empty_untitled",
     "check_list_pagination",

@@ -786,6 +786,78 @@ async def check_list_pagination(factory: StoreFactory, *, reopen: Reopen | None 
         )
 
 
+async def check_list_active(factory: StoreFactory, *, reopen: Reopen | None = None) -> None:
+    """``list_sessions(active=True)`` lists exactly the sessions with an active stream,
+    an empty "Untitled" one included, in the listing's order, with cursors: 11 of 33
+    sessions with ``limit=4`` give pages of 4, 4, 3 (the last with no ``next_cursor``,
+    also when exactly full); a session whose stream ends leaves it and one whose
+    stream starts joins it, across a restart.
+
+    Rule: ``Store.list_sessions`` docstring (what a resume sweep reads).
+    """
+    async with _stores(factory, reopen) as stores:
+        store = await stores.fresh()
+        order: list[tuple[float, str]] = []
+        for i in range(30):
+            sid = f"s{i:02d}"
+            t = 1_000.0 + (i * 5) % 7  # many ties
+            stream = f"stream-{i}" if i % 3 == 0 else None
+            session = _session(session_id=sid, updated_at=t, active_stream_id=stream)
+            await store.save(session, touch_updated_at=False)
+            if stream is not None:
+                order.append((-t, sid))
+        for i in range(2):
+            hidden = _session(session_id=f"hidden{i}", title="Untitled", updated_at=1_003.0)
+            await store.save(hidden, touch_updated_at=False)
+        untitled = _session(
+            session_id="untitled-live",
+            title="Untitled",
+            updated_at=1_004.0,
+            active_stream_id="stream-u",
+        )
+        await store.save(untitled, touch_updated_at=False)
+        order.append((-1_004.0, "untitled-live"))
+
+        async def pages(limit: int) -> list[list[str]]:
+            out: list[list[str]] = []
+            cursor: str | None = None
+            while len(out) < 20:
+                page = await store.list_sessions(limit=limit, cursor=cursor, active=True)
+                out.append([s.session_id for s in page.sessions])
+                for row in page.sessions:
+                    _require(row.metadata_only, "rows of an active listing are metadata-only")
+                    _require(
+                        row.active_stream_id is not None,
+                        f"{row.session_id} listed as active without an active stream",
+                    )
+                cursor = page.next_cursor
+                if cursor is None:
+                    return out
+            raise AssertionError("an active listing never ended (a cursor loop?)")
+
+        expected = [sid for _, sid in sorted(order)]
+        for label in ("after saves", "after restart"):
+            got = await pages(4)
+            _equal([len(p) for p in got], [4, 4, 3], f"page sizes with limit=4 {label}")
+            _equal([sid for p in got for sid in p], expected, f"active sessions {label}")
+            store = await stores.restart(store)
+
+        ended = await store.load("s03")
+        ended.active_stream_id = None
+        await store.save(ended, touch_updated_at=False)
+        started = await store.load("s04")
+        started.active_stream_id = "stream-4"
+        await store.save(started, touch_updated_at=False)
+        store = await stores.restart(store)
+        order = [(t, sid) for t, sid in order if sid != "s03"] + [(-(1_000.0 + 20 % 7), "s04")]
+        expected = [sid for _, sid in sorted(order)]
+        _equal(
+            await pages(11),
+            [expected],
+            "one exactly full page after a stream ended (s03) and one started (s04)",
+        )
+
+
 async def check_list_bad_limit_and_cursor(
     factory: StoreFactory, *, reopen: Reopen | None = None
 ) -> None:
@@ -1101,6 +1173,7 @@ BASIC_CHECKS: tuple[StoreCheck, ...] = (
     check_list_hides_empty_untitled,
     check_list_sorted_newest_first,
     check_list_pagination,
+    check_list_active,
     check_list_bad_limit_and_cursor,
     check_invalid_session_ids,
     check_delete_is_never_recovered,

@@ -95,3 +95,25 @@ async def test_pruning_keeps_the_locks_of_leased_sessions() -> None:
         for i in range(Store._LOCKS_KEPT):
             await store.save(Session(f"t{i}", title="t", messages=[{"role": "user"}]))
         assert "live" not in store._locks  # released: an idle lock like any other
+
+
+async def test_the_default_active_listing_pages_through_many_sessions() -> None:
+    """A backend without an index of active sessions (MemoryStore uses the ABC's
+    default) still lists exactly them, in order, when they are spread over more
+    sessions than one scan of its listing reads."""
+    async with MemoryStore() as store:
+        active = []
+        for i in range(1_200):
+            s = Session(f"s{i:04d}", title="t", updated_at=float(i), messages=[{"role": "user"}])
+            if i % 170 == 3:
+                s.active_stream_id = f"stream-{i}"
+                active.append(s.session_id)
+            await store.save(s, touch_updated_at=False)
+        pages, cursor = [], None
+        while True:
+            page = await store.list_sessions(limit=3, cursor=cursor, active=True)
+            pages.append([s.session_id for s in page.sessions])
+            if (cursor := page.next_cursor) is None:
+                break
+        assert len(active) == 8 and [len(p) for p in pages] == [3, 3, 2]
+        assert [sid for p in pages for sid in p] == active[::-1]  # newest first
