@@ -195,6 +195,7 @@ class Subscription:
                         if waiter is None:
                             batch = await log.read(after)
                             break
+                        batch = _NO_EVENTS  # the empty list read is not held across the wait
                         await waiter
                         del waiter  # not held across the next wait
                         batch = log.read_nowait(after)
