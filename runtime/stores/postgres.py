@@ -551,14 +551,32 @@ _FINISH_TOOL_CALL = f"""{_LEDGER_SESSION}, w AS (
   RETURNING {_TOOL_COLUMNS}
 ){_LEDGER_RESULT}"""
 
-_LIST = """
-SELECT session_id, meta, message_count, updated_at FROM sessions
- WHERE visible AND ($1::float8 IS NULL OR updated_at < $1 OR (updated_at = $1 AND session_id > $2))
- ORDER BY updated_at DESC, session_id
- LIMIT $3
-"""
-# The same order over the index of sessions with an active stream.
-_LIST_ACTIVE = _LIST.replace("WHERE visible AND", "WHERE active_stream_id IS NOT NULL AND")
+
+def _list_sql(rows: str, after: bool) -> str:
+    """A page of the listing's order (``updated_at DESC, session_id``) over ``rows`` (the
+    predicate of the partial index to scan): the first page (``$1``: limit), or the page
+    after the keyset ``($1, $2)`` (``$3``: limit). ``updated_at <= $1`` is the index
+    condition that starts the scan at the cursor; the tie rule only filters the rows of
+    that one ``updated_at``. Written as ``updated_at < $1 OR (updated_at = $1 AND ...)``
+    alone, the scan started at the top and filtered every row before the cursor: each
+    page cost O(sessions), 41 ms at 100k and 20 s for a sweep of every page of 200."""
+    where = f"WHERE {rows}"
+    if after:
+        where += " AND updated_at <= $1 AND (updated_at < $1 OR session_id > $2)"
+    limit = "$3" if after else "$1"
+    return (
+        f"SELECT session_id, meta, message_count, updated_at FROM sessions {where}"
+        f" ORDER BY updated_at DESC, session_id LIMIT {limit}"
+    )
+
+
+#: (first page, page after a cursor) of every visible session, and of the sessions with
+#: an active stream (a partial index each).
+_LIST = (_list_sql("visible", False), _list_sql("visible", True))
+_LIST_ACTIVE = (
+    _list_sql("active_stream_id IS NOT NULL", False),
+    _list_sql("active_stream_id IS NOT NULL", True),
+)
 
 
 def _transient_errors() -> tuple[type[BaseException], ...]:
@@ -1017,13 +1035,13 @@ class PostgresStore(Store):
         return session
 
     async def _list_page(
-        self, limit: int, after: tuple[float, str] | None, query: str = _LIST
+        self, limit: int, after: tuple[float, str] | None, queries: tuple[str, str] = _LIST
     ) -> list[Session]:
-        updated, sid = after if after is not None else (None, "")
-
         async def op() -> list[Any]:
             async with self._conn() as con:
-                return list(await con.fetch(query, updated, sid, limit))
+                if after is None:
+                    return list(await con.fetch(queries[0], limit))
+                return list(await con.fetch(queries[1], after[0], after[1], limit))
 
         rows = await self._retry(op)
         out = []
