@@ -406,6 +406,17 @@ class _Cell:
         self.select.append(selects)
 
 
+async def _list_every_page(store: Any, limit: int, active: bool) -> int:
+    """Follow ``list_sessions(limit=limit, active=active)`` to its last page; the count."""
+    cursor, seen = None, 0
+    while True:
+        page = await store.list_sessions(limit=limit, cursor=cursor, active=active)
+        seen += len(page.sessions)
+        if page.next_cursor is None:
+            return seen
+        cursor = page.next_cursor
+
+
 async def _listing(url: str, sizes: tuple[int, ...], reps: int) -> dict[int, dict[str, float]]:
     """W7/W8 on PostgresStore: S sessions inserted in bulk through the store's own
     tables, then the first page, the full listing and ``recover()`` are timed."""
@@ -447,34 +458,19 @@ async def _listing(url: str, sizes: tuple[int, ...], reps: int) -> dict[int, dic
                 await con.close()
             page, full, rec, every, active = [], [], [], [], []
             for _ in range(reps):
-                for times, only_active, expect in ((every, False, s), (active, True, 10)):
+                for times, limit, only_active, expect in (
+                    (every, 200, False, s),
+                    (active, 200, True, 10),
+                    (full, 1000, False, s),
+                ):
                     t0 = now_ms()
-                    cursor, seen = None, 0
-                    while True:
-                        p = await store.list_sessions(
-                            limit=200, cursor=cursor, active=only_active
-                        )
-                        seen += len(p.sessions)
-                        if p.next_cursor is None:
-                            break
-                        cursor = p.next_cursor
+                    seen = await _list_every_page(store, limit, only_active)
                     times.append(now_ms() - t0)
                     if seen != expect:
-                        raise RuntimeError(f"a sweep read {seen} sessions, not {expect}")
+                        raise RuntimeError(f"listed {seen} sessions, not {expect}")
                 t0 = now_ms()
                 await store.list_sessions(limit=50)
                 page.append(now_ms() - t0)
-                t0 = now_ms()
-                cursor, seen = None, 0
-                while True:
-                    p = await store.list_sessions(limit=1000, cursor=cursor)
-                    seen += len(p.sessions)
-                    if p.next_cursor is None:
-                        break
-                    cursor = p.next_cursor
-                full.append(now_ms() - t0)
-                if seen != s:
-                    raise RuntimeError(f"listed {seen} of {s} sessions")
                 t0 = now_ms()
                 report = await store.recover()
                 rec.append(now_ms() - t0)
